@@ -1,0 +1,147 @@
+"""The one exception tree of gx10slots; each class carries the contract's exit code.
+
+    SlotsError                      1  base: something we know about went wrong
+    ├── CheckFailed                 1  rollout, smoke or post-flip verification failed
+    ├── UsageError                  2  bad command line
+    │   └── ConfigError             2  bad slots.yaml / kubeconfig (names the key and what was expected)
+    ├── Refused                     3  a safety gate said no; nothing was changed
+    │   └── LockHeld                3  the Lease gx10slots-lock is held by someone else
+    ├── ClusterError                4  cluster or network error before anything changed
+    │   ├── ApiUnreachable          4  no answer from the API server (connection, timeout)
+    │   └── ApiError                4  the API server answered with an error status
+    │       ├── NotFound            4  404
+    │       ├── Conflict            4  409 (resourceVersion moved: re-read, re-check, decide)
+    │       ├── Invalid             4  422 (invalid object, or a JSON Patch `test` that failed)
+    │       └── Unauthorized        4  401 / 403
+    │   └── StateUnknown            4  a write whose outcome could not be confirmed by reading back
+    └── Interrupted               130  Ctrl-C or SIGTERM
+
+Third-party exceptions (`kubernetes.client.ApiException`, urllib3 and httpx errors) are translated
+into this tree only in the adapters, chained with ``from``; the CLI has one boundary that turns any
+``SlotsError`` into a message (or a JSON document) and its exit code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Longest excerpt of a foreign body (API server, engine) we ever put into a message: enough to
+# diagnose, short enough that a misbehaving peer cannot flood a terminal or a report.
+BODY_EXCERPT_CHARS = 300
+
+
+def excerpt(text: str | bytes | None, limit: int = BODY_EXCERPT_CHARS) -> str:
+    """A single-line, bounded excerpt of a foreign body, safe to show."""
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class SlotsError(Exception):
+    """Base of every error the tool expects and explains."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": self.kind,
+            "message": self.message,
+            "exit_code": self.exit_code,
+        }
+        if self.hint:
+            doc["hint"] = self.hint
+        return doc
+
+
+class CheckFailed(SlotsError):
+    exit_code = 1
+    kind = "check-failed"
+
+
+class UsageError(SlotsError):
+    exit_code = 2
+    kind = "usage"
+
+
+class ConfigError(UsageError):
+    kind = "config"
+
+
+class Refused(SlotsError):
+    exit_code = 3
+    kind = "refused"
+
+
+class LockHeld(Refused):
+    kind = "lock-held"
+
+    def __init__(self, holder: str, since: str | None, *, lease: str = "gx10slots-lock") -> None:
+        since_text = f" since {since}" if since else ""
+        super().__init__(
+            f"lease {lease} is held by {holder}{since_text}",
+            hint="wait for that operation to finish; an abandoned lease can be taken over once it "
+            "has not been renewed for its full duration",
+        )
+        self.holder = holder
+        self.since = since
+
+
+class ClusterError(SlotsError):
+    exit_code = 4
+    kind = "cluster"
+
+
+class ApiUnreachable(ClusterError):
+    kind = "api-unreachable"
+
+
+class ApiError(ClusterError):
+    kind = "api-error"
+
+    def __init__(
+        self, message: str, *, status: int, reason: str = "", hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = super().to_dict()
+        doc["status"] = self.status
+        if self.reason:
+            doc["reason"] = self.reason
+        return doc
+
+
+class NotFound(ApiError):
+    kind = "not-found"
+
+
+class Conflict(ApiError):
+    kind = "conflict"
+
+
+class Invalid(ApiError):
+    kind = "invalid"
+
+
+class Unauthorized(ApiError):
+    kind = "unauthorized"
+
+
+class StateUnknown(ClusterError):
+    kind = "state-unknown"
+
+
+class Interrupted(SlotsError):
+    exit_code = 130
+    kind = "interrupted"
