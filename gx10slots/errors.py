@@ -3,17 +3,17 @@
     SlotsError                      1  base: something we know about went wrong
     ├── CheckFailed                 1  rollout, smoke or post-flip verification failed
     ├── UsageError                  2  bad command line
-    │   └── ConfigError             2  bad slots.yaml / kubeconfig (names the key and what was expected)
+    │   └── ConfigError             2  bad slots.yaml or kubeconfig (which key, what was expected)
     ├── Refused                     3  a safety gate said no; nothing was changed
     │   └── LockHeld                3  the Lease gx10slots-lock is held by someone else
     ├── ClusterError                4  cluster or network error before anything changed
     │   ├── ApiUnreachable          4  no answer from the API server (connection, timeout)
-    │   └── ApiError                4  the API server answered with an error status
-    │       ├── NotFound            4  404
-    │       ├── Conflict            4  409 (resourceVersion moved: re-read, re-check, decide)
-    │       ├── Invalid             4  422 (invalid object, or a JSON Patch `test` that failed)
-    │       └── Unauthorized        4  401 / 403
-    │   └── StateUnknown            4  a write whose outcome could not be confirmed by reading back
+    │   ├── ApiError                4  the API server answered with an error status
+    │   │   ├── NotFound            4  404
+    │   │   ├── Conflict            4  409 (resourceVersion moved: re-read, re-check, decide)
+    │   │   ├── Invalid             4  422 (invalid object, or a JSON Patch `test` that failed)
+    │   │   └── Unauthorized        4  401 / 403
+    │   └── StateUnknown            4  a write whose outcome no read-back could confirm
     └── Interrupted               130  Ctrl-C or SIGTERM
 
 Third-party exceptions (`kubernetes.client.ApiException`, urllib3 and httpx errors) are translated
@@ -106,6 +106,8 @@ class ApiUnreachable(ClusterError):
 
 class ApiError(ClusterError):
     kind = "api-error"
+    # Seconds the server asked us to wait (429 Retry-After), for the read retry policy.
+    retry_after: float | None = None
 
     def __init__(
         self, message: str, *, status: int, reason: str = "", hint: str | None = None

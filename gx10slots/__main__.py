@@ -1,0 +1,3 @@
+from gx10slots.cli import main
+
+main()

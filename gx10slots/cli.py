@@ -1,0 +1,257 @@
+"""The `slots` command line: parse, reject bad combinations, call one operation, render.
+
+The one error boundary is :func:`main`: every ``SlotsError`` becomes a message on stderr (or, with
+``-o json``, a JSON document on stdout) and the contract's exit code; no traceback for anything
+expected. Heavy modules (the Kubernetes client, rich) are imported inside the commands so that
+``slots --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+
+from gx10slots import __version__
+from gx10slots.app import App, GlobalOptions
+from gx10slots.errors import Interrupted, SlotsError, UsageError
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _app(ctx: click.Context) -> App:
+    app = ctx.find_object(App)
+    assert app is not None, "the group callback always sets the App"
+    return app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="SLOTS_CONFIG",
+    default="slots.yaml",
+    show_default=True,
+    metavar="PATH",
+    help="Config file [env SLOTS_CONFIG].",
+)
+@click.option(
+    "--kubeconfig",
+    envvar="KUBECONFIG",
+    metavar="PATH",
+    help="Kubeconfig, as kubectl [env KUBECONFIG]; in a pod without it, the service account.",
+)
+@click.option(
+    "--context",
+    envvar="SLOTS_CONTEXT",
+    metavar="NAME",
+    help="Kubeconfig context [env SLOTS_CONTEXT].",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    envvar="SLOTS_NAMESPACE",
+    metavar="NS",
+    help="Override the config's namespace [env SLOTS_NAMESPACE].",
+)
+@click.option(
+    "-o",
+    "--output",
+    envvar="SLOTS_OUTPUT",
+    type=click.Choice(["table", "json"], case_sensitive=False),
+    default="table",
+    show_default=True,
+    help="Human table, or one JSON document on stdout [env SLOTS_OUTPUT].",
+)
+@click.option("-v", "--verbose", count=True, help="More progress on stderr (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less progress on stderr.")
+@click.version_option(__version__, "--version", prog_name="slots")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_path: str,
+    kubeconfig: str | None,
+    context: str | None,
+    namespace: str | None,
+    output: str,
+    verbose: int,
+    quiet: int,
+) -> None:
+    """Blue/green model slots on the GX10: deploy, smoke, flip, flip back.
+
+    Production is served by one active slot (blue or green); one availability flag decides which.
+    The other slot stays warm so that `slots flip-back` restores service in about a second.
+
+    \b
+    Exit codes: 0 done and verified; 1 a check failed (production unchanged or restored);
+    2 usage or config error; 3 refused by a safety gate; 4 cluster/network error or unconfirmed
+    state; 130 interrupted.
+    """
+    from gx10slots import console
+
+    if namespace is not None and not _NAMESPACE.match(namespace):
+        raise click.BadParameter(
+            f"{namespace!r} is not a namespace name (lowercase letters, digits, '-')",
+            param_hint="'-n' / '--namespace'",
+        )
+    verbosity = verbose - quiet
+    console.configure(verbosity)
+    ctx.obj = App(
+        GlobalOptions(
+            config_path=config_path,
+            kubeconfig=kubeconfig or None,
+            context=context or None,
+            namespace=namespace,
+            output="json" if output.lower() == "json" else "table",
+            verbosity=verbosity,
+        )
+    )
+
+
+@cli.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Both slots, the flag, the previous slot, and warnings."""
+    from gx10slots.ops.status import status as read_status
+    from gx10slots.render import emit_json, status_table
+
+    app = _app(ctx)
+    doc = read_status(app)
+    if app.options.output == "json":
+        emit_json(doc)
+    else:
+        status_table(doc)
+
+
+@cli.group()
+def sandbox() -> None:
+    """A local simulated GX10 (Kubernetes API, node, slots, model servers) on loopback."""
+
+
+_SANDBOX_DIR = click.option(
+    "--dir",
+    "directory",
+    envvar="SLOTS_SANDBOX_DIR",
+    default=".sandbox",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the sandbox keeps kubeconfig, slots.yaml, sandbox.json and logs.",
+)
+
+
+@sandbox.command("up")
+@_SANDBOX_DIR
+@click.option(
+    "--engine",
+    type=click.Choice(["fake", "llama-cpp"]),
+    default="fake",
+    show_default=True,
+    help="fake: our fault-injecting server; llama-cpp: also a real llama.cpp for tiny-* models.",
+)
+@click.option("--detach", is_flag=True, help="Start in the background and return once ready.")
+@click.pass_context
+def sandbox_up(ctx: click.Context, directory: str, engine: str, detach: bool) -> None:
+    """Start the sandbox; with --detach, return once it is ready."""
+    from gx10slots.render import emit_json
+    from gx10slots.sandbox import cluster
+
+    app = _app(ctx)
+    if detach:
+        info = cluster.start_detached(directory, engine=engine)
+        if app.options.output == "json":
+            emit_json(info)
+        else:
+            click.echo(cluster.describe(directory, info))
+        return
+    cluster.run_foreground(directory, engine=engine, announce=click.echo)
+
+
+@sandbox.command("down")
+@_SANDBOX_DIR
+@click.pass_context
+def sandbox_down(ctx: click.Context, directory: str) -> None:
+    """Stop the sandbox in DIR and every process it started."""
+    from gx10slots.render import emit_json
+    from gx10slots.sandbox import cluster
+
+    result = cluster.stop(directory)
+    if _app(ctx).options.output == "json":
+        emit_json(result)
+    else:
+        click.echo(result["message"])
+
+
+# -- the error boundary --------------------------------------------------------------------------
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether -o json was asked for, even when parsing failed before the option was read."""
+    value = os.environ.get("SLOTS_OUTPUT", "")
+    for index, arg in enumerate(argv):
+        if arg in ("-o", "--output") and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--output="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            value = arg[2:]
+    return value.lower() == "json"
+
+
+def _report(error: SlotsError, as_json: bool) -> None:
+    if as_json:
+        from gx10slots.render import emit_json
+
+        emit_json({"error": error.to_dict()})
+    click.echo(f"error: {error.message}", err=True)
+    if error.hint:
+        click.echo(f"hint: {error.hint}", err=True)
+
+
+def _on_sigterm(signum: int, frame: Any) -> NoReturn:
+    raise Interrupted("terminated by SIGTERM")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(args)
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks release the lease and say what is known.
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=args, prog_name="slots", standalone_mode=False)
+        code = 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        _report(Interrupted("interrupted"), as_json)
+        code = 130
+    except click.ClickException as exc:
+        # Usage mistakes (bad option, bad value, unknown command) are exit 2 per the contract.
+        error = UsageError(exc.format_message())
+        if as_json:
+            _report(error, True)
+        else:
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+            click.echo(f"error: {error.message}", err=True)
+            click.echo("Try 'slots --help' for help.", err=True)
+        code = 2
+    except SlotsError as exc:
+        _report(exc, as_json)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        _report(Interrupted("interrupted by Ctrl-C"), as_json)
+        code = 130
+    except BrokenPipeError:
+        # `slots status | head`: the reader left; nothing to report.
+        sys.stderr.close()
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""``slots.yaml`` read into typed, validated objects.
+
+Every mistake becomes one :class:`ConfigError` naming the key (``flag.kind``), what was expected and
+what was found; unknown keys are mistakes too, because a misspelt safety setting that is silently
+ignored is worse than a refusal. The reference is ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gx10slots.durations import parse_duration
+from gx10slots.errors import ConfigError
+
+SLOT_NAMES: tuple[str, str] = ("blue", "green")
+FLAG_KINDS = ("service-selector", "configmap")
+ENGINES = ("vllm", "llama-server", "llama-cpp-python", "sglang", "ollama", "trtllm", "openai")
+ACCESS_MODES = ("direct", "apiserver-proxy")
+
+FlagKind = Literal["service-selector", "configmap"]
+AccessMode = Literal["direct", "apiserver-proxy"]
+
+# RFC 1123 DNS label / subdomain, as the API server checks object names.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# A qualified label key: optional DNS-subdomain prefix, then a name of [A-Za-z0-9_.-].
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    name: str
+    deployment: str
+    service: str
+    port: int
+    endpoint: str | None
+
+
+@dataclass(frozen=True)
+class FlagConfig:
+    kind: FlagKind
+    name: str
+    key: str
+    endpoint: str | None
+    # The Service production traffic enters through (for `apiserver-proxy` access and endpoint
+    # checks); for `service-selector` it is the flag object itself.
+    service: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SmokeConfig:
+    max_age_s: float = 1800.0
+    prompt: str = "Reply with the single word pong."
+    expect: str = "pong"
+    max_tokens: int = 16
+    probe_timeout_s: float = 30.0
+    deadline_s: float = 300.0
+    burst: int = 4
+    tool_call: bool = False
+    reasoning: bool = False
+    max_model_len: int | None = None
+    report_dir: str = "reports"
+    formats: tuple[str, ...] = ("json", "md")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    node_capacity_gib: float | None = None
+    reserve_gib: float = 8.0
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiKeySource:
+    env: str | None = None
+    secret_name: str | None = None
+    secret_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    namespace: str
+    slots: Mapping[str, SlotConfig]
+    container: str
+    model_env: str
+    served_name_env: str
+    flag: FlagConfig
+    engine: str
+    access: AccessMode
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    api_key: ApiKeySource = field(default_factory=ApiKeySource)
+    source: str = "slots.yaml"
+
+    def slot(self, name: str) -> SlotConfig:
+        return self.slots[name]
+
+
+class _Reader:
+    """Walks one mapping of the document, remembering the dotted path for messages."""
+
+    def __init__(self, data: Any, path: str, source: str) -> None:
+        self.source = source
+        self.path = path
+        if not isinstance(data, Mapping):
+            self.fail(path, f"expected a mapping, got {_describe(data)}")
+        self.data: Mapping[str, Any] = data
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        raise ConfigError(f"{self.source}: {key or '(top level)'}: {message}")
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def raw(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def string(
+        self,
+        name: str,
+        default: str | None = None,
+        *,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "",
+    ) -> str:
+        value = self.raw(name)
+        if value is None:
+            if default is None:
+                self.fail(self.key(name), "is required" + (f" ({what})" if what else ""))
+            return default  # type: ignore[return-value]
+        if not isinstance(value, str) or not value.strip():
+            self.fail(self.key(name), f"expected a non-empty string, got {_describe(value)}")
+        if pattern is not None and not pattern.match(value):
+            self.fail(self.key(name), f"expected {what or 'a valid name'}, got {value!r}")
+        return str(value)
+
+    def optional_string(self, name: str) -> str | None:
+        return None if self.raw(name) is None else self.string(name)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.string(name, default)
+        if value not in choices:
+            self.fail(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def number(
+        self, name: str, default: float | None, *, minimum: float = 0.0, integer: bool = False
+    ) -> float | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(self.key(name), f"expected a number, got {_describe(value)}")
+        if integer and not float(value).is_integer():
+            self.fail(self.key(name), f"expected a whole number, got {value!r}")
+        if value < minimum:
+            self.fail(self.key(name), f"expected at least {minimum:g}, got {value!r}")
+        return int(value) if integer else float(value)
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        value = self.number(name, default, minimum=minimum, integer=True)
+        return int(value) if value is not None else default
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(self.key(name), f"expected true or false, got {_describe(value)}")
+        return bool(value)
+
+    def duration(self, name: str, default: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.fail(
+                self.key(name), f"expected a duration such as 90s or 30m, got {_describe(value)}"
+            )
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                self.fail(self.key(name), str(exc))
+        if seconds <= 0:
+            self.fail(self.key(name), f"expected a positive duration, got {value!r}")
+        return seconds
+
+    def url(self, name: str, *, required: bool) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            if required:
+                self.fail(self.key(name), "is required (an http:// or https:// URL)")
+            return None
+        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+            self.fail(
+                self.key(name), f"expected an http:// or https:// URL, got {_describe(value)}"
+            )
+        return str(value).rstrip("/")
+
+    def child(self, name: str, *, required: bool = False) -> _Reader:
+        value = self.raw(name)
+        if value is None:
+            if required:
+                self.fail(self.key(name), "is required")
+            value = {}
+        return _Reader(value, self.key(name), self.source)
+
+    def done(self) -> None:
+        unknown = sorted(str(k) for k in self.data if k not in self.seen)
+        if unknown:
+            self.fail(
+                self.key(unknown[0]),
+                f"unknown key (expected one of: {', '.join(sorted(self.seen))})",
+            )
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
+    """Validate a loaded YAML document; the only way a ``Config`` is made."""
+    top = _Reader(data, "", source)
+    namespace = top.string(
+        "namespace", pattern=_DNS_LABEL, what="a namespace name (RFC 1123 label)"
+    )
+    engine = top.choice("engine", ENGINES, "vllm")
+    access = top.choice("access", ACCESS_MODES, "direct")
+    container = top.string("container", "engine", pattern=_DNS_LABEL, what="a container name")
+
+    env = top.child("env")
+    model_env = env.string("model", "MODEL", pattern=_ENV_NAME, what="an environment variable name")
+    served_env = env.string(
+        "served_name", "SERVED_MODEL_NAME", pattern=_ENV_NAME, what="an environment variable name"
+    )
+    env.done()
+
+    slots_reader = top.child("slots", required=True)
+    slots: dict[str, SlotConfig] = {}
+    for name in SLOT_NAMES:
+        s = slots_reader.child(name, required=True)
+        deployment = s.string("deployment", pattern=_DNS_SUBDOMAIN, what="a Deployment name")
+        slots[name] = SlotConfig(
+            name=name,
+            deployment=deployment,
+            service=s.string("service", deployment, pattern=_DNS_LABEL, what="a Service name"),
+            port=_port(s),
+            endpoint=s.url("endpoint", required=access == "direct"),
+        )
+        s.done()
+    slots_reader.done()
+    if slots["blue"].deployment == slots["green"].deployment:
+        top.fail("slots.green.deployment", "must differ from slots.blue.deployment")
+
+    f = top.child("flag", required=True)
+    kind = f.choice("kind", FLAG_KINDS)
+    flag_name = f.string("name", pattern=_DNS_SUBDOMAIN, what="an object name")
+    key = f.string(
+        "key",
+        "gx10slots.io/slot" if kind == "service-selector" else "active-slot",
+        pattern=_LABEL_KEY if kind == "service-selector" else re.compile(r"^[-._a-zA-Z0-9]+$"),
+        what="a label key" if kind == "service-selector" else "a ConfigMap key",
+    )
+    if kind == "service-selector":
+        flag_service = flag_name
+    elif access == "apiserver-proxy" or f.has("service"):
+        flag_service = f.string(
+            "service",
+            pattern=_DNS_LABEL,
+            what="the router Service production traffic enters through",
+        )
+    else:
+        flag_service = ""
+    flag = FlagConfig(
+        kind=kind,  # type: ignore[arg-type]
+        name=flag_name,
+        key=key,
+        endpoint=f.url("endpoint", required=access == "direct"),
+        service=flag_service,
+        port=_port(f),
+    )
+    f.done()
+
+    sm = top.child("smoke")
+    formats = sm.raw("formats")
+    if formats is None:
+        formats_tuple = SmokeConfig.formats
+    elif (
+        isinstance(formats, list) and formats and all(x in ("json", "md", "junit") for x in formats)
+    ):
+        formats_tuple = tuple(str(x) for x in formats)
+    else:
+        sm.fail(
+            sm.key("formats"),
+            f"expected a list drawn from json, md, junit, got {_describe(formats)}",
+        )
+    expect = sm.string("expect", SmokeConfig.expect)
+    try:
+        re.compile(expect)
+    except re.error as exc:
+        sm.fail(sm.key("expect"), f"expected a regular expression: {exc}")
+    max_model_len = sm.number("max_model_len", None, minimum=1, integer=True)
+    smoke = SmokeConfig(
+        max_age_s=sm.duration("max_age", SmokeConfig.max_age_s),
+        prompt=sm.string("prompt", SmokeConfig.prompt),
+        expect=expect,
+        max_tokens=sm.integer("max_tokens", SmokeConfig.max_tokens, minimum=1),
+        probe_timeout_s=sm.duration("probe_timeout", SmokeConfig.probe_timeout_s),
+        deadline_s=sm.duration("deadline", SmokeConfig.deadline_s),
+        burst=sm.integer("burst", SmokeConfig.burst, minimum=1),
+        tool_call=sm.boolean("tool_call", SmokeConfig.tool_call),
+        reasoning=sm.boolean("reasoning", SmokeConfig.reasoning),
+        max_model_len=int(max_model_len) if max_model_len is not None else None,
+        report_dir=sm.string("report_dir", SmokeConfig.report_dir),
+        formats=formats_tuple,
+    )
+    sm.done()
+
+    mem = top.child("memory")
+    memory = MemoryConfig(
+        node_capacity_gib=mem.number("node_capacity_gib", None, minimum=1),
+        reserve_gib=mem.number("reserve_gib", MemoryConfig.reserve_gib) or 0.0,
+        node=mem.optional_string("node"),
+    )
+    mem.done()
+
+    key_reader = top.child("api_key")
+    secret = key_reader.child("secret")
+    api_key = ApiKeySource(
+        env=key_reader.string("env", pattern=_ENV_NAME, what="an environment variable name")
+        if key_reader.has("env")
+        else None,
+        secret_name=secret.string("name", pattern=_DNS_SUBDOMAIN, what="a Secret name")
+        if secret.has("name") or secret.has("key")
+        else None,
+        secret_key=secret.string("key") if secret.has("name") or secret.has("key") else None,
+    )
+    secret.done()
+    key_reader.done()
+    top.done()
+
+    return Config(
+        namespace=namespace,
+        slots=slots,
+        container=container,
+        model_env=model_env,
+        served_name_env=served_env,
+        flag=flag,
+        engine=engine,
+        access=access,  # type: ignore[arg-type]
+        smoke=smoke,
+        memory=memory,
+        api_key=api_key,
+        source=source,
+    )
+
+
+def _port(reader: _Reader) -> int:
+    port = reader.integer("port", 8000, minimum=1)
+    if port > 65535:
+        reader.fail(reader.key("port"), f"expected a port number up to 65535, got {port}")
+    return port
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate ``path``; every failure is a ``ConfigError`` (exit 2)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"config file {p} not found",
+            hint="pass --config PATH or set SLOTS_CONFIG; `slots sandbox up --dir DIR` writes one",
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from exc
+    return parse_config(data, source=str(p))

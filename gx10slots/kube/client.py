@@ -1,0 +1,266 @@
+"""The Kubernetes adapter: connection, error translation and the retry policy for reads.
+
+Objects travel as plain dicts (the API's JSON), not the client's generated models: the plans we
+compute are JSON patches over the same shapes, and unknown fields survive a read-modify-write.
+The official client still does what it is good at: kubeconfig/in-cluster auth, TLS and URLs.
+
+Retries: reads are retried for connection errors, 5xx and 429 (honouring ``Retry-After``), capped
+and logged as "attempt n/N". Writes are never retried here; a write whose answer was lost raises
+:class:`WriteOutcomeUnknown` so the caller settles it by reading back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gx10slots.errors import (
+    ApiError,
+    ApiUnreachable,
+    ConfigError,
+    Conflict,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    excerpt,
+)
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+log = logging.getLogger("gx10slots.kube")
+
+FIELD_MANAGER = "gx10slots"
+READ_TIMEOUT = (5.0, 15.0)  # (connect, read) seconds per request
+WRITE_TIMEOUT = (5.0, 15.0)
+READ_ATTEMPTS = 4
+RETRY_AFTER_CAP_S = 10.0
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+class WriteOutcomeUnknown(ApiUnreachable):
+    """The write was sent but its answer was lost: it may or may not have been applied."""
+
+    kind = "write-outcome-unknown"
+
+
+@dataclass(frozen=True)
+class Connection:
+    api_client: ApiClient
+    host: str
+    source: str  # "kubeconfig <path> (context <name>)" or "in-cluster service account"
+
+
+def connect(kubeconfig: str | None, context: str | None) -> Connection:
+    """Credentials as kubectl finds them: given kubeconfig, else in-cluster, else ~/.kube/config."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    # urllib3 would otherwise retry PUTs after a read timeout: a blind write retry. We own retries.
+    configuration.retries = False
+    in_cluster = (
+        not kubeconfig
+        and "KUBERNETES_SERVICE_HOST" in os.environ
+        and os.path.exists(IN_CLUSTER_TOKEN)
+    )
+    try:
+        if in_cluster:
+            config.load_incluster_config(client_configuration=configuration)
+            source = "in-cluster service account"
+        else:
+            path = kubeconfig or os.path.expanduser("~/.kube/config")
+            if not os.path.exists(path):
+                raise ConfigError(
+                    f"kubeconfig {path} not found",
+                    hint="pass --kubeconfig PATH or set KUBECONFIG",
+                )
+            config.load_kube_config(
+                config_file=path,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+            source = f"kubeconfig {path}" + (f" (context {context})" if context else "")
+    except ConfigException as exc:
+        raise ConfigError(f"cannot load Kubernetes credentials: {excerpt(str(exc))}") from exc
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A malformed kubeconfig surfaces from the loader as whatever its parser tripped on.
+        raise ConfigError(
+            f"cannot load Kubernetes credentials from {kubeconfig or 'the default kubeconfig'}: "
+            f"malformed ({type(exc).__name__}: {excerpt(str(exc), 120)})"
+        ) from exc
+    return Connection(client.ApiClient(configuration), configuration.host, source)
+
+
+def translate_api_exception(exc: Any, what: str) -> ApiError:
+    """An ``ApiException`` as the most specific error of ours, with a bounded message."""
+    status = int(getattr(exc, "status", 0) or 0)
+    body = getattr(exc, "body", None)
+    reason = ""
+    message = excerpt(body) or str(getattr(exc, "reason", "")) or "no message"
+    try:
+        doc = json.loads(body) if body else None
+    except (TypeError, ValueError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("kind") == "Status":
+        reason = str(doc.get("reason") or "")
+        message = excerpt(str(doc.get("message") or reason or "no message"))
+    text = f"{what}: {status} {reason or ''} {message}".replace("  ", " ")
+    cls: type[ApiError]
+    hint = None
+    if status == 404:
+        cls = NotFound
+    elif status == 409:
+        cls = Conflict
+    elif status == 422:
+        cls = Invalid
+    elif status in (401, 403):
+        cls = Unauthorized
+        hint = "check the kubeconfig's credentials and the service account's Role (docs/manifests)"
+    else:
+        cls = ApiError
+    return cls(text, status=status, reason=reason, hint=hint)
+
+
+def _retry_after(exc: Any) -> float | None:
+    headers = getattr(exc, "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return min(float(value), RETRY_AFTER_CAP_S) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class Kube:
+    """Typed entry points over the official client; every call returns the API's JSON as dicts."""
+
+    def __init__(self, connection: Connection, namespace: str) -> None:
+        self.connection = connection
+        self.namespace = namespace
+        self._apis: dict[str, Any] = {}
+
+    def api(self, name: str) -> Any:
+        """``core``, ``apps``, ``coordination``, ``events`` or ``custom`` API object, made once."""
+        if name not in self._apis:
+            from kubernetes import client
+
+            factory = {
+                "core": client.CoreV1Api,
+                "apps": client.AppsV1Api,
+                "coordination": client.CoordinationV1Api,
+                "events": client.EventsV1Api,
+                "custom": client.CustomObjectsApi,
+            }[name]
+            self._apis[name] = factory(self.connection.api_client)
+        return self._apis[name]
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    def read(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A GET/LIST with the read retry policy; ``what`` names it in messages and logs."""
+        from tenacity import (
+            RetryCallState,
+            Retrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential,
+        )
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, ApiError):
+                return exc.status == 429 or exc.status >= 500
+            return isinstance(exc, ApiUnreachable)
+
+        backoff = wait_exponential(multiplier=0.2, max=2.0)
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome
+            exc = outcome.exception() if outcome else None
+            after = getattr(exc, "retry_after", None)
+            return float(after) if after is not None else float(backoff(state))
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s failed (%s), attempt %d/%d, retrying",
+                what,
+                getattr(exc, "message", exc),
+                state.attempt_number,
+                READ_ATTEMPTS,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(READ_ATTEMPTS),
+            wait=wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        result: dict[str, Any] = retrying(
+            self._call, what, fn, args, kwargs, READ_TIMEOUT, write=False
+        )
+        return result
+
+    def write(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A mutating call, never retried; a lost answer raises :class:`WriteOutcomeUnknown`."""
+        return self._call(what, fn, args, kwargs, WRITE_TIMEOUT, write=True)
+
+    def _call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: tuple[float, float],
+        *,
+        write: bool,
+    ) -> dict[str, Any]:
+        import urllib3.exceptions as u3
+        from kubernetes.client.exceptions import ApiException
+
+        kwargs.setdefault("_request_timeout", timeout)
+        kwargs["_preload_content"] = False
+        started = time.monotonic()
+        try:
+            response = fn(*args, **kwargs)
+            data = response.data
+        except ApiException as exc:
+            error = translate_api_exception(exc, what)
+            error.retry_after = _retry_after(exc)
+            raise error from exc
+        except (u3.NewConnectionError, u3.ConnectTimeoutError) as exc:
+            # Nothing reached the server: safe to say nothing changed.
+            raise ApiUnreachable(
+                f"{what}: cannot reach the API server at {self.connection.host} ({_cause(exc)})",
+                hint="is the cluster (or `slots sandbox up`) running, and the kubeconfig right?",
+            ) from exc
+        except (u3.HTTPError, OSError) as exc:
+            elapsed = time.monotonic() - started
+            cls = WriteOutcomeUnknown if write else ApiUnreachable
+            raise cls(
+                f"{what}: no answer from the API server after {elapsed:.1f} s ({_cause(exc)})"
+            ) from exc
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError as exc:
+            raise ApiError(
+                f"{what}: the API server answered with something that is not JSON: {excerpt(data)}",
+                status=200,
+            ) from exc
+        if not isinstance(parsed, dict):
+            raise ApiError(f"{what}: unexpected answer {excerpt(str(parsed))}", status=200)
+        return parsed
+
+
+def _cause(exc: BaseException) -> str:
+    text = excerpt(str(exc), 160)
+    # urllib3 messages embed the connection object's repr; keep the human part.
+    if ">:" in text:
+        text = text.split(">:", 1)[1].strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,80 @@
+"""Human renderings of command results (JSON output is the documents themselves)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def status_table(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # markup off: model names and keys such as [gx10slots.io/slot] are data, not styles.
+    console = Console(highlight=False, soft_wrap=True, markup=False)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in (
+        "SLOT",
+        "ROLE",
+        "MODEL",
+        "SERVED NAME",
+        "IMAGE",
+        "READY",
+        "MEMORY",
+        "REVISION",
+        "SMOKE",
+    ):
+        table.add_column(column)
+    for name, slot in doc["slots"].items():
+        smoke = slot.get("smoke")
+        if not slot.get("exists", True):
+            smoke_text = "-"
+        elif smoke is None:
+            smoke_text = "none for this revision"
+        else:
+            verdict = "passed" if smoke["passed"] else "FAILED"
+            smoke_text = f"{verdict} {_age(smoke.get('age_s'))} ago"
+        memory = slot.get("memory_gib")
+        table.add_row(
+            name,
+            slot["role"] if slot.get("exists", True) else "missing",
+            _cell(slot.get("model")),
+            _cell(slot.get("served_name")),
+            _cell(slot.get("image")),
+            f"{slot.get('ready', 0)}/{slot.get('replicas', 0)}",
+            "-" if memory is None else f"{memory:g} GiB",
+            _cell(slot.get("revision")),
+            smoke_text,
+        )
+    console.print(table)
+    flag = doc["flag"]
+    console.print(
+        f"\nflag: {flag['kind']} {doc['namespace']}/{flag['name']} [{flag['key']}] = "
+        f"{_cell(flag.get('value'))}   previous: {_cell(doc.get('previous'))}"
+    )
+    if flag.get("changed_at"):
+        console.print(f"changed {flag['changed_at']} by {_cell(flag.get('changed_by'))}")
+    if flag.get("endpoint"):
+        console.print(f"production endpoint: {flag['endpoint']}")
+    for warning in doc.get("warnings", []):
+        console.print(f"warning: {warning}", style="yellow")

@@ -1,0 +1,301 @@
+"""What the cluster's objects say about the slots: pure functions over the API's JSON.
+
+Nothing here does I/O, so every rule (roles, revisions, smoke freshness, readiness, Flux risk) is
+tested on plain dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gx10slots.config import SLOT_NAMES, Config
+from gx10slots.memory import slot_budget_gib
+
+ANNOTATION_PREFIX = "gx10slots.io/"
+ACTIVE = ANNOTATION_PREFIX + "active"
+PREVIOUS = ANNOTATION_PREFIX + "previous"
+CHANGED_AT = ANNOTATION_PREFIX + "changed-at"
+CHANGED_BY = ANNOTATION_PREFIX + "changed-by"
+REASON = ANNOTATION_PREFIX + "reason"
+SMOKE_REVISION = ANNOTATION_PREFIX + "smoke-revision"
+SMOKE_PASSED = ANNOTATION_PREFIX + "smoke-passed"
+SMOKE_AT = ANNOTATION_PREFIX + "smoke-at"
+SMOKE_REPORT = ANNOTATION_PREFIX + "smoke-report"
+MEMORY_GIB = ANNOTATION_PREFIX + "memory-gib"
+
+FLUX_NAME_LABEL = "kustomize.toolkit.fluxcd.io/name"
+FLUX_NAMESPACE_LABEL = "kustomize.toolkit.fluxcd.io/namespace"
+FLUX_RECONCILE = "kustomize.toolkit.fluxcd.io/reconcile"
+FLUX_SSA = "kustomize.toolkit.fluxcd.io/ssa"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def revision_of(deployment: Mapping[str, Any]) -> str:
+    """A stable hash of the pod template: any change to image, env or args is a new revision."""
+    template = deployment.get("spec", {}).get("template", {})
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def container_of(deployment: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    containers = (
+        deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    )
+    for container in containers:
+        if container.get("name") == name:
+            return dict(container)
+    return dict(containers[0]) if len(containers) == 1 else None
+
+
+def env_value(container: Mapping[str, Any] | None, name: str) -> str | None:
+    for item in (container or {}).get("env", []) or []:
+        if item.get("name") == name:
+            value = item.get("value")
+            return str(value) if value is not None else None
+    return None
+
+
+@dataclass(frozen=True)
+class SmokeRecord:
+    passed: bool
+    at: str | None
+    revision: str
+    report: str | None
+
+    def age_s(self, now: datetime) -> float | None:
+        at = parse_rfc3339(self.at)
+        return (now - at).total_seconds() if at else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "at": self.at,
+            "revision": self.revision,
+            "report": self.report,
+        }
+
+
+def smoke_record(deployment: Mapping[str, Any]) -> SmokeRecord | None:
+    """The last smoke result recorded on the slot, whatever revision it was for."""
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    revision = annotations.get(SMOKE_REVISION)
+    if not revision:
+        return None
+    return SmokeRecord(
+        passed=annotations.get(SMOKE_PASSED) == "true",
+        at=annotations.get(SMOKE_AT),
+        revision=str(revision),
+        report=annotations.get(SMOKE_REPORT),
+    )
+
+
+@dataclass(frozen=True)
+class SlotState:
+    name: str
+    exists: bool
+    model: str | None = None
+    served_name: str | None = None
+    image: str | None = None
+    replicas: int = 0
+    ready: int = 0
+    available: int = 0
+    generation_observed: bool = False
+    revision: str | None = None
+    memory_gib: float | None = None
+    smoke: SmokeRecord | None = None  # only when recorded for the current revision
+
+    @property
+    def is_ready(self) -> bool:
+        """Ready to take production: available replicas and the controller caught up."""
+        return self.exists and self.available >= 1 and self.generation_observed
+
+    def to_dict(self, role: str) -> dict[str, Any]:
+        return {
+            "role": role,
+            "exists": self.exists,
+            "model": self.model,
+            "served_name": self.served_name,
+            "image": self.image,
+            "replicas": self.replicas,
+            "ready": self.ready,
+            "available": self.available,
+            "revision": self.revision,
+            "memory_gib": self.memory_gib,
+            "smoke": self.smoke.to_dict() if self.smoke else None,
+        }
+
+
+def slot_state(
+    name: str, deployment: Mapping[str, Any] | None, config: Config, node_capacity_gib: float | None
+) -> SlotState:
+    if deployment is None:
+        return SlotState(name=name, exists=False)
+    spec = deployment.get("spec", {})
+    status = deployment.get("status", {}) or {}
+    container = container_of(deployment, config.container)
+    revision = revision_of(deployment)
+    record = smoke_record(deployment)
+    generation = deployment.get("metadata", {}).get("generation")
+    observed = status.get("observedGeneration")
+    return SlotState(
+        name=name,
+        exists=True,
+        model=env_value(container, config.model_env),
+        served_name=env_value(container, config.served_name_env),
+        image=(container or {}).get("image"),
+        replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
+        ready=int(status.get("readyReplicas") or 0),
+        available=int(status.get("availableReplicas") or 0),
+        generation_observed=generation is not None
+        and observed is not None
+        and observed >= generation,
+        revision=revision,
+        memory_gib=slot_budget_gib(deployment, container, node_capacity_gib),
+        smoke=record if record and record.revision == revision else None,
+    )
+
+
+@dataclass(frozen=True)
+class FlagState:
+    """The availability flag as read: which slot it names, and the object's audit annotations."""
+
+    value: str | None
+    active: str | None  # value when it names a known slot
+    previous: str | None
+    resource_version: str | None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    flux_managed: bool = False
+
+
+def flag_state(obj: Mapping[str, Any], config: Config) -> FlagState:
+    metadata = obj.get("metadata", {})
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    if config.flag.kind == "service-selector":
+        value = (obj.get("spec", {}).get("selector") or {}).get(config.flag.key)
+    else:
+        value = (obj.get("data") or {}).get(config.flag.key)
+    previous = annotations.get(PREVIOUS)
+    return FlagState(
+        value=value,
+        active=value if value in SLOT_NAMES else None,
+        previous=previous if previous in SLOT_NAMES and previous != value else None,
+        resource_version=metadata.get("resourceVersion"),
+        annotations=annotations,
+        labels=labels,
+        flux_managed=is_flux_managed(obj),
+    )
+
+
+def is_flux_managed(obj: Mapping[str, Any]) -> bool:
+    metadata = obj.get("metadata", {})
+    labels = metadata.get("labels") or {}
+    if FLUX_NAME_LABEL in labels and FLUX_NAMESPACE_LABEL in labels:
+        return True
+    return any(
+        entry.get("manager") == "kustomize-controller"
+        for entry in metadata.get("managedFields") or []
+    )
+
+
+def flux_flip_blocker(obj: Mapping[str, Any], config: Config) -> str | None:
+    """Why Flux would revert a flip of this flag, or None when it is safe.
+
+    A Service selector is an atomic map: under Flux's default ``Override`` (and ``Merge``) policy
+    the next reconcile writes Git's selector back, silently undoing the flip.
+    """
+    if config.flag.kind != "service-selector" or not is_flux_managed(obj):
+        return None
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    if annotations.get(FLUX_RECONCILE) == "disabled":
+        return None
+    if annotations.get(FLUX_SSA) in ("IfNotPresent", "Ignore"):
+        return None
+    return (
+        f"Service {config.flag.name} is applied by Flux and its selector is an atomic map: "
+        f"the next reconcile would revert the flip. Annotate it in Git with "
+        f"{FLUX_SSA}: IfNotPresent (or {FLUX_RECONCILE}: disabled), or use a configmap flag"
+    )
+
+
+def other_slot(name: str) -> str:
+    return SLOT_NAMES[1] if name == SLOT_NAMES[0] else SLOT_NAMES[0]
+
+
+def role_of(slot: SlotState, flag: FlagState) -> str:
+    if flag.active == slot.name:
+        return "active"
+    return "standby" if slot.exists and slot.replicas >= 1 else "parked"
+
+
+def status_warnings(
+    slots: Mapping[str, SlotState],
+    flag: FlagState,
+    flag_obj: Mapping[str, Any],
+    config: Config,
+    now: datetime,
+) -> list[str]:
+    warnings: list[str] = []
+    if flag.active is None:
+        shown = "nothing" if flag.value is None else repr(flag.value)
+        warnings.append(
+            f"the flag {config.flag.kind} {config.flag.name} key {config.flag.key} names {shown}, "
+            f"not a slot ({' or '.join(SLOT_NAMES)})"
+        )
+    for name, slot in slots.items():
+        if not slot.exists:
+            warnings.append(f"slot {name}: Deployment {config.slot(name).deployment} not found")
+    active = slots.get(flag.active) if flag.active else None
+    if active is not None and active.exists and not active.is_ready:
+        warnings.append(
+            f"active slot {active.name} is not ready ({active.ready}/{active.replicas})"
+        )
+    if flag.active:
+        standby = slots[other_slot(flag.active)]
+        if standby.exists and standby.replicas == 0:
+            warnings.append(
+                f"standby {standby.name} is parked (cold): flip-back needs a cold start"
+            )
+        elif standby.exists and not standby.is_ready:
+            warnings.append(f"standby {standby.name} is not ready: flip-back would be refused")
+        elif standby.exists:
+            record = standby.smoke
+            if record is None:
+                warnings.append(f"standby {standby.name}: no smoke result for its current revision")
+            elif not record.passed:
+                warnings.append(f"standby {standby.name}: last smoke failed")
+            else:
+                age = record.age_s(now)
+                if age is None or age > config.smoke.max_age_s:
+                    warnings.append(f"standby {standby.name}: smoke result is stale")
+    blocker = flux_flip_blocker(flag_obj, config)
+    if blocker:
+        warnings.append("Flux drift risk: " + blocker)
+    elif config.flag.kind == "configmap" and flag.flux_managed:
+        warnings.append(
+            f"ConfigMap {config.flag.name} is applied by Flux: key {config.flag.key} must not be "
+            f"declared in Git, or the next reconcile reverts a flip"
+        )
+    return warnings
