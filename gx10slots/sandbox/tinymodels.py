@@ -7,8 +7,8 @@ milliseconds:
     Answers `` pong`` and then end-of-sequence to any prompt, deterministically. Every
     ``attn_output`` and ``ffn_down`` weight is zero, so both residual branches add nothing and the
     last hidden state is the (RMS-normalised) token embedding of the last token: the output matrix
-    alone picks the next token. ``▁pong`` embeds along axis 0, every other token along axis 1; the
-    output row of ``</s>`` is ``C·e0`` and the row of ``▁pong`` is ``C·e1``, all other rows are zero.
+    alone picks the next token. ``▁pong`` embeds along axis 0, every other token along axis 1;
+    the output row of ``</s>`` is ``C·e0``, the row of ``▁pong`` is ``C·e1``, all others are zero.
     So any token is followed by ``▁pong`` and ``▁pong`` by ``</s>``, with a logit margin of
     ``C·sqrt(n_embd)`` = 32 over every other token: temperature 0 is not even needed (the default
     sampler's min_p filter already removes everything else), and the default repeat penalty (1.1)
@@ -167,15 +167,15 @@ def _weights(kind: TinyKind, seed: int, n_vocab: int, tokens: list[str]) -> dict
     ``attn_output`` {n_embd_head*n_head, n_embd} is (n_embd, n_embd), ``ffn_down`` {n_ff, n_embd}
     is (n_embd, n_ff): row i of those two writes residual coordinate i.
     """
-    gguf, np = _require_deps()
-    f32 = np.float32
+    gguf, xp = _require_deps()
+    f32 = xp.float32
     head_dim = N_EMBD // N_HEAD
     n_q = head_dim * N_HEAD
     n_kv = head_dim * N_HEAD_KV
-    rng = np.random.default_rng([FORMAT_VERSION, seed, 0 if kind == "pong" else 1])
+    rng = xp.random.default_rng([FORMAT_VERSION, seed, 0 if kind == "pong" else 1])
 
     def rand(*shape: int, fan_in: int) -> np.ndarray:
-        return cast("np.ndarray", rng.standard_normal(shape).astype(f32) / f32(np.sqrt(fan_in)))
+        return cast("np.ndarray", rng.standard_normal(shape).astype(f32) / f32(xp.sqrt(fan_in)))
 
     names = gguf.TENSOR_NAMES
     t = gguf.MODEL_TENSOR
@@ -183,48 +183,48 @@ def _weights(kind: TinyKind, seed: int, n_vocab: int, tokens: list[str]) -> dict
 
     if kind == "pong":
         pong_id = tokens.index(SPACE + PONG_WORD)
-        embd = np.zeros((n_vocab, N_EMBD), dtype=f32)
+        embd = xp.zeros((n_vocab, N_EMBD), dtype=f32)
         embd[:, 1] = 1.0
         embd[pong_id, 1] = 0.0
         embd[pong_id, 0] = 1.0
-        output = np.zeros((n_vocab, N_EMBD), dtype=f32)
+        output = xp.zeros((n_vocab, N_EMBD), dtype=f32)
         output[EOS_ID, 0] = PONG_SCALE
         output[pong_id, 1] = PONG_SCALE
     else:
         embd = rng.standard_normal((n_vocab, N_EMBD)).astype(f32)
         embd[:, 0] = BABBLE_EMBD_BIAS
-        output = np.zeros((n_vocab, N_EMBD), dtype=f32)
+        output = xp.zeros((n_vocab, N_EMBD), dtype=f32)
         output[:, 0] = -BABBLE_OUT_BIAS
         word_ids = _babble_output_ids(tokens)
         half = (len(word_ids) + 1) // 2
         dirs = rng.standard_normal((half, N_EMBD - 1)).astype(f32)
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        dirs /= xp.linalg.norm(dirs, axis=1, keepdims=True)
         # ± pairs, so that the best word always scores at least the bias (see module doc).
-        paired = np.concatenate([dirs, -dirs])[: len(word_ids)]
+        paired = xp.concatenate([dirs, -dirs])[: len(word_ids)]
         order = rng.permutation(len(word_ids))
         for row, token_id in zip(order, word_ids, strict=True):
             output[token_id, 0] = BABBLE_OUT_BIAS
             output[token_id, 1:] = paired[row]
 
     out[names[t.TOKEN_EMBD] + ".weight"] = embd
-    out[names[t.OUTPUT_NORM] + ".weight"] = np.ones(N_EMBD, dtype=f32)
+    out[names[t.OUTPUT_NORM] + ".weight"] = xp.ones(N_EMBD, dtype=f32)
     out[names[t.OUTPUT] + ".weight"] = output
     for bid in range(N_LAYER):
 
         def name(tensor: Any, bid: int = bid) -> str:
             return str(names[tensor].format(bid=bid)) + ".weight"
 
-        out[name(t.ATTN_NORM)] = np.ones(N_EMBD, dtype=f32)
-        out[name(t.FFN_NORM)] = np.ones(N_EMBD, dtype=f32)
+        out[name(t.ATTN_NORM)] = xp.ones(N_EMBD, dtype=f32)
+        out[name(t.FFN_NORM)] = xp.ones(N_EMBD, dtype=f32)
         if kind == "pong":
             # Zero residual branches: the hidden state stays the token embedding.
-            out[name(t.ATTN_Q)] = np.zeros((n_q, N_EMBD), dtype=f32)
-            out[name(t.ATTN_K)] = np.zeros((n_kv, N_EMBD), dtype=f32)
-            out[name(t.ATTN_V)] = np.zeros((n_kv, N_EMBD), dtype=f32)
-            out[name(t.ATTN_OUT)] = np.zeros((N_EMBD, n_q), dtype=f32)
-            out[name(t.FFN_GATE)] = np.zeros((N_FF, N_EMBD), dtype=f32)
-            out[name(t.FFN_UP)] = np.zeros((N_FF, N_EMBD), dtype=f32)
-            out[name(t.FFN_DOWN)] = np.zeros((N_EMBD, N_FF), dtype=f32)
+            out[name(t.ATTN_Q)] = xp.zeros((n_q, N_EMBD), dtype=f32)
+            out[name(t.ATTN_K)] = xp.zeros((n_kv, N_EMBD), dtype=f32)
+            out[name(t.ATTN_V)] = xp.zeros((n_kv, N_EMBD), dtype=f32)
+            out[name(t.ATTN_OUT)] = xp.zeros((N_EMBD, n_q), dtype=f32)
+            out[name(t.FFN_GATE)] = xp.zeros((N_FF, N_EMBD), dtype=f32)
+            out[name(t.FFN_UP)] = xp.zeros((N_FF, N_EMBD), dtype=f32)
+            out[name(t.FFN_DOWN)] = xp.zeros((N_EMBD, N_FF), dtype=f32)
         else:
             out[name(t.ATTN_Q)] = rand(n_q, N_EMBD, fan_in=N_EMBD)
             out[name(t.ATTN_K)] = rand(n_kv, N_EMBD, fan_in=N_EMBD)
@@ -261,7 +261,8 @@ def write_tiny_model(path: Path, kind: TinyKind, *, seed: int = 0) -> Path:
         writer = gguf.GGUFWriter(str(tmp), arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         writer.add_name(f"gx10slots tiny-{kind}")
         writer.add_description(
-            f"generated by gx10slots.sandbox.tinymodels (kind={kind}, seed={seed}); not a real model"
+            f"generated by gx10slots.sandbox.tinymodels (kind={kind}, seed={seed}); "
+            "not a real model"
         )
         writer.add_uint32("gx10slots.tiny.format_version", FORMAT_VERSION)
         writer.add_string("gx10slots.tiny.kind", kind)
