@@ -128,6 +128,94 @@ def status(ctx: click.Context) -> None:
         status_table(doc)
 
 
+def _emit(app: App, document: Any, human: str) -> None:
+    from gx10slots.render import emit_json
+
+    if app.options.output == "json":
+        emit_json(document)
+    else:
+        click.echo(human)
+
+
+_REASON = click.option("--reason", metavar="TEXT", help="Why: recorded in history and annotations.")
+_DRY_RUN = click.option("--dry-run", is_flag=True, help="Show the exact change; change nothing.")
+_FORCE = click.option(
+    "--force",
+    is_flag=True,
+    help="Emergency: skip the pre-flip probe and smoke freshness (never the lock or readiness).",
+)
+
+
+def _flip_command(
+    mode: str, ctx: click.Context, force: bool, reason: str | None, dry_run: bool
+) -> None:
+    from gx10slots.ops.flip import flip as run_flip
+    from gx10slots.render import flip_summary
+
+    app = _app(ctx)
+    result = run_flip(app, mode, force=force, reason=reason, dry_run=dry_run)  # type: ignore[arg-type]
+    _emit(app, result, flip_summary(result))
+
+
+@cli.command()
+@_FORCE
+@_REASON
+@_DRY_RUN
+@click.pass_context
+def flip(ctx: click.Context, force: bool, reason: str | None, dry_run: bool) -> None:
+    """Make the standby active once its gates pass; the old slot stays warm."""
+    _flip_command("flip", ctx, force, reason, dry_run)
+
+
+@cli.command("flip-back")
+@_FORCE
+@_REASON
+@_DRY_RUN
+@click.pass_context
+def flip_back(ctx: click.Context, force: bool, reason: str | None, dry_run: bool) -> None:
+    """Make the previous slot active again (refused unless it is ready)."""
+    _flip_command("flip-back", ctx, force, reason, dry_run)
+
+
+@cli.command()
+@click.option(
+    "-n",
+    "--limit",
+    "limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="How many entries.",
+)
+@click.pass_context
+def history(ctx: click.Context, limit: int) -> None:
+    """The flip/deploy audit log, newest first."""
+    from gx10slots.ops.history import history as read_history
+    from gx10slots.render import emit_json, history_table
+
+    app = _app(ctx)
+    entries = read_history(app, limit)
+    if app.options.output == "json":
+        emit_json(entries)
+    else:
+        history_table(entries)
+
+
+@cli.command()
+@click.argument("slot", required=False, type=click.Choice(["blue", "green", "standby"]))
+@_REASON
+@_DRY_RUN
+@click.pass_context
+def park(ctx: click.Context, slot: str | None, reason: str | None, dry_run: bool) -> None:
+    """Scale a non-active slot (default: the standby) to zero to free memory."""
+    from gx10slots.ops.park import park as run_park
+
+    app = _app(ctx)
+    result = run_park(app, slot, reason=reason, dry_run=dry_run)
+    _emit(app, result, result["detail"])
+
+
 @cli.group()
 def sandbox() -> None:
     """A local simulated GX10 (Kubernetes API, node, slots, model servers) on loopback."""

@@ -78,3 +78,43 @@ def status_table(doc: dict[str, Any]) -> None:
         console.print(f"production endpoint: {flag['endpoint']}")
     for warning in doc.get("warnings", []):
         console.print(f"warning: {warning}", style="yellow")
+
+
+def flip_summary(result: dict[str, Any]) -> str:
+    if result.get("dry_run"):
+        lines = [
+            f"dry run: {result['action']} {result['from']} -> {result['to']} ({result['model']})"
+        ]
+        lines += [f"  gate passed: {gate}" for gate in result.get("gates", [])]
+        lines.append("  patch: " + json.dumps(result["patch"]))
+        lines.append("nothing changed (the pre-flip probe runs only for real)")
+        return "\n".join(lines)
+    return (
+        f"production: {result['from']} -> {result['to']} ({result['model']}), verified "
+        f"in {result['duration_s']:.2f} s; {result['warm']} stays warm for `slots flip-back`"
+    )
+
+
+def history_table(entries: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True, markup=False)
+    if not entries:
+        console.print("no history yet")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("AT", "ACTION", "FROM", "TO", "MODEL", "BY", "RESULT", "REASON"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            _cell(e.get("at")),
+            _cell(e.get("action")),
+            _cell(e.get("from")),
+            _cell(e.get("to")),
+            _cell(e.get("model")),
+            _cell(e.get("by")),
+            _cell(e.get("result")),
+            _cell(e.get("reason")),
+        )
+    console.print(table)

@@ -1,0 +1,182 @@
+"""The audit trail: the bounded history ConfigMap and Kubernetes Events.
+
+History is one JSON list under the key ``entries`` of the ConfigMap ``gx10slots-history``, newest
+first, the last 200 kept; each append is a compare-and-swap replace (a conflict re-reads and
+re-applies, so concurrent writers never lose or double an entry: entries carry an ``id`` and an
+append whose id is already present is a no-op). Events expire after about an hour, which is why
+the flag object's annotations and this ConfigMap carry the durable record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gx10slots.app import App
+from gx10slots.errors import Conflict, NotFound, SlotsError
+from gx10slots.lock import micro_time
+
+log = logging.getLogger("gx10slots.audit")
+
+HISTORY_CONFIGMAP = "gx10slots-history"
+HISTORY_KEY = "entries"
+HISTORY_LIMIT = 200
+REPORTING_CONTROLLER = "gx10slots.io/slots"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: str
+    action: str  # deploy, flip, flip-back, park, auto-revert
+    to: str | None
+    model: str | None
+    by: str
+    reason: str
+    result: str  # ok or failed
+    id: str = ""
+    detail: str = ""
+    from_model: str | None = None
+    from_: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["from"] = doc.pop("from_")
+        return doc
+
+
+def new_entry_id() -> str:
+    return secrets.token_hex(6)
+
+
+def _parse_entries(cm: Mapping[str, Any]) -> list[dict[str, Any]]:
+    raw = (cm.get("data") or {}).get(HISTORY_KEY)
+    if not raw:
+        return []
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        log.warning(
+            "history ConfigMap %s holds invalid JSON; starting it afresh", HISTORY_CONFIGMAP
+        )
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def read_history(app: App) -> list[dict[str, Any]]:
+    kube = app.kube
+    try:
+        cm = kube.read(
+            f"read ConfigMap {kube.namespace}/{HISTORY_CONFIGMAP}",
+            kube.api("core").read_namespaced_config_map,
+            HISTORY_CONFIGMAP,
+            kube.namespace,
+        )
+    except NotFound:
+        return []
+    return _parse_entries(cm)
+
+
+def append_history(app: App, entry: HistoryEntry) -> None:
+    """Append with compare-and-swap; raises only when the cluster keeps refusing."""
+    kube = app.kube
+    core = kube.api("core")
+    doc = entry.to_dict()
+    for _ in range(5):
+        try:
+            cm: dict[str, Any] | None = kube.read(
+                f"read ConfigMap {kube.namespace}/{HISTORY_CONFIGMAP}",
+                core.read_namespaced_config_map,
+                HISTORY_CONFIGMAP,
+                kube.namespace,
+            )
+        except NotFound:
+            cm = None
+        entries = _parse_entries(cm or {})
+        if entry.id and any(e.get("id") == entry.id for e in entries):
+            return
+        entries = [doc, *entries][:HISTORY_LIMIT]
+        data = {HISTORY_KEY: json.dumps(entries, separators=(",", ":"))}
+        try:
+            if cm is None:
+                kube.write(
+                    f"create ConfigMap {kube.namespace}/{HISTORY_CONFIGMAP}",
+                    core.create_namespaced_config_map,
+                    kube.namespace,
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {
+                            "name": HISTORY_CONFIGMAP,
+                            "labels": {"app.kubernetes.io/managed-by": "gx10slots"},
+                        },
+                        "data": data,
+                    },
+                    field_manager="gx10slots",
+                )
+            else:
+                cm["data"] = data
+                cm["metadata"].pop("managedFields", None)
+                kube.write(
+                    f"update ConfigMap {kube.namespace}/{HISTORY_CONFIGMAP}",
+                    core.replace_namespaced_config_map,
+                    HISTORY_CONFIGMAP,
+                    kube.namespace,
+                    cm,
+                    field_manager="gx10slots",
+                )
+            return
+        except Conflict:
+            continue
+    raise SlotsError("could not record the history entry: the ConfigMap kept changing")
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def emit_event(
+    app: App,
+    *,
+    regarding: Mapping[str, Any],
+    reason: str,
+    action: str,
+    note: str,
+    warning: bool = False,
+    instance: str,
+) -> None:
+    """Best effort: an Event that cannot be written is logged, never fails the operation."""
+    kube = app.kube
+    metadata = regarding.get("metadata", {})
+    body = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"generateName": "gx10slots-", "namespace": kube.namespace},
+        "eventTime": micro_time(),
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": _bounded(instance, 128),
+        "action": _bounded(action, 128),
+        "reason": _bounded(reason, 128),
+        "type": "Warning" if warning else "Normal",
+        "note": _bounded(note, 1000),
+        "regarding": {
+            "apiVersion": regarding.get("apiVersion", "v1"),
+            "kind": regarding.get("kind", ""),
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace", kube.namespace),
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+    }
+    try:
+        kube.write(
+            f"create Event in {kube.namespace}",
+            kube.api("events").create_namespaced_event,
+            kube.namespace,
+            body,
+        )
+    except SlotsError as exc:
+        log.warning("could not write the Event (%s); the history entry has the record", exc.message)

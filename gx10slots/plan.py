@@ -1,0 +1,231 @@
+"""Flip planning as data: which slot, which gates, and the exact JSON Patch (pure, no I/O).
+
+The patch is a compare-and-swap on its own: it ``test``s the object's resourceVersion and the flag's
+current value before replacing it, so it applies to exactly the state the gates were checked on
+or not at all (the API server answers 422 for a failed ``test``). The audit annotations travel in
+the same patch, so the flag and its record can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from gx10slots.config import SLOT_NAMES, Config
+from gx10slots.errors import Refused
+from gx10slots.state import (
+    ACTIVE,
+    CHANGED_AT,
+    CHANGED_BY,
+    PREVIOUS,
+    REASON,
+    FlagState,
+    SlotState,
+    flux_flip_blocker,
+    other_slot,
+    rfc3339,
+)
+
+Mode = Literal["flip", "flip-back", "revert", "auto-revert"]
+MAX_REASON_CHARS = 256
+
+
+@dataclass(frozen=True)
+class FlipPlan:
+    mode: Mode
+    source: str | None  # the slot production leaves (None when the flag named no slot)
+    target: str
+    target_model: str | None
+    source_model: str | None
+    target_served_name: str | None
+    patch: list[dict[str, Any]]
+    gates: list[str] = field(default_factory=list)  # what was checked, for the record and --dry-run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "from": self.source,
+            "to": self.target,
+            "model": self.target_model,
+            "from_model": self.source_model,
+            "gates": self.gates,
+            "patch": self.patch,
+        }
+
+
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def clean_reason(reason: str | None) -> str:
+    """A reason safe to store in an annotation and a history entry: one line, bounded."""
+    text = " ".join((reason or "").split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def flag_patch(
+    flag_obj: Mapping[str, Any],
+    config: Config,
+    *,
+    source: str | None,
+    target: str,
+    by: str,
+    reason: str,
+    at: datetime,
+) -> list[dict[str, Any]]:
+    if target not in SLOT_NAMES:
+        raise ValueError(f"refusing to write {target!r}: not a slot name")
+    metadata = flag_obj.get("metadata", {})
+    if config.flag.kind == "service-selector":
+        selector = (flag_obj.get("spec") or {}).get("selector") or {}
+        value_path = _pointer("spec", "selector", config.flag.key)
+        current = selector.get(config.flag.key)
+        parent_missing = False
+    else:
+        value_path = _pointer("data", config.flag.key)
+        current = (flag_obj.get("data") or {}).get(config.flag.key)
+        parent_missing = flag_obj.get("data") is None
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
+    ]
+    if parent_missing:
+        ops.append({"op": "add", "path": "/data", "value": {}})
+    if current is None:
+        ops.append({"op": "add", "path": value_path, "value": target})
+    else:
+        ops.append({"op": "test", "path": value_path, "value": current})
+        ops.append({"op": "replace", "path": value_path, "value": target})
+    annotations = {
+        ACTIVE: target,
+        PREVIOUS: source or "",
+        CHANGED_AT: rfc3339(at),
+        CHANGED_BY: by,
+        REASON: reason,
+    }
+    if metadata.get("annotations") is None:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+    else:
+        for key, value in annotations.items():
+            ops.append(
+                {"op": "add", "path": _pointer("metadata", "annotations", key), "value": value}
+            )
+    return ops
+
+
+def check_target_ready(target: SlotState) -> None:
+    if not target.exists:
+        raise Refused(f"slot {target.name}: its Deployment does not exist")
+    if target.replicas < 1:
+        raise Refused(
+            f"slot {target.name} is parked (0 replicas): production would have no backend",
+            hint=f"deploy into it first (slots deploy MODEL --slot {target.name})",
+        )
+    if not target.generation_observed:
+        raise Refused(
+            f"slot {target.name}: the Deployment controller has not observed its latest "
+            "generation yet (a change is still rolling out)"
+        )
+    if target.available < 1:
+        raise Refused(
+            f"slot {target.name} is not ready ({target.ready}/{target.replicas} ready, "
+            f"{target.available} available)"
+        )
+
+
+def check_smoke_fresh(target: SlotState, max_age_s: float, now: datetime) -> str:
+    record = target.smoke
+    if record is None:
+        raise Refused(
+            f"slot {target.name}: no smoke result recorded for its current revision "
+            f"{target.revision}",
+            hint=f"run `slots smoke {target.name}` first (or --force in an emergency)",
+        )
+    if not record.passed:
+        raise Refused(
+            f"slot {target.name}: the last smoke for revision {target.revision} failed",
+            hint=f"see the report {record.report}" if record.report else None,
+        )
+    age = record.age_s(now)
+    if age is None or age > max_age_s:
+        raise Refused(
+            f"slot {target.name}: the passing smoke result is stale "
+            f"({'unknown age' if age is None else f'{age / 60:.0f} min old'}, "
+            f"max {max_age_s / 60:.0f} min)",
+            hint=f"run `slots smoke {target.name}` again",
+        )
+    return f"smoke passed {age:.0f} s ago for revision {target.revision}"
+
+
+def plan_flip(
+    mode: Mode,
+    slots: Mapping[str, SlotState],
+    flag: FlagState,
+    flag_obj: Mapping[str, Any],
+    config: Config,
+    *,
+    force: bool,
+    by: str,
+    reason: str,
+    now: datetime,
+    expected_source: str | None = None,
+) -> FlipPlan:
+    """Decide the target and check every gate that needs no network; raises ``Refused``.
+
+    ``expected_source`` pins the slot production must still be on (reverts and the guard): if
+    someone else flipped meanwhile, we refuse rather than fight them.
+    """
+    if expected_source is not None and flag.active != expected_source:
+        raise Refused(
+            f"production is no longer on {expected_source} (the flag names "
+            f"{flag.value or 'nothing'}): someone else changed it; not touching it"
+        )
+    gates: list[str] = []
+    if mode == "flip":
+        if flag.active is None:
+            raise Refused(
+                f"the flag names {flag.value or 'nothing'!r}, not a slot: cannot tell which slot "
+                "is the standby",
+                hint="fix the flag object by hand, or flip-back to the recorded previous slot",
+            )
+        target = other_slot(flag.active)
+    elif mode == "flip-back":
+        if flag.previous is None:
+            raise Refused(
+                "no previous slot is recorded on the flag object: nothing to flip back to",
+                hint="use `slots flip` to switch to the standby",
+            )
+        target = flag.previous
+    else:
+        if flag.active is None:
+            raise Refused("the flag names no slot: nothing to revert")
+        target = other_slot(flag.active)
+    if flag.active == target:
+        raise Refused(f"slot {target} is already the active slot")
+
+    blocker = flux_flip_blocker(flag_obj, config)
+    if blocker:
+        raise Refused(blocker)
+    gates.append("flag not reverted by Flux")
+
+    target_slot = slots[target]
+    check_target_ready(target_slot)
+    gates.append(f"slot {target} ready ({target_slot.available} available)")
+    if mode == "flip" and not force:
+        gates.append(check_smoke_fresh(target_slot, config.smoke.max_age_s, now))
+
+    source_slot = slots.get(flag.active) if flag.active else None
+    patch = flag_patch(
+        flag_obj, config, source=flag.active, target=target, by=by, reason=reason, at=now
+    )
+    return FlipPlan(
+        mode=mode,
+        source=flag.active,
+        target=target,
+        target_model=target_slot.model,
+        source_model=source_slot.model if source_slot else None,
+        target_served_name=target_slot.served_name,
+        patch=patch,
+        gates=gates,
+    )
