@@ -7,7 +7,7 @@ import jsonpatch
 import pytest
 
 from gx10slots.errors import Refused
-from gx10slots.plan import clean_reason, plan_flip
+from gx10slots.plan import Mode, clean_reason, plan_flip
 from gx10slots.state import SlotState, SmokeRecord, flag_state, now_utc, rfc3339
 from tests.test_state import CONFIG, service
 
@@ -33,7 +33,7 @@ def slot(name: str, **kw: Any) -> SlotState:
 
 
 def plan(
-    mode: str = "flip",
+    mode: Mode = "flip",
     *,
     blue: SlotState | None = None,
     green: SlotState | None = None,
@@ -50,7 +50,7 @@ def plan(
         obj,
         CONFIG,
         force=force,
-        by="me@host:1",  # type: ignore[arg-type]
+        by="me@host:1",
         reason="test",
         now=NOW,
         expected_source=expected_source,

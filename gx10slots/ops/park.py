@@ -76,10 +76,12 @@ def park(app: App, slot: str | None, *, reason: str | None, dry_run: bool) -> di
 
 def _decide(app: App, slot: str | None, *, dry_run: bool) -> dict[str, Any]:
     snap = snapshot(app)
-    if snap.flag.value not in SLOT_NAMES and slot in (None, "standby"):
-        raise Refused("the flag names no slot, so there is no standby to park; name the slot")
-    target = other_slot(snap.flag.value) if slot in (None, "standby") else slot
-    assert target is not None
+    if slot in (None, "standby"):
+        if snap.flag.active is None:
+            raise Refused("the flag names no slot, so there is no standby to park; name the slot")
+        target = other_slot(snap.flag.active)
+    else:
+        target = slot
     if target == snap.flag.value:
         raise Refused(
             f"slot {target} is the active slot: parking it would leave production without a backend"
