@@ -242,8 +242,17 @@ def _record(
     )
 
 
-def flip(app: App, mode: Mode, *, force: bool, reason: str | None, dry_run: bool) -> dict[str, Any]:
-    by = holder_identity()
+def flip(
+    app: App,
+    mode: Mode,
+    *,
+    force: bool,
+    reason: str | None,
+    dry_run: bool,
+    lock: Lock | None = None,
+) -> dict[str, Any]:
+    """Flip or flip back; ``lock`` lets `deploy --flip` flip under the lease it already holds."""
+    by = lock.holder if lock else holder_identity()
     why = clean_reason(reason) or f"slots {mode}"
     if dry_run:
         snap = snapshot(app)
@@ -259,32 +268,39 @@ def flip(app: App, mode: Mode, *, force: bool, reason: str | None, dry_run: bool
             now=now_utc(),
         )
         return {"action": mode, "dry_run": True, "changed": False, **plan.to_dict()}
+    if lock is None:
+        with Lock(app.kube, holder=by, on_wait=console.progress) as own:
+            return _flip_locked(app, mode, own, force=force, by=by, why=why)
+    return _flip_locked(app, mode, lock, force=force, by=by, why=why)
 
+
+def _flip_locked(
+    app: App, mode: Mode, lock: Lock, *, force: bool, by: str, why: str
+) -> dict[str, Any]:
     started = time.monotonic()
-    with Lock(app.kube, holder=by, on_wait=console.progress) as lock:
-        switched: Switched | None = None
-        try:
-            switched = switch(app, mode, lock, force=force, by=by, reason=why)
-            plan = switched.plan
-            console.progress(
-                f"flag switched: production {plan.source} -> {plan.target}; verifying through "
-                f"{production_endpoint(app)}"
-            )
-            ok, detail = verify(app, plan.target, plan.target_served_name, VERIFY_WINDOW_S)
-            if not ok:
-                return _revert_after_failed_verification(app, lock, switched, by, why, detail)
-            _record(
-                app,
-                plan,
-                action=mode,
-                by=by,
-                reason=why,
-                result="ok",
-                detail=detail,
-                regarding=switched.flag_obj,
-            )
-        except Interrupted as exc:
-            raise Interrupted(exc.message + "; " + _where_production_is(app, switched)) from exc
+    switched: Switched | None = None
+    try:
+        switched = switch(app, mode, lock, force=force, by=by, reason=why)
+        plan = switched.plan
+        console.progress(
+            f"flag switched: production {plan.source} -> {plan.target}; verifying through "
+            f"{production_endpoint(app)}"
+        )
+        ok, detail = verify(app, plan.target, plan.target_served_name, VERIFY_WINDOW_S)
+        if not ok:
+            return _revert_after_failed_verification(app, lock, switched, by, why, detail)
+        _record(
+            app,
+            plan,
+            action=mode,
+            by=by,
+            reason=why,
+            result="ok",
+            detail=detail,
+            regarding=switched.flag_obj,
+        )
+    except Interrupted as exc:
+        raise Interrupted(exc.message + "; " + _where_production_is(app, switched)) from exc
     elapsed = time.monotonic() - started
     return {
         "action": mode,

@@ -1,0 +1,321 @@
+"""`slots deploy` as data: the new Deployment, the memory preflight and the rollout verdict (pure).
+
+The plan is the whole Deployment as it will be written (a PUT carrying the resourceVersion read,
+so it applies to exactly what was planned on); ``--dry-run`` shows its changes. The rollout
+verdict reads a Deployment and its Pods and says: done, still waiting (and on what), or failed
+(and why) — the fast failures an operator would otherwise wait twenty minutes to see.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gx10slots.config import Config
+from gx10slots.errors import Refused, UsageError
+from gx10slots.memory import slot_budget_gib
+from gx10slots.state import ANNOTATION_PREFIX, container_of, revision_of, rfc3339
+
+MODEL_ANNOTATION = ANNOTATION_PREFIX + "model"
+DEPLOYED_AT = ANNOTATION_PREFIX + "deployed-at"
+DEPLOYED_BY = ANNOTATION_PREFIX + "deployed-by"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_MODEL_CHARS = 253
+CRASH_RESTARTS = 2
+IMAGE_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+
+
+def parse_env_pairs(pairs: Sequence[str], config: Config) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not _ENV_NAME.match(key):
+            raise UsageError(f"--env {pair!r}: expected KEY=VALUE with KEY a variable name")
+        if key in (config.model_env, config.served_name_env):
+            raise UsageError(
+                f"--env {key}: set by slots itself (the MODEL argument and --served-name)"
+            )
+        env[key] = value
+    return env
+
+
+def check_model_name(model: str, what: str = "MODEL") -> str:
+    if not model or len(model) > MAX_MODEL_CHARS or any(c.isspace() for c in model):
+        raise UsageError(
+            f"{what} {model[:60]!r}: expected a non-empty name without whitespace, at most "
+            f"{MAX_MODEL_CHARS} characters"
+        )
+    if any(ord(c) < 32 or c in "`$;|&<>\\\"'" for c in model):
+        raise UsageError(f"{what} {model[:60]!r}: shell metacharacters are not allowed in a name")
+    return model
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    slot: str
+    deployment: dict[str, Any]  # the full object to PUT
+    changes: list[str]
+    revision_before: str
+    revision_after: str
+    model: str
+    served_name: str
+    memory_gib: float | None
+    scale_only: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.changes
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = self.deployment["spec"]
+        return {
+            "slot": self.slot,
+            "deployment": self.deployment["metadata"]["name"],
+            "model": self.model,
+            "served_name": self.served_name,
+            "memory_gib": self.memory_gib,
+            "revision_before": self.revision_before,
+            "revision_after": self.revision_after,
+            "changes": self.changes,
+            "notes": self.notes,
+            "replicas": spec.get("replicas"),
+            "template": spec["template"],
+        }
+
+
+def _set_env(container: dict[str, Any], name: str, value: str) -> bool:
+    env = container.setdefault("env", [])
+    for item in env:
+        if item.get("name") == name:
+            if item.get("value") == value and "valueFrom" not in item:
+                return False
+            item.clear()
+            item.update(name=name, value=value)
+            return True
+    env.append({"name": name, "value": value})
+    return True
+
+
+def plan_deploy(
+    current: Mapping[str, Any],
+    config: Config,
+    *,
+    slot: str,
+    model: str,
+    image: str | None,
+    served_name: str | None,
+    env: Mapping[str, str],
+    memory_gib: float | None,
+    node_capacity_gib: float | None,
+    by: str,
+    now: datetime,
+) -> DeployPlan:
+    check_model_name(model)
+    served = check_model_name(served_name or model, "--served-name")
+    new = copy.deepcopy(dict(current))
+    new.pop("status", None)
+    new["metadata"].pop("managedFields", None)
+    container = container_of(new, config.container)
+    if container is None:
+        raise Refused(
+            f"slot {slot}: Deployment {new['metadata']['name']} has no container named "
+            f"{config.container} (config key `container`)"
+        )
+    # container_of returns a copy: find the real one to edit.
+    containers = new["spec"]["template"]["spec"]["containers"]
+    target = next(c for c in containers if c.get("name") == container.get("name"))
+    changes: list[str] = []
+    if image and target.get("image") != image:
+        changes.append(f"image {target.get('image')} -> {image}")
+        target["image"] = image
+    for name, value in ((config.model_env, model), (config.served_name_env, served), *env.items()):
+        before = next(
+            (e.get("value") for e in target.get("env", []) if e.get("name") == name), None
+        )
+        if _set_env(target, name, value):
+            changes.append(f"env {name} {before!r} -> {value!r}")
+    if memory_gib is not None:
+        quantity = f"{memory_gib:g}Gi"
+        resources = target.setdefault("resources", {})
+        for section in ("requests", "limits"):
+            block = resources.setdefault(section, {})
+            if block.get("memory") != quantity:
+                changes.append(f"{section}.memory {block.get('memory')} -> {quantity}")
+                block["memory"] = quantity
+    scale_only = not changes and int(new["spec"].get("replicas") or 0) < 1
+    if int(new["spec"].get("replicas") or 0) != 1:
+        changes.append(f"replicas {new['spec'].get('replicas')} -> 1")
+        new["spec"]["replicas"] = 1
+    annotations = new["metadata"].setdefault("annotations", {})
+    if changes:
+        annotations[MODEL_ANNOTATION] = model
+        annotations[DEPLOYED_AT] = rfc3339(now)
+        annotations[DEPLOYED_BY] = by
+    budget = slot_budget_gib(new, target, node_capacity_gib)
+    return DeployPlan(
+        slot=slot,
+        deployment=new,
+        changes=changes,
+        revision_before=revision_of(current),
+        revision_after=revision_of(new),
+        model=model,
+        served_name=served,
+        memory_gib=budget,
+        scale_only=scale_only,
+    )
+
+
+def check_memory(
+    *,
+    active_slot: str | None,
+    active_gib: float | None,
+    new_slot: str,
+    new_gib: float | None,
+    capacity_gib: float | None,
+    reserve_gib: float,
+) -> str:
+    """Both slots must fit at once, so the old one stays warm; ``Refused`` with the numbers."""
+    if capacity_gib is None:
+        return "memory not checked: node capacity unknown (set memory.node_capacity_gib)"
+    if new_gib is None:
+        return (
+            f"memory not checked: no budget for slot {new_slot} (use --memory-gib or a memory "
+            "limit)"
+        )
+    used = (active_gib or 0.0) + new_gib + reserve_gib
+    summary = (
+        f"active {active_slot or '-'} {active_gib or 0:g} GiB + new {new_slot} {new_gib:g} GiB "
+        f"+ reserve {reserve_gib:g} GiB = {used:g} GiB of {capacity_gib:g} GiB"
+    )
+    if used > capacity_gib + 1e-9:
+        room = capacity_gib - reserve_gib - (active_gib or 0.0)
+        raise Refused(
+            f"memory budget exceeded: {summary}",
+            hint=(
+                f"give slot {new_slot} at most {max(room, 0):g} GiB (--memory-gib), or lower "
+                "vLLM's --gpu-memory-utilization so both fractions sum below ~0.9, or park the "
+                "standby first if no warm flip-back is needed"
+            ),
+        )
+    if active_gib is None:
+        return f"memory: active slot budget unknown; {summary}"
+    return f"memory fits: {summary}"
+
+
+# -- rollout verdict -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollout:
+    state: str  # "done", "waiting", "failed"
+    reason: str
+    pod: str | None = None  # the pod the reason is about (for its logs)
+
+
+def _pod_matches(pod: Mapping[str, Any], template: Mapping[str, Any], container_name: str) -> bool:
+    """A pod of the new revision: our container's image and env as in the template."""
+
+    def key(spec: Mapping[str, Any]) -> tuple[Any, Any]:
+        for c in spec.get("containers") or []:
+            if c.get("name") == container_name:
+                return c.get("image"), c.get("env")
+        return None, None
+
+    return key(pod.get("spec") or {}) == key(template.get("spec") or {})
+
+
+def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None
+
+
+def pod_summary(pod: Mapping[str, Any]) -> str:
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    statuses = status.get("containerStatuses") or []
+    restarts = sum(int(s.get("restartCount") or 0) for s in statuses)
+    reason = ""
+    for s in statuses:
+        waiting = (s.get("state") or {}).get("waiting")
+        terminated = (s.get("state") or {}).get("terminated")
+        if waiting and waiting.get("reason"):
+            reason = waiting["reason"]
+        elif terminated and terminated.get("reason"):
+            reason = terminated["reason"]
+    scheduled = _condition(pod, "PodScheduled")
+    if scheduled and scheduled.get("status") == "False":
+        reason = scheduled.get("reason") or "Unscheduled"
+    ready = _condition(pod, "Ready")
+    readiness = "ready" if ready and ready.get("status") == "True" else "not ready"
+    text = f"{phase}{f' ({reason})' if reason else ''}, {readiness}"
+    return text + (f", {restarts} restarts" if restarts else "")
+
+
+def rollout_verdict(
+    deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], container_name: str
+) -> Rollout:
+    template = (deployment.get("spec") or {}).get("template") or {}
+    progressing = _condition(deployment, "Progressing")
+    if (
+        progressing
+        and progressing.get("status") == "False"
+        and progressing.get("reason") == "ProgressDeadlineExceeded"
+    ):
+        return Rollout("failed", f"ProgressDeadlineExceeded: {progressing.get('message', '')}")
+    new_pods = [p for p in pods if _pod_matches(p, template, container_name)]
+    for pod in new_pods:
+        name = pod.get("metadata", {}).get("name")
+        scheduled = _condition(pod, "PodScheduled")
+        if (
+            scheduled
+            and scheduled.get("status") == "False"
+            and scheduled.get("reason") == ("Unschedulable")
+        ):
+            return Rollout("failed", f"Unschedulable: {scheduled.get('message', '')}", name)
+        for s in (pod.get("status") or {}).get("containerStatuses") or []:
+            state = s.get("state") or {}
+            last = s.get("lastState") or {}
+            waiting = state.get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in IMAGE_FAILURES or reason in CONFIG_FAILURES:
+                return Rollout("failed", f"{reason}: {waiting.get('message', '')}".strip(), name)
+            for terminated in (state.get("terminated") or {}, last.get("terminated") or {}):
+                if terminated.get("reason") == "OOMKilled":
+                    return Rollout(
+                        "failed",
+                        "OOMKilled: the engine exceeded its memory limit "
+                        f"(exit code {terminated.get('exitCode')})",
+                        name,
+                    )
+            restarts = int(s.get("restartCount") or 0)
+            if restarts >= CRASH_RESTARTS:
+                return Rollout(
+                    "failed",
+                    f"CrashLoopBackOff: the engine keeps exiting ({restarts} restarts)",
+                    name,
+                )
+    metadata = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    if (status.get("observedGeneration") or 0) < (metadata.get("generation") or 0):
+        return Rollout("waiting", "the Deployment controller has not seen the change yet")
+    ready_new = [p for p in new_pods if (_condition(p, "Ready") or {}).get("status") == "True"]
+    if (
+        ready_new
+        and int(status.get("availableReplicas") or 0) >= 1
+        and int(status.get("updatedReplicas") or 0)
+        >= int((deployment.get("spec") or {}).get("replicas") or 1)
+    ):
+        return Rollout("done", "ready", ready_new[0].get("metadata", {}).get("name"))
+    if not new_pods:
+        old = len(pods)
+        return Rollout("waiting", f"old pods terminating ({old})" if old else "no pod yet")
+    pod = new_pods[0]
+    return Rollout("waiting", pod_summary(pod), pod.get("metadata", {}).get("name"))
