@@ -21,6 +21,27 @@ from gx10slots import __version__
 from gx10slots.app import App, GlobalOptions
 from gx10slots.errors import Interrupted, SlotsError, UsageError
 
+
+class _Duration(click.ParamType):
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        from gx10slots.durations import parse_duration
+
+        try:
+            seconds = parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return seconds
+
+
+DURATION = _Duration()
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -214,6 +235,111 @@ def park(ctx: click.Context, slot: str | None, reason: str | None, dry_run: bool
     app = _app(ctx)
     result = run_park(app, slot, reason=reason, dry_run=dry_run)
     _emit(app, result, result["detail"])
+
+
+@cli.command()
+@click.argument(
+    "slot",
+    required=False,
+    default="standby",
+    type=click.Choice(["blue", "green", "active", "standby"]),
+)
+@click.option("--report-dir", metavar="DIR", help="Where reports go [config smoke.report_dir].")
+@click.option(
+    "--format",
+    "formats",
+    metavar="LIST",
+    help="Report formats beside JSON: json,md,junit [config smoke.formats].",
+)
+@click.pass_context
+def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | None) -> None:
+    """Run the deep-liveness suite against SLOT (default: the standby) and record the result."""
+    from gx10slots.ops.smoke import parse_formats, resolve_slot, smoke_slot
+
+    app = _app(ctx)
+    wanted = parse_formats(formats)
+    outcome = smoke_slot(app, resolve_slot(app, slot), report_dir=report_dir, formats=wanted)
+    verdict = "passed" if outcome.passed else f"FAILED ({outcome.failure_summary})"
+    _emit(
+        app,
+        outcome.to_dict(),
+        f"smoke {outcome.report.slot}: {verdict}\nreports: " + ", ".join(outcome.report_paths),
+    )
+    if not outcome.passed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--image", help="Container image (default: keep the slot's image).")
+@click.option("--served-name", metavar="NAME", help="Served model name (default: MODEL).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra env (repeatable).")
+@click.option(
+    "--memory-gib",
+    type=click.FloatRange(min=1),
+    metavar="N",
+    help="Memory budget: the container's request and limit, in GiB.",
+)
+@click.option(
+    "--slot",
+    type=click.Choice(["blue", "green"]),
+    help="Target slot (default: the standby; never the active slot).",
+)
+@click.option("--flip", "do_flip", is_flag=True, help="Flip production to it when smoke passes.")
+@click.option(
+    "--timeout",
+    "timeout",
+    type=DURATION,
+    default="20m",
+    show_default=True,
+    help="How long to wait for the rollout.",
+)
+@click.option("--report-dir", metavar="DIR", help="Where smoke reports go.")
+@click.option("--format", "formats", metavar="LIST", help="Report formats beside JSON.")
+@click.option("--park-on-failure", is_flag=True, help="Scale the standby to 0 if it fails.")
+@_REASON
+@_DRY_RUN
+@click.pass_context
+def deploy(
+    ctx: click.Context,
+    model: str,
+    image: str | None,
+    served_name: str | None,
+    env: tuple[str, ...],
+    memory_gib: float | None,
+    slot: str | None,
+    do_flip: bool,
+    timeout: float,
+    report_dir: str | None,
+    formats: str | None,
+    park_on_failure: bool,
+    reason: str | None,
+    dry_run: bool,
+) -> None:
+    """Put MODEL into the standby slot, wait for it, smoke it; --flip to switch production."""
+    from gx10slots.ops.deploy import DeployRequest
+    from gx10slots.ops.deploy import deploy as run_deploy
+    from gx10slots.ops.smoke import parse_formats
+    from gx10slots.render import deploy_summary
+
+    app = _app(ctx)
+    request = DeployRequest(
+        model=model,
+        image=image,
+        served_name=served_name,
+        env=env,
+        memory_gib=memory_gib,
+        slot=slot,
+        flip=do_flip,
+        timeout_s=timeout,
+        report_dir=report_dir,
+        formats=parse_formats(formats),
+        dry_run=dry_run,
+        park_on_failure=park_on_failure,
+        reason=reason,
+    )
+    result = run_deploy(app, request)
+    _emit(app, result, deploy_summary(result))
 
 
 @cli.group()

@@ -118,3 +118,25 @@ def history_table(entries: list[dict[str, Any]]) -> None:
             _cell(e.get("reason")),
         )
     console.print(table)
+
+
+def deploy_summary(result: dict[str, Any]) -> str:
+    if result.get("dry_run"):
+        lines = [
+            f"dry run: deploy {result['model']} into slot {result['slot']} "
+            f"({result['deployment']}), served as {result['served_name']}"
+        ]
+        lines += [f"  change: {c}" for c in result["changes"]] or ["  no change: already deployed"]
+        lines.append(f"  {result['memory']}")
+        lines.append(f"  revision {result['revision_before']} -> {result['revision_after']}")
+        lines.append("nothing changed")
+        return "\n".join(lines)
+    lines = [
+        f"deployed {result['model']} into slot {result['slot']} (revision {result['revision']}); "
+        f"smoke passed; report {result['smoke']['report']}"
+    ]
+    if result.get("flip"):
+        lines.append(flip_summary(result["flip"]))
+    else:
+        lines.append(f"production unchanged; `slots flip` makes {result['slot']} active")
+    return "\n".join(lines)

@@ -40,6 +40,7 @@ READ_TIMEOUT = (5.0, 15.0)  # (connect, read) seconds per request
 WRITE_TIMEOUT = (5.0, 15.0)
 READ_ATTEMPTS = 4
 RETRY_AFTER_CAP_S = 10.0
+MAX_TEXT_BYTES = 64 * 1024
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
@@ -207,6 +208,12 @@ class Kube:
         )
         return result
 
+    def read_text(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+        """A GET whose answer is text (pod logs), bounded; no retries (logs are best effort)."""
+        kwargs["_raw_text"] = True
+        doc = self._call(what, fn, args, kwargs, READ_TIMEOUT, write=False)
+        return str(doc.get("text", ""))
+
     def write(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """A mutating call, never retried; a lost answer raises :class:`WriteOutcomeUnknown`."""
         return self._call(what, fn, args, kwargs, WRITE_TIMEOUT, write=True)
@@ -224,6 +231,7 @@ class Kube:
         import urllib3.exceptions as u3
         from kubernetes.client.exceptions import ApiException
 
+        raw_text = kwargs.pop("_raw_text", False)
         kwargs.setdefault("_request_timeout", timeout)
         kwargs["_preload_content"] = False
         started = time.monotonic()
@@ -246,6 +254,8 @@ class Kube:
             raise cls(
                 f"{what}: no answer from the API server after {elapsed:.1f} s ({_cause(exc)})"
             ) from exc
+        if raw_text:
+            return {"text": (data or b"")[-MAX_TEXT_BYTES:].decode("utf-8", errors="replace")}
         try:
             parsed = json.loads(data) if data else {}
         except ValueError as exc:

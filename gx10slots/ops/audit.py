@@ -41,6 +41,7 @@ class HistoryEntry:
     detail: str = ""
     from_model: str | None = None
     from_: str | None = None
+    revision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -105,9 +105,7 @@ def suite_settings(app: App, probes: tuple[str, ...] | None = None) -> SuiteSett
     )
 
 
-def run_probes(
-    app: App, endpoint: str, served_name: str, settings: SuiteSettings, **labels: str
-) -> Report:
+def run_probes(app: App, endpoint: str, served_name: str, settings: SuiteSettings) -> Report:
     from gx10slots.smoke.profiles import get_profile
     from gx10slots.smoke.suite import run_suite
 
@@ -117,7 +115,6 @@ def run_probes(
         get_profile(app.config.engine),
         settings,
         api_key=engine_api_key(app),
-        **labels,
     )
 
 

@@ -10,7 +10,7 @@ from gx10slots.errors import ClusterError, Conflict, Invalid, Refused, UsageErro
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
-from gx10slots.ops.read import snapshot
+from gx10slots.ops.read import read_deployment, snapshot
 from gx10slots.plan import clean_reason
 from gx10slots.state import now_utc, other_slot, rfc3339
 
@@ -72,6 +72,37 @@ def park(app: App, slot: str | None, *, reason: str | None, dry_run: bool) -> di
             )
             return decision
     raise ClusterError("the slot kept changing under us; nothing was changed", hint="try again")
+
+
+def scale_to_zero(app: App, slot: str) -> None:
+    """Scale a slot to zero with compare-and-swap (the caller holds the lease and checked roles)."""
+    kube, config = app.kube, app.config
+    name = config.slot(slot).deployment
+    for _ in range(CAS_ATTEMPTS):
+        current = read_deployment(app, slot)
+        if current is None or not current["spec"].get("replicas"):
+            return
+        try:
+            kube.write(
+                f"scale Deployment {config.namespace}/{name} to 0",
+                kube.api("apps").patch_namespaced_deployment,
+                name,
+                config.namespace,
+                [
+                    {
+                        "op": "test",
+                        "path": "/metadata/resourceVersion",
+                        "value": current["metadata"]["resourceVersion"],
+                    },
+                    {"op": "replace", "path": "/spec/replicas", "value": 0},
+                ],
+                field_manager=FIELD_MANAGER,
+                _content_type="application/json-patch+json",
+            )
+            return
+        except (Conflict, Invalid):
+            continue
+    raise ClusterError(f"Deployment {name} kept changing under us; it was not scaled to 0")
 
 
 def _decide(app: App, slot: str | None, *, dry_run: bool) -> dict[str, Any]:

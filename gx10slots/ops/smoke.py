@@ -1,0 +1,189 @@
+"""`slots smoke [SLOT]`: the deep-liveness suite against a slot, reports, and the recorded result.
+
+The result is recorded as annotations on the slot's Deployment, bound to the revision (pod
+template hash) that was tested: a later change to image, env or args makes it stale for `flip`.
+The suite runs without the lease (a smoke of the standby must never block an emergency
+flip-back); only the short recording write takes it, and the write is a compare-and-swap that
+refuses to record a result for a revision that changed while the suite ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gx10slots import console
+from gx10slots.app import App
+from gx10slots.config import SLOT_NAMES
+from gx10slots.errors import CheckFailed, Conflict, Invalid, Refused, UsageError
+from gx10slots.kube.client import FIELD_MANAGER
+from gx10slots.lock import Lock
+from gx10slots.ops.engine import engine_api_key, slot_endpoint, suite_settings
+from gx10slots.ops.read import read_deployment, snapshot
+from gx10slots.state import (
+    SMOKE_AT,
+    SMOKE_PASSED,
+    SMOKE_REPORT,
+    SMOKE_REVISION,
+    other_slot,
+    revision_of,
+    rfc3339,
+    slot_state,
+)
+
+if TYPE_CHECKING:
+    from gx10slots.smoke.report import Report
+    from gx10slots.smoke.result import ProbeResult
+
+REPORT_FORMATS = ("json", "md", "junit")
+
+
+@dataclass(frozen=True)
+class SmokeOutcome:
+    report: Report
+    report_paths: list[str]
+    recorded: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+    @property
+    def report_path(self) -> str:
+        return self.report_paths[0] if self.report_paths else ""
+
+    @property
+    def failure_summary(self) -> str:
+        failed = [p for p in self.report.probes if not p.passed and not p.skipped]
+        return "; ".join(f"{p.name}: {p.detail}" for p in failed) or "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.report.to_dict(), "reports": self.report_paths, "recorded": self.recorded}
+
+
+def resolve_slot(app: App, requested: str) -> str:
+    if requested in SLOT_NAMES:
+        return requested
+    if requested not in ("active", "standby"):
+        raise UsageError(f"slot must be blue, green, active or standby, got {requested!r}")
+    flag = snapshot(app).flag
+    if flag.active is None:
+        raise Refused(f"the flag names no slot, so '{requested}' is unknown: name blue or green")
+    return flag.active if requested == "active" else other_slot(flag.active)
+
+
+def parse_formats(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in REPORT_FORMATS]
+    if unknown or not formats:
+        raise UsageError(
+            f"--format {text!r}: expected a comma-separated list drawn from json, md, junit"
+        )
+    return formats
+
+
+def _progress(result: ProbeResult) -> None:
+    verdict = "skip" if result.skipped and result.passed else "ok" if result.passed else "FAIL"
+    console.progress(
+        f"  {verdict:4} {result.name:13} {result.duration_ms:8.1f} ms  {result.detail}"
+    )
+
+
+def smoke_slot(
+    app: App,
+    slot: str,
+    *,
+    report_dir: str | None = None,
+    formats: tuple[str, ...] | None = None,
+    lock: Lock | None = None,
+) -> SmokeOutcome:
+    from gx10slots.smoke.profiles import get_profile
+    from gx10slots.smoke.report import write_reports
+    from gx10slots.smoke.suite import run_suite
+
+    config = app.config
+    deployment = read_deployment(app, slot)
+    if deployment is None:
+        raise CheckFailed(f"slot {slot}: Deployment {config.slot(slot).deployment} not found")
+    state = slot_state(slot, deployment, config, None)
+    endpoint = slot_endpoint(app, slot)
+    console.progress(
+        f"smoke {slot} ({state.model}, revision {state.revision}) at {endpoint}, engine "
+        f"{config.engine}"
+    )
+    report = run_suite(
+        endpoint,
+        state.served_name or state.model or "",
+        get_profile(config.engine),
+        suite_settings(app),
+        api_key=engine_api_key(app),
+        on_probe=_progress,
+    )
+    report = replace(report, slot=slot, model=state.model or "", revision=state.revision or "")
+    wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
+    paths = [str(p) for p in write_reports(report, report_dir or config.smoke.report_dir, wanted)]
+    recorded = _record(app, slot, state.revision or "", report, Path(paths[0]).name, lock)
+    return SmokeOutcome(report, paths, recorded)
+
+
+def _record(
+    app: App, slot: str, revision: str, report: Report, report_name: str, lock: Lock | None
+) -> bool:
+    if lock is None:
+        with Lock(app.kube, on_wait=console.progress) as own:
+            return _record_locked(app, slot, revision, report, report_name, own)
+    return _record_locked(app, slot, revision, report, report_name, lock)
+
+
+def _record_locked(
+    app: App, slot: str, revision: str, report: Report, report_name: str, lock: Lock
+) -> bool:
+    kube, config = app.kube, app.config
+    name = config.slot(slot).deployment
+    for _ in range(3):
+        current = read_deployment(app, slot)
+        if current is None or revision_of(current) != revision:
+            console.progress(
+                f"slot {slot} changed while the suite ran: the result is not recorded "
+                "(it is for an older revision)"
+            )
+            return False
+        annotations = {
+            SMOKE_REVISION: revision,
+            SMOKE_PASSED: "true" if report.passed else "false",
+            SMOKE_AT: rfc3339(report.finished_at),
+            SMOKE_REPORT: report_name,
+        }
+        ops: list[dict[str, Any]] = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": current["metadata"]["resourceVersion"],
+            },
+        ]
+        if current["metadata"].get("annotations") is None:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+        else:
+            ops += [
+                {"op": "add", "path": "/metadata/annotations/" + k.replace("/", "~1"), "value": v}
+                for k, v in annotations.items()
+            ]
+        lock.check()
+        try:
+            kube.write(
+                f"record smoke result on Deployment {config.namespace}/{name}",
+                kube.api("apps").patch_namespaced_deployment,
+                name,
+                config.namespace,
+                ops,
+                field_manager=FIELD_MANAGER,
+                _content_type="application/json-patch+json",
+            )
+            return True
+        except (Conflict, Invalid):
+            continue
+    console.progress(f"slot {slot} kept changing: the smoke result is not recorded")
+    return False
