@@ -1,0 +1,50 @@
+"""Deep-liveness smoke tests for a model slot: real generations, not `/health`.
+
+    report = run_suite(endpoint, served_name, get_profile("vllm"), SuiteSettings(), slot="green")
+    write_reports(report, "reports", {"json", "md"})
+
+Modules, one concept each: ``profiles`` (what each engine means by ready, its metrics and quirks),
+``settings`` (the knobs), ``probes`` (the checks, async, each bounded by its timeout) over
+``context`` (running one probe) and ``chat`` (the chat endpoint, streamed or not), ``checks`` and
+``wire`` (pure judgements and the OpenAI wire format), ``_http`` (byte-budgeted reading),
+``progress`` (token counters and the stall verdict), ``redact`` (keeping the API key out),
+``report`` (JSON, Markdown, JUnit, files), ``suite`` (the order and the deadline).
+"""
+
+from gx10slots.smoke.context import ProbeContext
+from gx10slots.smoke.probes import watch_for_stall
+from gx10slots.smoke.profiles import PROFILES, EngineProfile, get_profile, readiness_state
+from gx10slots.smoke.progress import ProgressSample, StallVerdict, Verdict, stall_verdict
+from gx10slots.smoke.report import (
+    FORMATS,
+    Report,
+    Summary,
+    latest_report,
+    write_reports,
+)
+from gx10slots.smoke.result import ProbeResult
+from gx10slots.smoke.settings import PROBE_NAMES, SuiteSettings
+from gx10slots.smoke.suite import run_suite, run_suite_async
+
+__all__ = [
+    "FORMATS",
+    "PROBE_NAMES",
+    "PROFILES",
+    "EngineProfile",
+    "ProbeContext",
+    "ProbeResult",
+    "ProgressSample",
+    "Report",
+    "StallVerdict",
+    "SuiteSettings",
+    "Summary",
+    "Verdict",
+    "get_profile",
+    "latest_report",
+    "readiness_state",
+    "run_suite",
+    "run_suite_async",
+    "stall_verdict",
+    "watch_for_stall",
+    "write_reports",
+]

@@ -1,0 +1,284 @@
+"""What each inference engine means by "ready", where its metrics live, and its protocol quirks.
+
+A profile is plain data: the probes read it, never branch on the engine's name. Every fact carries
+the source it was checked against (the engine's own docs or code); versions move, so re-check the
+source before a design rests on a fact that looks surprising.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from gx10slots.errors import ConfigError
+
+MetricsFormat = Literal["prometheus", "json"]
+ReadinessState = Literal["ready", "loading", "failed"]
+
+# A body that says it is loading is read as "loading" whatever the engine (llama-server's
+# "Loading model", the sandbox's "loading").
+_LOADING_BODY = re.compile(r"\bloading\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """How to talk to one engine's OpenAI-compatible server."""
+
+    name: str
+    # GET this path until it says "ready".
+    readiness_path: str
+    # Statuses of the readiness endpoint that mean "still starting, ask again". Any answer whose
+    # body mentions loading is also read as loading, whatever the engine.
+    loading_statuses: frozenset[int]
+    # Whether the server answers HTTP at all while the model loads (False: connection refused
+    # until it is ready, so connection errors are the loading signal).
+    answers_while_loading: bool
+    # One readiness request may take this long (SGLang's /health_generate runs a generation).
+    readiness_request_timeout_s: float
+    # Where metrics live and in which format; None when the engine has none.
+    metrics_path: str | None
+    metrics_format: MetricsFormat | None
+    # Prometheus sample names for the progress check; None when the engine exports none.
+    generation_tokens_metric: str | None
+    requests_running_metric: str | None
+    # Hint shown when the metrics endpoint answers 404 (e.g. a flag is needed to enable it).
+    metrics_hint: str
+    # The request field that caps the completion length and that this engine honours.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"]
+    # Whether the request schema accepts `seed` (some servers reject unknown fields with 400).
+    accepts_seed: bool
+    # Whether a stream honours `stream_options.include_usage` (sends a usage chunk).
+    stream_usage: bool
+    # The engine's final usage chunk may still carry a non-empty `choices` (read both shapes).
+    usage_chunk_has_choices: bool
+    # Message fields that may hold a reasoning model's chain of thought, in preference order.
+    reasoning_fields: tuple[str, ...]
+    # `/v1/models` lists every model the server could load, not just the one serving (identity
+    # then means "contains", not "is exactly").
+    lists_all_models: bool
+    # `/v1/models` entries carry `max_model_len`.
+    reports_max_model_len: bool
+
+
+# Reasoning field names across engines: DeepSeek's `reasoning_content` (llama-server, SGLang, vLLM
+# before the rename) and OpenAI's guidance `reasoning` (vLLM >= the rename, ollama).
+_BOTH_REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+VLLM = EngineProfile(
+    name="vllm",
+    # vllm/entrypoints/serve/instrumentator/health.py: `/health` awaits
+    # engine_client.check_health() and returns 200, or 503 only on EngineDeadError; a deadlocked
+    # but alive EngineCore keeps it at 200 (vllm issues 39863, PR 36451). The API server only
+    # starts listening after the model is loaded, so nothing answers while loading.
+    readiness_path="/health",
+    loading_statuses=frozenset(),
+    answers_while_loading=False,
+    readiness_request_timeout_s=10.0,
+    # docs/source/design/v1/metrics.md: Prometheus text at /metrics, no flag needed;
+    # `vllm:generation_tokens_total` (Counter), `vllm:num_requests_running` (Gauge).
+    metrics_path="/metrics",
+    metrics_format="prometheus",
+    generation_tokens_metric="vllm:generation_tokens_total",
+    requests_running_metric="vllm:num_requests_running",
+    metrics_hint="vLLM serves /metrics by default; is this really vLLM?",
+    # vllm/entrypoints/openai/protocol.py ChatCompletionRequest: `max_tokens` is deprecated
+    # in favour of `max_completion_tokens`; `seed` is accepted.
+    max_tokens_field="max_completion_tokens",
+    accepts_seed=True,
+    # Same file: StreamOptions.include_usage → one final chunk with `choices: []` and usage.
+    stream_usage=True,
+    usage_chunk_has_choices=False,
+    # vllm PR 27752 renamed `reasoning_content` to `reasoning` (PR 33402 removed the old name).
+    reasoning_fields=("reasoning", "reasoning_content"),
+    lists_all_models=False,
+    # protocol.py ModelCard: `max_model_len: int | None`, served from config.
+    reports_max_model_len=True,
+)
+
+LLAMA_SERVER = EngineProfile(
+    name="llama-server",
+    # ggml-org/llama.cpp tools/server/README.md "GET /health": 503
+    # {"error":{"code":503,"message":"Loading model","type":"unavailable_error"}} while loading,
+    # 200 {"status":"ok"} when ready; the HTTP server starts before the model loads.
+    readiness_path="/health",
+    loading_statuses=frozenset({503}),
+    answers_while_loading=True,
+    readiness_request_timeout_s=10.0,
+    # Same README "GET /metrics": only with `--metrics`; `llamacpp:tokens_predicted_total`
+    # (Counter), `llamacpp:requests_processing` (Gauge).
+    metrics_path="/metrics",
+    metrics_format="prometheus",
+    generation_tokens_metric="llamacpp:tokens_predicted_total",
+    requests_running_metric="llamacpp:requests_processing",
+    metrics_hint="llama-server serves /metrics only when started with --metrics",
+    # README "/completion" options: `seed` (default -1 = random); the OpenAI endpoints map
+    # `max_tokens` onto n_predict.
+    max_tokens_field="max_tokens",
+    accepts_seed=True,
+    # llama.cpp PR 15444 (Aug 2025) added a separate final chunk with `choices: []` and usage;
+    # before it the usage rode on the last chunk together with a non-empty `choices`
+    # (llama-cpp-python issue 1640 quotes that shape), and issue 16048 notes it is sent even
+    # without include_usage.
+    stream_usage=True,
+    usage_chunk_has_choices=True,
+    reasoning_fields=_BOTH_REASONING_FIELDS,
+    # README "GET /v1/models": "The returned list always has one single element"; id is the
+    # `--alias` or the model path.
+    lists_all_models=False,
+    reports_max_model_len=False,
+)
+
+LLAMA_CPP_PYTHON = EngineProfile(
+    name="llama-cpp-python",
+    # abetlen/llama-cpp-python llama_cpp/server/app.py: routes are /v1/completions,
+    # /v1/chat/completions, /v1/embeddings, /v1/models, /extras/*; no /health (404), no /metrics.
+    # The model loads before uvicorn listens.
+    readiness_path="/v1/models",
+    loading_statuses=frozenset(),
+    answers_while_loading=False,
+    readiness_request_timeout_s=10.0,
+    metrics_path=None,
+    metrics_format=None,
+    generation_tokens_metric=None,
+    requests_running_metric=None,
+    metrics_hint="llama-cpp-python's server has no metrics endpoint",
+    # llama_cpp/server/types.py CreateChatCompletionRequest: `max_tokens`, `seed`; no
+    # `max_completion_tokens` (ignored, issue 1907) and no `stream_options` (so no usage chunk).
+    max_tokens_field="max_tokens",
+    accepts_seed=True,
+    stream_usage=False,
+    usage_chunk_has_choices=False,
+    reasoning_fields=_BOTH_REASONING_FIELDS,
+    lists_all_models=False,
+    reports_max_model_len=False,
+)
+
+SGLANG = EngineProfile(
+    name="sglang",
+    # sgl-project/sglang python/sglang/srt/entrypoints/http_server.py health_generate(): 503
+    # (empty body) while ServerStatus.Starting or shutting down, otherwise a one-token
+    # generation (bounded by SGLANG_HEALTH_CHECK_TIMEOUT, 20 s by default) → 200 or 503.
+    readiness_path="/health_generate",
+    loading_statuses=frozenset({503}),
+    answers_while_loading=True,
+    readiness_request_timeout_s=25.0,
+    # docs/references/production_metrics.md: only with `--enable-metrics`;
+    # `sglang:generation_tokens_total` (counter); python/sglang/srt/metrics/collector.py:
+    # Gauge `sglang:num_running_reqs`.
+    metrics_path="/metrics",
+    metrics_format="prometheus",
+    generation_tokens_metric="sglang:generation_tokens_total",
+    requests_running_metric="sglang:num_running_reqs",
+    metrics_hint="SGLang serves /metrics only when started with --enable-metrics",
+    # python/sglang/srt/entrypoints/openai/protocol.py: `max_tokens` deprecated in favour of
+    # `max_completion_tokens`; `seed` accepted; StreamOptions.include_usage honoured.
+    max_tokens_field="max_completion_tokens",
+    accepts_seed=True,
+    stream_usage=True,
+    usage_chunk_has_choices=False,
+    reasoning_fields=_BOTH_REASONING_FIELDS,
+    lists_all_models=False,
+    reports_max_model_len=False,
+)
+
+OLLAMA = EngineProfile(
+    name="ollama",
+    # ollama/ollama server/routes.go: `GET /api/version` → 200 {"version": ...} (and `GET /` →
+    # "Ollama is running") as soon as the server listens; neither loads a model nor says anything
+    # about generation, so only the generation probes tell.
+    readiness_path="/api/version",
+    loading_statuses=frozenset(),
+    answers_while_loading=True,
+    readiness_request_timeout_s=10.0,
+    metrics_path=None,
+    metrics_format=None,
+    generation_tokens_metric=None,
+    requests_running_metric=None,
+    metrics_hint="ollama has no metrics endpoint",
+    # ollama openai/openai.go ChatCompletionRequest has MaxTokens, Seed and StreamOptions, but no
+    # max_completion_tokens: it is silently ignored (ollama issue 7125), so send `max_tokens`.
+    max_tokens_field="max_tokens",
+    accepts_seed=True,
+    stream_usage=True,
+    usage_chunk_has_choices=False,
+    # Same file: Message.Reasoning is serialised as `reasoning`.
+    reasoning_fields=("reasoning", "reasoning_content"),
+    # Same file ToListCompletion: `/v1/models` lists every local model.
+    lists_all_models=True,
+    reports_max_model_len=False,
+)
+
+TRTLLM = EngineProfile(
+    name="trtllm",
+    # NVIDIA/TensorRT-LLM tensorrt_llm/serve/openai_server.py health_generate(): a real one-token
+    # chat completion, 200 on success; the server listens only once the LLM is built.
+    readiness_path="/health_generate",
+    loading_statuses=frozenset(),
+    answers_while_loading=False,
+    readiness_request_timeout_s=25.0,
+    # docs/source/commands/trtllm-serve.rst "Metrics": /metrics is a JSON list of iteration stats
+    # (needs enable_iter_perf_stats), not Prometheus, and has no cumulative generation counter.
+    metrics_path="/metrics",
+    metrics_format="json",
+    generation_tokens_metric=None,
+    requests_running_metric=None,
+    metrics_hint="trtllm-serve /metrics is JSON iteration stats without a token counter",
+    # tensorrt_llm/serve/openai_protocol.py ChatCompletionRequest (extra="forbid", so unknown
+    # fields are a 400): `max_completion_tokens` (alias `max_tokens`), `seed`, `stream_options`
+    # (rejected unless stream is true).
+    max_tokens_field="max_completion_tokens",
+    accepts_seed=True,
+    stream_usage=True,
+    usage_chunk_has_choices=False,
+    reasoning_fields=_BOTH_REASONING_FIELDS,
+    lists_all_models=False,
+    reports_max_model_len=False,
+)
+
+OPENAI = EngineProfile(
+    name="openai",
+    # A generic OpenAI-compatible server: `/v1/models` is the one endpoint they all share.
+    readiness_path="/v1/models",
+    loading_statuses=frozenset({503}),
+    answers_while_loading=True,
+    readiness_request_timeout_s=10.0,
+    metrics_path=None,
+    metrics_format=None,
+    generation_tokens_metric=None,
+    requests_running_metric=None,
+    metrics_hint="the generic openai profile reads no metrics",
+    # `max_tokens` is the field every self-hosted OpenAI-compatible server understands
+    # (OpenAI itself deprecated it only for its o-series models).
+    max_tokens_field="max_tokens",
+    accepts_seed=True,
+    stream_usage=True,
+    usage_chunk_has_choices=True,
+    reasoning_fields=_BOTH_REASONING_FIELDS,
+    lists_all_models=False,
+    reports_max_model_len=False,
+)
+
+
+def readiness_state(profile: EngineProfile, status: int, body: str) -> ReadinessState:
+    """Read one answer of the readiness endpoint."""
+    if status == 200:
+        return "ready"
+    if status in profile.loading_statuses or (status == 503 and _LOADING_BODY.search(body)):
+        return "loading"
+    return "failed"
+
+
+PROFILES: dict[str, EngineProfile] = {
+    p.name: p for p in (VLLM, LLAMA_SERVER, LLAMA_CPP_PYTHON, SGLANG, OLLAMA, TRTLLM, OPENAI)
+}
+
+
+def get_profile(name: str) -> EngineProfile:
+    """The profile called ``name``; :class:`ConfigError` naming the known ones otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(
+            f"engine: unknown engine {name!r}; expected one of {', '.join(PROFILES)}"
+        ) from None

@@ -1,0 +1,361 @@
+"""One smoke report, rendered three ways: JSON (the record), Markdown (a PR comment), JUnit (CI).
+
+The JSON shape is the contract's (``docs/report-schema.json`` describes it); the other two are
+views of the same dataclass, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gx10slots.errors import UsageError
+from gx10slots.smoke.result import ProbeResult
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FORMATS = ("json", "md", "junit")
+_SUFFIX = {"json": ".json", "md": ".md", "junit": ".xml"}
+MARKDOWN_EVIDENCE_CHARS = 200
+
+# Characters XML 1.0 cannot carry at all (escaping does not help): C0 controls but tab, LF, CR;
+# lone surrogates; U+FFFE/U+FFFF.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#])")
+_SLOT_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-11-27T08:15:00.123Z``: UTC, milliseconds, a ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def file_timestamp(moment: datetime) -> str:
+    """``20261127T081500Z``: sorts as text, safe in file names."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass(frozen=True)
+class Summary:
+    ttft_ms_p50: float = 0.0
+    ttft_ms_p95: float = 0.0
+    tokens_per_s: float = 0.0
+    requests: int = 0
+    failures: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ttft_ms_p50": round(self.ttft_ms_p50, 1),
+            "ttft_ms_p95": round(self.ttft_ms_p95, 1),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "requests": self.requests,
+            "failures": self.failures,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    slot: str
+    model: str
+    revision: str
+    endpoint: str
+    engine: str
+    started_at: datetime
+    finished_at: datetime
+    passed: bool
+    probes: tuple[ProbeResult, ...]
+    summary: Summary = field(default_factory=Summary)
+    served_name: str = ""
+
+    # --- JSON ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "slot": self.slot,
+            "model": self.model,
+            "served_name": self.served_name,
+            "revision": self.revision,
+            "endpoint": self.endpoint,
+            "engine": self.engine,
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
+            "passed": self.passed,
+            "probes": [p.to_dict() for p in self.probes],
+            "summary": self.summary.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Report:
+        """Read a report back; :class:`UsageError` saying why when it is not one."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(f"not a smoke report: invalid JSON ({exc})") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Report:
+        try:
+            if not isinstance(doc, Mapping):
+                raise ValueError("the document is not a JSON object")
+            raw_summary = doc.get("summary") or {}
+            if not isinstance(raw_summary, Mapping):
+                raise ValueError("`summary` is not an object")
+            raw_probes = doc.get("probes")
+            if not isinstance(raw_probes, list):
+                raise ValueError("`probes` is not a list")
+            passed = doc.get("passed")
+            if not isinstance(passed, bool):
+                raise ValueError("`passed` is not a boolean")
+            return cls(
+                slot=_text(doc, "slot"),
+                model=_text(doc, "model"),
+                served_name=_text(doc, "served_name", required=False),
+                revision=_text(doc, "revision", required=False),
+                endpoint=_text(doc, "endpoint", required=False),
+                engine=_text(doc, "engine"),
+                started_at=_moment(doc, "started_at"),
+                finished_at=_moment(doc, "finished_at"),
+                passed=passed,
+                probes=tuple(ProbeResult.from_dict(_as_map(p)) for p in raw_probes),
+                summary=Summary(
+                    ttft_ms_p50=_number(raw_summary, "ttft_ms_p50"),
+                    # Older reports may lack p95; p50 is the closest stand-in.
+                    ttft_ms_p95=_number(
+                        raw_summary, "ttft_ms_p95", _number(raw_summary, "ttft_ms_p50")
+                    ),
+                    tokens_per_s=_number(raw_summary, "tokens_per_s"),
+                    requests=int(_number(raw_summary, "requests")),
+                    failures=int(_number(raw_summary, "failures")),
+                ),
+            )
+        except ValueError as exc:
+            raise UsageError(f"not a smoke report: {exc}") from None
+
+    # --- Markdown -----------------------------------------------------------------------------
+
+    def to_markdown(self) -> str:
+        failed = [p for p in self.probes if not p.passed]
+        who = f"{md_cell(self.slot or '?')} · {md_cell(self.model)}"
+        if self.passed:
+            header = f"## ✅ Smoke passed: {who}"
+        else:
+            header = f"## ❌ Smoke failed: {who} ({len(failed)} of {len(self.probes)} probes)"
+        elapsed = (self.finished_at - self.started_at).total_seconds()
+        s = self.summary
+        lines = [
+            header,
+            "",
+            f"Engine {md_cell(self.engine)} at {md_cell(self.endpoint)}, revision "
+            f"{md_cell(self.revision or 'unknown')}; {rfc3339(self.started_at)}, {elapsed:.1f} s.",
+            f"TTFT p50 {s.ttft_ms_p50:.0f} ms, p95 {s.ttft_ms_p95:.0f} ms; "
+            f"{s.tokens_per_s:.1f} tokens/s; {s.requests} requests; {s.failures} failures.",
+            "",
+            "| Probe | Result | Time | Detail | Evidence |",
+            "|---|---|---:|---|---|",
+        ]
+        for p in self.probes:
+            lines.append(
+                f"| {md_cell(p.name)} | {_verdict(p)} | {p.duration_ms:.0f} ms | "
+                f"{md_cell(p.detail)} | {md_cell(p.evidence, MARKDOWN_EVIDENCE_CHARS)} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    # --- JUnit --------------------------------------------------------------------------------
+
+    def to_junit(self) -> str:
+        failures = sum(1 for p in self.probes if not p.passed and not p.skipped)
+        skipped = sum(1 for p in self.probes if p.skipped)
+        suite = ET.Element(
+            "testsuite",
+            {
+                "name": xml_text(f"gx10slots smoke {self.slot}".strip()),
+                "tests": str(len(self.probes)),
+                "failures": str(failures),
+                "errors": "0",
+                "skipped": str(skipped),
+                "time": f"{(self.finished_at - self.started_at).total_seconds():.3f}",
+                "timestamp": rfc3339(self.started_at),
+            },
+        )
+        props = ET.SubElement(suite, "properties")
+        for key in ("slot", "model", "served_name", "revision", "endpoint", "engine"):
+            ET.SubElement(props, "property", {"name": key, "value": xml_text(getattr(self, key))})
+        classname = xml_text(f"smoke.{self.slot or 'slot'}.{self.engine}")
+        for p in self.probes:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                {
+                    "classname": classname,
+                    "name": xml_text(p.name),
+                    "time": f"{p.duration_ms / 1000.0:.3f}",
+                },
+            )
+            if p.skipped:
+                ET.SubElement(case, "skipped", {"message": xml_text(p.detail)})
+            elif not p.passed:
+                failure = ET.SubElement(
+                    case, "failure", {"message": xml_text(p.detail), "type": "SmokeProbeFailed"}
+                )
+                failure.text = xml_text(p.evidence or p.detail)
+            else:
+                out = ET.SubElement(case, "system-out")
+                out.text = xml_text(p.detail)
+        ET.indent(suite)
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            + ET.tostring(suite, encoding="unicode")
+            + "\n"
+        )
+
+
+def _as_map(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError("a probe is not an object")
+    return value
+
+
+def _text(doc: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    value = doc.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"`{key}` is not a string")
+    return value
+
+
+def _number(doc: Mapping[str, Any], key: str, default: float = 0.0) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"`summary.{key}` is not a number")
+    return float(value)
+
+
+def _moment(doc: Mapping[str, Any], key: str) -> datetime:
+    value = _text(doc, key)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"`{key}` is not an RFC 3339 time: {value!r:.40}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"`{key}` has no time zone")
+    return moment.astimezone(UTC)
+
+
+def _verdict(p: ProbeResult) -> str:
+    if p.skipped:
+        return "⏭ skipped" if p.passed else "⛔ not run"
+    return "✅ pass" if p.passed else "❌ fail"
+
+
+def md_cell(text: str, limit: int | None = None) -> str:
+    """Text made safe for one Markdown table cell (GitHub flavour), optionally cut to ``limit``.
+
+    One line, no control characters, HTML metacharacters as entities (so ``<tool_call>`` shows
+    rather than vanishing as a tag) and Markdown metacharacters escaped (so ``|`` cannot end the
+    cell).
+    """
+    flat = " ".join(_CONTROL.sub(" ", text).split())
+    if limit is not None and len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", flat)
+
+
+def xml_text(text: str) -> str:
+    """Text XML 1.0 can carry (ElementTree escapes ``<&>`` but passes control bytes through)."""
+    return _XML_INVALID.sub("", text)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def report_stem(report: Report) -> str:
+    slot = _SLOT_SAFE.sub("-", report.slot).strip("-") or "slot"
+    return f"{file_timestamp(report.started_at)}-{slot}"
+
+
+def write_reports(
+    report: Report, directory: str | os.PathLike[str], formats: Iterable[str] = FORMATS
+) -> list[Path]:
+    """Write ``<UTC timestamp>-<slot>.json|.md|.xml`` atomically; the paths, in ``FORMATS`` order.
+
+    Each file appears whole or not at all (written to a temporary file in the same directory,
+    then renamed), so a reader never sees half a report.
+    """
+    wanted = set(formats)
+    unknown = wanted - set(FORMATS)
+    if unknown:
+        raise UsageError(
+            f"unknown report format {', '.join(sorted(unknown))}; expected some of "
+            f"{', '.join(FORMATS)}"
+        )
+    target = Path(directory)
+    renderers = {"json": report.to_json, "md": report.to_markdown, "junit": report.to_junit}
+    paths = []
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for fmt in FORMATS:
+            if fmt in wanted:
+                path = target / (report_stem(report) + _SUFFIX[fmt])
+                _atomic_write(path, renderers[fmt]())
+                paths.append(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the smoke report to {target}: {exc.strerror or exc}",
+            hint="choose a writable directory with --report-dir",
+        ) from exc
+    return paths
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def latest_report(
+    directory: str | os.PathLike[str], slot: str, *, passed_only: bool = True
+) -> Report | None:
+    """The newest readable JSON report of ``slot`` in ``directory`` (a baseline), or None.
+
+    Unreadable files are skipped with a warning: a corrupt old report must not block a new smoke.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        return None
+    safe = _SLOT_SAFE.sub("-", slot).strip("-") or "slot"
+    name = re.compile(rf"\d{{8}}T\d{{6}}Z-{re.escape(safe)}\.json")
+    candidates = [p for p in folder.glob(f"*-{safe}.json") if name.fullmatch(p.name)]
+    for path in sorted(candidates, reverse=True):
+        try:
+            report = Report.from_json(path.read_bytes())
+        except (OSError, UsageError) as exc:
+            logger.warning("skipping %s as a baseline: %s", path, exc)
+            continue
+        if report.passed or not passed_only:
+            return report
+    return None

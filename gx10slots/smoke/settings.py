@@ -1,0 +1,134 @@
+"""Every knob of the smoke suite, with defaults that fit a production chat model."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from gx10slots.errors import UsageError
+
+# The probes in the order the suite runs them.
+PROBE_NAMES: tuple[str, ...] = (
+    "readiness",
+    "identity",
+    "known-answer",
+    "streaming",
+    "tool-call",
+    "burst",
+    "progress",
+    "baseline",
+)
+
+MIB = 1024 * 1024
+
+# Per-probe timeouts that differ from `probe_timeout_s`. Readiness waits for a model to load;
+# identity reads config and must be quick; progress holds a request open for the stall window.
+_DEFAULT_TIMEOUTS: Mapping[str, float] = MappingProxyType({"readiness": 120.0, "identity": 10.0})
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    # Which probes may run. `tool-call` also needs `tool_call=True`; `baseline` needs a baseline
+    # report; `progress` needs an engine with Prometheus metrics.
+    probes: tuple[str, ...] = PROBE_NAMES
+
+    # Known answer: a prompt every chat model answers the same way, and what the answer must match.
+    prompt: str = "Reply with the single word pong."
+    expect: str = "pong"
+    expect_ignore_case: bool = True
+    max_tokens: int = 16
+    # Fixed seed and temperature 0 so a healthy engine answers the same way every time.
+    seed: int = 1234
+    # A reasoning model may answer in `reasoning_content` with `content: null` when the token
+    # budget ends inside its thinking; with `reasoning=True` the answer may be found there.
+    reasoning: bool = False
+    # When set, vLLM's `/v1/models` must report at least this context length.
+    max_model_len: int | None = None
+
+    # Tool calling (only when the deployment relies on it).
+    tool_call: bool = False
+    tool_prompt: str = "What is the weather in Paris right now? Use the get_weather tool."
+
+    # Burst: concurrent streamed requests; long enough answers to measure tokens/s.
+    burst: int = 4
+    burst_prompt: str = "Count from 1 to 20, separated by spaces."
+    burst_max_tokens: int = 64
+
+    # Time limits. Each probe ends within its own timeout; the suite within its deadline.
+    probe_timeout_s: float = 30.0
+    timeouts: Mapping[str, float] = field(default_factory=lambda: _DEFAULT_TIMEOUTS)
+    deadline_s: float = 300.0
+    # Pause between readiness polls (tests make it tiny).
+    readiness_poll_s: float = 1.0
+
+    # Progress: how long requests may run with a flat token counter before it is a wedge, how
+    # often to sample, and how long to let counters catch up with answers already received.
+    stall_window_s: float = 10.0
+    stall_interval_s: float = 1.0
+    progress_settle_s: float = 2.0
+
+    # Baseline: fail when TTFT p95 or tokens/s is worse than this fraction of the baseline's.
+    baseline_ratio: float = 0.7
+
+    # Byte budgets for what a server may send us (a hostile body ends in a failed probe).
+    body_cap_bytes: int = MIB
+    stream_cap_bytes: int = MIB
+    metrics_cap_bytes: int = 4 * MIB
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.probes if p not in PROBE_NAMES]
+        if unknown:
+            raise UsageError(
+                f"smoke probes: unknown probe {', '.join(unknown)}; "
+                f"expected some of {', '.join(PROBE_NAMES)}"
+            )
+        for name in self.timeouts:
+            if name not in PROBE_NAMES:
+                raise UsageError(f"smoke timeouts: {name!r} is not a probe")
+        try:
+            re.compile(self.expect)
+        except re.error as exc:
+            raise UsageError(
+                f"smoke expect: {self.expect!r} is not a regular expression: {exc}"
+            ) from None
+        positive = {
+            "max_tokens": self.max_tokens,
+            "burst": self.burst,
+            "burst_max_tokens": self.burst_max_tokens,
+            "probe_timeout_s": self.probe_timeout_s,
+            "deadline_s": self.deadline_s,
+            "stall_window_s": self.stall_window_s,
+            "stall_interval_s": self.stall_interval_s,
+            "body_cap_bytes": self.body_cap_bytes,
+            "stream_cap_bytes": self.stream_cap_bytes,
+            "metrics_cap_bytes": self.metrics_cap_bytes,
+            **{f"timeouts[{k}]": v for k, v in self.timeouts.items()},
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise UsageError(f"smoke {key}: expected a positive number, got {value!r}")
+        if self.readiness_poll_s < 0 or self.progress_settle_s < 0:
+            raise UsageError("smoke readiness_poll_s and progress_settle_s must not be negative")
+        if not 0 < self.baseline_ratio <= 1:
+            raise UsageError(
+                f"smoke baseline_ratio: expected a fraction in (0, 1], got {self.baseline_ratio!r}"
+            )
+
+    @property
+    def expect_pattern(self) -> re.Pattern[str]:
+        return re.compile(self.expect, re.IGNORECASE if self.expect_ignore_case else 0)
+
+    @property
+    def expect_display(self) -> str:
+        """The regex as operators write it: ``/pong/i``."""
+        return f"/{self.expect}/{'i' if self.expect_ignore_case else ''}"
+
+    def timeout_for(self, probe: str) -> float:
+        if probe in self.timeouts:
+            return self.timeouts[probe]
+        if probe == "progress":
+            # The stall check holds a request open for the whole window, then counters settle.
+            return self.stall_window_s + self.progress_settle_s + self.probe_timeout_s
+        return self.probe_timeout_s

@@ -1,0 +1,281 @@
+"""Run the deep-liveness suite against one engine endpoint and return its report.
+
+Order: readiness → identity → known-answer → streaming → tool-call → burst → progress → baseline.
+Nothing can hang: each probe has its own timeout, capped by what is left of the suite deadline.
+When the engine is not ready, or a generation timed out (a wedge), the probes that would only wait
+out their own timeouts are reported "not run" with the reason instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import httpx
+
+from gx10slots.smoke import checks
+from gx10slots.smoke._transport import as_async_transport
+from gx10slots.smoke.context import ProbeContext
+from gx10slots.smoke.probes import (
+    probe_burst,
+    probe_identity,
+    probe_known_answer,
+    probe_progress,
+    probe_readiness,
+    probe_streaming,
+    probe_tool_call,
+    take_metrics_baseline,
+)
+from gx10slots.smoke.profiles import EngineProfile
+from gx10slots.smoke.redact import Redactor
+from gx10slots.smoke.report import Report, Summary
+from gx10slots.smoke.result import ProbeResult, not_applicable, not_run
+from gx10slots.smoke.settings import PROBE_NAMES, SuiteSettings
+
+__all__ = ["SuiteSettings", "run_suite", "run_suite_async"]
+
+logger = logging.getLogger(__name__)
+
+ProbeFn = Callable[[ProbeContext, float], Awaitable[ProbeResult]]
+
+_PROBES: dict[str, ProbeFn] = {
+    "readiness": probe_readiness,
+    "identity": probe_identity,
+    "known-answer": probe_known_answer,
+    "streaming": probe_streaming,
+    "tool-call": probe_tool_call,
+    "burst": probe_burst,
+    "progress": probe_progress,
+}
+# Probes that wait on a generation: after one of them times out, the rest would only time out too.
+_GENERATING = ("known-answer", "streaming", "tool-call", "burst")
+# How long the metrics snapshot before the generation probes may take.
+_METRICS_SNAPSHOT_S = 10.0
+
+
+def run_suite(
+    endpoint: str,
+    served_name: str,
+    profile: EngineProfile,
+    settings: SuiteSettings,
+    *,
+    api_key: str | None = None,
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+    on_probe: Callable[[ProbeResult], None] | None = None,
+    baseline: Report | None = None,
+    slot: str = "",
+    model: str | None = None,
+    revision: str = "",
+) -> Report:
+    """Run the suite to completion (at most ``settings.deadline_s``) and return the report.
+
+    ``api_key`` is sent as a bearer token and never appears in the report. ``on_probe`` sees each
+    result as it lands (for progress output). ``slot``, ``model`` (default ``served_name``) and
+    ``revision`` only label the report. From async code, await :func:`run_suite_async`.
+    """
+    return asyncio.run(
+        run_suite_async(
+            endpoint,
+            served_name,
+            profile,
+            settings,
+            api_key=api_key,
+            transport=transport,
+            on_probe=on_probe,
+            baseline=baseline,
+            slot=slot,
+            model=model,
+            revision=revision,
+        )
+    )
+
+
+async def run_suite_async(
+    endpoint: str,
+    served_name: str,
+    profile: EngineProfile,
+    settings: SuiteSettings,
+    *,
+    api_key: str | None = None,
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+    on_probe: Callable[[ProbeResult], None] | None = None,
+    baseline: Report | None = None,
+    slot: str = "",
+    model: str | None = None,
+    revision: str = "",
+) -> Report:
+    started_at = datetime.now(UTC)
+    redact = Redactor([api_key])
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    results: list[ProbeResult] = []
+
+    def record(result: ProbeResult) -> None:
+        result = _redacted(result, redact)
+        results.append(result)
+        if on_probe is not None:
+            on_probe(result)
+
+    async with httpx.AsyncClient(
+        base_url=endpoint,
+        headers=headers,
+        transport=as_async_transport(transport),
+        # Engines are cluster-internal: a proxy from the environment would be wrong (and would
+        # see the key).
+        trust_env=False,
+        follow_redirects=False,
+    ) as client:
+        ctx = ProbeContext(client, served_name, profile, settings, redact)
+        blocked = await _run_probes(ctx, record)
+        summary = _summary(ctx, results)
+        if "baseline" in settings.probes:
+            if blocked:
+                record(not_run("baseline", blocked))
+            else:
+                record(_baseline_result(summary, baseline, settings))
+            summary = dataclasses.replace(summary, failures=_failures(results))
+
+    report = Report(
+        slot=slot,
+        model=model if model is not None else served_name,
+        served_name=served_name,
+        revision=revision,
+        endpoint=endpoint,
+        engine=profile.name,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        passed=all(r.passed for r in results),
+        probes=tuple(results),
+        summary=summary,
+    )
+    # A last net: nothing a server echoed may carry the key into any report format.
+    return _redacted_report(report, redact)
+
+
+async def _run_probes(ctx: ProbeContext, record: Callable[[ProbeResult], None]) -> str:
+    """Run the planned probes in order; why the rest could not run ("" when all could)."""
+    settings = ctx.settings
+    deadline = time.monotonic() + settings.deadline_s
+    blocked = ""  # why the remaining probes cannot run
+    generation_blocked = ""  # why the remaining generation probes cannot run
+    snapshot_taken = "progress" not in settings.probes
+    for name in PROBE_NAMES:
+        if name not in settings.probes or name == "baseline":
+            continue
+        if name == "tool-call" and not settings.tool_call:
+            record(not_applicable(name, "tool calls are not enabled (smoke tool_call)"))
+            continue
+        if time.monotonic() >= deadline:
+            blocked = blocked or f"the suite deadline of {settings.deadline_s:g} s was reached"
+        if blocked:
+            record(not_run(name, blocked))
+            continue
+        if name in _GENERATING and generation_blocked:
+            record(not_run(name, generation_blocked))
+            continue
+        if name in _GENERATING and not snapshot_taken:
+            # Counters before any generation of ours, for the progress probe.
+            snapshot_taken = True
+            budget = min(_METRICS_SNAPSHOT_S, deadline - time.monotonic())
+            await take_metrics_baseline(ctx, max(budget, 0.001))
+        remaining = deadline - time.monotonic()
+        own = settings.timeout_for(name)
+        result = await _run_one(name, ctx, max(min(own, remaining), 0.001))
+        if own > remaining and result.detail.startswith("timed out"):
+            result = dataclasses.replace(
+                result, detail=f"{result.detail} (suite deadline of {settings.deadline_s:g} s)"
+            )
+        record(result)
+        if name == "readiness" and not result.passed:
+            blocked = "engine not ready"
+        if name in _GENERATING and result.detail.startswith("timed out"):
+            generation_blocked = f"{name} timed out; the engine looks wedged"
+    return blocked
+
+
+async def _run_one(name: str, ctx: ProbeContext, timeout: float) -> ProbeResult:
+    try:
+        return await _PROBES[name](ctx, timeout)
+    except Exception as exc:
+        # A bug of ours on some input we did not foresee: the suite must still produce a report,
+        # and the traceback goes to the log rather than vanishing.
+        logger.exception("probe %s crashed", name)
+        return ProbeResult(
+            name, False, 0.0, f"internal error in the {name} probe: {type(exc).__name__}: {exc}"
+        )
+
+
+def _failures(results: list[ProbeResult]) -> int:
+    return sum(1 for r in results if not r.passed and not r.skipped)
+
+
+def _summary(ctx: ProbeContext, results: list[ProbeResult]) -> Summary:
+    stats = ctx.stats
+    return Summary(
+        ttft_ms_p50=checks.percentile(stats.ttft_ms, 50),
+        ttft_ms_p95=checks.percentile(stats.ttft_ms, 95),
+        tokens_per_s=stats.burst_tokens_per_s,
+        requests=stats.requests,
+        failures=_failures(results),
+    )
+
+
+def _baseline_result(
+    summary: Summary, baseline: Report | None, settings: SuiteSettings
+) -> ProbeResult:
+    name = "baseline"
+    if baseline is None:
+        return not_applicable(name, "no baseline report")
+    if not baseline.passed:
+        return not_applicable(
+            name, f"the baseline report of {baseline.started_at:%Y-%m-%d %H:%M} did not pass"
+        )
+    base = baseline.summary
+    if summary.tokens_per_s <= 0 or summary.ttft_ms_p95 <= 0:
+        return not_applicable(name, "this run measured no TTFT or tokens/s (burst did not pass)")
+    metrics = {
+        "ttft_ms_p95": summary.ttft_ms_p95,
+        "baseline_ttft_ms_p95": base.ttft_ms_p95,
+        "tokens_per_s": summary.tokens_per_s,
+        "baseline_tokens_per_s": base.tokens_per_s,
+        "ratio": settings.baseline_ratio,
+    }
+    problems = checks.baseline_problems(
+        ttft_p95_ms=summary.ttft_ms_p95,
+        tokens_per_s=summary.tokens_per_s,
+        baseline_ttft_p95_ms=base.ttft_ms_p95,
+        baseline_tokens_per_s=base.tokens_per_s,
+        ratio=settings.baseline_ratio,
+    )
+    against = f"baseline {baseline.model} of {baseline.started_at:%Y-%m-%d %H:%M}Z"
+    if problems:
+        return ProbeResult(name, False, 0.0, f"{'; '.join(problems)} ({against})", metrics)
+    return ProbeResult(
+        name,
+        True,
+        0.0,
+        f"TTFT p95 {summary.ttft_ms_p95:.0f} ms (baseline {base.ttft_ms_p95:.0f}), "
+        f"{summary.tokens_per_s:.1f} tokens/s (baseline {base.tokens_per_s:.1f}) ({against})",
+        metrics,
+    )
+
+
+def _redacted(result: ProbeResult, redact: Redactor) -> ProbeResult:
+    return dataclasses.replace(
+        result, detail=redact(result.detail), evidence=redact(result.evidence)
+    )
+
+
+def _redacted_report(report: Report, redact: Redactor) -> Report:
+    return dataclasses.replace(
+        report,
+        slot=redact(report.slot),
+        model=redact(report.model),
+        served_name=redact(report.served_name),
+        revision=redact(report.revision),
+        endpoint=redact(report.endpoint),
+        probes=tuple(_redacted(p, redact) for p in report.probes),
+    )
