@@ -9,7 +9,7 @@ refuses to record a result for a revision that changed while the suite ran.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,8 +121,10 @@ def smoke_slot(
         suite_settings(app),
         api_key=engine_api_key(app),
         on_probe=_progress,
+        slot=slot,
+        model=state.model or "",
+        revision=state.revision or "",
     )
-    report = replace(report, slot=slot, model=state.model or "", revision=state.revision or "")
     wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
     paths = [str(p) for p in write_reports(report, report_dir or config.smoke.report_dir, wanted)]
     recorded = _record(app, slot, state.revision or "", report, Path(paths[0]).name, lock)
