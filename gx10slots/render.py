@@ -12,6 +12,15 @@ def emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
+def _console() -> Any:
+    from rich.console import Console
+
+    # markup off: model names and keys such as [gx10slots.io/slot] are data, not styles. Piped
+    # output is not squeezed to 80 columns: a log or a script wants whole values.
+    width = None if sys.stdout.isatty() else 200
+    return Console(highlight=False, soft_wrap=True, markup=False, width=width)
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
@@ -27,11 +36,9 @@ def _age(seconds: float | None) -> str:
 
 
 def status_table(doc: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    # markup off: model names and keys such as [gx10slots.io/slot] are data, not styles.
-    console = Console(highlight=False, soft_wrap=True, markup=False)
+    console = _console()
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in (
         "SLOT",
@@ -96,10 +103,9 @@ def flip_summary(result: dict[str, Any]) -> str:
 
 
 def history_table(entries: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=True, markup=False)
+    console = _console()
     if not entries:
         console.print("no history yet")
         return

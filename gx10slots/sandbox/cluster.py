@@ -1,0 +1,401 @@
+"""`slots sandbox up|down`: a simulated GX10 cluster on loopback, as one supervised process.
+
+The sandbox process runs the API server, the controllers, the simulated kubelet (model servers
+as real child processes) and one proxy per Service. ``up --detach`` starts it in its own session
+and returns once it reports ready through a pipe; ``down`` stops it by the pid in
+``DIR/sandbox.json``. Children are recorded in ``DIR/pids/`` so that even after the sandbox itself
+was killed, ``down`` or the next ``up`` finds and stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gx10slots.errors import SlotsError, UsageError
+from gx10slots.sandbox import seed
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+INFO_FILE = "sandbox.json"
+PID_DIR = "pids"
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def kubeconfig_text(server: str, token: str, ca_pem: bytes) -> str:
+    cluster = {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "gx10-sandbox", "cluster": cluster}],
+            "users": [{"name": "sandbox-admin", "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "gx10-sandbox",
+                    "context": {
+                        "cluster": "gx10-sandbox",
+                        "user": "sandbox-admin",
+                        "namespace": seed.NAMESPACE,
+                    },
+                }
+            ],
+            "current-context": "gx10-sandbox",
+        },
+        sort_keys=False,
+    )
+
+
+def slots_config(directory: Path, prod: str, blue: str, green: str) -> dict[str, Any]:
+    return {
+        "namespace": seed.NAMESPACE,
+        "engine": "vllm",
+        "container": seed.CONTAINER,
+        "env": {"model": "MODEL", "served_name": "SERVED_MODEL_NAME"},
+        "slots": {
+            "blue": {"deployment": seed.deployment_name("blue"), "endpoint": blue},
+            "green": {"deployment": seed.deployment_name("green"), "endpoint": green},
+        },
+        "flag": {
+            "kind": "service-selector",
+            "name": seed.PRODUCTION_SERVICE,
+            "key": seed.SLOT_LABEL,
+            "endpoint": prod,
+        },
+        "smoke": {"report_dir": str(directory / "reports"), "formats": ["json", "md", "junit"]},
+        "memory": {"reserve_gib": 8},
+    }
+
+
+def read_info(directory: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((directory / INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _running(directory: Path) -> dict[str, Any] | None:
+    info = read_info(directory)
+    if info and isinstance(info.get("pid"), int) and _alive(info["pid"]):
+        return info
+    return None
+
+
+def reap_orphans(directory: Path) -> list[int]:
+    """Stop every process group recorded in DIR/pids (left behind by a killed sandbox)."""
+    killed = []
+    pid_dir = directory / PID_DIR
+    for pid_file in sorted(pid_dir.glob("*.pid")) if pid_dir.is_dir() else []:
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid_file.unlink(missing_ok=True)
+            continue
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            killed.append(pid)
+        pid_file.unlink(missing_ok=True)
+    return killed
+
+
+# -- the sandbox process ------------------------------------------------------------------------
+
+
+class Sandbox:
+    """Everything the sandbox runs, started and stopped in order."""
+
+    def __init__(self, directory: Path, engine: str) -> None:
+        self.directory = directory
+        self.engine = engine
+        self.token = secrets.token_urlsafe(24)
+        self._stoppers: list[Callable[[], None]] = []
+
+    def start(self) -> dict[str, Any]:
+        from gx10slots.sandbox.apiserver import ApiServer
+        from gx10slots.sandbox.dataplane import DataPlane
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # TLS like a real API server: kubectl (client-go) sends bearer tokens only over HTTPS.
+        server = ApiServer(token=self.token, tls=True)
+        api = server.start()
+        self._stoppers.append(server.stop)
+        plane = DataPlane(server, self.directory, engine=self.engine)
+        self._stoppers.insert(0, plane.stop)
+        plane.start()
+        self._seed(server)
+        endpoints = plane.service_endpoints(
+            {
+                "prod": seed.PRODUCTION_SERVICE,
+                "blue": seed.deployment_name("blue"),
+                "green": seed.deployment_name("green"),
+            }
+        )
+        info = {
+            "apiserver": api,
+            "prod_endpoint": endpoints["prod"],
+            "slots": {"blue": endpoints["blue"], "green": endpoints["green"]},
+            "pid": os.getpid(),
+            "engine": self.engine,
+            "namespace": seed.NAMESPACE,
+            "kubeconfig": str(self.directory / "kubeconfig"),
+            "config": str(self.directory / "slots.yaml"),
+        }
+        _atomic_write(
+            self.directory / "kubeconfig",
+            kubeconfig_text(api, self.token, server.certificate_pem or b""),
+            0o600,
+        )
+        config = slots_config(
+            self.directory, endpoints["prod"], endpoints["blue"], endpoints["green"]
+        )
+        _atomic_write(self.directory / "slots.yaml", yaml.safe_dump(config, sort_keys=False))
+        _atomic_write(self.directory / INFO_FILE, json.dumps(info, indent=2) + "\n")
+        return info
+
+    def _seed(self, server: Any) -> None:
+        for obj in seed.initial_objects():
+            server.seed(obj)
+
+    def stop(self) -> None:
+        for stop in self._stoppers:
+            with contextlib.suppress(Exception):
+                stop()
+        self._stoppers.clear()
+        info = read_info(self.directory)
+        if info and info.get("pid") == os.getpid():
+            (self.directory / INFO_FILE).unlink(missing_ok=True)
+
+
+def describe(directory: str | os.PathLike[str], info: dict[str, Any]) -> str:
+    d = Path(directory)
+    return "\n".join(
+        [
+            f"sandbox up (engine {info.get('engine')}, pid {info['pid']}):",
+            f"  API server           {info['apiserver']}",
+            f"  production endpoint  {info['prod_endpoint']}",
+            f"  blue / green         {info['slots']['blue']}  {info['slots']['green']}",
+            "try:",
+            f"  export KUBECONFIG={d / 'kubeconfig'} SLOTS_CONFIG={d / 'slots.yaml'}",
+            "  slots status    kubectl get deploy,pods,svc",
+            f"stop with: slots sandbox down --dir {directory}",
+        ]
+    )
+
+
+def _check_not_running(directory: Path) -> None:
+    running = _running(directory)
+    if running:
+        raise UsageError(
+            f"a sandbox is already running in {directory} (pid {running['pid']}, API "
+            f"{running.get('apiserver')})",
+            hint=f"use it, or stop it first: slots sandbox down --dir {directory}",
+        )
+
+
+def _check_engine(engine: str) -> None:
+    if engine == "llama-cpp":
+        from gx10slots.sandbox.llamacpp import INSTALL_HINT, llama_cpp_available
+
+        if not llama_cpp_available():
+            raise UsageError(
+                "--engine llama-cpp needs llama-cpp-python's server, which is not installed",
+                hint=INSTALL_HINT,
+            )
+
+
+def run_foreground(
+    directory: str | os.PathLike[str],
+    *,
+    engine: str,
+    announce: Callable[[str], None] = print,
+    ready_fd: int | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; report readiness on ``ready_fd`` when detached."""
+    d = Path(directory).resolve()
+    _check_engine(engine)
+    _check_not_running(d)
+    d.mkdir(parents=True, exist_ok=True)
+    reap_orphans(d)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sandbox = Sandbox(d, engine)
+    try:
+        info = sandbox.start()
+    except BaseException as exc:
+        sandbox.stop()
+        if ready_fd is not None:
+            message = exc.message if isinstance(exc, SlotsError) else f"{type(exc).__name__}: {exc}"
+            os.write(ready_fd, (json.dumps({"error": message}) + "\n").encode())
+        raise
+    if ready_fd is not None:
+        os.write(ready_fd, (json.dumps(info) + "\n").encode())
+        os.close(ready_fd)
+    else:
+        announce(describe(directory, info))
+        announce("running in the foreground; Ctrl-C stops it")
+    try:
+        stop.wait()
+    finally:
+        sandbox.stop()
+
+
+def start_detached(directory: str | os.PathLike[str], *, engine: str) -> dict[str, Any]:
+    d = Path(directory).resolve()
+    _check_engine(engine)
+    _check_not_running(d)
+    d.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    log = open(d / "sandbox.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gx10slots.sandbox.cluster",
+                "--dir",
+                str(d),
+                "--engine",
+                engine,
+                "--ready-fd",
+                str(write_end),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(write_end)
+        log.close()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    buffer = b""
+    try:
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                child.kill()
+                raise SlotsError(
+                    f"sandbox did not become ready in {READY_TIMEOUT_S:g} s; see "
+                    f"{d / 'sandbox.log'}"
+                )
+            readable, _, _ = select.select([read_end], [], [], remaining)
+            if not readable:
+                continue
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+    finally:
+        os.close(read_end)
+    line = buffer.split(b"\n", 1)[0]
+    try:
+        info = json.loads(line) if line else None
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or "error" in info:
+        child.wait(timeout=STOP_TIMEOUT_S)
+        reason = info.get("error") if isinstance(info, dict) else "it exited during start-up"
+        tail = _tail(d / "sandbox.log", 15)
+        raise SlotsError(f"sandbox failed to start: {reason}\n{tail}".rstrip())
+    return info
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    d = Path(directory).resolve()
+    info = _running(d)
+    stopped = False
+    if info:
+        pid = int(info["pid"])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for another process's exit: there is nothing to block on
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        stopped = True
+    orphans = reap_orphans(d)
+    (d / INFO_FILE).unlink(missing_ok=True)
+    if stopped:
+        message = f"sandbox in {directory} stopped"
+    elif orphans:
+        message = (
+            f"no sandbox was running in {directory}; stopped {len(orphans)} orphan process(es)"
+        )
+    else:
+        message = f"no sandbox running in {directory}"
+    return {"stopped": stopped, "orphans_killed": len(orphans), "message": message}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gx10slots.sandbox.cluster")
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--engine", default="fake", choices=("fake", "llama-cpp"))
+    parser.add_argument("--ready-fd", type=int)
+    args = parser.parse_args(argv)
+    try:
+        run_foreground(args.dir, engine=args.engine, ready_fd=args.ready_fd)
+    except SlotsError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The objects a fresh sandbox starts with: a GX10 node, two slots, their Services, production.
+
+Shaped like the manifests an operator would apply to the real node (see docs/manifests): slot
+Deployments pinned to the node with the `Recreate` strategy (a one-GPU node cannot run two pods of
+one slot during a rolling update), memory requests and limits, and a production Service whose
+selector carries the flag key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAMESPACE = "gx10"
+NODE = "gx10"
+NODE_MEMORY = "128Gi"
+SLOT_MEMORY = "60Gi"
+APP_LABEL = "app.kubernetes.io/name"
+APP = "gx10-model"
+SLOT_LABEL = "gx10slots.io/slot"
+PRODUCTION_SERVICE = "gx10-model"
+CONTAINER = "engine"
+PORT = 8000
+IMAGE = "vllm/vllm-openai:v0.11.0"
+INITIAL_MODEL = "sandbox/ok"
+
+
+def deployment_name(slot: str) -> str:
+    return f"gx10-{slot}"
+
+
+def namespace() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+
+
+def node() -> dict[str, Any]:
+    resources = {"cpu": "20", "memory": NODE_MEMORY, "nvidia.com/gpu": "1", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": NODE,
+            "labels": {
+                "kubernetes.io/hostname": NODE,
+                "kubernetes.io/arch": "arm64",
+                "nvidia.com/gpu.product": "NVIDIA-GB10",
+            },
+        },
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            "nodeInfo": {"architecture": "arm64", "kubeletVersion": "v1.32.4-sandbox"},
+        },
+    }
+
+
+def slot_deployment(slot: str, *, model: str, served_name: str, replicas: int) -> dict[str, Any]:
+    labels = {APP_LABEL: APP, SLOT_LABEL: slot}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(slot),
+            "namespace": NAMESPACE,
+            "labels": labels,
+            "annotations": {"gx10slots.io/model": model},
+        },
+        "spec": {
+            "replicas": replicas,
+            "strategy": {"type": "Recreate"},
+            "progressDeadlineSeconds": 1200,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": NODE},
+                    "containers": [
+                        {
+                            "name": CONTAINER,
+                            "image": IMAGE,
+                            "args": ["--gpu-memory-utilization", "0.45"],
+                            "env": [
+                                {"name": "MODEL", "value": model},
+                                {"name": "SERVED_MODEL_NAME", "value": served_name},
+                            ],
+                            "ports": [{"name": "http", "containerPort": PORT}],
+                            "resources": {
+                                "requests": {"memory": SLOT_MEMORY},
+                                "limits": {"memory": SLOT_MEMORY},
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": "/health", "port": "http"},
+                                "periodSeconds": 5,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service(
+    name: str, selector: dict[str, str], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations or {}},
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def initial_objects() -> list[dict[str, Any]]:
+    """In creation order; `blue` active serving sandbox/ok, `green` parked."""
+    return [
+        namespace(),
+        node(),
+        slot_deployment("blue", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=1),
+        slot_deployment("green", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=0),
+        service(deployment_name("blue"), {APP_LABEL: APP, SLOT_LABEL: "blue"}),
+        service(deployment_name("green"), {APP_LABEL: APP, SLOT_LABEL: "green"}),
+        service(
+            PRODUCTION_SERVICE,
+            {APP_LABEL: APP, SLOT_LABEL: "blue"},
+            annotations={"gx10slots.io/active": "blue"},
+        ),
+    ]
