@@ -71,10 +71,15 @@ def kubeconfig_text(server: str, token: str, ca_pem: bytes) -> str:
     )
 
 
-def slots_config(directory: Path, prod: str, blue: str, green: str) -> dict[str, Any]:
+def slots_config(
+    directory: Path, prod: str, blue: str, green: str, engine: str = "fake"
+) -> dict[str, Any]:
     return {
         "namespace": seed.NAMESPACE,
-        "engine": "vllm",
+        # The fake server speaks vLLM's dialect. With llama.cpp in the mix a slot may run
+        # llama-cpp-python (no /health, no /metrics, no stream usage); its profile also fits the
+        # fake server, which answers everything that profile asks.
+        "engine": "vllm" if engine == "fake" else "llama-cpp-python",
         "container": seed.CONTAINER,
         "env": {"model": "MODEL", "served_name": "SERVED_MODEL_NAME"},
         "slots": {
@@ -188,7 +193,7 @@ class Sandbox:
             0o600,
         )
         config = slots_config(
-            self.directory, endpoints["prod"], endpoints["blue"], endpoints["green"]
+            self.directory, endpoints["prod"], endpoints["blue"], endpoints["green"], self.engine
         )
         _atomic_write(self.directory / "slots.yaml", yaml.safe_dump(config, sort_keys=False))
         _atomic_write(self.directory / INFO_FILE, json.dumps(info, indent=2) + "\n")
