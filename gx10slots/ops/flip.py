@@ -318,15 +318,16 @@ def _flip_locked(
 
 
 def _where_production_is(app: App, switched: Switched | None) -> str:
-    if switched is None:
-        return "the flag was not changed"
+    """What is known after an interruption, read back rather than assumed (a write may have
+    been in flight when the signal came)."""
     try:
         value = flag_state(read_flag_object(app), app.config).value
     except SlotsError:
-        return (
-            f"the flag was switched to {switched.plan.target} before the interruption (unverified)"
-        )
-    return f"production is on {value} (flag read back), unverified"
+        if switched is None:
+            return "the flag could not be read back: run `slots status`"
+        return f"the flag was switched to {switched.plan.target} (unverified); run `slots status`"
+    verified = "" if switched is None else ", not verified"
+    return f"production is on {value} (flag read back{verified})"
 
 
 def _revert_after_failed_verification(

@@ -170,6 +170,7 @@ class Sandbox:
         self._stoppers.insert(0, plane.stop)
         plane.start()
         self._seed(server)
+        self._wait_until_serving(server, plane)
         endpoints = plane.service_endpoints(
             {
                 "prod": seed.PRODUCTION_SERVICE,
@@ -202,6 +203,25 @@ class Sandbox:
     def _seed(self, server: Any) -> None:
         for obj in seed.initial_objects():
             server.seed(obj)
+
+    def _wait_until_serving(self, server: Any, plane: Any) -> None:
+        """Ready means what an operator would check: production has a backend, and the active
+        slot's Deployment reports it available (so nothing moves after `up` returns)."""
+        from gx10slots.sandbox.resources import DEPLOYMENTS
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        active = seed.deployment_name("blue")
+        while time.monotonic() < deadline:
+            deployment = server.store.find(DEPLOYMENTS, seed.NAMESPACE, active) or {}
+            status = deployment.get("status") or {}
+            if (
+                plane.backends(seed.PRODUCTION_SERVICE)
+                and status.get("availableReplicas")
+                and (status.get("observedGeneration") == deployment["metadata"].get("generation"))
+            ):
+                return
+            time.sleep(0.02)  # the controller and kubelet threads move the state; poll it
+        raise SlotsError(f"sandbox: slot blue did not become ready in {READY_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
         for stop in self._stoppers:
