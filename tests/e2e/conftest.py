@@ -144,6 +144,13 @@ class Sandbox:
         response.raise_for_status()
         return str(response.json()["data"][0]["id"])
 
+    def set_smoke(self, **settings: Any) -> None:
+        """Tune the sandbox's slots.yaml smoke section (short timeouts keep tests fast)."""
+        path = self.dir / "slots.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["smoke"].update(settings)
+        path.write_text(yaml.safe_dump(config))
+
     def versions(self) -> dict[str, str]:
         """resourceVersions of every object a refused command must leave alone."""
         return {

@@ -1,0 +1,170 @@
+"""`slots deploy` on the sandbox with real model-server processes (issue 6)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Sandbox
+
+pytestmark = pytest.mark.e2e
+
+
+class ProductionTraffic:
+    """A background loop of chat requests through the production endpoint, counting outcomes."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.outcomes: Counter[str] = Counter()
+        self.served_by: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post(
+                        f"{self.endpoint}/v1/chat/completions",
+                        json={
+                            "messages": [{"role": "user", "content": "Say pong"}],
+                            "max_tokens": 4,
+                        },
+                    )
+                    ok = response.status_code == 200
+                    self.outcomes["ok" if ok else f"http {response.status_code}"] += 1
+                    if ok:
+                        self.served_by[response.json()["model"]] += 1
+                except httpx.HTTPError as exc:
+                    self.outcomes[type(exc).__name__] += 1
+
+    def __enter__(self) -> ProductionTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    @property
+    def failures(self) -> int:
+        return sum(n for outcome, n in self.outcomes.items() if outcome != "ok")
+
+
+def test_deploy_smoke_flip_flip_back_park_with_zero_failed_production_requests(
+    sandbox: Sandbox,
+) -> None:
+    with ProductionTraffic(sandbox.info["prod_endpoint"]) as traffic:
+        deployed = sandbox.cli(
+            "-o",
+            "json",
+            "deploy",
+            "org/model-v2",
+            "--served-name",
+            "v2",
+            "--flip",
+            "--format",
+            "json,md,junit",
+        )
+        assert deployed.code == 0, deployed.err
+        assert sandbox.production() == "v2"
+        assert sandbox.cli("flip-back").code == 0
+        assert sandbox.production() == "sandbox-ok"
+        assert sandbox.cli("park").code == 0
+    print(f"production requests during deploy/flip/flip-back/park: {dict(traffic.outcomes)}")
+    assert traffic.outcomes["ok"] > 20
+    assert traffic.failures == 0, traffic.outcomes
+    assert {"sandbox-ok", "v2"} <= set(traffic.served_by)
+    doc = deployed.json()
+    assert doc["slot"] == "green" and doc["flip"]["to"] == "green"
+    assert [p.rsplit(".", 1)[1] for p in doc["reports"]] == ["json", "md", "xml"]
+
+
+def test_rerunning_a_finished_deploy_converges_without_a_second_entry(sandbox: Sandbox) -> None:
+    assert sandbox.cli("deploy", "org/model-v2").code == 0
+    again = sandbox.cli("-o", "json", "deploy", "org/model-v2")
+    assert again.code == 0, again.err
+    assert again.json()["changed"] is False
+    assert "going straight to smoke" in again.err
+    assert [e["action"] for e in sandbox.history()] == ["deploy"]
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(sandbox: Sandbox) -> None:
+    before = sandbox.versions()
+    result = sandbox.cli(
+        "-o",
+        "json",
+        "deploy",
+        "org/model-v2",
+        "--env",
+        "VLLM_X=1",
+        "--memory-gib",
+        "50",
+        "--dry-run",
+    )
+    assert result.code == 0, result.err
+    plan = result.json()
+    assert plan["slot"] == "green"
+    assert "replicas 0 -> 1" in plan["changes"]
+    assert "memory fits" in plan["memory"]
+    assert sandbox.versions() == before
+
+
+def test_wedged_model_fails_smoke_within_its_timeout(sandbox: Sandbox) -> None:
+    sandbox.set_smoke(probe_timeout="2s", deadline="30s")
+    started = time.monotonic()
+    result = sandbox.cli("deploy", "sandbox/wedge", "--flip")
+    elapsed = time.monotonic() - started
+    assert result.code == 1, result.err
+    assert "smoke failed" in result.err and "known-answer" in result.err
+    assert elapsed < 25
+    assert sandbox.flag() == "blue"
+    assert sandbox.history()[0]["result"] == "failed"
+
+
+def test_crashing_model_fails_fast_naming_crashloop_and_showing_logs(sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    result = sandbox.cli("deploy", "sandbox/crash", "--timeout", "5m")
+    assert result.code == 1, result.err
+    assert time.monotonic() - started < 60
+    assert "CrashLoopBackOff" in result.err
+    assert "log lines" in result.err and "sandbox/crash" in result.err
+    pods = sandbox.kubectl("get", "pods")
+    assert "CrashLoopBackOff" in pods.stdout or "Error" in pods.stdout, pods.stdout
+    assert sandbox.flag() == "blue"
+
+
+def test_slow_loading_model_fails_on_the_deadline(sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    result = sandbox.cli("deploy", "sandbox/loading-30s", "--timeout", "3s")
+    elapsed = time.monotonic() - started
+    assert result.code == 1, result.err
+    assert "not ready after 3 s" in result.err
+    assert 3 <= elapsed < 15
+
+
+def test_model_that_does_not_fit_its_memory_limit_is_oomkilled(sandbox: Sandbox) -> None:
+    # The slots reserve 0.45 x 128 GiB (vLLM's utilisation): a 40 GiB limit cannot hold that.
+    result = sandbox.cli("deploy", "org/model-v2", "--memory-gib", "40", "--timeout", "2m")
+    assert result.code == 1, result.err
+    assert "OOMKilled" in result.err
+
+
+def test_park_on_failure_frees_the_standby(sandbox: Sandbox) -> None:
+    result = sandbox.cli("deploy", "sandbox/crash", "--park-on-failure")
+    assert result.code == 1
+    assert "parked" in result.err
+    assert sandbox.get("deployment", "gx10-green")["spec"]["replicas"] == 0
+
+
+def test_bad_env_and_model_names_are_usage_errors(sandbox: Sandbox) -> None:
+    before = sandbox.versions()
+    assert sandbox.cli("deploy", "org/m", "--env", "NOEQUALS").code == 2
+    assert sandbox.cli("deploy", "org/m", "--env", "MODEL=x").code == 2
+    assert sandbox.cli("deploy", "org/m; rm -rf /").code == 2
+    assert sandbox.cli("deploy", "org/m", "--timeout", "soon").code == 2
+    assert sandbox.versions() == before
