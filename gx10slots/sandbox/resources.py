@@ -29,7 +29,7 @@ from gx10slots.sandbox.selectors import (
     format_selector,
     selector_from_spec,
 )
-from gx10slots.sandbox.store import Cause, Obj, ResourceType, invalid
+from gx10slots.sandbox.store import Cause, Obj, ResourceType, StatusError, invalid
 
 KUBERNETES_VERSION = "1.32"
 
@@ -565,18 +565,33 @@ def apply_scale(deployment: Obj, scale: Obj) -> Obj:
 # -- admission --------------------------------------------------------------------------------
 
 
-def admit_create(rt: ResourceType, obj: Obj) -> Obj:
-    """The object as the apiserver would store it on create: defaulted, validated."""
+def admit_create(
+    rt: ResourceType,
+    obj: Obj,
+    *,
+    field_validation: str = "Warn",
+    warnings: list[str] | None = None,
+) -> Obj:
+    """The object as the apiserver would store it on create: unknown fields dropped (or 400
+    with ``fieldValidation=Strict``), defaulted, validated."""
     new = copy.deepcopy(obj)
     new["apiVersion"], new["kind"] = rt.api_version, rt.kind
     new.setdefault("metadata", {})
     apply_defaults(rt, new)
     initial_status(rt, new)
-    validate(rt, new, None)
+    _check(rt, new, None, field_validation, warnings)
     return new
 
 
-def admit_update(rt: ResourceType, old: Obj, new: Obj, subresource: str | None = None) -> Obj:
+def admit_update(
+    rt: ResourceType,
+    old: Obj,
+    new: Obj,
+    subresource: str | None = None,
+    *,
+    field_validation: str = "Warn",
+    warnings: list[str] | None = None,
+) -> Obj:
     """The object an update (or patch result) stores: status-subresource rules, defaults, checks."""
     result = copy.deepcopy(new)
     result["apiVersion"], result["kind"] = rt.api_version, rt.kind
@@ -595,12 +610,34 @@ def admit_update(rt: ResourceType, old: Obj, new: Obj, subresource: str | None =
         else:
             result.pop("status", None)
     apply_defaults(rt, result, old)
-    validate(rt, result, old)
+    _check(rt, result, old, field_validation, warnings)
     return result
 
 
-def validate(rt: ResourceType, obj: Obj, old: Obj | None) -> None:
-    causes = list(_schema_causes(obj)) + list(_semantic_causes(rt, obj, old))
+def _check(
+    rt: ResourceType,
+    obj: Obj,
+    old: Obj | None,
+    field_validation: str,
+    warnings: list[str] | None,
+) -> None:
+    """Drop unknown fields as decoding does (400 when Strict, a warning when Warn), then
+    validate: schema causes, then the kind's semantic checks."""
+    unknown, causes = _schema_findings(obj)
+    if unknown:
+        paths = [f'unknown field "{_field_path([*parts, name])}"' for parts, name, _ in unknown]
+        if field_validation == "Strict":
+            raise StatusError(
+                400,
+                "BadRequest",
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f"strict decoding error: {', '.join(paths)}",
+            )
+        for _, name, container in unknown:
+            container.pop(name, None)
+        if field_validation != "Ignore" and warnings is not None:
+            warnings.extend(paths)
+    causes += list(_semantic_causes(rt, obj, old))
     if causes:
         raise invalid(rt, str(obj["metadata"].get("name") or ""), causes)
 
@@ -620,7 +657,7 @@ def _validator(api_version: str, kind: str) -> Any:
     key = (api_version, kind)
     with _validators_lock:
         if key not in _validators:
-            directory = _schema_dir()
+            directory = _schema_dir() + "-strict"  # additionalProperties: false everywhere
             group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
             schema = kv.schema_contents(
                 f"kubernetes-json-schema/{directory}/{kind.lower()}-{group}.json",
@@ -646,16 +683,26 @@ def _field_path(parts: Any) -> str:
     return out
 
 
-def _schema_causes(obj: Obj) -> Iterator[Cause]:
+def _schema_findings(obj: Obj) -> tuple[list[tuple[list[Any], str, Obj]], list[Cause]]:
+    """Unknown fields (path, name, the map holding it) and the other schema violations."""
     try:
         validator = _validator(str(obj.get("apiVersion")), str(obj.get("kind")))
     except (FileNotFoundError, kv.SchemaNotFoundError, kv.VersionNotSupportedError):
-        return
+        return [], []
+    unknown: list[tuple[list[Any], str, Obj]] = []
+    causes: list[Cause] = []
     for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path))):
-        # The schema marks every non-omitempty Go field required; the apiserver does not
-        # enforce that for status, which kubelets and controllers write partially.
-        if list(error.absolute_path)[:1] != ["status"]:
-            yield _cause_of(error)
+        parts = list(error.absolute_path)
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            known = set(error.schema.get("properties") or {})
+            unknown += [
+                (parts, name, error.instance) for name in error.instance if name not in known
+            ]
+        elif parts[:1] != ["status"]:
+            # The schema marks every non-omitempty Go field required; the apiserver does not
+            # enforce that for status, which kubelets and controllers write partially.
+            causes.append(_cause_of(error))
+    return unknown, causes
 
 
 def _cause_of(error: jsonschema.ValidationError) -> Cause:
