@@ -182,6 +182,17 @@ def sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Sand
 
 
 @pytest.fixture
+def llama_sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Sandbox]:
+    """A sandbox whose tiny-* models run on the real llama.cpp server (llama-cpp-python)."""
+    directory = tmp_path / "sandbox"
+    info = cluster.start_detached(directory, engine="llama-cpp")
+    try:
+        yield Sandbox(directory, info, capsys)
+    finally:
+        cluster.stop(directory)
+
+
+@pytest.fixture
 def two_warm_slots(sandbox: Sandbox) -> Sandbox:
     """blue active, green deployed (served as sandbox-v2) and smoked: ready to flip."""
     result = sandbox.cli("deploy", "sandbox/ok", "--served-name", "sandbox-v2")

@@ -21,6 +21,7 @@ class ProductionTraffic:
         self.endpoint = endpoint
         self.outcomes: Counter[str] = Counter()
         self.served_by: Counter[str] = Counter()
+        self.backends: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -39,6 +40,7 @@ class ProductionTraffic:
                     self.outcomes["ok" if ok else f"http {response.status_code}"] += 1
                     if ok:
                         self.served_by[response.json()["model"]] += 1
+                        self.backends[response.headers.get("x-gx10-backend", "?")] += 1
                 except httpx.HTTPError as exc:
                     self.outcomes[type(exc).__name__] += 1
 
