@@ -56,6 +56,9 @@ class FlagConfig:
     # checks); for `service-selector` it is the flag object itself.
     service: str
     port: int
+    # How long a flip may take to show through production before it is switched back. A router
+    # that reads a mounted ConfigMap follows the kubelet's sync period (often a minute).
+    verify_window_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,23 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """Defaults of `slots guard` and `--guard` (the command line overrides the first three)."""
+
+    window_s: float = 600.0
+    interval_s: float = 30.0
+    failures: int = 3
+    # One check's known-answer probe may take this long (never longer than the interval).
+    probe_timeout_s: float = 10.0
+    # A check fails when more than this share of the guard's recent probes failed.
+    error_share: float = 0.2
+    # ...or when its time to first token exceeds ttft_ratio x the smoke report's TTFT p95, and
+    # ttft_floor at least (a smoke on an idle engine can measure a few milliseconds).
+    ttft_ratio: float = 3.0
+    ttft_floor_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class ApiKeySource:
     env: str | None = None
     secret_name: str | None = None
@@ -102,6 +122,7 @@ class Config:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     api_key: ApiKeySource = field(default_factory=ApiKeySource)
     source: str = "slots.yaml"
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def slot(self, name: str) -> SlotConfig:
         return self.slots[name]
@@ -129,6 +150,8 @@ class _Reader:
         return self.data.get(name)
 
     def has(self, name: str) -> bool:
+        # A key asked about is a key this section knows: it belongs in "expected one of".
+        self.seen.add(name)
         return name in self.data
 
     def string(
@@ -305,6 +328,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         endpoint=f.url("endpoint", required=access == "direct"),
         service=flag_service,
         port=_port(f),
+        verify_window_s=f.duration("verify_window", FlagConfig.verify_window_s),
     )
     f.done()
 
@@ -351,6 +375,8 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     )
     mem.done()
 
+    guard = _guard(top.child("guard"))
+
     key_reader = top.child("api_key")
     secret = key_reader.child("secret")
     api_key = ApiKeySource(
@@ -379,7 +405,26 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         memory=memory,
         api_key=api_key,
         source=source,
+        guard=guard,
     )
+
+
+def _guard(g: _Reader) -> GuardConfig:
+    error_share = g.number("error_share", GuardConfig.error_share, minimum=0.0)
+    if error_share is None or not 0 < error_share <= 1:
+        g.fail(g.key("error_share"), f"expected a fraction between 0 and 1, got {error_share!r}")
+    ttft_ratio = g.number("ttft_ratio", GuardConfig.ttft_ratio, minimum=1.0)
+    guard = GuardConfig(
+        window_s=g.duration("window", GuardConfig.window_s),
+        interval_s=g.duration("interval", GuardConfig.interval_s),
+        failures=g.integer("failures", GuardConfig.failures, minimum=1),
+        probe_timeout_s=g.duration("probe_timeout", GuardConfig.probe_timeout_s),
+        error_share=float(error_share or GuardConfig.error_share),
+        ttft_ratio=float(ttft_ratio or GuardConfig.ttft_ratio),
+        ttft_floor_s=g.duration("ttft_floor", GuardConfig.ttft_floor_s),
+    )
+    g.done()
+    return guard
 
 
 def _port(reader: _Reader) -> int:

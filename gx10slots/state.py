@@ -220,18 +220,36 @@ def is_flux_managed(obj: Mapping[str, Any]) -> bool:
     )
 
 
+def flux_protected(obj: Mapping[str, Any]) -> bool:
+    """Flux leaves this object's live changes alone (or does not manage it at all)."""
+    if not is_flux_managed(obj):
+        return True
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    return annotations.get(FLUX_RECONCILE) == "disabled" or annotations.get(FLUX_SSA) in (
+        "IfNotPresent",
+        "Ignore",
+    )
+
+
+def flux_deploy_blocker(deployment: Mapping[str, Any], slot: str) -> str | None:
+    """Why Flux would undo a deploy into this slot's Deployment, or None."""
+    if flux_protected(deployment):
+        return None
+    name = deployment.get("metadata", {}).get("name")
+    return (
+        f"Deployment {name} (slot {slot}) is applied by Flux: the next reconcile would revert "
+        f"the model deployed into it. Annotate it in Git with {FLUX_SSA}: IfNotPresent "
+        f"(or {FLUX_RECONCILE}: disabled)"
+    )
+
+
 def flux_flip_blocker(obj: Mapping[str, Any], config: Config) -> str | None:
     """Why Flux would revert a flip of this flag, or None when it is safe.
 
     A Service selector is an atomic map: under Flux's default ``Override`` (and ``Merge``) policy
     the next reconcile writes Git's selector back, silently undoing the flip.
     """
-    if config.flag.kind != "service-selector" or not is_flux_managed(obj):
-        return None
-    annotations = obj.get("metadata", {}).get("annotations") or {}
-    if annotations.get(FLUX_RECONCILE) == "disabled":
-        return None
-    if annotations.get(FLUX_SSA) in ("IfNotPresent", "Ignore"):
+    if config.flag.kind != "service-selector" or flux_protected(obj):
         return None
     return (
         f"Service {config.flag.name} is applied by Flux and its selector is an atomic map: "
@@ -256,6 +274,7 @@ def status_warnings(
     flag_obj: Mapping[str, Any],
     config: Config,
     now: datetime,
+    deployments: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> list[str]:
     warnings: list[str] = []
     if flag.active is None:
@@ -290,10 +309,14 @@ def status_warnings(
                 age = record.age_s(now)
                 if age is None or age > config.smoke.max_age_s:
                     warnings.append(f"standby {standby.name}: smoke result is stale")
+    for name, deployment in (deployments or {}).items():
+        drift = flux_deploy_blocker(deployment, name) if deployment else None
+        if drift:
+            warnings.append("Flux drift risk: " + drift)
     blocker = flux_flip_blocker(flag_obj, config)
     if blocker:
         warnings.append("Flux drift risk: " + blocker)
-    elif config.flag.kind == "configmap" and flag.flux_managed:
+    elif config.flag.kind == "configmap" and not flux_protected(flag_obj):
         warnings.append(
             f"ConfigMap {config.flag.name} is applied by Flux: key {config.flag.key} must not be "
             f"declared in Git, or the next reconcile reverts a flip"

@@ -156,3 +156,20 @@ def test_load_config_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "slots.yaml"
     path.write_text(yaml.safe_dump(valid()))
     assert load_config(path).flag.name == "gx10-model"
+
+
+def test_unknown_key_hint_lists_every_key_of_the_section() -> None:
+    doc = valid()
+    doc["api_key"] = {"evn": "ENGINE_KEY"}
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert "api_key.evn: unknown key (expected one of: env, secret)" in info.value.message
+
+
+def test_verify_window_is_a_duration() -> None:
+    doc = valid()
+    doc["flag"]["verify_window"] = "2m"
+    assert parse_config(doc).flag.verify_window_s == 120
+    doc["flag"]["verify_window"] = "later"
+    with pytest.raises(ConfigError, match=r"flag\.verify_window: 'later' is not a duration"):
+        parse_config(doc)

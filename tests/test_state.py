@@ -192,3 +192,44 @@ def test_memory_budget_sources_in_order() -> None:
     assert slot_budget_gib(vllm, vllm["spec"]["template"]["spec"]["containers"][0], 128) == 57.6
     assert gpu_memory_utilization(["--gpu-memory-utilization", "0.3"]) == 0.3
     assert gpu_memory_utilization(["--gpu-memory-utilization", "3"]) is None
+
+
+def test_flux_owned_slot_deployment_is_a_drift_risk_unless_annotated() -> None:
+    from gx10slots.state import flux_deploy_blocker
+
+    d = deployment()
+    assert flux_deploy_blocker(d, "green") is None
+    d["metadata"]["labels"] = {
+        "kustomize.toolkit.fluxcd.io/name": "apps",
+        "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+    }
+    blocker = flux_deploy_blocker(d, "green")
+    assert blocker is not None and "would revert the model deployed" in blocker
+    d["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/ssa"] = "IfNotPresent"
+    assert flux_deploy_blocker(d, "green") is None
+
+
+def test_configmap_flag_warning_respects_flux_opt_outs() -> None:
+    config = parse_config(
+        {
+            "namespace": "gx10",
+            "slots": {
+                "blue": {"deployment": "gx10-blue", "endpoint": "http://127.0.0.1:1"},
+                "green": {"deployment": "gx10-green", "endpoint": "http://127.0.0.1:2"},
+            },
+            "flag": {"kind": "configmap", "name": "router", "endpoint": "http://127.0.0.1:3"},
+        }
+    )
+    flux = {"kustomize.toolkit.fluxcd.io/name": "a", "kustomize.toolkit.fluxcd.io/namespace": "b"}
+    cm: dict[str, Any] = {
+        "metadata": {"labels": flux, "annotations": {}},
+        "data": {"active-slot": "blue"},
+    }
+    slots = {n: slot_state(n, deployment(), config, None) for n in ("blue", "green")}
+    flag = flag_state(cm, config)
+    assert any(
+        "must not be declared in Git" in w
+        for w in status_warnings(slots, flag, cm, config, now_utc())
+    )
+    cm["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/ssa"] = "IfNotPresent"
+    assert not any("Git" in w for w in status_warnings(slots, flag, cm, config, now_utc()))

@@ -35,7 +35,7 @@ from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
 from gx10slots.plan import clean_reason
-from gx10slots.state import now_utc, other_slot, revision_of, rfc3339
+from gx10slots.state import flux_deploy_blocker, now_utc, other_slot, revision_of, rfc3339
 
 CAS_ATTEMPTS = 3
 LOG_LINES = 20
@@ -84,6 +84,9 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[De
             f"slot {target}: Deployment {app.config.slot(target).deployment} not found in "
             f"namespace {app.config.namespace}"
         )
+    drift = flux_deploy_blocker(current, target)
+    if drift:
+        raise Refused(drift)
     plan = plan_deploy(
         current,
         app.config,

@@ -35,7 +35,7 @@ from gx10slots.state import CHANGED_AT, CHANGED_BY, flag_state, now_utc, rfc3339
 
 CAS_ATTEMPTS = 3
 PRE_FLIP_PROBE_TIMEOUT_S = 15.0
-VERIFY_WINDOW_S = 30.0
+VERIFY_WINDOW_S = 30.0  # the default of flag.verify_window
 VERIFY_PROBE_TIMEOUT_S = 10.0
 
 
@@ -286,7 +286,7 @@ def _flip_locked(
             f"flag switched: production {plan.source} -> {plan.target}; verifying through "
             f"{production_endpoint(app)}"
         )
-        ok, detail = verify(app, plan.target, plan.target_served_name, VERIFY_WINDOW_S)
+        ok, detail = verify(app, plan.target, plan.target_served_name, _verify_window(app))
         if not ok:
             return _revert_after_failed_verification(app, lock, switched, by, why, detail)
         _record(
@@ -315,6 +315,10 @@ def _flip_locked(
         "warm": plan.source,
         "duration_s": round(elapsed, 3),
     }
+
+
+def _verify_window(app: App) -> float:
+    return app.config.flag.verify_window_s
 
 
 def _where_production_is(app: App, switched: Switched | None) -> str:

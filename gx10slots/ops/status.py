@@ -36,5 +36,7 @@ def status(app: App) -> dict[str, Any]:
         },
         "node_capacity_gib": snap.node_capacity_gib,
         "slots": slots,
-        "warnings": status_warnings(snap.slots, snap.flag, snap.flag_obj, config, now),
+        "warnings": status_warnings(
+            snap.slots, snap.flag, snap.flag_obj, config, now, snap.deployments
+        ),
     }

@@ -144,12 +144,15 @@ class Sandbox:
         response.raise_for_status()
         return str(response.json()["data"][0]["id"])
 
-    def set_smoke(self, **settings: Any) -> None:
-        """Tune the sandbox's slots.yaml smoke section (short timeouts keep tests fast)."""
+    def set_config(self, section: str, **settings: Any) -> None:
+        """Tune a section of the sandbox's slots.yaml (short timeouts keep tests fast)."""
         path = self.dir / "slots.yaml"
         config = yaml.safe_load(path.read_text())
-        config["smoke"].update(settings)
+        config.setdefault(section, {}).update(settings)
         path.write_text(yaml.safe_dump(config))
+
+    def set_smoke(self, **settings: Any) -> None:
+        self.set_config("smoke", **settings)
 
     def versions(self) -> dict[str, str]:
         """resourceVersions of every object a refused command must leave alone."""

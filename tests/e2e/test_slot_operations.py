@@ -7,7 +7,6 @@ import signal
 import pytest
 
 from gx10slots.kube import client as kube_client
-from gx10slots.ops import flip as flip_module
 from tests.e2e.conftest import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -178,11 +177,9 @@ def test_sigterm_mid_flip_releases_the_lease_and_says_where_production_is(
     assert box.production() == "sandbox-ok"
 
 
-def test_failed_verification_switches_back_and_exits_1(
-    two_warm_slots: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_verification_switches_back_and_exits_1(two_warm_slots: Sandbox) -> None:
     box = two_warm_slots
-    monkeypatch.setattr(flip_module, "VERIFY_WINDOW_S", 1.0)
+    box.set_config("flag", verify_window="1s")
     # Production's endpoints never show the new pods: verification cannot succeed.
     box.fault(action="error", verb="get", resource="endpoints", name="gx10-model", count=1000)
     result = box.cli("flip")

@@ -1,0 +1,180 @@
+"""docs/manifests: every document is a valid Kubernetes object, and the names agree with slots.
+
+Validation uses kubernetes-validate's strict schemas (unknown fields are errors, as with
+``kubectl apply --validate=strict``) for Kubernetes 1.32, the version the sandbox node reports.
+The slots.yaml embedded in job-deploy.yaml is parsed with gx10slots' own parser, and the Role must
+name the objects that config (and the tool's fixed names) point at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gx10slots.config import Config, parse_config
+from gx10slots.lock import LEASE_NAME
+from gx10slots.ops.audit import HISTORY_CONFIGMAP
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
+KUBERNETES_VERSION = "1.32"
+EXPECTED_FILES = {
+    "slot-blue-vllm.yaml",
+    "slot-green-vllm.yaml",
+    "slot-llama-server.yaml",
+    "services.yaml",
+    "flag-configmap.yaml",
+    "rbac.yaml",
+    "job-deploy.yaml",
+}
+
+Document = dict[str, Any]
+
+
+def _documents() -> list[tuple[str, int, Document]]:
+    found: list[tuple[str, int, Document]] = []
+    for path in sorted(MANIFESTS.glob("*.yaml")):
+        for index, doc in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8"))):
+            if doc is not None:
+                found.append((path.name, index, doc))
+    return found
+
+
+DOCUMENTS = _documents()
+
+
+def _label(name: str, index: int, doc: Document) -> str:
+    meta = doc.get("metadata") or {}
+    return f"{name} document {index} ({doc.get('kind')} {meta.get('name')})"
+
+
+def _by_kind(kind: str, file: str | None = None) -> list[Document]:
+    return [d for f, _, d in DOCUMENTS if d.get("kind") == kind and file in (None, f)]
+
+
+def test_every_expected_file_is_there() -> None:
+    present = {p.name for p in MANIFESTS.glob("*.yaml")}
+    assert present >= EXPECTED_FILES, f"missing: {sorted(EXPECTED_FILES - present)}"
+
+
+@pytest.mark.parametrize(
+    ("name", "index", "doc"),
+    DOCUMENTS,
+    ids=[f"{n}#{i}-{d.get('kind')}" for n, i, d in DOCUMENTS],
+)
+def test_document_is_valid_kubernetes(name: str, index: int, doc: Document) -> None:
+    where = _label(name, index, doc)
+    assert isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc, where
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path) or "(root)"
+        pytest.fail(f"{where}: {path}: {exc.message}", pytrace=False)
+    except kubernetes_validate.SchemaNotFoundError as exc:
+        pytest.fail(f"{where}: {exc.message}", pytrace=False)
+
+
+def _job_config() -> Config:
+    (configmap,) = [
+        d for d in _by_kind("ConfigMap", "job-deploy.yaml") if "slots.yaml" in d.get("data", {})
+    ]
+    return parse_config(yaml.safe_load(configmap["data"]["slots.yaml"]), source="job-deploy.yaml")
+
+
+def _container(deployment: Document, name: str) -> Document:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == name]
+    return dict(container)
+
+
+@pytest.mark.parametrize(
+    "file", ["slot-blue-vllm.yaml", "slot-green-vllm.yaml", "slot-llama-server.yaml"]
+)
+def test_slot_deployments_fit_the_config(file: str) -> None:
+    config = _job_config()
+    deployments = _by_kind("Deployment", file)
+    assert deployments, file
+    by_name = {s.deployment: s.name for s in config.slots.values()}
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        slot = by_name[name]
+        spec = deployment["spec"]
+        labels = spec["template"]["metadata"]["labels"]
+        assert labels["gx10slots.io/slot"] == slot, name
+        assert spec["selector"]["matchLabels"] == labels, name
+        assert spec["strategy"]["type"] == "Recreate", name
+        assert spec["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "gx10"}
+        container = _container(deployment, config.container)
+        env = {e["name"] for e in container["env"]}
+        assert {config.model_env, config.served_name_env} <= env, name
+        command = " ".join(container.get("command", []) + container.get("args", []))
+        assert f"$({config.model_env})" in command, name
+        assert f"$({config.served_name_env})" in command, name
+        memory = container["resources"]
+        assert memory["limits"]["memory"] == memory["requests"]["memory"], name
+        assert "startupProbe" in container and "readinessProbe" in container, name
+
+
+def test_production_service_is_the_flag_and_guarded_against_flux() -> None:
+    config = _job_config()
+    services = {s["metadata"]["name"]: s for s in _by_kind("Service", "services.yaml")}
+    flag = services[config.flag.name]
+    selector = flag["spec"]["selector"]
+    assert selector.get(config.flag.key) in ("blue", "green")
+    assert len(selector) > 1, "the selector must keep a label beside the flag key"
+    annotations = flag["metadata"]["annotations"]
+    assert annotations["kustomize.toolkit.fluxcd.io/ssa"] == "IfNotPresent"
+    for slot in config.slots.values():
+        assert services[slot.service]["spec"]["selector"]["gx10slots.io/slot"] == slot.name
+
+
+def _role_names(resource: str, verb: str) -> set[str] | None:
+    """Names the Role allows ``verb`` on ``resource`` for; None when any name is allowed."""
+    (role,) = _by_kind("Role", "rbac.yaml")
+    names: set[str] = set()
+    for rule in role["rules"]:
+        if resource in rule["resources"] and verb in rule["verbs"]:
+            if not rule.get("resourceNames"):
+                return None
+            names.update(rule["resourceNames"])
+    return names
+
+
+@pytest.mark.parametrize(
+    ("resource", "verbs", "expected"),
+    [
+        ("deployments", ("get", "list", "watch", "update", "patch"), "slots"),
+        ("services", ("get", "patch"), "flag"),
+        ("endpoints", ("get",), "flag"),
+        ("configmaps", ("get", "update"), HISTORY_CONFIGMAP),
+        ("leases", ("get", "update"), LEASE_NAME),
+        ("secrets", ("get",), "secret"),
+    ],
+)
+def test_role_grants_what_the_config_needs(
+    resource: str, verbs: tuple[str, ...], expected: str
+) -> None:
+    config = _job_config()
+    wanted = {
+        "slots": {s.deployment for s in config.slots.values()},
+        "flag": {config.flag.name},
+        "secret": {config.api_key.secret_name or ""},
+    }.get(expected, {expected})
+    for verb in verbs:
+        allowed = _role_names(resource, verb)
+        assert allowed is None or wanted <= allowed, f"{verb} {resource}: {allowed} lacks {wanted}"
+
+
+def test_role_lets_create_and_pod_watch_through() -> None:
+    for resource, verb in [
+        ("configmaps", "create"),
+        ("leases", "create"),
+        ("events", "create"),
+        ("pods", "list"),
+        ("pods", "watch"),
+        ("pods/log", "get"),
+    ]:
+        assert _role_names(resource, verb) is None, f"{verb} {resource} must not be name-restricted"
