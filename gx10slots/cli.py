@@ -167,35 +167,143 @@ _FORCE = click.option(
 )
 
 
+_GUARD = click.option(
+    "--guard",
+    "guard_for",
+    type=DURATION,
+    metavar="DURATION",
+    help="After the flip, guard the new active slot this long (see `slots guard`).",
+)
+
+
+def _guarded(
+    app: App,
+    result: dict[str, Any],
+    flipped: dict[str, Any] | None,
+    guard_for: float | None,
+    report_dir: str | None = None,
+) -> int:
+    """`--guard`: guard the slot the flip made active, into ``result["guard"]``; the exit code."""
+    if guard_for is None or not flipped or not flipped.get("to"):
+        return 0
+    from gx10slots.ops.guard import exit_code, guard_after_flip
+
+    result["guard"] = guard_after_flip(app, flipped, guard_for, report_dir=report_dir)
+    return exit_code(result["guard"])
+
+
 def _flip_command(
-    mode: str, ctx: click.Context, force: bool, reason: str | None, dry_run: bool
+    mode: str,
+    ctx: click.Context,
+    force: bool,
+    reason: str | None,
+    dry_run: bool,
+    guard_for: float | None = None,
 ) -> None:
     from gx10slots.ops.flip import flip as run_flip
-    from gx10slots.render import flip_summary
+    from gx10slots.render import flip_summary, guard_summary
 
+    if dry_run and guard_for is not None:
+        raise click.UsageError("--guard watches a real flip; it cannot go with --dry-run")
     app = _app(ctx)
     result = run_flip(app, mode, force=force, reason=reason, dry_run=dry_run)  # type: ignore[arg-type]
-    _emit(app, result, flip_summary(result))
+    code = _guarded(app, result, result, guard_for)
+    human = flip_summary(result)
+    if "guard" in result:
+        human += "\n" + guard_summary(result["guard"])
+    _emit(app, result, human)
+    if code:
+        ctx.exit(code)
 
 
 @cli.command()
 @_FORCE
 @_REASON
 @_DRY_RUN
+@_GUARD
 @click.pass_context
-def flip(ctx: click.Context, force: bool, reason: str | None, dry_run: bool) -> None:
+def flip(
+    ctx: click.Context, force: bool, reason: str | None, dry_run: bool, guard_for: float | None
+) -> None:
     """Make the standby active once its gates pass; the old slot stays warm."""
-    _flip_command("flip", ctx, force, reason, dry_run)
+    _flip_command("flip", ctx, force, reason, dry_run, guard_for)
 
 
 @cli.command("flip-back")
 @_FORCE
 @_REASON
 @_DRY_RUN
+@_GUARD
 @click.pass_context
-def flip_back(ctx: click.Context, force: bool, reason: str | None, dry_run: bool) -> None:
+def flip_back(
+    ctx: click.Context, force: bool, reason: str | None, dry_run: bool, guard_for: float | None
+) -> None:
     """Make the previous slot active again (refused unless it is ready)."""
-    _flip_command("flip-back", ctx, force, reason, dry_run)
+    _flip_command("flip-back", ctx, force, reason, dry_run, guard_for)
+
+
+@cli.command()
+@click.option(
+    "--for",
+    "window",
+    type=DURATION,
+    metavar="DURATION",
+    help="How long to watch [default: config guard.window, else 10m].",
+)
+@click.option(
+    "--interval",
+    type=DURATION,
+    metavar="DURATION",
+    help="Time between checks; after a failed check a third of it, to confirm sooner "
+    "[default: config guard.interval, else 30s].",
+)
+@click.option(
+    "--failures",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Failed checks in a row that flip back [default: config guard.failures, else 3].",
+)
+@click.option(
+    "--report-dir",
+    metavar="DIR",
+    help="Where the slot's smoke reports are and the guard report goes [config smoke.report_dir].",
+)
+@click.pass_context
+def guard(
+    ctx: click.Context,
+    window: float | None,
+    interval: float | None,
+    failures: int | None,
+    report_dir: str | None,
+) -> None:
+    """Watch the active slot after a flip; if it wedges or fails, flip back on its own.
+
+    \b
+    Each check: production must still be on the guarded slot (if someone else flipped, the
+    guard stands down, exit 0); one known-answer generation through the production endpoint
+    with its own timeout; where /metrics exist, requests running on a flat generation counter
+    (a wedge); the error share of its recent probes; time to first token against the slot's
+    smoke report. It holds no lease while watching; Ctrl-C changes nothing.
+
+    \b
+    Exit 0: the window passed (or it stood down); 1: it tripped and production is back on the
+    previous slot (verified); 3: refused, the previous slot is not warm.
+    """
+    from gx10slots.ops.guard import GuardRequest, exit_code
+    from gx10slots.ops.guard import guard as run_guard
+    from gx10slots.render import guard_summary
+
+    app = _app(ctx)
+    result = run_guard(
+        app,
+        GuardRequest(
+            window_s=window, interval_s=interval, failures=failures, report_dir=report_dir
+        ),
+    )
+    _emit(app, result, guard_summary(result))
+    code = exit_code(result)
+    if code:
+        ctx.exit(code)
 
 
 @cli.command()
@@ -299,6 +407,7 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
 @click.option("--park-on-failure", is_flag=True, help="Scale the standby to 0 if it fails.")
 @_REASON
 @_DRY_RUN
+@_GUARD
 @click.pass_context
 def deploy(
     ctx: click.Context,
@@ -315,13 +424,16 @@ def deploy(
     park_on_failure: bool,
     reason: str | None,
     dry_run: bool,
+    guard_for: float | None,
 ) -> None:
     """Put MODEL into the standby slot, wait for it, smoke it; --flip to switch production."""
     from gx10slots.ops.deploy import DeployRequest
     from gx10slots.ops.deploy import deploy as run_deploy
     from gx10slots.ops.smoke import parse_formats
-    from gx10slots.render import deploy_summary
+    from gx10slots.render import deploy_summary, guard_summary
 
+    if guard_for is not None and (not do_flip or dry_run):
+        raise click.UsageError("--guard watches the flip: it needs --flip and no --dry-run")
     app = _app(ctx)
     request = DeployRequest(
         model=model,
@@ -339,7 +451,14 @@ def deploy(
         reason=reason,
     )
     result = run_deploy(app, request)
-    _emit(app, result, deploy_summary(result))
+    # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
+    code = _guarded(app, result, result.get("flip"), guard_for, report_dir)
+    human = deploy_summary(result)
+    if "guard" in result:
+        human += "\n" + guard_summary(result["guard"])
+    _emit(app, result, human)
+    if code:
+        ctx.exit(code)
 
 
 @cli.group()
@@ -436,8 +555,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks release the lease and say what is known.
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        cli.main(args=args, prog_name="slots", standalone_mode=False)
-        code = 0
+        # Without standalone mode, click returns the code of a `ctx.exit(code)` (smoke, guard).
+        returned = cli.main(args=args, prog_name="slots", standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:

@@ -146,3 +146,36 @@ def deploy_summary(result: dict[str, Any]) -> str:
     else:
         lines.append(f"production unchanged; `slots flip` makes {result['slot']} active")
     return "\n".join(lines)
+
+
+def guard_summary(result: dict[str, Any]) -> str:
+    slot = result.get("slot") or "?"
+    outcome = result.get("result")
+    checks = result.get("checks", 0)
+    if outcome == "stood-down":
+        return f"guard {slot}: stood down after {checks} check(s): {result.get('stood_down')}"
+    if outcome == "refused":
+        error = result.get("error") or {}
+        return f"guard {slot}: refused: {error.get('message', 'nothing safe to fall back to')}"
+    report = f"; report {result['report']}" if result.get("report") else ""
+    warnings = "".join(f"\nwarning: {w}" for w in result.get("warnings", []))
+    if outcome == "tripped":
+        revert = result.get("revert") or {}
+        in_flight = revert.get("in_flight_on_guarded")
+        own = revert.get("guard_probes_abandoned") or 0
+        stranded = (
+            f"; {in_flight:g} request(s) were still running on {slot}"
+            + (f" (up to {own} of them the guard's own timed-out probes)" if own else "")
+            if isinstance(in_flight, int | float)
+            else ""
+        )
+        return (
+            f"guard {slot}: TRIPPED after {result.get('consecutive_failures')} failed checks in a "
+            f"row ({revert.get('reason', '')}); flipped back: production is on "
+            f"{revert.get('to')} again (verified){stranded}{report}{warnings}"
+        )
+    return (
+        f"guard {slot}: the window passed: {checks} check(s), {result.get('failed_checks', 0)} "
+        f"failed, none {result.get('settings', {}).get('failures', '?')} in a row; production "
+        f"stays on {slot}{report}{warnings}"
+    )
