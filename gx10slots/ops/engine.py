@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
+import httpx
+
 from gx10slots.app import App
 from gx10slots.errors import ConfigError, NotFound
 
@@ -27,23 +29,44 @@ class ProbeVerdict:
 
 
 def slot_endpoint(app: App, slot: str) -> str:
-    endpoint = app.config.slot(slot).endpoint
+    config = app.config
+    if config.access == "apiserver-proxy":
+        target = config.slot(slot)
+        return app.kube.connection.service_proxy_url(config.namespace, target.service, target.port)
+    endpoint = config.slot(slot).endpoint
     if endpoint is None:
-        raise ConfigError(
-            f"{app.config.source}: slots.{slot}.endpoint: required to reach the slot directly "
-            "(apiserver-proxy access is not available in this version)"
-        )
+        raise ConfigError(f"{config.source}: slots.{slot}.endpoint: required with access: direct")
     return endpoint
 
 
 def production_endpoint(app: App) -> str:
-    endpoint = app.config.flag.endpoint
-    if endpoint is None:
-        raise ConfigError(
-            f"{app.config.source}: flag.endpoint: required to verify through production "
-            "(apiserver-proxy access is not available in this version)"
+    config = app.config
+    if config.access == "apiserver-proxy":
+        return app.kube.connection.service_proxy_url(
+            config.namespace, config.flag.service, config.flag.port
         )
+    endpoint = config.flag.endpoint
+    if endpoint is None:
+        raise ConfigError(f"{config.source}: flag.endpoint: required with access: direct")
     return endpoint
+
+
+def probe_access(app: App) -> tuple[str | None, httpx.BaseTransport | None]:
+    """The engine API key and the transport the probes use to reach the model servers.
+
+    Through the API server's service proxy the Authorization header carries the *cluster*
+    credentials (the API server consumes it), so an engine key cannot travel with it.
+    """
+    key = engine_api_key(app)
+    if app.config.access != "apiserver-proxy":
+        return key, None
+    if key:
+        raise ConfigError(
+            f"{app.config.source}: api_key: an engine API key cannot pass through the API "
+            "server's service proxy (its Authorization header is for the cluster)",
+            hint="use access: direct with the slots' endpoints, or an engine without a key",
+        )
+    return None, app.kube.connection.http_transport()
 
 
 def engine_api_key(app: App) -> str | None:
@@ -109,12 +132,14 @@ def run_probes(app: App, endpoint: str, served_name: str, settings: SuiteSetting
     from gx10slots.smoke.profiles import get_profile
     from gx10slots.smoke.suite import run_suite
 
+    api_key, transport = probe_access(app)
     return run_suite(
         endpoint,
         served_name,
         get_profile(app.config.engine),
         settings,
-        api_key=engine_api_key(app),
+        api_key=api_key,
+        transport=transport,
     )
 
 

@@ -19,7 +19,7 @@ from gx10slots.config import SLOT_NAMES
 from gx10slots.errors import CheckFailed, Conflict, Invalid, Refused, UsageError
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.lock import Lock
-from gx10slots.ops.engine import engine_api_key, slot_endpoint, suite_settings
+from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
 from gx10slots.ops.read import read_deployment, snapshot
 from gx10slots.state import (
     SMOKE_AT,
@@ -114,12 +114,14 @@ def smoke_slot(
         f"smoke {slot} ({state.model}, revision {state.revision}) at {endpoint}, engine "
         f"{config.engine}"
     )
+    api_key, transport = probe_access(app)
     report = run_suite(
         endpoint,
         state.served_name or state.model or "",
         get_profile(config.engine),
         suite_settings(app),
-        api_key=engine_api_key(app),
+        api_key=api_key,
+        transport=transport,
         on_probe=_progress,
         slot=slot,
         model=state.model or "",

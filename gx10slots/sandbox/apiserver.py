@@ -39,8 +39,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from gx10slots.sandbox import apiproxy, tables
 from gx10slots.sandbox import resources as res
-from gx10slots.sandbox import tables
 from gx10slots.sandbox.faults import FaultRule, Faults, RequestInfo
 from gx10slots.sandbox.patching import PatchError, apply_patch, patch_type
 from gx10slots.sandbox.resources import DEPLOYMENTS, NAMESPACES, RESOURCES
@@ -280,6 +280,9 @@ class ApiServer:
         self.store = store if store is not None else Store()
         self.token = token
         self.log_source = log_source
+        # Where `services/NAME/proxy` goes: (namespace, service) -> a base URL, or None when the
+        # Service has no ready endpoints (the data plane plugs in its Service proxies).
+        self.service_resolver: apiproxy.ServiceResolver | None = None
         self.tls = tls
         # With ``tls``: the self-signed certificate (PEM), the kubeconfig's certificate authority.
         self.certificate_pem: bytes | None = None
@@ -350,6 +353,9 @@ class ApiServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the body waits for the client's
+    # delayed ACK of the headers (~40 ms a request). A real API server sets TCP_NODELAY.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -384,6 +390,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             self._authenticate(url.path)
             response: Response | None
+            proxied = apiproxy.match(url.path)
+            if proxied is not None:
+                self._proxy_service(*proxied, url.query, body)
+                return
             if url.path.startswith(CONTROL_PREFIX):
                 response = self._control(url.path, body)
             else:
@@ -406,6 +416,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if response is not None:
             self._send(response)
+
+    def _proxy_service(self, namespace: str, name: str, path: str, query: str, body: bytes) -> None:
+        resolver = self.api.service_resolver
+        upstream = resolver(namespace, name) if resolver is not None else None
+        if upstream is None:
+            raise StatusError(
+                503, "ServiceUnavailable", f'no endpoints available for service "{name}"'
+            )
+        self._streaming = True
+        try:
+            apiproxy.relay(self, upstream, path, query, body)
+        except OSError as err:
+            self.close_connection = True
+            log.debug("service proxy to %s failed: %s", upstream, err)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

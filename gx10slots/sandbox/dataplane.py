@@ -32,6 +32,7 @@ class DataPlane:
         server.log_source = self.runtime
         self.controller = Controller(server.store, self.runtime, tick=0.5)
         self.proxies: dict[str, ServiceProxy] = {}
+        server.service_resolver = self.resolve
 
     def start(self) -> None:
         self.controller.start()
@@ -45,6 +46,12 @@ class DataPlane:
         pods, _ = store.list(PODS, namespace, labels=selector_from_spec({"matchLabels": selector}))
         urls = [self.runtime.url_of(pod) for pod in pods if _ready(pod)]
         return [url for url in urls if url]
+
+    def resolve(self, namespace: str, service: str) -> str | None:
+        """For the API server's service proxy: the Service's proxy URL, None without backends."""
+        if namespace != NAMESPACE or not self.backends(service, namespace):
+            return None
+        return self.service_endpoints({service: service})[service]
 
     def service_endpoints(self, services: dict[str, str]) -> dict[str, str]:
         """Start a proxy per Service; ``{key: service name}`` → ``{key: URL}``."""
