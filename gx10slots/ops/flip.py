@@ -35,7 +35,6 @@ from gx10slots.state import CHANGED_AT, CHANGED_BY, flag_state, now_utc, rfc3339
 
 CAS_ATTEMPTS = 3
 PRE_FLIP_PROBE_TIMEOUT_S = 15.0
-VERIFY_WINDOW_S = 30.0  # the default of flag.verify_window
 VERIFY_PROBE_TIMEOUT_S = 10.0
 
 
@@ -199,7 +198,7 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
         time.sleep(min(0.2, remaining))
 
 
-def _record(
+def record_flip(
     app: App,
     plan: FlipPlan,
     *,
@@ -286,10 +285,12 @@ def _flip_locked(
             f"flag switched: production {plan.source} -> {plan.target}; verifying through "
             f"{production_endpoint(app)}"
         )
-        ok, detail = verify(app, plan.target, plan.target_served_name, _verify_window(app))
+        ok, detail = verify(
+            app, plan.target, plan.target_served_name, app.config.flag.verify_window_s
+        )
         if not ok:
             return _revert_after_failed_verification(app, lock, switched, by, why, detail)
-        _record(
+        record_flip(
             app,
             plan,
             action=mode,
@@ -300,7 +301,7 @@ def _flip_locked(
             regarding=switched.flag_obj,
         )
     except Interrupted as exc:
-        raise Interrupted(exc.message + "; " + _where_production_is(app, switched)) from exc
+        raise Interrupted(exc.message + "; " + where_production_is(app, switched)) from exc
     elapsed = time.monotonic() - started
     return {
         "action": mode,
@@ -317,11 +318,7 @@ def _flip_locked(
     }
 
 
-def _verify_window(app: App) -> float:
-    return app.config.flag.verify_window_s
-
-
-def _where_production_is(app: App, switched: Switched | None) -> str:
+def where_production_is(app: App, switched: Switched | None) -> str:
     """What is known after an interruption, read back rather than assumed (a write may have
     been in flight when the signal came)."""
     try:
@@ -351,7 +348,7 @@ def _revert_after_failed_verification(
             probe=False,
         )
     except SlotsError as exc:
-        _record(
+        record_flip(
             app,
             plan,
             action=plan.mode,
@@ -366,7 +363,7 @@ def _revert_after_failed_verification(
             f"{plan.source} failed too: {exc.message}",
             hint="flip back by hand: `slots flip-back --force`",
         ) from exc
-    _record(
+    record_flip(
         app,
         plan,
         action=plan.mode,

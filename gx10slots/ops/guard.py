@@ -8,8 +8,8 @@ decisions are pure (``gx10slots.guardrules``); this module does the I/O around t
 The guard holds no lease while it watches, so an operator's `slots flip-back` is never blocked.
 When ``--failures`` checks in a row failed it takes the lease and reuses the flip's own steps:
 ``switch`` (compare-and-swap pinned to the guarded slot, with the readiness gate of the previous
-slot), ``verify`` through production, ``_record`` (history entry ``auto-revert``, annotations and
-a Warning Event with the evidence). Ctrl-C while watching changes nothing.
+slot), ``verify`` through production, ``record_flip`` (history entry ``auto-revert``, annotations
+and a Warning Event with the evidence). Ctrl-C while watching changes nothing.
 
 The loop talks to the world only through :class:`Ports` (clock, wait, flag, observe, revert), so
 its tests run on fakes with an injected clock and no sleeping.
@@ -59,7 +59,7 @@ from gx10slots.guardrules import (
 )
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.engine import engine_api_key, production_endpoint, slot_endpoint, suite_settings
-from gx10slots.ops.flip import VERIFY_WINDOW_S, Switched, _record, _where_production_is, switch
+from gx10slots.ops.flip import Switched, record_flip, switch, where_production_is
 from gx10slots.ops.flip import verify as verify_production
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.plan import FlipPlan, clean_reason
@@ -475,7 +475,7 @@ class ClusterPorts:
             message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
             raise Interrupted(
                 f"{message} while the guard was flipping back; "
-                + _where_production_is(app, switched)
+                + where_production_is(app, switched)
             ) from None
         except SlotsError as exc:
             exc.message = f"the guard tripped ({summary}) and flipping back failed: {exc.message}"
@@ -490,7 +490,7 @@ class ClusterPorts:
             f"{self.endpoint}"
         )
         ok, detail = verify_production(
-            self.app, plan.target, plan.target_served_name, VERIFY_WINDOW_S
+            self.app, plan.target, plan.target_served_name, self.app.config.flag.verify_window_s
         )
         in_flight = self._running_on(self.target.guarded)
         stranded = (
@@ -506,7 +506,7 @@ class ClusterPorts:
         warnings: list[str] = []
         recorded = True
         try:
-            _record(
+            record_flip(
                 self.app,
                 plan,
                 action="auto-revert",
@@ -725,14 +725,15 @@ def _write_report(
     started_at: Any,
 ) -> str | None:
     """``<report-dir>/<UTC timestamp>-guard-<slot>.json``: the document and every check."""
-    from gx10slots.smoke.report import _atomic_write, file_timestamp
+    from gx10slots.fileio import atomic_write
+    from gx10slots.smoke.report import file_timestamp
 
     folder = Path(report_dir)
     path = folder / f"{file_timestamp(started_at)}-guard-{slot}.json"
     body = {**doc, "report": str(path), "check_log": [r.to_dict() for r in outcome.records]}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         console.progress(f"guard: could not write the report to {folder}: {exc}")
         return None
@@ -752,7 +753,7 @@ def _record_blocked(app: App, target: Target, by: str, outcome: WatchOutcome) ->
     )
     summary = trip_summary(outcome.streak)
     try:
-        _record(
+        record_flip(
             app,
             plan,
             action="auto-revert",

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from gx10slots.errors import SlotsError, UsageError
+from gx10slots.fileio import atomic_write
 from gx10slots.sandbox import seed
 
 READY_TIMEOUT_S = 60.0
@@ -37,14 +38,6 @@ PID_DIR = "pids"
 
 
 # -- files ---------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def kubeconfig_text(server: str, token: str, ca_pem: bytes) -> str:
@@ -188,7 +181,7 @@ class Sandbox:
             "kubeconfig": str(self.directory / "kubeconfig"),
             "config": str(self.directory / "slots.yaml"),
         }
-        _atomic_write(
+        atomic_write(
             self.directory / "kubeconfig",
             kubeconfig_text(api, self.token, server.certificate_pem or b""),
             0o600,
@@ -196,8 +189,8 @@ class Sandbox:
         config = slots_config(
             self.directory, endpoints["prod"], endpoints["blue"], endpoints["green"], self.engine
         )
-        _atomic_write(self.directory / "slots.yaml", yaml.safe_dump(config, sort_keys=False))
-        _atomic_write(self.directory / INFO_FILE, json.dumps(info, indent=2) + "\n")
+        atomic_write(self.directory / "slots.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write(self.directory / INFO_FILE, json.dumps(info, indent=2) + "\n")
         return info
 
     def _seed(self, server: Any) -> None:

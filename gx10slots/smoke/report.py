@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gx10slots.errors import UsageError
+from gx10slots.fileio import atomic_write
 from gx10slots.smoke.result import ProbeResult
 
 logger = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ def write_reports(
         for fmt in FORMATS:
             if fmt in wanted:
                 path = target / (report_stem(report) + _SUFFIX[fmt])
-                _atomic_write(path, renderers[fmt]())
+                atomic_write(path, renderers[fmt]())
                 paths.append(path)
     except OSError as exc:
         raise UsageError(
@@ -322,19 +322,6 @@ def write_reports(
             hint="choose a writable directory with --report-dir",
         ) from exc
     return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def latest_report(
