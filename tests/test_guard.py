@@ -405,7 +405,9 @@ def wired(
     monkeypatch.setattr(guard_mod, "Lock", fake_lock)
     monkeypatch.setattr(guard_mod, "switch", fake_switch)
     monkeypatch.setattr(guard_mod, "verify_production", fake_verify)
-    monkeypatch.setattr(guard_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw))
+    monkeypatch.setattr(
+        guard_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
+    )
     monkeypatch.setattr(ClusterPorts, "_running_on", lambda self, slot: 2.0)
     ports = ClusterPorts(make_app(tmp_path), TARGET, SETTINGS, by="guard:me@host:1")
     monkeypatch.setattr(ports, "flag", lambda: flag("green"))
@@ -550,7 +552,9 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
     }
     (reports / "20260101T000000Z-green.json").write_text(json.dumps(smoke))
     monkeypatch.setattr(guard_mod, "snapshot", fake_snapshot)
-    monkeypatch.setattr(guard_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw))
+    monkeypatch.setattr(
+        guard_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw)
+    )
     monkeypatch.setattr(guard_mod, "read_flag_object", lambda app: {"metadata": {}})
     state["app"] = make_app(tmp_path)
     state["reports"] = reports
