@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from gx10slots.config import Config, GuardConfig
 from gx10slots.durations import format_duration
-from gx10slots.errors import Refused
+from gx10slots.errors import Refused, UsageError
 from gx10slots.plan import plan_flip
 from gx10slots.smoke.progress import ProgressSample, StallVerdict, Verdict, stall_verdict
 from gx10slots.state import CHANGED_AT, CHANGED_BY, REASON, FlagState, SlotState
@@ -81,6 +81,9 @@ class GuardSettings:
         }
 
 
+MIN_INTERVAL_S = 1.0
+
+
 def resolve_settings(
     config: GuardConfig,
     *,
@@ -90,6 +93,12 @@ def resolve_settings(
 ) -> GuardSettings:
     """Command line over config over the contract's defaults; a check fits in its interval."""
     interval = interval_s if interval_s is not None else config.interval_s
+    if interval < MIN_INTERVAL_S:
+        # Shorter than a probe can take: every check would time out and trip on a healthy slot.
+        raise UsageError(
+            f"guard interval {interval:g} s is too short: at least {MIN_INTERVAL_S:g} s "
+            "(a check is one real generation)"
+        )
     return GuardSettings(
         window_s=window_s if window_s is not None else config.window_s,
         interval_s=interval,
@@ -318,6 +327,7 @@ class Target:
     served_name: str | None
     revision: str | None
     previous_model: str | None
+    previous_served_name: str | None = None
 
 
 def start_gate(
@@ -374,6 +384,7 @@ def start_gate(
         served_name=state.served_name or state.model,
         revision=state.revision,
         previous_model=plan.target_model,
+        previous_served_name=plan.target_served_name or plan.target_model,
     )
 
 

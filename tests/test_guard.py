@@ -409,12 +409,24 @@ def wired(
         guard_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
     )
     monkeypatch.setattr(ClusterPorts, "_running_on", lambda self, slot: 2.0)
+    monkeypatch.setattr(ClusterPorts, "_fallback_answers", lambda self: calls.get("fallback"))
+    monkeypatch.setattr(guard_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
     ports = ClusterPorts(make_app(tmp_path), TARGET, SETTINGS, by="guard:me@host:1")
     monkeypatch.setattr(ports, "flag", lambda: flag("green"))
     yield ports, calls
 
 
 STREAK = [CheckRecord(i, float(i), False, ("wedged",), WEDGED, Share(0, 0)) for i in (1, 2, 3)]
+
+
+def test_a_fallback_that_does_not_answer_blocks_the_flip_back(
+    wired: tuple[ClusterPorts, dict[str, Any]],
+) -> None:
+    ports, calls = wired
+    calls["fallback"] = "the previous slot blue failed its own probe: timed out"
+    with pytest.raises(RevertBlocked, match="failed its own probe"):
+        ports.revert("wedged", STREAK)
+    assert calls["switch"] == []
 
 
 def test_the_flip_back_reuses_switch_verify_and_record(

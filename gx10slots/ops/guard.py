@@ -58,10 +58,17 @@ from gx10slots.guardrules import (
     ttft_limit_ms,
 )
 from gx10slots.lock import Lock, holder_identity
-from gx10slots.ops.engine import engine_api_key, production_endpoint, slot_endpoint, suite_settings
+from gx10slots.ops.engine import (
+    probe_access,
+    production_endpoint,
+    quick_probe,
+    slot_endpoint,
+    suite_settings,
+)
 from gx10slots.ops.flip import Switched, record_flip, switch, where_production_is
 from gx10slots.ops.flip import verify as verify_production
 from gx10slots.ops.read import read_flag_object, snapshot
+from gx10slots.ops.smoke import invalidate_smoke
 from gx10slots.plan import FlipPlan, clean_reason
 from gx10slots.smoke._failure import ProbeFailure
 from gx10slots.smoke._http import describe_transport_error
@@ -413,7 +420,8 @@ class ClusterPorts:
         self._wait = wait or threading.Event().wait
         self.profile = get_profile(app.config.engine)
         self.endpoint = production_endpoint(app)
-        self.api_key = engine_api_key(app)
+        # The same credentials and transport as every probe (apiserver-proxy needs the cluster's).
+        self.api_key, self.transport = probe_access(app)
         self.suite = suite_settings(app, ("streaming",))
 
     def clock(self) -> float:
@@ -438,7 +446,22 @@ class ClusterPorts:
             timeout_s=timeout_s,
             stall_window_s=self.settings.stall_window_s,
             sample_every_s=self.settings.sample_every_s,
+            transport=self.transport,
         )
+
+    def _fallback_answers(self) -> str | None:
+        """Why the previous slot is no safe place to go (its own quick probe), or None."""
+        previous = self.target.previous
+        served = self.target.previous_served_name or ""
+        verdict = quick_probe(
+            self.app,
+            slot_endpoint(self.app, previous),
+            served,
+            timeout_s=self.settings.probe_timeout_s,
+        )
+        if verdict.passed:
+            return None
+        return f"the previous slot {previous} failed its own probe: {verdict.detail}"
 
     def revert(self, summary: str, streak: Sequence[CheckRecord]) -> RevertResult:
         app, guarded = self.app, self.target.guarded
@@ -448,6 +471,11 @@ class ClusterPorts:
             f"{self.target.previous}"
         )
         switched: Switched | None = None
+        # A guard that lost sight of production (a network blip on its own side) must not move a
+        # healthy production onto a slot that does not answer either.
+        unsafe = self._fallback_answers()
+        if unsafe is not None:
+            raise RevertBlocked(unsafe)
         try:
             with Lock(app.kube, holder=self.by, on_wait=console.progress) as lock:
                 try:
@@ -505,6 +533,10 @@ class ClusterPorts:
         )
         warnings: list[str] = []
         recorded = True
+        if not invalidate_smoke(
+            self.app, plan.source or self.target.guarded, f"guard tripped: {summary}", lock
+        ):
+            warnings.append(f"could not mark the smoke of {plan.source} as failed")
         try:
             record_flip(
                 self.app,
@@ -540,7 +572,11 @@ class ClusterPorts:
             endpoint = slot_endpoint(self.app, slot)
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             with httpx.Client(
-                base_url=endpoint, headers=headers, timeout=IN_FLIGHT_TIMEOUT_S, trust_env=False
+                base_url=endpoint,
+                headers=headers,
+                timeout=IN_FLIGHT_TIMEOUT_S,
+                trust_env=False,
+                transport=self.transport,
             ) as client:
                 response = client.get(path)
             if response.status_code != 200:

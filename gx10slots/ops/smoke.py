@@ -26,6 +26,7 @@ from gx10slots.state import (
     SMOKE_PASSED,
     SMOKE_REPORT,
     SMOKE_REVISION,
+    now_utc,
     other_slot,
     revision_of,
     rfc3339,
@@ -171,10 +172,7 @@ def _record_locked(
         if current["metadata"].get("annotations") is None:
             ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
         else:
-            ops += [
-                {"op": "add", "path": "/metadata/annotations/" + k.replace("/", "~1"), "value": v}
-                for k, v in annotations.items()
-            ]
+            ops += [{"op": "add", "path": _pointer(k), "value": v} for k, v in annotations.items()]
         lock.check()
         try:
             kube.write(
@@ -191,3 +189,43 @@ def _record_locked(
             continue
     console.progress(f"slot {slot} kept changing: the smoke result is not recorded")
     return False
+
+
+def invalidate_smoke(app: App, slot: str, why: str, lock: Lock) -> bool:
+    """Mark the slot's recorded smoke as failed (the guard saw it fail under real traffic), so
+    that `flip` refuses it until a new smoke passes."""
+    kube, config = app.kube, app.config
+    name = config.slot(slot).deployment
+    for _ in range(3):
+        current = read_deployment(app, slot)
+        annotations = (current or {}).get("metadata", {}).get("annotations") or {}
+        if current is None or SMOKE_REVISION not in annotations:
+            return False
+        lock.check()
+        try:
+            kube.write(
+                f"mark smoke failed on Deployment {config.namespace}/{name}",
+                kube.api("apps").patch_namespaced_deployment,
+                name,
+                config.namespace,
+                [
+                    {
+                        "op": "test",
+                        "path": "/metadata/resourceVersion",
+                        "value": current["metadata"]["resourceVersion"],
+                    },
+                    {"op": "replace", "path": _pointer(SMOKE_PASSED), "value": "false"},
+                    {"op": "add", "path": _pointer(SMOKE_AT), "value": rfc3339(now_utc())},
+                    {"op": "add", "path": _pointer(SMOKE_REPORT), "value": why[:250]},
+                ],
+                field_manager=FIELD_MANAGER,
+                _content_type="application/json-patch+json",
+            )
+            return True
+        except (Conflict, Invalid):
+            continue
+    return False
+
+
+def _pointer(annotation: str) -> str:
+    return "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")

@@ -74,10 +74,7 @@ def test_flip_refuses_without_a_fresh_passing_smoke_for_the_current_revision(
         "gx10-green",
         {"spec": {"template": {"metadata": {"annotations": {"example.com/restarted": "1"}}}}},
     )
-    wait_for(
-        lambda: box.cli("-o", "json", "status").json()["slots"]["green"]["ready"] == 1,
-        what="green ready again",
-    )
+    wait_for(lambda: rolled_out(box, "gx10-green"), what="green's new revision available")
     before = box.versions()
     result = box.cli("flip")
     assert result.code == 3
@@ -86,6 +83,17 @@ def test_flip_refuses_without_a_fresh_passing_smoke_for_the_current_revision(
     forced = box.cli("flip", "--force", "--reason", "emergency")
     assert forced.code == 0, forced.err
     assert box.flag() == "green"
+
+
+def rolled_out(box: Sandbox, name: str) -> bool:
+    """The Deployment's current generation is observed, updated and available (Recreate done)."""
+    d = box.get("deployment", name)
+    status = d.get("status") or {}
+    return bool(
+        status.get("observedGeneration") == d["metadata"]["generation"]
+        and status.get("updatedReplicas") == 1
+        and status.get("availableReplicas") == 1
+    )
 
 
 def test_dry_run_prints_the_patch_and_changes_nothing(two_warm_slots: Sandbox) -> None:
