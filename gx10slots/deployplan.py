@@ -9,6 +9,7 @@ verdict reads a Deployment and its Pods and says: done, still waiting (and on wh
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,12 @@ def plan_deploy(
     now: datetime,
 ) -> DeployPlan:
     check_model_name(model)
+    if served_name is not None and not served_name.strip():
+        raise UsageError("--served-name: empty; leave it out to keep the default")
+    if image is not None and (not image.strip() or any(c.isspace() for c in image)):
+        raise UsageError(f"--image {image!r}: expected an image reference without whitespace")
+    if memory_gib is not None and not math.isfinite(memory_gib):
+        raise UsageError(f"--memory-gib {memory_gib}: expected a number of GiB")
     served = check_model_name(served_name or model, "--served-name")
     new = copy.deepcopy(dict(current))
     new.pop("status", None)

@@ -97,7 +97,8 @@ def connect(kubeconfig: str | None, context: str | None) -> Connection:
             source = "in-cluster service account"
         else:
             path = kubeconfig or os.path.expanduser("~/.kube/config")
-            if not os.path.exists(path):
+            # As kubectl: KUBECONFIG may list several files; the client merges them.
+            if not any(os.path.exists(p) for p in path.split(os.pathsep) if p):
                 raise ConfigError(
                     f"kubeconfig {path} not found",
                     hint="pass --kubeconfig PATH or set KUBECONFIG",

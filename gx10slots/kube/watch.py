@@ -8,6 +8,7 @@ are used up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -123,6 +124,13 @@ class Watcher:
         self.events.put(WatchEvent(source, "ERROR", error=error))
 
     def stop(self) -> None:
+        """Stop and close the streams now (not at their next event), then let the threads go."""
         self._stop.set()
         for w in self._watches:
             w.stop()
+            response = getattr(w, "_resp", None)  # the open urllib3 response of the stream
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    response.close()
+        for thread in self._threads:
+            thread.join(timeout=2)

@@ -179,8 +179,9 @@ class Report:
     # --- JUnit --------------------------------------------------------------------------------
 
     def to_junit(self) -> str:
-        failures = sum(1 for p in self.probes if not p.passed and not p.skipped)
-        skipped = sum(1 for p in self.probes if p.skipped)
+        # A probe that could not run (engine not ready) failed the suite: CI must show it red.
+        failures = sum(1 for p in self.probes if not p.passed)
+        skipped = sum(1 for p in self.probes if p.skipped and p.passed)
         suite = ET.Element(
             "testsuite",
             {
@@ -207,11 +208,12 @@ class Report:
                     "time": f"{p.duration_ms / 1000.0:.3f}",
                 },
             )
-            if p.skipped:
+            if p.skipped and p.passed:
                 ET.SubElement(case, "skipped", {"message": xml_text(p.detail)})
             elif not p.passed:
+                kind = "SmokeProbeNotRun" if p.skipped else "SmokeProbeFailed"
                 failure = ET.SubElement(
-                    case, "failure", {"message": xml_text(p.detail), "type": "SmokeProbeFailed"}
+                    case, "failure", {"message": xml_text(p.detail), "type": kind}
                 )
                 failure.text = xml_text(p.evidence or p.detail)
             else:
