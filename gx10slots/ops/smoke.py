@@ -9,6 +9,7 @@ refuses to record a result for a revision that changed while the suite ran.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gx10slots import console
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.errors import CheckFailed, Conflict, Invalid, Refused, UsageError
+from gx10slots.errors import CheckFailed, Conflict, Invalid, LockHeld, UsageError
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.lock import Lock
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
@@ -70,7 +71,7 @@ def resolve_slot(app: App, requested: str) -> str:
         raise UsageError(f"slot must be blue, green, active or standby, got {requested!r}")
     flag = snapshot(app).flag
     if flag.active is None:
-        raise Refused(f"the flag names no slot, so '{requested}' is unknown: name blue or green")
+        raise UsageError(f"the flag names no slot, so '{requested}' is unknown: name blue or green")
     return flag.active if requested == "active" else other_slot(flag.active)
 
 
@@ -106,6 +107,7 @@ def smoke_slot(
     from gx10slots.smoke.suite import run_suite
 
     config = app.config
+    directory = check_report_dir(report_dir or config.smoke.report_dir)
     deployment = read_deployment(app, slot)
     if deployment is None:
         raise CheckFailed(f"slot {slot}: Deployment {config.slot(slot).deployment} not found")
@@ -129,18 +131,40 @@ def smoke_slot(
         revision=state.revision or "",
     )
     wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
-    paths = [str(p) for p in write_reports(report, report_dir or config.smoke.report_dir, wanted)]
+    paths = [str(p) for p in write_reports(report, directory, wanted)]
     recorded = _record(app, slot, state.revision or "", report, Path(paths[0]).name, lock)
     return SmokeOutcome(report, paths, recorded)
+
+
+def check_report_dir(directory: str) -> Path:
+    """Refuse an unusable report directory before anything runs or changes (exit 2)."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"report directory {directory} is not writable: {exc.strerror or exc}",
+            hint="choose a writable directory with --report-dir (or smoke.report_dir)",
+        ) from exc
+    return path
 
 
 def _record(
     app: App, slot: str, revision: str, report: Report, report_name: str, lock: Lock | None
 ) -> bool:
-    if lock is None:
+    """Best effort: a result that cannot be recorded (lease held elsewhere) is said, and the
+    verdict still decides the exit code; `flip` then simply finds no fresh result."""
+    if lock is not None:
+        return _record_locked(app, slot, revision, report, report_name, lock)
+    try:
         with Lock(app.kube, on_wait=console.progress) as own:
             return _record_locked(app, slot, revision, report, report_name, own)
-    return _record_locked(app, slot, revision, report, report_name, lock)
+    except LockHeld as exc:
+        console.progress(f"smoke result not recorded on slot {slot}: {exc.message}")
+        return False
 
 
 def _record_locked(
