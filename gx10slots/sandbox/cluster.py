@@ -35,6 +35,9 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 INFO_FILE = "sandbox.json"
 PID_DIR = "pids"
+SANDBOX_MARKER = "gx10slots.sandbox.cluster"
+# What the kubelet starts: our model server or llama.cpp's.
+CHILD_MARKERS = ("gx10slots.sandbox.modelserver", "llama_cpp.server")
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -113,9 +116,23 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ours(pid: int, *markers: str) -> bool:
+    """A pid file can outlive its process and the pid be reused: never signal a stranger."""
+    cmdline = _cmdline(pid)
+    return _alive(pid) and any(marker in cmdline for marker in markers)
+
+
 def _running(directory: Path) -> dict[str, Any] | None:
     info = read_info(directory)
-    if info and isinstance(info.get("pid"), int) and _alive(info["pid"]):
+    if info and isinstance(info.get("pid"), int) and _ours(info["pid"], SANDBOX_MARKER):
         return info
     return None
 
@@ -130,7 +147,7 @@ def reap_orphans(directory: Path) -> list[int]:
         except (OSError, ValueError, IndexError):
             pid_file.unlink(missing_ok=True)
             continue
-        if _alive(pid):
+        if _ours(pid, *CHILD_MARKERS):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             killed.append(pid)
@@ -214,7 +231,7 @@ class Sandbox:
             ):
                 return
             time.sleep(0.02)  # the controller and kubelet threads move the state; poll it
-        raise SlotsError(f"sandbox: slot blue did not become ready in {READY_TIMEOUT_S:g} s")
+        raise UsageError(f"sandbox: slot blue did not become ready in {READY_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
         for stop in self._stoppers:
@@ -341,7 +358,7 @@ def start_detached(directory: str | os.PathLike[str], *, engine: str) -> dict[st
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 child.kill()
-                raise SlotsError(
+                raise UsageError(
                     f"sandbox did not become ready in {READY_TIMEOUT_S:g} s; see "
                     f"{d / 'sandbox.log'}"
                 )
@@ -363,7 +380,8 @@ def start_detached(directory: str | os.PathLike[str], *, engine: str) -> dict[st
         child.wait(timeout=STOP_TIMEOUT_S)
         reason = info.get("error") if isinstance(info, dict) else "it exited during start-up"
         tail = _tail(d / "sandbox.log", 15)
-        raise SlotsError(f"sandbox failed to start: {reason}\n{tail}".rstrip())
+        # The contract gives `sandbox up` exit codes 0 and 2 only: a start failure is exit 2.
+        raise UsageError(f"sandbox failed to start: {reason}\n{tail}".rstrip())
     return info
 
 
