@@ -10,9 +10,8 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
-from gx10slots.config import Config, load_config
-
 if TYPE_CHECKING:
+    from gx10slots.config import Config
     from gx10slots.kube.client import Kube
 
 OutputFormat = Literal["table", "json"]
@@ -34,6 +33,10 @@ class App:
 
     @cached_property
     def config(self) -> Config:
+        # Imported here, not at the top: the config module (and PyYAML) is a fifth of what
+        # `slots --help` would otherwise load, and --help never reads a config.
+        from gx10slots.config import load_config
+
         config = load_config(self.options.config_path)
         if self.options.namespace:
             config = replace(config, namespace=self.options.namespace)

@@ -7,6 +7,7 @@ ignored is worse than a refusal. The reference is ``docs/config.md``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -190,6 +191,8 @@ class _Reader:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(self.key(name), f"expected a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            self.fail(self.key(name), f"expected a finite number, got {value!r}")
         if integer and not float(value).is_integer():
             self.fail(self.key(name), f"expected a whole number, got {value!r}")
         if value < minimum:
@@ -223,6 +226,8 @@ class _Reader:
                 seconds = parse_duration(value)
             except ValueError as exc:
                 self.fail(self.key(name), str(exc))
+        if not math.isfinite(seconds):
+            self.fail(self.key(name), f"expected a finite duration, got {value!r}")
         if seconds <= 0:
             self.fail(self.key(name), f"expected a positive duration, got {value!r}")
         return seconds
@@ -434,6 +439,29 @@ def _port(reader: _Reader) -> int:
     return port
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML would keep the last one
+    silently, and a safety setting overridden by a stray duplicate is worse than a refusal."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {str(key)[:60]!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate ``path``; every failure is a ``ConfigError`` (exit 2)."""
     p = Path(path)
@@ -447,7 +475,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {p}: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except RecursionError as exc:
+        raise ConfigError(f"{p}: not valid YAML: nested too deeply to read") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

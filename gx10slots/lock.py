@@ -9,6 +9,7 @@ is worthwhile. A lease is not fencing: the flag write carries its own compare-an
 
 from __future__ import annotations
 
+import functools
 import getpass
 import logging
 import os
@@ -20,13 +21,39 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from gx10slots.errors import ApiError, Conflict, Invalid, LockHeld, NotFound, SlotsError
+from gx10slots.errors import (
+    ApiError,
+    ConfigError,
+    Conflict,
+    Interrupted,
+    Invalid,
+    LockHeld,
+    NotFound,
+    SlotsError,
+)
 from gx10slots.kube.client import Kube
 
 log = logging.getLogger("gx10slots.lock")
 
 LEASE_NAME = "gx10slots-lock"
 LEASE_DURATION_S = 30
+# A shorter (or longer) lease for rehearsals and tests that kill a holder on purpose and must not
+# wait 30 s for its lease to expire. Every process sharing a namespace should use the same value.
+LEASE_DURATION_ENV = "SLOTS_LEASE_DURATION"
+LEASE_DURATION_RANGE = (2, 3600)
+
+
+def lease_duration_s() -> int:
+    """The lease duration in seconds: 30, or ``SLOTS_LEASE_DURATION`` (whole seconds, 2-3600)."""
+    raw = os.environ.get(LEASE_DURATION_ENV, "").strip()
+    if not raw:
+        return LEASE_DURATION_S
+    low, high = LEASE_DURATION_RANGE
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(
+            f"{LEASE_DURATION_ENV}={raw[:40]!r}: expected whole seconds from {low} to {high}"
+        )
+    return int(raw)
 
 
 def holder_identity() -> str:
@@ -59,7 +86,7 @@ class Lock:
         kube: Kube,
         *,
         holder: str | None = None,
-        duration_s: int = LEASE_DURATION_S,
+        duration_s: int | None = None,
         name: str = LEASE_NAME,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], None] = time.sleep,
@@ -67,7 +94,7 @@ class Lock:
     ) -> None:
         self.kube = kube
         self.holder = holder or holder_identity()
-        self.duration_s = duration_s
+        self.duration_s = duration_s if duration_s is not None else lease_duration_s()
         self.name = name
         self._clock = clock
         self._wait = wait
@@ -132,17 +159,22 @@ class Lock:
         while True:
             lease = self._read()
             if lease is None:
-                try:
-                    self._lease = self.kube.write(
+                body = self._record(None, transition=True)
+                created = self._settled(
+                    body,
+                    functools.partial(
+                        self.kube.write,
                         f"create Lease {self.kube.namespace}/{self.name}",
                         self.kube.api("coordination").create_namespaced_lease,
                         self.kube.namespace,
-                        self._record(None, transition=True),
+                        body,
                         field_manager="gx10slots",
-                    )
+                    ),
+                )
+                if created is not None:
+                    self._lease = created
                     return
-                except Conflict:
-                    continue  # someone created it between our read and create: read again
+                continue  # someone created it between our read and create: read again
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity")
             if not holder or holder == self.holder:
@@ -176,11 +208,44 @@ class Lock:
 
     def _try_take(self, lease: dict[str, Any], *, takeover: bool = False) -> bool:
         mine = (lease.get("spec") or {}).get("holderIdentity") == self.holder
-        try:
-            self._lease = self._replace(self._record(lease, transition=not mine or takeover))
-            return True
-        except (Conflict, Invalid):
+        body = self._record(lease, transition=not mine or takeover)
+        taken = self._settled(body, lambda: self._replace(body))
+        if taken is None:
             return False  # the record moved under us: read it again and decide again
+        self._lease = taken
+        return True
+
+    def _settled(
+        self, body: dict[str, Any], write: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """The lease as our write left it, or None when the write did not land (409/422: the
+        record moved). Any other failure is settled by reading back, as for the flag: a record
+        naming us with the renewTime we wrote is ours, whatever the answer said."""
+        try:
+            return write()
+        except Interrupted:
+            raise
+        except (Conflict, Invalid):
+            return self._ours(body)
+        except SlotsError:
+            landed = self._ours(body)
+            if landed is None:
+                raise
+            return landed
+
+    def _ours(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        current = self._read()
+        spec = (current or {}).get("spec") or {}
+        wrote = body["spec"]
+        if (
+            current is not None
+            and spec.get("holderIdentity") == self.holder
+            # Compared as instants: the API server may render a MicroTime differently.
+            and _parse_micro(spec.get("renewTime")) == _parse_micro(wrote.get("renewTime"))
+        ):
+            log.info("lease %s: the write's answer was an error, but it landed", self.name)
+            return current
+        return None
 
     def renew(self) -> None:
         with self._mutex:
@@ -223,6 +288,15 @@ class Lock:
                 )
                 return
 
+    def _give_back_if_ours(self) -> None:
+        try:
+            current = self._read()
+        except (SlotsError, KeyboardInterrupt):
+            return  # it expires on its own
+        if ((current or {}).get("spec") or {}).get("holderIdentity") == self.holder:
+            self._lease = current
+            self.release()
+
     def check(self) -> None:
         """Raise when the lease was lost while we thought we held it (before a mutation)."""
         if self.lost:
@@ -239,7 +313,12 @@ class Lock:
                 log.warning("renewing lease %s failed: %s", self.name, exc.message)
 
     def __enter__(self) -> Lock:
-        self.acquire()
+        try:
+            self.acquire()
+        except BaseException:
+            # Interrupted (or failed) while a write may have taken the lease: give it back.
+            self._give_back_if_ours()
+            raise
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renew", daemon=True)
         self._renewer.start()

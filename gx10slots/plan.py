@@ -8,6 +8,7 @@ the same patch, so the flag and its record can never disagree.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any, Literal
 from gx10slots.config import SLOT_NAMES, Config
 from gx10slots.errors import Refused
 from gx10slots.state import (
+    ACTION,
     ACTIVE,
     CHANGED_AT,
     CHANGED_BY,
@@ -60,8 +62,11 @@ def _pointer(*parts: str) -> str:
 
 
 def clean_reason(reason: str | None) -> str:
-    """A reason safe to store in an annotation and a history entry: one line, bounded."""
-    text = " ".join((reason or "").split())
+    """A reason safe to store in an annotation and a history entry: one line, bounded, and no
+    control or format characters (an escape sequence in a stored reason would reach the
+    terminal of everyone who runs `slots history`)."""
+    printable = "".join(c if unicodedata.category(c)[0] != "C" else " " for c in (reason or ""))
+    text = " ".join(printable.split())
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
@@ -74,6 +79,7 @@ def flag_patch(
     by: str,
     reason: str,
     at: datetime,
+    action: str | None = None,
 ) -> list[dict[str, Any]]:
     if target not in SLOT_NAMES:
         raise ValueError(f"refusing to write {target!r}: not a slot name")
@@ -104,6 +110,8 @@ def flag_patch(
         CHANGED_BY: by,
         REASON: reason,
     }
+    if action:
+        annotations[ACTION] = action
     if metadata.get("annotations") is None:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
     else:
@@ -217,7 +225,14 @@ def plan_flip(
 
     source_slot = slots.get(flag.active) if flag.active else None
     patch = flag_patch(
-        flag_obj, config, source=flag.active, target=target, by=by, reason=reason, at=now
+        flag_obj,
+        config,
+        source=flag.active,
+        target=target,
+        by=by,
+        reason=reason,
+        at=now,
+        action=mode,
     )
     return FlipPlan(
         mode=mode,

@@ -22,7 +22,14 @@ def _console() -> Any:
 
 
 def _cell(value: Any) -> str:
-    return "-" if value is None or value == "" else str(value)
+    """A table cell. Values come from the cluster, where anyone with write access may have put
+    them: control characters are shown escaped, never sent to the terminal."""
+    if value is None or value == "":
+        return "-"
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _age(seconds: float | None) -> str:
@@ -96,9 +103,15 @@ def flip_summary(result: dict[str, Any]) -> str:
         lines.append("  patch: " + json.dumps(result["patch"]))
         lines.append("nothing changed (the pre-flip probe runs only for real)")
         return "\n".join(lines)
+    completed = (
+        f" (completed the run by {result['completed']}, interrupted after its flag write)"
+        if result.get("completed")
+        else ""
+    )
     return (
         f"production: {result['from']} -> {result['to']} ({result['model']}), verified "
-        f"in {result['duration_s']:.2f} s; {result['warm']} stays warm for `slots flip-back`"
+        f"in {result['duration_s']:.2f} s{completed}; {result['warm']} stays warm for "
+        "`slots flip-back`"
     )
 
 
@@ -136,6 +149,14 @@ def deploy_summary(result: dict[str, Any]) -> str:
         lines.append(f"  {result['memory']}")
         lines.append(f"  revision {result['revision_before']} -> {result['revision_after']}")
         lines.append("nothing changed")
+        return "\n".join(lines)
+    if result.get("already_active"):
+        lines = [
+            f"production (slot {result['slot']}) already runs {result['model']} (revision "
+            f"{result['revision']}): nothing deployed"
+        ]
+        if result.get("flip"):
+            lines.append(flip_summary(result["flip"]))
         return "\n".join(lines)
     lines = [
         f"deployed {result['model']} into slot {result['slot']} (revision {result['revision']}); "

@@ -22,6 +22,9 @@ PREVIOUS = ANNOTATION_PREFIX + "previous"
 CHANGED_AT = ANNOTATION_PREFIX + "changed-at"
 CHANGED_BY = ANNOTATION_PREFIX + "changed-by"
 REASON = ANNOTATION_PREFIX + "reason"
+# Which operation wrote the flag (flip, flip-back, revert, auto-revert): with changed-by it lets
+# a re-run tell an operation that was interrupted after its flag write from one that finished.
+ACTION = ANNOTATION_PREFIX + "action"
 SMOKE_REVISION = ANNOTATION_PREFIX + "smoke-revision"
 SMOKE_PASSED = ANNOTATION_PREFIX + "smoke-passed"
 SMOKE_AT = ANNOTATION_PREFIX + "smoke-at"

@@ -81,7 +81,7 @@ def test_patch_never_touches_other_selector_keys() -> None:
     touched = {op["path"] for op in p.patch if op["op"] != "test"}
     assert touched <= {"/spec/selector/gx10slots.io~1slot"} | {
         f"/metadata/annotations/gx10slots.io~1{k}"
-        for k in ("active", "previous", "changed-at", "changed-by", "reason")
+        for k in ("active", "previous", "changed-at", "changed-by", "reason", "action")
     }
 
 

@@ -11,16 +11,17 @@ and logged as "attempt n/N". Writes are never retried here; a write whose answer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import yaml
 
 from gx10slots.errors import (
     ApiError,
@@ -34,6 +35,7 @@ from gx10slots.errors import (
 )
 
 if TYPE_CHECKING:
+    import httpx
     from kubernetes.client import ApiClient
 
 log = logging.getLogger("gx10slots.kube")
@@ -75,7 +77,7 @@ class Connection:
     def http_transport(self) -> httpx.BaseTransport:
         """An httpx transport that authenticates to the API server as the official client does
         (bearer token, refreshed by the client's hook; client certificates; the cluster CA)."""
-        return _KubeAuthTransport(self.api_client.configuration)
+        return _kube_auth_transport(self.api_client.configuration)
 
 
 def connect(kubeconfig: str | None, context: str | None) -> Connection:
@@ -103,13 +105,29 @@ def connect(kubeconfig: str | None, context: str | None) -> Connection:
                     f"kubeconfig {path} not found",
                     hint="pass --kubeconfig PATH or set KUBECONFIG",
                 )
-            config.load_kube_config(
-                config_file=path,
-                context=context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
+            with _loader_errors() as logged:
+                config.load_kube_config(
+                    config_file=path,
+                    context=context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+            if logged:
+                # The loader logs a failed exec credential plugin (or token refresh) and goes on
+                # without credentials: every request would then be refused with no cause shown.
+                raise ConfigError(
+                    f"cannot load Kubernetes credentials from {path}: {excerpt(logged[0], 200)}"
+                )
             source = f"kubeconfig {path}" + (f" (context {context})" if context else "")
+    except yaml.YAMLError as exc:
+        # Line and column only: a YAML error's snippet would quote the file, token and all.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(
+            f"cannot load Kubernetes credentials from {kubeconfig or 'the default kubeconfig'}: "
+            f"not valid YAML{where}: {problem}"
+        ) from exc
     except ConfigException as exc:
         raise ConfigError(f"cannot load Kubernetes credentials: {excerpt(str(exc))}") from exc
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -121,23 +139,50 @@ def connect(kubeconfig: str | None, context: str | None) -> Connection:
     return Connection(client.ApiClient(configuration), configuration.host, source)
 
 
-class _KubeAuthTransport(httpx.HTTPTransport):
-    def __init__(self, configuration: Any) -> None:
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-        if not configuration.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if configuration.cert_file:
-            context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        super().__init__(verify=context)
-        self._configuration = configuration
+@contextlib.contextmanager
+def _loader_errors() -> Iterator[list[str]]:
+    """Errors the kubernetes config loader logs (through the root logger) instead of raising."""
+    messages: list[str] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        # The client's own auth settings (refresh hooks included), as its ApiClient applies them.
-        for setting in self._configuration.auth_settings().values():
-            if setting.get("in") == "header" and setting.get("value"):
-                request.headers[setting["key"]] = setting["value"]
-        return super().handle_request(request)
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "kubernetes" in record.pathname:
+                messages.append(record.getMessage())
+
+    handler = Collect(level=logging.ERROR)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        root.removeHandler(handler)
+
+
+def _kube_auth_transport(configuration: Any) -> httpx.BaseTransport:
+    # httpx is imported here, not at the top: only the apiserver-proxy path needs it, and at
+    # module level it cost every command ~90 ms of start-up (`slots status` never uses it).
+    import httpx
+
+    class _KubeAuthTransport(httpx.HTTPTransport):
+        def __init__(self, configuration: Any) -> None:
+            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+            if not configuration.verify_ssl:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if configuration.cert_file:
+                context.load_cert_chain(configuration.cert_file, configuration.key_file)
+            super().__init__(verify=context)
+            self._configuration = configuration
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            # The client's own auth settings (refresh hooks included), as its ApiClient applies
+            # them.
+            for setting in self._configuration.auth_settings().values():
+                if setting.get("in") == "header" and setting.get("value"):
+                    request.headers[setting["key"]] = setting["value"]
+            return super().handle_request(request)
+
+    return _KubeAuthTransport(configuration)
 
 
 def translate_api_exception(exc: Any, what: str) -> ApiError:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from gx10slots.app import App
-from gx10slots.errors import Conflict, NotFound, SlotsError
+from gx10slots.errors import ApiError, ApiUnreachable, ClusterError, Conflict, NotFound, SlotsError
 from gx10slots.lock import micro_time
 
 log = logging.getLogger("gx10slots.audit")
@@ -25,6 +26,7 @@ log = logging.getLogger("gx10slots.audit")
 HISTORY_CONFIGMAP = "gx10slots-history"
 HISTORY_KEY = "entries"
 HISTORY_LIMIT = 200
+APPEND_ATTEMPTS = 5
 REPORTING_CONTROLLER = "gx10slots.io/slots"
 
 
@@ -81,12 +83,23 @@ def read_history(app: App) -> list[dict[str, Any]]:
     return _parse_entries(cm)
 
 
+def _transient(exc: SlotsError) -> bool:
+    """A failed write worth another read-and-try: throttled, a server error, or no answer."""
+    if isinstance(exc, ApiError):
+        return exc.status == 429 or exc.status >= 500
+    return isinstance(exc, ApiUnreachable)
+
+
 def append_history(app: App, entry: HistoryEntry) -> None:
-    """Append with compare-and-swap; raises only when the cluster keeps refusing."""
+    """Append with compare-and-swap; raises only when the cluster keeps refusing.
+
+    Every attempt re-reads the ConfigMap and appends only if the entry's id is not there yet, so
+    a write that failed (409), was throttled (429), hit a server error or lost its answer may be
+    tried again: it can never double the entry."""
     kube = app.kube
     core = kube.api("core")
     doc = entry.to_dict()
-    for _ in range(5):
+    for attempt in range(1, APPEND_ATTEMPTS + 1):
         try:
             cm: dict[str, Any] | None = kube.read(
                 f"read ConfigMap {kube.namespace}/{HISTORY_CONFIGMAP}",
@@ -132,7 +145,20 @@ def append_history(app: App, entry: HistoryEntry) -> None:
             return
         except Conflict:
             continue
-    raise SlotsError("could not record the history entry: the ConfigMap kept changing")
+        except (ApiError, ApiUnreachable) as exc:
+            if not _transient(exc) or attempt == APPEND_ATTEMPTS:
+                raise
+            log.warning(
+                "recording the history entry failed (%s), attempt %d/%d, retrying",
+                exc.message,
+                attempt,
+                APPEND_ATTEMPTS,
+            )
+            wait = getattr(exc, "retry_after", None)
+            time.sleep(float(wait) if wait is not None else min(2.0, 0.2 * 2**attempt))
+    raise ClusterError(
+        f"could not record the history entry: ConfigMap {HISTORY_CONFIGMAP} kept changing"
+    )
 
 
 def _bounded(text: str, limit: int) -> str:

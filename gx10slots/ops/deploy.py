@@ -23,10 +23,12 @@ from gx10slots.deployplan import (
     rollout_verdict,
 )
 from gx10slots.errors import (
+    ApiError,
     CheckFailed,
     ClusterError,
     Conflict,
     Interrupted,
+    Invalid,
     Refused,
     SlotsError,
 )
@@ -124,8 +126,19 @@ def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
             "memory": memory_note,
             **plan.to_dict(),
         }
-    with Lock(app.kube, holder=by, on_wait=console.progress) as lock:
-        return _deploy_locked(app, request, lock, by, why)
+    from gx10slots.ops.smoke import check_report_dir
+
+    # Before any change: a smoke whose report cannot be written would fail after the rollout.
+    check_report_dir(request.report_dir or app.config.smoke.report_dir)
+    try:
+        with Lock(app.kube, holder=by, on_wait=console.progress) as lock:
+            return _deploy_locked(app, request, lock, by, why)
+    except Interrupted as exc:
+        if "production" in exc.message:
+            raise
+        raise Interrupted(
+            f"{exc.message}; production untouched (deploy changes only the standby before its flip)"
+        ) from exc
 
 
 def _apply(app: App, request: DeployRequest, lock: Lock, by: str) -> tuple[DeployPlan, bool]:
@@ -157,20 +170,23 @@ def _apply(app: App, request: DeployRequest, lock: Lock, by: str) -> tuple[Deplo
                 plan.deployment,
                 field_manager=FIELD_MANAGER,
             )
-        except Conflict:
-            console.progress(
-                f"Deployment {name} changed while we planned (attempt {attempt}/{CAS_ATTEMPTS});"
-                " planning again"
-            )
-            continue
-        except WriteOutcomeUnknown:
+        except (ApiError, WriteOutcomeUnknown) as exc:
+            # An error answer is not proof that nothing happened: read back, then decide.
             current = read_deployment(app, plan.slot)
-            if current is None or revision_of(current) != plan.revision_after:
+            landed = current is not None and revision_of(current) == plan.revision_after
+            if not landed and isinstance(exc, Conflict | Invalid):
+                console.progress(
+                    f"Deployment {name} changed while we planned (attempt {attempt}/"
+                    f"{CAS_ATTEMPTS}); planning again"
+                )
+                continue
+            if not landed:
                 raise ClusterError(
-                    f"the update of {name} got no answer and did not happen (read back); the "
-                    "standby is unchanged",
-                    hint="run the same deploy again",
-                ) from None
+                    f"the update of {name} failed and did not happen ({exc.message}; read back: "
+                    "the standby is unchanged); production untouched",
+                    hint=exc.hint or "run the same deploy again",
+                ) from exc
+            console.progress(f"the update of {name} failed ({exc.message}) but landed (read back)")
         console.progress(
             f"slot {plan.slot}: {request.model} applied (revision {plan.revision_before} -> "
             f"{plan.revision_after}); waiting for the rollout"
@@ -179,6 +195,59 @@ def _apply(app: App, request: DeployRequest, lock: Lock, by: str) -> tuple[Deplo
     raise ClusterError(
         "the standby Deployment kept changing under us; nothing was changed by this command"
     )
+
+
+def _already_in_production(
+    app: App, request: DeployRequest, lock: Lock, by: str, why: str
+) -> dict[str, Any] | None:
+    """`deploy MODEL --flip` when production already runs exactly that revision: the intent is
+    met (typically a re-run after the earlier run's flip landed). Complete that flip if it was
+    left unverified and unrecorded; never deploy into the standby, which holds the slot to flip
+    back to."""
+    from gx10slots.ops.flip import flip
+    from gx10slots.ops.unfinished import find_unfinished
+
+    snap = snapshot(app)
+    active = snap.flag.active
+    current = snap.deployments.get(active) if active else None
+    if active is None or current is None:
+        return None
+    plan = plan_deploy(
+        current,
+        app.config,
+        slot=active,
+        model=request.model,
+        image=request.image,
+        served_name=request.served_name,
+        env=parse_env_pairs(request.env, app.config),
+        memory_gib=request.memory_gib,
+        node_capacity_gib=snap.node_capacity_gib,
+        by=by,
+        now=now_utc(),
+    )
+    if not plan.unchanged:
+        return None
+    console.progress(
+        f"production (slot {active}) already runs {request.model} at revision "
+        f"{plan.revision_after}: nothing to deploy, the standby stays as it is"
+    )
+    unfinished = find_unfinished(app, snap.flag_obj)
+    flipped = None
+    if unfinished is not None and unfinished.action == "flip" and unfinished.active == active:
+        flipped = flip(app, "flip", force=False, reason=why, dry_run=False, lock=lock)
+    return {
+        "action": "deploy",
+        "changed": False,
+        "already_active": True,
+        "slot": active,
+        "model": plan.model,
+        "served_name": plan.served_name,
+        "revision": plan.revision_after,
+        "smoke": None,
+        "reports": [],
+        "duration_s": 0.0,
+        "flip": flipped,
+    }
 
 
 def _pod_logs(app: App, pod: str | None) -> str:
@@ -323,11 +392,19 @@ def _deploy_locked(
     from gx10slots.ops.smoke import smoke_slot
 
     started = time.monotonic()
+    if request.flip and request.slot is None:
+        done = _already_in_production(app, request, lock, by, why)
+        if done is not None:
+            return done
     plan, written = _apply(app, request, lock, by)
     try:
         pod = wait_for_rollout(app, plan, request.timeout_s)
         console.progress(f"slot {plan.slot}: pod {pod} ready; running the smoke suite")
-        outcome = smoke_slot(app, plan.slot, report_dir=request.report_dir, formats=request.formats)
+        # Under this command's lease: a Lock of its own (same holder) would give the lease back
+        # on exit, mid-deploy, for anyone to take before the flip.
+        outcome = smoke_slot(
+            app, plan.slot, report_dir=request.report_dir, formats=request.formats, lock=lock
+        )
     except Interrupted as exc:
         raise Interrupted(
             f"{exc.message}; the standby {plan.slot} was left as it is "

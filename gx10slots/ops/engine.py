@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING
 
 import httpx
@@ -69,11 +68,18 @@ def probe_access(app: App) -> tuple[str | None, httpx.BaseTransport | None]:
     return None, app.kube.connection.http_transport()
 
 
+_KEY_ATTRIBUTE = "_gx10slots_engine_api_key"
+
+
 def engine_api_key(app: App) -> str | None:
-    return _engine_api_key(app)
+    """The key, resolved once per App. Cached on the App itself: a module-level cache would keep
+    every App (and its API connection pool, an open socket) alive for the life of the process."""
+    if not hasattr(app, _KEY_ATTRIBUTE):
+        setattr(app, _KEY_ATTRIBUTE, _engine_api_key(app))
+    key: str | None = getattr(app, _KEY_ATTRIBUTE)
+    return key
 
 
-@cache
 def _engine_api_key(app: App) -> str | None:
     explicit = os.environ.get("SLOTS_ENGINE_API_KEY")
     if explicit:

@@ -16,6 +16,7 @@ from typing import Any
 from gx10slots import console
 from gx10slots.app import App
 from gx10slots.errors import (
+    ApiError,
     CheckFailed,
     ClusterError,
     Conflict,
@@ -67,9 +68,11 @@ def _settle_by_reading_back(app: App, plan: FlipPlan, by: str, at: str) -> dict[
     """After a write whose answer was lost: the object if our write landed, None if it did not."""
     try:
         obj = read_flag_object(app)
+    except Interrupted:
+        raise
     except SlotsError as exc:
         raise StateUnknown(
-            f"the flag write to {plan.target} got no answer and reading it back failed too "
+            f"the flag write to {plan.target} failed and reading it back failed too "
             f"({exc.message}); production is on {plan.source} or {plan.target}",
             hint="run `slots status` to see which; the lease expires on its own",
         ) from exc
@@ -125,21 +128,23 @@ def switch(
         at = rfc3339(now)
         try:
             written = _write_flag(app, plan)
-        except (Conflict, Invalid):
-            console.progress(
-                f"the flag changed while we checked (attempt {attempt}/{CAS_ATTEMPTS}); "
-                "reading it again and re-checking every gate"
-            )
-            continue
-        except WriteOutcomeUnknown:
-            console.progress("the flag write got no answer; reading it back to settle it")
+        except (ApiError, WriteOutcomeUnknown) as exc:
+            # An error answer is not proof that nothing happened (a 5xx or a lost answer can
+            # follow a write that landed): read back, then decide.
+            console.progress(f"the flag write failed ({exc.message}); reading it back to settle it")
             landed = _settle_by_reading_back(app, plan, by, at)
+            if landed is None and isinstance(exc, Conflict | Invalid):
+                console.progress(
+                    f"the flag changed while we checked (attempt {attempt}/{CAS_ATTEMPTS}); "
+                    "reading it again and re-checking every gate"
+                )
+                continue
             if landed is None:
                 raise ClusterError(
-                    f"the flag write got no answer and did not happen (read back: production "
-                    f"still on {plan.source}); nothing changed",
-                    hint="run the command again",
-                ) from None
+                    f"the flag write failed and did not happen ({exc.message}; read back: "
+                    f"production still on {plan.source}); nothing changed",
+                    hint=exc.hint or "run the command again",
+                ) from exc
             written = landed
         return Switched(plan, written, at)
     raise ClusterError(
@@ -159,6 +164,8 @@ def _endpoints_on(app: App, slot: str) -> tuple[bool, str]:
             config.flag.service,
             config.namespace,
         )
+    except Interrupted:
+        raise
     except SlotsError as exc:
         return False, f"cannot read the production endpoints: {exc.message}"
     prefix = config.slot(slot).deployment + "-"
@@ -268,17 +275,29 @@ def flip(
         )
         return {"action": mode, "dry_run": True, "changed": False, **plan.to_dict()}
     if lock is None:
-        with Lock(app.kube, holder=by, on_wait=console.progress) as own:
-            return _flip_locked(app, mode, own, force=force, by=by, why=why)
+        try:
+            with Lock(app.kube, holder=by, on_wait=console.progress) as own:
+                return _flip_locked(app, mode, own, force=force, by=by, why=why)
+        except Interrupted as exc:
+            if "production" in exc.message:
+                raise
+            # Stopped while taking (or giving back) the lease: say where production is.
+            raise Interrupted(exc.message + "; " + where_production_is(app, None)) from exc
     return _flip_locked(app, mode, lock, force=force, by=by, why=why)
 
 
 def _flip_locked(
     app: App, mode: Mode, lock: Lock, *, force: bool, by: str, why: str
 ) -> dict[str, Any]:
+    from gx10slots.ops.unfinished import settle_unfinished
+
     started = time.monotonic()
     switched: Switched | None = None
+    verified = False
     try:
+        completed = settle_unfinished(app, mode, lock, by=by, why=why)
+        if completed is not None:
+            return completed
         switched = switch(app, mode, lock, force=force, by=by, reason=why)
         plan = switched.plan
         console.progress(
@@ -290,6 +309,7 @@ def _flip_locked(
         )
         if not ok:
             return _revert_after_failed_verification(app, lock, switched, by, why, detail)
+        verified = True
         record_flip(
             app,
             plan,
@@ -301,7 +321,18 @@ def _flip_locked(
             regarding=switched.flag_obj,
         )
     except Interrupted as exc:
-        raise Interrupted(exc.message + "; " + where_production_is(app, switched)) from exc
+        where = where_production_is(app, switched, verified=verified)
+        raise Interrupted(exc.message + "; " + where) from exc
+    except ClusterError as exc:
+        if not verified:
+            raise
+        # Done and verified, only the record is missing: say so (exit 4, state known). The flag's
+        # annotations hold the record; re-running the command records it without flipping again.
+        raise ClusterError(
+            f"production is on {plan.target} (switched and verified), but recording it in the "
+            f"history failed: {exc.message}",
+            hint=f"re-run `slots {mode}`: it records the entry without switching again",
+        ) from exc
     elapsed = time.monotonic() - started
     return {
         "action": mode,
@@ -318,17 +349,20 @@ def _flip_locked(
     }
 
 
-def where_production_is(app: App, switched: Switched | None) -> str:
+def where_production_is(app: App, switched: Switched | None, *, verified: bool = False) -> str:
     """What is known after an interruption, read back rather than assumed (a write may have
     been in flight when the signal came)."""
     try:
         value = flag_state(read_flag_object(app), app.config).value
-    except SlotsError:
+    except (SlotsError, KeyboardInterrupt):
         if switched is None:
             return "the flag could not be read back: run `slots status`"
-        return f"the flag was switched to {switched.plan.target} (unverified); run `slots status`"
-    verified = "" if switched is None else ", not verified"
-    return f"production is on {value} (flag read back{verified})"
+        state = "verified" if verified else "unverified"
+        return f"the flag was switched to {switched.plan.target} ({state}); run `slots status`"
+    if switched is None or value != switched.plan.target:
+        return f"production is on {value} (flag read back)"
+    state = "verified, not recorded" if verified else "not verified"
+    return f"production is on {value} (flag read back, {state})"
 
 
 def _revert_after_failed_verification(

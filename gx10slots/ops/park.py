@@ -6,15 +6,32 @@ from typing import Any
 
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.errors import ClusterError, Conflict, Invalid, Refused, UsageError
-from gx10slots.kube.client import FIELD_MANAGER
+from gx10slots.errors import (
+    ApiError,
+    ClusterError,
+    Conflict,
+    Interrupted,
+    Invalid,
+    Refused,
+    UsageError,
+)
+from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
-from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
+from gx10slots.ops.audit import (
+    HistoryEntry,
+    append_history,
+    emit_event,
+    new_entry_id,
+    read_history,
+)
 from gx10slots.ops.read import read_deployment, snapshot
 from gx10slots.plan import clean_reason
-from gx10slots.state import now_utc, other_slot, rfc3339
+from gx10slots.state import ANNOTATION_PREFIX, now_utc, other_slot, parse_rfc3339, rfc3339
 
 CAS_ATTEMPTS = 3
+PARKED_BY = ANNOTATION_PREFIX + "parked-by"
+PARKED_AT = ANNOTATION_PREFIX + "parked-at"
+PARKED_REASON = ANNOTATION_PREFIX + "parked-reason"
 
 
 def park(app: App, slot: str | None, *, reason: str | None, dry_run: bool) -> dict[str, Any]:
@@ -23,55 +40,124 @@ def park(app: App, slot: str | None, *, reason: str | None, dry_run: bool) -> di
     by = holder_identity()
     why = clean_reason(reason) or "slots park"
     if dry_run:
-        return _decide(app, slot, dry_run=True)
-    with Lock(app.kube, holder=by) as lock:
-        for _ in range(CAS_ATTEMPTS):
-            decision = _decide(app, slot, dry_run=False)
-            if not decision["changed"]:
-                return decision
-            lock.check()
-            kube, config = app.kube, app.config
-            name = config.slot(decision["slot"]).deployment
-            try:
-                kube.write(
-                    f"scale Deployment {config.namespace}/{name} to 0",
-                    kube.api("apps").patch_namespaced_deployment,
-                    name,
-                    config.namespace,
-                    decision["patch"],
-                    field_manager=FIELD_MANAGER,
-                    _content_type="application/json-patch+json",
+        return _decide(app, slot, dry_run=True, by=by)
+    try:
+        with Lock(app.kube, holder=by) as lock:
+            return _park_locked(app, slot, lock, by, why)
+    except Interrupted as exc:
+        raise Interrupted(
+            f"{exc.message}; production untouched (park never touches the active slot)"
+        ) from exc
+
+
+def _park_locked(app: App, slot: str | None, lock: Lock, by: str, why: str) -> dict[str, Any]:
+    for _ in range(CAS_ATTEMPTS):
+        decision = _decide(app, slot, dry_run=False, by=by, why=why)
+        if not decision["changed"]:
+            unrecorded = decision.pop("unrecorded", None)
+            if unrecorded:
+                # An earlier park scaled it but was stopped before recording: record it once.
+                _record(
+                    app,
+                    decision,
+                    by=unrecorded,
+                    why=decision.pop("reason", why),
+                    detail=f"scaled to 0; recorded by {by} after that run was interrupted",
                 )
-            except (Conflict, Invalid):
-                continue  # the Deployment or the flag moved: decide again from a fresh read
-            decision.pop("patch")
-            entry = HistoryEntry(
-                at=rfc3339(now_utc()),
-                action="park",
-                from_=decision["slot"],
-                to=None,
-                model=decision["model"],
-                by=by,
-                reason=why,
-                result="ok",
-                detail=f"scaled {name} from {decision['replicas_before']} to 0",
-                id=new_entry_id(),
-            )
-            append_history(app, entry)
-            emit_event(
-                app,
-                regarding={
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "metadata": {"name": name, "namespace": config.namespace},
-                },
-                reason="Parked",
-                action="park",
-                note=f"slot {decision['slot']} ({decision['model']}) parked by {by}: {why}",
-                instance=by,
-            )
+                decision["detail"] += f" (the interrupted park by {unrecorded} recorded now)"
             return decision
+        lock.check()
+        kube, config = app.kube, app.config
+        name = config.slot(decision["slot"]).deployment
+        try:
+            kube.write(
+                f"scale Deployment {config.namespace}/{name} to 0",
+                kube.api("apps").patch_namespaced_deployment,
+                name,
+                config.namespace,
+                decision["patch"],
+                field_manager=FIELD_MANAGER,
+                _content_type="application/json-patch+json",
+            )
+        except (ApiError, WriteOutcomeUnknown) as exc:
+            # An error answer is not proof that nothing happened: read back, then decide.
+            current = read_deployment(app, decision["slot"])
+            annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
+            landed = (
+                current is not None
+                and not current["spec"].get("replicas")
+                and annotations.get(PARKED_BY) == by
+            )
+            if not landed and isinstance(exc, Conflict | Invalid):
+                continue  # the Deployment or the flag moved: decide again from a fresh read
+            if not landed:
+                raise ClusterError(
+                    f"scaling {name} to 0 failed and did not happen ({exc.message}; read back: "
+                    f"slot {decision['slot']} still runs); production untouched",
+                    hint=exc.hint or "run the command again",
+                ) from exc
+        decision.pop("patch")
+        decision.pop("unrecorded", None)
+        decision.pop("reason", None)
+        try:
+            _record(
+                app,
+                decision,
+                by=by,
+                why=why,
+                detail=f"scaled {name} from {decision['replicas_before']} to 0",
+            )
+        except ClusterError as exc:
+            raise ClusterError(
+                f"slot {decision['slot']} is parked (production untouched), but recording it in "
+                f"the history failed: {exc.message}",
+                hint="re-run `slots park`: it records the entry",
+            ) from exc
+        return decision
     raise ClusterError("the slot kept changing under us; nothing was changed", hint="try again")
+
+
+def _record(app: App, decision: dict[str, Any], *, by: str, why: str, detail: str) -> None:
+    name = app.config.slot(decision["slot"]).deployment
+    entry = HistoryEntry(
+        at=rfc3339(now_utc()),
+        action="park",
+        from_=decision["slot"],
+        to=None,
+        model=decision["model"],
+        by=by,
+        reason=why,
+        result="ok",
+        detail=detail,
+        id=new_entry_id(),
+    )
+    append_history(app, entry)
+    emit_event(
+        app,
+        regarding={
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": app.config.namespace},
+        },
+        reason="Parked",
+        action="park",
+        note=f"slot {decision['slot']} ({decision['model']}) parked by {by}: {why}",
+        instance=by,
+    )
+
+
+def _unrecorded_park(app: App, deployment: dict[str, Any]) -> tuple[str, str] | None:
+    """(holder, reason) of the park that scaled this Deployment, if it recorded nothing since."""
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    holder, at = annotations.get(PARKED_BY), parse_rfc3339(annotations.get(PARKED_AT))
+    if not holder or at is None:
+        return None
+    for entry in read_history(app):
+        recorded = parse_rfc3339(entry.get("at"))
+        mine = entry.get("action") == "park" and entry.get("by") == holder
+        if mine and recorded is not None and recorded >= at:
+            return None
+    return str(holder), str(annotations.get(PARKED_REASON) or "slots park")
 
 
 def scale_to_zero(app: App, slot: str) -> None:
@@ -105,7 +191,9 @@ def scale_to_zero(app: App, slot: str) -> None:
     raise ClusterError(f"Deployment {name} kept changing under us; it was not scaled to 0")
 
 
-def _decide(app: App, slot: str | None, *, dry_run: bool) -> dict[str, Any]:
+def _decide(
+    app: App, slot: str | None, *, dry_run: bool, by: str, why: str = "slots park"
+) -> dict[str, Any]:
     snap = snapshot(app)
     if slot in (None, "standby"):
         if snap.flag.active is None:
@@ -131,7 +219,13 @@ def _decide(app: App, slot: str | None, *, dry_run: bool) -> dict[str, Any]:
     }
     if state.replicas == 0:
         result["detail"] = f"slot {target} is already parked"
+        unrecorded = None if dry_run else _unrecorded_park(app, deployment)
+        if unrecorded:
+            result["unrecorded"], result["reason"] = unrecorded
         return result
+    # Who parked it and when travel with the scale (one patch): an interrupted park that scaled
+    # the slot but recorded nothing is recognised, and recorded, by the next `slots park`.
+    marks = {PARKED_BY: by, PARKED_AT: rfc3339(now_utc()), PARKED_REASON: why}
     result["patch"] = [
         {
             "op": "test",
@@ -140,6 +234,13 @@ def _decide(app: App, slot: str | None, *, dry_run: bool) -> dict[str, Any]:
         },
         {"op": "replace", "path": "/spec/replicas", "value": 0},
     ]
+    if deployment["metadata"].get("annotations") is None:
+        result["patch"].append({"op": "add", "path": "/metadata/annotations", "value": marks})
+    else:
+        result["patch"] += [
+            {"op": "add", "path": "/metadata/annotations/" + key.replace("/", "~1"), "value": v}
+            for key, v in marks.items()
+        ]
     if dry_run:
         result["changed"] = False
     result["detail"] = (

@@ -3,8 +3,10 @@
 It serves discovery (legacy JSON: kubectl falls back to it from aggregated discovery), the
 resources of :mod:`gx10slots.sandbox.resources` with get/list/create/update/patch/delete/watch,
 the ``status``/``scale``/``log`` subresources, server-side Table printing for ``kubectl get``,
-optional bearer-token auth, optional TLS with a self-signed certificate (kubectl and client-go
-send a kubeconfig token only over https), and injectable faults
+optional bearer-token auth with RBAC authorization of every identity but the admin's
+(:mod:`gx10slots.sandbox.rbac`; ``kubectl create token`` mints service-account tokens), optional
+TLS with a self-signed certificate (kubectl and client-go send a kubeconfig token only over
+https), and injectable faults
 (:mod:`gx10slots.sandbox.faults`), also over the control API ``/_sandbox/faults`` so tests in
 another process can inject them.
 
@@ -23,6 +25,7 @@ import ipaddress
 import json
 import logging
 import math
+import secrets
 import select
 import socket
 import ssl
@@ -32,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +47,17 @@ from gx10slots.sandbox import apiproxy, tables
 from gx10slots.sandbox import resources as res
 from gx10slots.sandbox.faults import FaultRule, Faults, RequestInfo
 from gx10slots.sandbox.patching import PatchError, apply_patch, patch_type
-from gx10slots.sandbox.resources import DEPLOYMENTS, NAMESPACES, RESOURCES
+from gx10slots.sandbox.rbac import (
+    ADMIN,
+    Attributes,
+    Authorizer,
+    RoleSource,
+    User,
+    forbidden,
+    name_from_field_selector,
+    service_account_user,
+)
+from gx10slots.sandbox.resources import DEPLOYMENTS, NAMESPACES, RESOURCES, SERVICEACCOUNTS
 from gx10slots.sandbox.selectors import (
     FieldSelector,
     LabelSelector,
@@ -52,6 +66,7 @@ from gx10slots.sandbox.selectors import (
     parse_label_selector,
 )
 from gx10slots.sandbox.store import (
+    Cause,
     Obj,
     ResourceType,
     StatusError,
@@ -59,6 +74,7 @@ from gx10slots.sandbox.store import (
     WatchEvent,
     bad_request,
     conflict,
+    invalid,
     not_found,
 )
 
@@ -176,6 +192,8 @@ def _verb(method: str, route: Route, watch: bool) -> str:
         raise _method_not_allowed()
     if verb == "delete" and route.name is None:
         return "deletecollection"
+    if verb == "create" and route.subresource is not None:
+        return verb  # a create on a subresource of a named object: serviceaccounts/x/token
     if (verb == "create") != (route.name is None):
         raise _method_not_allowed()
     return verb
@@ -187,6 +205,53 @@ def _flag(query: dict[str, str], name: str) -> bool:
 
 def _strip_type(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+
+
+def _protobuf_fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) pairs of one protobuf message: varints and length-delimited."""
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while pos < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, varint()
+        elif wire == 2:
+            length = varint()
+            yield number, data[pos : pos + length]
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _token_request_spec_from_protobuf(body: bytes) -> Obj:
+    """spec of an authentication.k8s.io/v1 TokenRequest inside the k8s protobuf envelope
+    (magic ``k8s\\0``, then runtime.Unknown whose field 2 holds the object)."""
+    if not body.startswith(b"k8s\x00"):
+        raise ValueError("not a Kubernetes protobuf envelope")
+    raw = next((v for n, v in _protobuf_fields(body[4:]) if n == 2), b"")
+    spec: Obj = {}
+    for number, value in _protobuf_fields(raw if isinstance(raw, bytes) else b""):
+        if number == 2 and isinstance(value, bytes):  # TokenRequest.spec
+            for field_number, field_value in _protobuf_fields(value):
+                if field_number == 1 and isinstance(field_value, bytes):
+                    spec.setdefault("audiences", []).append(field_value.decode())
+                elif field_number == 4 and isinstance(field_value, int):
+                    spec["expirationSeconds"] = field_value
+    return spec
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -276,9 +341,19 @@ class ApiServer:
         token: str | None = None,
         log_source: LogSource | None = None,
         tls: bool = False,
+        users: dict[str, User] | None = None,
     ) -> None:
         self.store = store if store is not None else Store()
         self.token = token
+        # Bearer token -> (user, expiry on the monotonic clock or None). The admin token is
+        # system:masters; others are authorized by the RBAC objects in the store.
+        self._tokens: dict[str, tuple[User, float | None]] = {
+            t: (u, None) for t, u in (users or {}).items()
+        }
+        if token is not None:
+            self._tokens[token] = (ADMIN, None)
+        self._tokens_lock = threading.Lock()
+        self.authorizer = Authorizer(RoleSource(self._rbac_objects))
         self.log_source = log_source
         # Where `services/NAME/proxy` goes: (namespace, service) -> a base URL, or None when the
         # Service has no ready endpoints (the data plane plugs in its Service proxies).
@@ -350,6 +425,32 @@ class ApiServer:
     def stopping(self) -> threading.Event:
         return self._stopping
 
+    # -- identities --------------------------------------------------------------------------
+
+    def add_user(self, token: str, user: User) -> None:
+        with self._tokens_lock:
+            self._tokens[token] = (user, None)
+
+    def mint_token(self, user: User, seconds: float) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._tokens_lock:
+            self._tokens[token] = (user, time.monotonic() + seconds)
+        return token
+
+    def user_of(self, token: str) -> User | None:
+        with self._tokens_lock:
+            found = self._tokens.get(token)
+        if found is None:
+            return None
+        user, expires = found
+        return user if expires is None or time.monotonic() < expires else None
+
+    def _rbac_objects(self, plural: str, namespace: str | None) -> list[Obj]:
+        rt = res.lookup("rbac.authorization.k8s.io", "v1", plural)
+        assert rt is not None
+        items, _ = self.store.list(rt, namespace)
+        return items
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -388,10 +489,11 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
             body = self._read_body()
-            self._authenticate(url.path)
+            self._user = self._authenticate(url.path)
             response: Response | None
             proxied = apiproxy.match(url.path)
             if proxied is not None:
+                self._authorize_proxy(url.path)
                 self._proxy_service(*proxied, url.query, body)
                 return
             if url.path.startswith(CONTROL_PREFIX):
@@ -456,15 +558,50 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(response.body)
 
-    def _authenticate(self, path: str) -> None:
-        token = self.api.token
-        if token is None:
-            return
+    def _authenticate(self, path: str) -> User:
+        if self.api.token is None:
+            return ADMIN  # authentication off: everyone may do everything
         header = self.headers.get("Authorization")
         if header is None and path in _OPEN_PATHS:
-            return  # anonymous requests may read these, as system:public-info-viewer
-        if header != f"Bearer {token}":
+            # Anonymous requests may read these, as system:public-info-viewer.
+            return User("system:anonymous", ("system:unauthenticated",))
+        scheme, _, credential = (header or "").partition(" ")
+        user = self.api.user_of(credential.strip()) if scheme == "Bearer" else None
+        if user is None:
             raise StatusError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def _authorize_proxy(self, path: str) -> None:
+        """`services/proxy` as the apiserver authorizes it: the verb from the method, the name
+        as written in the URL (``gx10-blue:8000``, ``https:dashboard:``)."""
+        parts = path.split("/")  # "", api, v1, namespaces, NS, services, NAME, proxy, ...
+        verbs = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update"}
+        attrs = Attributes(
+            user=self._user,
+            verb=verbs.get(self.command, self.command.lower()),
+            resource="services",
+            subresource="proxy",
+            namespace=parts[4],
+            name=parts[6],
+        )
+        if not self.api.authorizer.authorize(attrs).allowed:
+            raise forbidden(attrs)
+
+    def _authorize(self, verb: str, route: Route, query: dict[str, str]) -> None:
+        name = route.name or ""
+        if not name and verb in ("list", "watch"):
+            name = name_from_field_selector(query.get("fieldSelector"))
+        attrs = Attributes(
+            user=self._user,
+            verb=verb,
+            api_group=route.rt.group,
+            resource=route.rt.plural,
+            subresource=route.subresource or "",
+            namespace=route.namespace or "",
+            name=name,
+        )
+        if not self.api.authorizer.authorize(attrs).allowed:
+            raise forbidden(attrs)
 
     def _decode(self, body: bytes) -> Obj:
         content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0]
@@ -489,6 +626,15 @@ class _Handler(BaseHTTPRequestHandler):
     # -- fault injection ---------------------------------------------------------------------
 
     def _control(self, path: str, body: bytes) -> Response:
+        if not self._user.is_master:
+            raise forbidden(Attributes(self._user, self.command.lower(), path=path))
+        if path.rstrip("/") == "/_sandbox/authz":
+            # The authorizer's decisions for everyone but system:masters, oldest first.
+            if self.command == "DELETE":
+                self.api.authorizer.clear()
+            elif self.command != "GET":
+                raise _method_not_allowed()
+            return Response.json(200, {"decisions": self.api.authorizer.decisions()})
         if path.rstrip("/") != "/_sandbox/faults":
             raise _not_found_path()
         faults = self.api.faults
@@ -546,6 +692,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._resource_list(path)
         watch = legacy_watch or _flag(query, "watch")
         verb = _verb(self.command, route, watch)
+        self._authorize(verb, route, query)
         rule = self.api.faults.take(RequestInfo(verb, route.resource, route.namespace, route.name))
         if rule is not None and (rule.when == "before" or verb == "watch"):
             return self._fault(rule, route)
@@ -606,6 +753,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._get(route, query)
         if verb == "list":
             return self._list(route, query)
+        if verb == "create" and route.subresource == "token":
+            return self._token_request(route, self._decode_token_request(body))
         if verb == "create":
             return self._create(route, self._decode(body), dry_run)
         if verb == "update":
@@ -738,6 +887,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _create(self, route: Route, obj: Obj, dry_run: bool) -> Response:
+        if route.subresource == "token":
+            return self._token_request(route, obj)
+        if route.subresource is not None:
+            raise _method_not_allowed()
         self._check_identity(route, obj, create=True)
         store = self.api.store
         if route.rt.namespaced and store.find(NAMESPACES, None, str(route.namespace)) is None:
@@ -747,6 +900,62 @@ class _Handler(BaseHTTPRequestHandler):
         )
         stored = store.create(route.rt, res.to_storage(route.rt, admitted), dry_run=dry_run)
         return Response.json(201, self._present(route, stored))
+
+    def _decode_token_request(self, body: bytes) -> Obj:
+        """A TokenRequest body: JSON, or the protobuf the typed client (`kubectl create token`)
+        sends, of which only spec.audiences and spec.expirationSeconds matter here."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0]
+        if content_type != "application/vnd.kubernetes.protobuf":
+            return self._decode(body) if body.strip() else {}
+        try:
+            return {"spec": _token_request_spec_from_protobuf(body)}
+        except (IndexError, ValueError) as err:
+            raise bad_request(f"the body of the request could not be decoded: {err}") from err
+
+    def _token_request(self, route: Route, body: Obj) -> Response:
+        """TokenRequest (what `kubectl create token NAME` posts): a bearer token for the service
+        account, authorized afterwards by the RBAC objects that bind it."""
+        assert route.namespace is not None and route.name is not None
+        self.api.store.get(SERVICEACCOUNTS, route.namespace, route.name)  # 404 when missing
+        spec = body.get("spec") or {}
+        seconds = spec.get("expirationSeconds") or 3600
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 600:
+            raise invalid(
+                ResourceType("authentication.k8s.io", "v1", "tokenrequests", "TokenRequest"),
+                route.name,
+                [
+                    Cause(
+                        "spec.expirationSeconds",
+                        "FieldValueInvalid",
+                        f"Invalid value: {json.dumps(seconds)}: may not specify a duration less "
+                        "than 10 minutes",
+                    )
+                ],
+            )
+        user = service_account_user(route.namespace, route.name)
+        token = self.api.mint_token(user, seconds)
+        expires = datetime.now(UTC) + timedelta(seconds=seconds)
+        return Response.json(
+            201,
+            {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {
+                    "name": route.name,
+                    "namespace": route.namespace,
+                    "creationTimestamp": None,
+                },
+                "spec": {
+                    "audiences": spec.get("audiences") or ["https://kubernetes.default.svc"],
+                    "expirationSeconds": seconds,
+                    "boundObjectRef": spec.get("boundObjectRef"),
+                },
+                "status": {
+                    "token": token,
+                    "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+            },
+        )
 
     def _update(self, route: Route, obj: Obj, dry_run: bool) -> Response:
         if route.subresource == "scale":

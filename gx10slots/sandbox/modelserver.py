@@ -615,6 +615,10 @@ class ServerConfig:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() releases and joins its own handler threads with a deadline
+    # A burst of concurrent connects must not overflow the accept queue (socketserver's default
+    # is 5): a dropped SYN is retried after 1 s, which shows up as latency. uvicorn, which real
+    # vLLM runs on, listens with a backlog of 2048.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], owner: ModelServer) -> None:
         self.owner = owner

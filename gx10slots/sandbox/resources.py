@@ -128,6 +128,18 @@ DEPLOYMENTS = ResourceType(
     status_subresource=True,
 )
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
+# Service accounts (with the TokenRequest subresource `kubectl create token` calls) and RBAC, so
+# that docs/manifests/rbac.yaml can be applied and enforced (gx10slots.sandbox.rbac).
+SERVICEACCOUNTS = ResourceType(
+    "", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",), subresources=("token",)
+)
+_RBAC = "rbac.authorization.k8s.io"
+ROLES = ResourceType(_RBAC, "v1", "roles", "Role")
+ROLEBINDINGS = ResourceType(_RBAC, "v1", "rolebindings", "RoleBinding")
+CLUSTERROLES = ResourceType(_RBAC, "v1", "clusterroles", "ClusterRole", namespaced=False)
+CLUSTERROLEBINDINGS = ResourceType(
+    _RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False
+)
 ENDPOINTSLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 
 RESOURCES: tuple[ResourceType, ...] = (
@@ -143,7 +155,13 @@ RESOURCES: tuple[ResourceType, ...] = (
     DEPLOYMENTS,
     LEASES,
     ENDPOINTSLICES,
+    SERVICEACCOUNTS,
+    ROLES,
+    ROLEBINDINGS,
+    CLUSTERROLES,
+    CLUSTERROLEBINDINGS,
 )
+_RBAC_KINDS = (ROLES, ROLEBINDINGS, CLUSTERROLES, CLUSTERROLEBINDINGS)
 # Kinds whose DELETE answers with the object rather than a Status (ReturnDeletedObject).
 RETURNS_DELETED_OBJECT = frozenset({PODS.key, SERVICES.key, NAMESPACES.key})
 
@@ -228,6 +246,9 @@ def api_resource_list(group: str, version: str) -> Obj | None:
                 sub_entry.update(group="autoscaling", version="v1", kind="Scale")
             elif sub == "log":
                 sub_entry["verbs"] = ["get"]
+            elif sub == "token":
+                sub_entry.update(group="authentication.k8s.io", version="v1", kind="TokenRequest")
+                sub_entry["verbs"] = ["create"]
             resources.append(sub_entry)
     return {
         "kind": "APIResourceList",
@@ -782,6 +803,10 @@ def _meta_causes(rt: ResourceType, obj: Obj) -> Iterator[Cause]:
         elif rt in (NAMESPACES,):
             if len(name) > 63 or not re.match(rf"^{_DNS1123_LABEL}$", name):
                 yield _bad("metadata.name", name, _LABEL_MSG)
+        elif rt in _RBAC_KINDS:
+            # ValidateRBACName: a path segment ("system:controller:x" is fine).
+            if name in (".", "..") or "/" in name or "%" in name:
+                yield _bad("metadata.name", name, "may not contain '/' or '%'")
         elif rt is not NODES and (len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name)):
             yield _bad("metadata.name", name, _SUBDOMAIN_MSG)
     for key, value in (meta.get("labels") or {}).items():
@@ -1032,6 +1057,28 @@ _SEMANTIC: dict[str, Callable[[Obj, Obj | None], Iterator[Cause]]] = {
     EVENTS.key: lambda obj, old: event_causes(obj, strict=False),
     EVENTS_V1.key: lambda obj, old: event_causes(event_to_core(obj), strict=old is None),
 }
+
+
+def _binding_causes(obj: Obj, old: Obj | None) -> Iterator[Cause]:
+    ref = obj.get("roleRef") or {}
+    if old is not None and (old.get("roleRef") or {}) != ref:
+        yield _bad("roleRef", ref, "cannot change roleRef")
+    for i, subject in enumerate(obj.get("subjects") or []):
+        if isinstance(subject, dict) and subject.get("kind") not in (
+            "ServiceAccount",
+            "User",
+            "Group",
+        ):
+            yield Cause(
+                f"subjects[{i}].kind",
+                "FieldValueNotSupported",
+                f"Unsupported value: {_q(subject.get('kind'))}: supported values: "
+                '"ServiceAccount", "User", "Group"',
+            )
+
+
+_SEMANTIC[ROLEBINDINGS.key] = _binding_causes
+_SEMANTIC[CLUSTERROLEBINDINGS.key] = _binding_causes
 
 
 def _semantic_causes(rt: ResourceType, obj: Obj, old: Obj | None) -> Iterator[Cause]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -123,6 +125,7 @@ async def run_suite_async(
         base_url=endpoint,
         headers=headers,
         transport=as_async_transport(transport),
+        verify=_tls_context(),
         # Engines are cluster-internal: a proxy from the environment would be wrong (and would
         # see the key).
         trust_env=False,
@@ -153,6 +156,16 @@ async def run_suite_async(
     )
     # A last net: nothing a server echoed may carry the key into any report format.
     return _redacted_report(report, redact)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The context ``verify=True`` would build (CA bundle, no environment), made once a process.
+
+    httpx builds it for every client, ~20 ms of loading the CA bundle each time, although most
+    engine endpoints are plain HTTP; a flip probes twice or more (pre-flip, verification).
+    """
+    return httpx.create_ssl_context(trust_env=False)
 
 
 async def _run_probes(ctx: ProbeContext, record: Callable[[ProbeResult], None]) -> str:

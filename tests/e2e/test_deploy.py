@@ -170,3 +170,40 @@ def test_bad_env_and_model_names_are_usage_errors(sandbox: Sandbox) -> None:
     assert sandbox.cli("deploy", "org/m; rm -rf /").code == 2
     assert sandbox.cli("deploy", "org/m", "--timeout", "soon").code == 2
     assert sandbox.versions() == before
+
+
+def test_smoke_records_when_it_can_and_its_verdict_decides_the_exit(sandbox: Sandbox) -> None:
+    assert sandbox.cli("deploy", "org/model-v2").code == 0
+    # Someone else holds the lease: the suite still runs, its verdict is the exit code.
+    sandbox.merge_patch(
+        "lease",
+        "gx10slots-lock",
+        {
+            "spec": {
+                "holderIdentity": "alice@laptop:42",
+                "leaseDurationSeconds": 30,
+                "renewTime": _now(),
+                "acquireTime": _now(),
+            }
+        },
+    )
+    result = sandbox.cli("-o", "json", "smoke", "standby")
+    assert result.code == 0, result.err
+    doc = result.json()
+    assert doc["passed"] is True and doc["recorded"] is False
+    assert "not recorded" in result.err and "alice@laptop:42" in result.err
+
+
+def test_an_unwritable_report_dir_is_refused_before_anything_changes(sandbox: Sandbox) -> None:
+    before = sandbox.versions()
+    result = sandbox.cli("deploy", "org/model-v2", "--report-dir", "/proc/nope")
+    assert result.code == 2
+    assert "not writable" in result.err
+    assert sandbox.versions() == before
+    assert sandbox.cli("smoke", "active", "--report-dir", "/proc/nope").code == 2
+
+
+def _now() -> str:
+    from gx10slots.lock import micro_time
+
+    return micro_time()

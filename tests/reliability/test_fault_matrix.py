@@ -1,0 +1,71 @@
+"""The fault matrix (issue 7): every mutating command x fault point x fault, on a real sandbox.
+
+CI runs the quick subset (``matrix.QUICK``); ``GX10_RELIABILITY_FULL=1`` (or
+``-m reliability_full``) runs every cell. With ``GX10_RELIABILITY_RESULTS=FILE`` each case's
+outcome is appended to FILE as a JSON line: the source of the counts in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.reliability.harness import CaseResult, Rig, SandboxPool
+from tests.reliability.matrix import QUICK, Case, all_cases, quick_cases
+
+RESULTS_ENV = "GX10_RELIABILITY_RESULTS"
+
+
+def _record(result: CaseResult) -> None:
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(result.to_dict()) + "\n")
+
+
+def _run(
+    case: Case,
+    sandbox_pool: SandboxPool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig(sandbox_pool, capsys, monkeypatch)
+    result = rig.run_case(case)
+    _record(result)
+    detail = {
+        "violations": result.violations,
+        "first": (result.first.code, result.first.err[-1500:]) if result.first else None,
+        "rerun": (result.rerun.code, result.rerun.err[-1500:]) if result.rerun else None,
+        "notes": result.notes,
+    }
+    if os.environ.get("GX10_RELIABILITY_SHOW"):
+        print(json.dumps(detail, indent=1))
+    assert result.violations == [], json.dumps(detail, indent=1)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", quick_cases(), ids=lambda c: c.id)
+def test_quick_matrix(
+    case: Case,
+    sandbox_pool: SandboxPool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _run(case, sandbox_pool, capsys, monkeypatch)
+
+
+_FULL_ONLY = [c for c in all_cases() if (c.command, c.point, c.fault) not in QUICK]
+
+
+@pytest.mark.e2e
+@pytest.mark.reliability_full
+@pytest.mark.parametrize("case", _FULL_ONLY, ids=lambda c: c.id)
+def test_full_matrix(
+    case: Case,
+    sandbox_pool: SandboxPool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _run(case, sandbox_pool, capsys, monkeypatch)

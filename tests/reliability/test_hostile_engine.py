@@ -1,0 +1,195 @@
+"""Hostile engines on real sockets: the gaps tests/smoke (httpx.MockTransport) leaves.
+
+A mock transport cannot show what a real peer can do to a client: accept a connection and never
+say a word, answer headers and then trickle a byte at a time (every single read succeeds, so a
+per-read timeout never fires), stream without end at full speed, close in the middle of a body,
+speak something that is not HTTP. Each must end in a failed probe within the probe's own timeout,
+with memory bounded, and nothing escaping as an exception; through the CLI, exit 1 and a report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gx10slots.smoke.profiles import VLLM
+from gx10slots.smoke.settings import SuiteSettings
+from gx10slots.smoke.suite import run_suite
+from tests.e2e.conftest import Sandbox
+
+PROBE_TIMEOUT_S = 1.0
+Behaviour = Callable[[socket.socket, threading.Event], None]
+
+
+def _read_request(conn: socket.socket) -> None:
+    conn.settimeout(5)
+    data = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+
+
+def silent(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(30)  # accept, read nothing, answer nothing
+
+
+def trickle(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    while not stop.wait(0.05):
+        conn.sendall(b" ")
+
+
+def endless(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+    block = b'{"x": "' + b"a" * 65536
+    while not stop.is_set():
+        conn.sendall(block)
+
+
+def endless_stream(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+    frame = b'data: {"choices":[{"delta":{"content":"pong "}}]}\n\n'
+    while not stop.is_set():
+        conn.sendall(frame * 256)
+
+
+def cut_mid_body(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"
+    )
+    conn.shutdown(socket.SHUT_RDWR)
+
+
+def not_http(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\xff" * 64)
+
+
+def reset(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+@contextlib.contextmanager
+def hostile(behaviour: Behaviour) -> Iterator[str]:
+    """A TCP server on loopback answering every connection with ``behaviour``."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.2)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def handle(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            behaviour(conn, stop)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            thread = threading.Thread(target=handle, args=(conn,), daemon=True)
+            threads.append(thread)
+            thread.start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        acceptor.join(timeout=5)
+        server.close()
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+CASES = {
+    "accepts-and-never-answers": silent,
+    "trickles-a-byte-at-a-time": trickle,
+    "endless-body": endless,
+    "endless-event-stream": endless_stream,
+    "closes-mid-body": cut_mid_body,
+    "not-http": not_http,
+    "connection-reset": reset,
+}
+
+
+@pytest.mark.parametrize("behaviour", list(CASES.values()), ids=list(CASES))
+def test_every_probe_fails_cleanly_in_time_with_memory_bounded(behaviour: Behaviour) -> None:
+    settings = SuiteSettings(
+        probes=("readiness", "identity", "known-answer", "streaming", "burst"),
+        probe_timeout_s=PROBE_TIMEOUT_S,
+        timeouts={"readiness": PROBE_TIMEOUT_S, "identity": PROBE_TIMEOUT_S},
+        deadline_s=8.0,
+        burst=4,
+    )
+    with hostile(behaviour) as endpoint:
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            report = run_suite(endpoint, "m", VLLM, settings)
+            elapsed = time.monotonic() - started
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert not report.passed
+    failed = [p for p in report.probes if not p.passed and not p.skipped]
+    assert failed, report.probes
+    # Readiness waits out its own timeout, the rest are cut short or bounded by theirs.
+    assert elapsed < settings.deadline_s + 2, elapsed
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    for probe in report.probes:
+        assert "Traceback" not in probe.detail and len(probe.detail) < 1000
+
+
+@pytest.mark.parametrize(
+    "behaviour", [silent, trickle, endless], ids=["silent", "trickle", "endless"]
+)
+def test_each_generation_probe_alone_respects_its_timeout(behaviour: Behaviour) -> None:
+    # Skipping readiness makes every generation probe meet the hostile peer itself.
+    for probe in ("known-answer", "streaming"):
+        settings = SuiteSettings(probes=(probe,), probe_timeout_s=PROBE_TIMEOUT_S, deadline_s=10)
+        with hostile(behaviour) as endpoint:
+            started = time.monotonic()
+            report = run_suite(endpoint, "m", VLLM, settings)
+            elapsed = time.monotonic() - started
+        assert not report.passed
+        assert elapsed < PROBE_TIMEOUT_S + 1.5, (probe, elapsed, report.probes[0].detail)
+
+
+@pytest.mark.e2e
+def test_slots_smoke_against_a_silent_engine_exits_1_with_a_report(sandbox: Sandbox) -> None:
+    import yaml
+
+    with hostile(silent) as endpoint:
+        path = sandbox.dir / "slots.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["slots"]["blue"]["endpoint"] = endpoint
+        config["smoke"].update(probe_timeout="1s", deadline="10s")
+        path.write_text(yaml.safe_dump(config))
+        started = time.monotonic()
+        result = sandbox.cli("-o", "json", "smoke", "blue")
+        elapsed = time.monotonic() - started
+    assert result.code == 1, result.err
+    assert elapsed < 15
+    doc = result.json()
+    assert doc["passed"] is False and doc["reports"]
+    assert "Traceback" not in result.err
