@@ -46,7 +46,7 @@ COMMAND_PAGES = [
 ]
 
 # Written concurrently by other changes: a link to them may precede the file.
-PENDING = {"reliability.md"}
+PENDING: set[str] = set()
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
