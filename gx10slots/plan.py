@@ -22,6 +22,7 @@ from gx10slots.state import (
     CHANGED_AT,
     CHANGED_BY,
     PREVIOUS,
+    PREVIOUS_REVISION,
     REASON,
     FlagState,
     SlotState,
@@ -80,6 +81,7 @@ def flag_patch(
     reason: str,
     at: datetime,
     action: str | None = None,
+    previous_revision: str = "",
 ) -> list[dict[str, Any]]:
     if target not in SLOT_NAMES:
         raise ValueError(f"refusing to write {target!r}: not a slot name")
@@ -106,6 +108,8 @@ def flag_patch(
     annotations = {
         ACTIVE: target,
         PREVIOUS: source or "",
+        # The revision that served from the previous slot: flip-back trusts exactly that one.
+        PREVIOUS_REVISION: previous_revision,
         CHANGED_AT: rfc3339(at),
         CHANGED_BY: by,
         REASON: reason,
@@ -222,8 +226,28 @@ def plan_flip(
     gates.append(f"slot {target} ready ({target_slot.available} available)")
     if mode == "flip" and not force:
         gates.append(check_smoke_fresh(target_slot, config.smoke.max_age_s, now))
+    elif mode == "flip-back":
+        served = flag.annotations.get(PREVIOUS_REVISION) or None
+        if served is not None and served == target_slot.revision:
+            gates.append(f"slot {target} still runs revision {served}, which served before")
+        elif not force:
+            # The previous slot changed since it served (a deploy into it, or a flip that was
+            # reverted): it has not earned the trust flip-back relies on, so it needs a smoke.
+            try:
+                gates.append(check_smoke_fresh(target_slot, config.smoke.max_age_s, now))
+            except Refused as exc:
+                raise Refused(
+                    f"slot {target} no longer runs the revision that served production "
+                    f"({served or 'not recorded'}; now {target_slot.revision}): " + exc.message,
+                    hint=exc.hint,
+                ) from exc
 
     source_slot = slots.get(flag.active) if flag.active else None
+    # Only a verified flip makes the slot it leaves a trusted fallback; a revert leaves a slot
+    # that just failed.
+    served_revision = (
+        source_slot.revision or "" if source_slot and mode in ("flip", "flip-back") else ""
+    )
     patch = flag_patch(
         flag_obj,
         config,
@@ -233,6 +257,7 @@ def plan_flip(
         reason=reason,
         at=now,
         action=mode,
+        previous_revision=served_revision,
     )
     return FlipPlan(
         mode=mode,

@@ -19,6 +19,7 @@ from gx10slots.memory import slot_budget_gib
 ANNOTATION_PREFIX = "gx10slots.io/"
 ACTIVE = ANNOTATION_PREFIX + "active"
 PREVIOUS = ANNOTATION_PREFIX + "previous"
+PREVIOUS_REVISION = ANNOTATION_PREFIX + "previous-revision"
 CHANGED_AT = ANNOTATION_PREFIX + "changed-at"
 CHANGED_BY = ANNOTATION_PREFIX + "changed-by"
 REASON = ANNOTATION_PREFIX + "reason"
@@ -312,6 +313,13 @@ def status_warnings(
                 age = record.age_s(now)
                 if age is None or age > config.smoke.max_age_s:
                     warnings.append(f"standby {standby.name}: smoke result is stale")
+    if flag.previous and slots[flag.previous].exists:
+        served = flag.annotations.get(PREVIOUS_REVISION) or None
+        if served != slots[flag.previous].revision:
+            warnings.append(
+                f"previous slot {flag.previous} no longer runs the revision that served "
+                f"production ({served or 'not recorded'}): flip-back needs a fresh smoke"
+            )
     for name, deployment in (deployments or {}).items():
         drift = flux_deploy_blocker(deployment, name) if deployment else None
         if drift:

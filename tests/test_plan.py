@@ -81,7 +81,15 @@ def test_patch_never_touches_other_selector_keys() -> None:
     touched = {op["path"] for op in p.patch if op["op"] != "test"}
     assert touched <= {"/spec/selector/gx10slots.io~1slot"} | {
         f"/metadata/annotations/gx10slots.io~1{k}"
-        for k in ("active", "previous", "changed-at", "changed-by", "reason", "action")
+        for k in (
+            "active",
+            "previous",
+            "previous-revision",
+            "changed-at",
+            "changed-by",
+            "reason",
+            "action",
+        )
     }
 
 
@@ -118,11 +126,39 @@ def test_force_skips_smoke_but_never_readiness() -> None:
         plan(green=slot("green", available=0, ready=0, smoke=None), force=True)
 
 
-def test_flip_back_needs_a_recorded_previous_and_no_fresh_smoke() -> None:
-    p = plan("flip-back", green=slot("green", smoke=None))
+def test_flip_back_to_the_revision_that_served_needs_no_smoke() -> None:
+    served = service(
+        "blue",
+        annotations={
+            "gx10slots.io/previous": "green",
+            "gx10slots.io/previous-revision": "rev-green",
+        },
+    )
+    p = plan("flip-back", green=slot("green", smoke=None), flag_obj=served)
     assert p.target == "green"
+    assert "slot green still runs revision rev-green, which served before" in p.gates
     with pytest.raises(Refused, match="no previous slot is recorded"):
         plan("flip-back", flag_obj=service("blue"))
+
+
+def test_flip_back_to_a_changed_previous_slot_needs_a_fresh_smoke_unless_forced() -> None:
+    changed = service(
+        "blue",
+        annotations={"gx10slots.io/previous": "green", "gx10slots.io/previous-revision": "rev-old"},
+    )
+    with pytest.raises(Refused, match="no longer runs the revision that served production"):
+        plan("flip-back", green=slot("green", smoke=None), flag_obj=changed)
+    assert plan("flip-back", green=slot("green"), flag_obj=changed).target == "green"
+    assert plan("flip-back", green=slot("green", smoke=None), flag_obj=changed, force=True)
+
+
+def test_the_patch_records_which_revision_served_and_a_revert_trusts_none() -> None:
+    p = plan()
+    revision_op = next(o for o in p.patch if o["path"].endswith("previous-revision"))
+    assert revision_op["value"] == "rev-blue"
+    reverted = plan("revert", expected_source="blue")
+    revision_op = next(o for o in reverted.patch if o["path"].endswith("previous-revision"))
+    assert revision_op["value"] == ""
 
 
 def test_flip_refuses_when_the_flag_names_no_slot() -> None:

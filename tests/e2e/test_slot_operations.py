@@ -277,3 +277,22 @@ def _now() -> str:
     from gx10slots.lock import micro_time
 
     return micro_time()
+
+
+def test_flip_back_refuses_a_previous_slot_redeployed_since_it_served(
+    two_warm_slots: Sandbox,
+) -> None:
+    box = two_warm_slots
+    assert box.cli("flip").code == 0  # production on green; blue (previous) stays warm
+    box.set_smoke(probe_timeout="2s")
+    failed = box.cli("deploy", "sandbox/garbage", "--served-name", "sandbox-ok")  # into blue
+    assert failed.code == 1
+    status = box.cli("-o", "json", "status").json()
+    assert status["previous"] == "blue"
+    assert any("no longer runs the revision that served" in w for w in status["warnings"])
+    before = box.versions()
+    result = box.cli("flip-back")
+    assert result.code == 3, result.err
+    assert "no longer runs the revision that served production" in result.err
+    assert box.versions() == before
+    assert box.production() == "sandbox-v2"
