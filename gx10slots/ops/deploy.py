@@ -78,6 +78,15 @@ def _target(snap: Snapshot, requested: str | None) -> str:
     return other_slot(active)
 
 
+def _served_name(request: DeployRequest, snap: Snapshot) -> str | None:
+    """The name clients ask for stays the same across a swap unless --served-name changes it:
+    a new default name would turn every client's request into a 404 after the flip."""
+    if request.served_name is not None:
+        return request.served_name
+    active = snap.slots.get(snap.flag.active) if snap.flag.active else None
+    return active.served_name if active is not None and active.served_name else None
+
+
 def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[DeployPlan, str]:
     target = _target(snap, request.slot)
     current = snap.deployments[target]
@@ -95,7 +104,7 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[De
         slot=target,
         model=request.model,
         image=request.image,
-        served_name=request.served_name,
+        served_name=_served_name(request, snap),
         env=parse_env_pairs(request.env, app.config),
         memory_gib=request.memory_gib,
         node_capacity_gib=snap.node_capacity_gib,
@@ -218,7 +227,7 @@ def _already_in_production(
         slot=active,
         model=request.model,
         image=request.image,
-        served_name=request.served_name,
+        served_name=_served_name(request, snap),
         env=parse_env_pairs(request.env, app.config),
         memory_gib=request.memory_gib,
         node_capacity_gib=snap.node_capacity_gib,

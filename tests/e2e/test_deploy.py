@@ -207,3 +207,12 @@ def _now() -> str:
     from gx10slots.lock import micro_time
 
     return micro_time()
+
+
+def test_the_served_name_clients_use_survives_a_swap_by_default(sandbox: Sandbox) -> None:
+    result = sandbox.cli("-o", "json", "deploy", "org/model-v2", "--flip")
+    assert result.code == 0, result.err
+    assert result.json()["served_name"] == "sandbox-ok"
+    assert sandbox.production() == "sandbox-ok"
+    status = sandbox.cli("-o", "json", "status").json()
+    assert status["slots"]["green"]["model"] == "org/model-v2"
