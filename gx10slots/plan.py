@@ -33,6 +33,8 @@ from gx10slots.state import (
 
 Mode = Literal["flip", "flip-back", "revert", "auto-revert"]
 MAX_REASON_CHARS = 256
+# Clocks of the machine that smoked and of this one differ a little; more is a broken clock.
+FUTURE_TOLERANCE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,12 @@ def check_smoke_fresh(target: SlotState, max_age_s: float, now: datetime) -> str
             hint=f"see the report {record.report}" if record.report else None,
         )
     age = record.age_s(now)
+    if age is not None and age < -FUTURE_TOLERANCE_S:
+        raise Refused(
+            f"slot {target.name}: the smoke result is dated in the future ({record.at}); a "
+            "clock is wrong, so its freshness cannot be judged",
+            hint=f"check the clocks, then run `slots smoke {target.name}` again",
+        )
     if age is None or age > max_age_s:
         raise Refused(
             f"slot {target.name}: the passing smoke result is stale "

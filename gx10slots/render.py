@@ -108,10 +108,10 @@ def flip_summary(result: dict[str, Any]) -> str:
         if result.get("completed")
         else ""
     )
+    warm = f"; {result['warm']} stays warm for `slots flip-back`" if result.get("warm") else ""
     return (
-        f"production: {result['from']} -> {result['to']} ({result['model']}), verified "
-        f"in {result['duration_s']:.2f} s{completed}; {result['warm']} stays warm for "
-        "`slots flip-back`"
+        f"production: {_cell(result['from'])} -> {result['to']} ({result['model']}), verified "
+        f"in {result['duration_s']:.2f} s{completed}{warm}"
     )
 
 

@@ -186,3 +186,9 @@ def test_revert_refuses_when_someone_else_flipped() -> None:
 def test_reason_is_one_bounded_line() -> None:
     assert clean_reason("a\nb;  rm -rf /\t") == "a b; rm -rf /"
     assert len(clean_reason("x" * 300)) == 256
+
+
+def test_a_smoke_dated_in_the_future_is_refused() -> None:
+    future = SmokeRecord(True, rfc3339(NOW + timedelta(hours=1)), "rev-green", None)
+    with pytest.raises(Refused, match="dated in the future"):
+        plan(green=slot("green", smoke=future))

@@ -243,6 +243,10 @@ def _decide(
         ]
     if dry_run:
         result["changed"] = False
+        result["detail"] = (
+            f"dry run: would scale slot {target} ({state.model}) to 0; nothing changed"
+        )
+        return result
     result["detail"] = (
         f"slot {target} ({state.model}) scaled to 0; flip-back to it needs a redeploy"
     )
