@@ -360,6 +360,8 @@ class Rig:
             box.merge_patch("lease", "gx10slots-lock", {"spec": {"holderIdentity": None}})
         start = START[group]
         other = "green" if start == "blue" else "blue"
+        from gx10slots.state import revision_of
+
         box.merge_patch(
             "service",
             "gx10-model",
@@ -369,6 +371,11 @@ class Rig:
                     "annotations": {
                         "gx10slots.io/active": start,
                         "gx10slots.io/previous": other,
+                        # As after a real flip: the previous slot's revision is the one that
+                        # served (flip-back trusts exactly that one).
+                        "gx10slots.io/previous-revision": revision_of(
+                            box.get("deployment", f"gx10-{other}")
+                        ),
                         "gx10slots.io/changed-by": "reliability-reset",
                         "gx10slots.io/action": None,
                         "gx10slots.io/reason": "reliability: reset between cases",
