@@ -87,6 +87,30 @@ def _served_name(request: DeployRequest, snap: Snapshot) -> str | None:
     return active.served_name if active is not None and active.served_name else None
 
 
+def _plan_into(
+    app: App,
+    request: DeployRequest,
+    snap: Snapshot,
+    slot: str,
+    current: dict[str, Any],
+    by: str,
+) -> DeployPlan:
+    """The request applied to ``slot``'s Deployment as read (pure planning, no gates)."""
+    return plan_deploy(
+        current,
+        app.config,
+        slot=slot,
+        model=request.model,
+        image=request.image,
+        served_name=_served_name(request, snap),
+        env=parse_env_pairs(request.env, app.config),
+        memory_gib=request.memory_gib,
+        node_capacity_gib=snap.node_capacity_gib,
+        by=by,
+        now=now_utc(),
+    )
+
+
 def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[DeployPlan, str]:
     target = _target(snap, request.slot)
     current = snap.deployments[target]
@@ -98,19 +122,7 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[De
     drift = flux_deploy_blocker(current, target)
     if drift:
         raise Refused(drift)
-    plan = plan_deploy(
-        current,
-        app.config,
-        slot=target,
-        model=request.model,
-        image=request.image,
-        served_name=_served_name(request, snap),
-        env=parse_env_pairs(request.env, app.config),
-        memory_gib=request.memory_gib,
-        node_capacity_gib=snap.node_capacity_gib,
-        by=by,
-        now=now_utc(),
-    )
+    plan = _plan_into(app, request, snap, target, current, by)
     active = snap.flag.active
     memory_note = check_memory(
         active_slot=active,
@@ -221,19 +233,7 @@ def _already_in_production(
     current = snap.deployments.get(active) if active else None
     if active is None or current is None:
         return None
-    plan = plan_deploy(
-        current,
-        app.config,
-        slot=active,
-        model=request.model,
-        image=request.image,
-        served_name=_served_name(request, snap),
-        env=parse_env_pairs(request.env, app.config),
-        memory_gib=request.memory_gib,
-        node_capacity_gib=snap.node_capacity_gib,
-        by=by,
-        now=now_utc(),
-    )
+    plan = _plan_into(app, request, snap, active, current, by)
     if not plan.unchanged:
         return None
     console.progress(
