@@ -1,9 +1,9 @@
 """Memory budgets on the GX10's unified memory (pure).
 
-Both slots must fit at once for the old one to stay warm. A slot's budget is read, first found
-wins, from: the container's memory limit, its request, the annotation ``gx10slots.io/memory-gib``,
-or vLLM's ``--gpu-memory-utilization`` times the node's capacity (vLLM reserves that fraction of
-*total* memory at start).
+Both slots must fit at once for the old one to stay warm. A slot's declared budget is the
+container's memory limit, else its request, else the annotation ``gx10slots.io/memory-gib``; vLLM's
+``--gpu-memory-utilization`` times the node's capacity counts when it is larger (vLLM reserves
+that fraction of *total* memory at start, whatever the container's limit says).
 """
 
 from __future__ import annotations
@@ -66,24 +66,28 @@ def slot_budget_gib(
     container: Mapping[str, Any] | None,
     node_capacity_gib: float | None,
 ) -> float | None:
+    """The most the slot will take. vLLM reserves its utilisation fraction of the *whole* node
+    whatever the container's limit says, so that fraction counts when it is larger."""
+    declared: float | None = None
     resources = (container or {}).get("resources") or {}
     for section in ("limits", "requests"):
         quantity = (resources.get(section) or {}).get("memory")
         if quantity is not None:
             try:
-                return gib(quantity)
+                declared = gib(quantity)
+                break
             except ValueError:
                 continue
-    annotation = (deployment.get("metadata", {}).get("annotations") or {}).get(
-        "gx10slots.io/memory-gib"
-    )
-    if annotation is not None:
+    if declared is None:
+        annotation = (deployment.get("metadata", {}).get("annotations") or {}).get(
+            "gx10slots.io/memory-gib"
+        )
         try:
-            return float(annotation)
+            declared = float(annotation) if annotation is not None else None
         except ValueError:
-            pass
+            declared = None
     args = [*((container or {}).get("command") or []), *((container or {}).get("args") or [])]
     fraction = gpu_memory_utilization([str(a) for a in args])
-    if fraction is not None and node_capacity_gib:
-        return round(fraction * node_capacity_gib, 2)
-    return None
+    reserved = round(fraction * node_capacity_gib, 2) if fraction and node_capacity_gib else None
+    candidates = [v for v in (declared, reserved) if v is not None]
+    return max(candidates) if candidates else None

@@ -233,3 +233,12 @@ def test_configmap_flag_warning_respects_flux_opt_outs() -> None:
     )
     cm["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/ssa"] = "IfNotPresent"
     assert not any("Git" in w for w in status_warnings(slots, flag, cm, config, now_utc()))
+
+
+def test_vllm_reservation_counts_when_larger_than_the_declared_limit() -> None:
+    d = deployment(
+        resources={"limits": {"memory": "20Gi"}}, args=["--gpu-memory-utilization", "0.45"]
+    )
+    container = d["spec"]["template"]["spec"]["containers"][0]
+    assert slot_budget_gib(d, container, 128) == 57.6
+    assert slot_budget_gib(d, container, None) == 20
