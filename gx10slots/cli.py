@@ -158,6 +158,19 @@ def _emit(app: App, document: Any, human: str) -> None:
         click.echo(human)
 
 
+def _emit_guarded(
+    ctx: click.Context, app: App, result: dict[str, Any], human: str, code: int
+) -> None:
+    """One document (the guard's outcome inside it); the guard's verdict is the exit code."""
+    from gx10slots.render import guard_summary
+
+    if "guard" in result:
+        human += "\n" + guard_summary(result["guard"])
+    _emit(app, result, human)
+    if code:
+        ctx.exit(code)
+
+
 _REASON = click.option("--reason", metavar="TEXT", help="Why: recorded in history and annotations.")
 _DRY_RUN = click.option("--dry-run", is_flag=True, help="Show the exact change; change nothing.")
 _FORCE = click.option(
@@ -201,19 +214,14 @@ def _flip_command(
     guard_for: float | None = None,
 ) -> None:
     from gx10slots.ops.flip import flip as run_flip
-    from gx10slots.render import flip_summary, guard_summary
+    from gx10slots.render import flip_summary
 
     if dry_run and guard_for is not None:
         raise click.UsageError("--guard watches a real flip; it cannot go with --dry-run")
     app = _app(ctx)
     result = run_flip(app, mode, force=force, reason=reason, dry_run=dry_run)  # type: ignore[arg-type]
     code = _guarded(app, result, result, guard_for)
-    human = flip_summary(result)
-    if "guard" in result:
-        human += "\n" + guard_summary(result["guard"])
-    _emit(app, result, human)
-    if code:
-        ctx.exit(code)
+    _emit_guarded(ctx, app, result, flip_summary(result), code)
 
 
 @cli.command()
@@ -430,7 +438,7 @@ def deploy(
     from gx10slots.ops.deploy import DeployRequest
     from gx10slots.ops.deploy import deploy as run_deploy
     from gx10slots.ops.smoke import parse_formats
-    from gx10slots.render import deploy_summary, guard_summary
+    from gx10slots.render import deploy_summary
 
     if guard_for is not None and (not do_flip or dry_run):
         raise click.UsageError("--guard watches the flip: it needs --flip and no --dry-run")
@@ -453,12 +461,7 @@ def deploy(
     result = run_deploy(app, request)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
     code = _guarded(app, result, result.get("flip"), guard_for, report_dir)
-    human = deploy_summary(result)
-    if "guard" in result:
-        human += "\n" + guard_summary(result["guard"])
-    _emit(app, result, human)
-    if code:
-        ctx.exit(code)
+    _emit_guarded(ctx, app, result, deploy_summary(result), code)
 
 
 @cli.group()
