@@ -374,7 +374,8 @@ def pod_spec_quantity_maps(spec: Any) -> list[dict[str, Any]]:
                     maps.append(block[section])
 
     for key in ("containers", "initContainers", "ephemeralContainers"):
-        for container in spec.get(key) or []:
+        containers = spec.get(key)
+        for container in containers if isinstance(containers, list) else []:
             if isinstance(container, dict):
                 resources(container.get("resources"))
     resources(spec.get("resources"))
