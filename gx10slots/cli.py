@@ -394,7 +394,12 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
     "--memory-gib",
     type=click.FloatRange(min=1),
     metavar="N",
-    help="Memory budget: the container's request and limit, in GiB.",
+    help="Memory budget: the container's request and limit, in GiB (written as whole MiB).",
+)
+@click.option(
+    "--allow-unknown-memory",
+    is_flag=True,
+    help="Deploy even when the node's memory or the slot's budget is unknown (warns).",
 )
 @click.option(
     "--slot",
@@ -424,6 +429,7 @@ def deploy(
     served_name: str | None,
     env: tuple[str, ...],
     memory_gib: float | None,
+    allow_unknown_memory: bool,
     slot: str | None,
     do_flip: bool,
     timeout: float,
@@ -457,6 +463,7 @@ def deploy(
         dry_run=dry_run,
         park_on_failure=park_on_failure,
         reason=reason,
+        allow_unknown_memory=allow_unknown_memory,
     )
     result = run_deploy(app, request)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.

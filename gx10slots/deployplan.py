@@ -18,7 +18,8 @@ from typing import Any
 
 from gx10slots.config import Config
 from gx10slots.errors import Refused, UsageError
-from gx10slots.memory import slot_budget_gib
+from gx10slots.memory import MAX_MEMORY_GIB, SlotMemory, memory_quantity, slot_memory
+from gx10slots.quantity import canonical_or_same
 from gx10slots.state import ANNOTATION_PREFIX, container_of, revision_of, rfc3339
 
 MODEL_ANNOTATION = ANNOTATION_PREFIX + "model"
@@ -68,6 +69,7 @@ class DeployPlan:
     memory_gib: float | None
     scale_only: bool = False
     notes: list[str] = field(default_factory=list)
+    memory: SlotMemory | None = None  # what the new template declares and the engine takes
 
     @property
     def unchanged(self) -> bool:
@@ -122,8 +124,13 @@ def plan_deploy(
         raise UsageError("--served-name: empty; leave it out to keep the default")
     if image is not None and (not image.strip() or any(c.isspace() for c in image)):
         raise UsageError(f"--image {image!r}: expected an image reference without whitespace")
-    if memory_gib is not None and not math.isfinite(memory_gib):
+    if memory_gib is not None and not (math.isfinite(memory_gib) and memory_gib > 0):
         raise UsageError(f"--memory-gib {memory_gib}: expected a number of GiB")
+    if memory_gib is not None and memory_gib > MAX_MEMORY_GIB:
+        raise UsageError(
+            f"--memory-gib {memory_gib:.0f}: more than {MAX_MEMORY_GIB:.0f} GiB (1 PiB); "
+            "expected the GiB the slot may use"
+        )
     served = check_model_name(served_name or model, "--served-name")
     new = copy.deepcopy(dict(current))
     new.pop("status", None)
@@ -148,11 +155,12 @@ def plan_deploy(
         if _set_env(target, name, value):
             changes.append(f"env {name} {before!r} -> {value!r}")
     if memory_gib is not None:
-        quantity = f"{memory_gib:g}Gi"
+        # Whole MiB in canonical form: what the API server will store, so what we read back.
+        quantity = memory_quantity(memory_gib)
         resources = target.setdefault("resources", {})
         for section in ("requests", "limits"):
             block = resources.setdefault(section, {})
-            if block.get("memory") != quantity:
+            if canonical_or_same(block.get("memory")) != quantity:
                 changes.append(f"{section}.memory {block.get('memory')} -> {quantity}")
                 block["memory"] = quantity
     scale_only = not changes and int(new["spec"].get("replicas") or 0) < 1
@@ -164,7 +172,7 @@ def plan_deploy(
         annotations[MODEL_ANNOTATION] = model
         annotations[DEPLOYED_AT] = rfc3339(now)
         annotations[DEPLOYED_BY] = by
-    budget = slot_budget_gib(new, target, node_capacity_gib)
+    memory = slot_memory(new, target, node_capacity_gib)
     return DeployPlan(
         slot=slot,
         deployment=new,
@@ -173,9 +181,15 @@ def plan_deploy(
         revision_after=revision_of(new),
         model=model,
         served_name=served,
-        memory_gib=budget,
+        memory_gib=memory.budget_gib,
         scale_only=scale_only,
+        memory=memory,
     )
+
+
+def _g(gib: float) -> str:
+    """GiB for a message: at most two decimals, never an exponent (1000000, not 1e+06)."""
+    return f"{gib:.2f}".rstrip("0").rstrip(".")
 
 
 def check_memory(
@@ -197,22 +211,96 @@ def check_memory(
         )
     used = (active_gib or 0.0) + new_gib + reserve_gib
     summary = (
-        f"active {active_slot or '-'} {active_gib or 0:g} GiB + new {new_slot} {new_gib:g} GiB "
-        f"+ reserve {reserve_gib:g} GiB = {used:g} GiB of {capacity_gib:g} GiB"
+        f"active {active_slot or '-'} {_g(active_gib or 0)} GiB + new {new_slot} {_g(new_gib)} "
+        f"GiB + reserve {_g(reserve_gib)} GiB = {_g(used)} GiB of {_g(capacity_gib)} GiB"
     )
     if used > capacity_gib + 1e-9:
         room = capacity_gib - reserve_gib - (active_gib or 0.0)
         raise Refused(
             f"memory budget exceeded: {summary}",
             hint=(
-                f"give slot {new_slot} at most {max(room, 0):g} GiB (--memory-gib), or lower "
-                "vLLM's --gpu-memory-utilization so both fractions sum below ~0.9, or park the "
-                "standby first if no warm flip-back is needed"
+                f"give slot {new_slot} at most {_g(max(room, 0))} GiB (--memory-gib "
+                f"{max(math.floor(room), 0)}), or lower vLLM's --gpu-memory-utilization so both "
+                "fractions sum below ~0.9, or park the standby first if no warm flip-back is "
+                "needed"
             ),
         )
     if active_gib is None:
         return f"memory: active slot budget unknown; {summary}"
     return f"memory fits: {summary}"
+
+
+def memory_gate(
+    *,
+    active_slot: str | None,
+    active_gib: float | None,
+    new_slot: str,
+    new: SlotMemory,
+    capacity_gib: float | None,
+    reserve_gib: float,
+    allow_unknown: bool = False,
+) -> str:
+    """`deploy`'s memory gate (contract: "Memory is refused, not guessed"): ``Refused`` (exit 3,
+    before anything is written, in --dry-run too) when the node's memory or the new slot's
+    budget is unknown (unless ``allow_unknown``: then a warning), when the budget is larger than
+    the node, when the engine would reserve more than the container's limit, or when both slots
+    and the reserve do not fit. Returns the line to show."""
+    unknown: tuple[str, str] | None = None
+    if capacity_gib is None:
+        unknown = (
+            f"the node's memory is unknown, so slot {new_slot}'s budget cannot be checked",
+            "set memory.node_capacity_gib in slots.yaml (or memory.node: the Node whose "
+            "allocatable memory slots reads, which needs permission to get Nodes)",
+        )
+    elif new.budget_gib is None:
+        unknown = (
+            f"slot {new_slot} has no memory budget (no memory limit or request, no "
+            "gx10slots.io/memory-gib annotation)",
+            "give it one with --memory-gib N",
+        )
+    if unknown is not None:
+        what, fix = unknown
+        if not allow_unknown:
+            raise Refused(
+                f"memory unknown: {what}",
+                hint=f"{fix}; or pass --allow-unknown-memory to deploy without the check",
+            )
+        return f"warning: memory not checked (--allow-unknown-memory): {what}"
+    assert capacity_gib is not None and new.budget_gib is not None
+    room = max(capacity_gib - reserve_gib - (active_gib or 0.0), 0.0)
+    if new.budget_gib > capacity_gib + 1e-9:
+        raise Refused(
+            f"slot {new_slot}'s memory budget {_g(new.budget_gib)} GiB is larger than the node "
+            f"({_g(capacity_gib)} GiB)",
+            hint=f"give it at most {_g(room)} GiB (--memory-gib {math.floor(room)})",
+        )
+    limit, reserved, fraction = new.limit_gib, new.reserved_gib, new.fraction
+    if limit is not None and reserved is not None and fraction and reserved > limit + 1e-9:
+        most = math.floor(limit / capacity_gib * 100) / 100
+        need = math.ceil(reserved)
+        raise Refused(
+            f"vLLM in slot {new_slot} would reserve --gpu-memory-utilization {fraction:g} x "
+            f"node {_g(capacity_gib)} GiB = {_g(reserved)} GiB, more than the container's "
+            f"memory limit of {_g(limit)} GiB: the engine would be OOMKilled",
+            hint=(
+                f"give the slot at least {_g(reserved)} GiB (--memory-gib {need}) or lower "
+                f"--gpu-memory-utilization to {most:g} or less"
+                + (
+                    ""
+                    if need <= room
+                    else f" (beside the active slot and the reserve only {_g(room)} GiB fit, so "
+                    "lower the fraction)"
+                )
+            ),
+        )
+    return check_memory(
+        active_slot=active_slot,
+        active_gib=active_gib,
+        new_slot=new_slot,
+        new_gib=new.budget_gib,
+        capacity_gib=capacity_gib,
+        reserve_gib=reserve_gib,
+    )
 
 
 # -- rollout verdict -------------------------------------------------------------------------
@@ -226,13 +314,18 @@ class Rollout:
 
 
 def _pod_matches(pod: Mapping[str, Any], template: Mapping[str, Any], container_name: str) -> bool:
-    """A pod of the new revision: our container's image and env as in the template."""
+    """A pod of the new revision: our container's image, env and memory limit as in the
+    template (the limit too: after a `--memory-gib` change, the old revision's OOMKilled pod
+    has the same image and env, and is not the new rollout failing)."""
 
-    def key(spec: Mapping[str, Any]) -> tuple[Any, Any]:
+    def key(spec: Mapping[str, Any]) -> tuple[Any, Any, Any]:
         for c in spec.get("containers") or []:
             if c.get("name") == container_name:
-                return c.get("image"), c.get("env")
-        return None, None
+                resources = c.get("resources")
+                limits = resources.get("limits") if isinstance(resources, dict) else None
+                memory = limits.get("memory") if isinstance(limits, dict) else None
+                return c.get("image"), c.get("env"), canonical_or_same(memory)
+        return None, None, None
 
     return key(pod.get("spec") or {}) == key(template.get("spec") or {})
 
@@ -270,13 +363,6 @@ def rollout_verdict(
     deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], container_name: str
 ) -> Rollout:
     template = (deployment.get("spec") or {}).get("template") or {}
-    progressing = _condition(deployment, "Progressing")
-    if (
-        progressing
-        and progressing.get("status") == "False"
-        and progressing.get("reason") == "ProgressDeadlineExceeded"
-    ):
-        return Rollout("failed", f"ProgressDeadlineExceeded: {progressing.get('message', '')}")
     new_pods = [p for p in pods if _pod_matches(p, template, container_name)]
     for pod in new_pods:
         name = pod.get("metadata", {}).get("name")
@@ -312,7 +398,18 @@ def rollout_verdict(
     metadata = deployment.get("metadata") or {}
     status = deployment.get("status") or {}
     if (status.get("observedGeneration") or 0) < (metadata.get("generation") or 0):
+        # Until the controller has observed this generation, its status (conditions included)
+        # describes the previous rollout: a ProgressDeadlineExceeded there is old news. kubectl
+        # reads it in the same order (kubectl/pkg/polymorphichelpers/rollout_status.go:
+        # conditions only once Generation <= Status.ObservedGeneration).
         return Rollout("waiting", "the Deployment controller has not seen the change yet")
+    progressing = _condition(deployment, "Progressing")
+    if (
+        progressing
+        and progressing.get("status") == "False"
+        and progressing.get("reason") == "ProgressDeadlineExceeded"
+    ):
+        return Rollout("failed", f"ProgressDeadlineExceeded: {progressing.get('message', '')}")
     ready_new = [p for p in new_pods if (_condition(p, "Ready") or {}).get("status") == "True"]
     if (
         ready_new

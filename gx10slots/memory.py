@@ -8,34 +8,36 @@ that fraction of *total* memory at start, whatever the container's limit says).
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from gx10slots.quantity import QuantityError, canonical, to_bytes
+
 GIB = 1024**3
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P|m)?$")
-_FACTORS = {
-    None: 1,
-    "m": 0.001,
-    "k": 1000,
-    "M": 1000**2,
-    "G": 1000**3,
-    "T": 1000**4,
-    "P": 1000**5,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-}
+MIB = 1024**2
+# --memory-gib above this is a typo, whatever the node (1 PiB).
+MAX_MEMORY_GIB = 1024.0 * 1024
 
 
 def parse_quantity_bytes(text: str | int | float) -> float:
-    """A Kubernetes memory quantity (``128Gi``, ``500M``, ``1e9`` is not accepted) in bytes."""
-    match = _QUANTITY.match(str(text).strip())
-    if not match:
+    """A Kubernetes memory quantity (``128Gi``, ``500M``, ``1e9``, ``61952Mi``) in bytes."""
+    try:
+        value = to_bytes(text.strip() if isinstance(text, str) else text)
+    except QuantityError as exc:
+        raise ValueError(f"{text!r} is not a memory quantity such as 64Gi or 500Mi") from exc
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"{text!r} is not a memory quantity such as 64Gi or 500Mi")
-    return float(match.group(1)) * _FACTORS[match.group(2)]
+    return value
+
+
+def memory_quantity(gib_value: float) -> str:
+    """The quantity to write for a budget of ``gib_value`` GiB: whole MiB (rounded up, so the
+    slot gets at least what was asked), in the API server's canonical form (``60Gi``,
+    ``61952Mi``), so what we write is what we read back. Never ``1e+06Gi``."""
+    mib = math.ceil(round(gib_value * 1024, 6))
+    return canonical(f"{mib}Mi")
 
 
 def gib(text: str | int | float) -> float:
@@ -61,33 +63,64 @@ def _fraction(text: str) -> float | None:
     return value if 0 < value <= 1 else None
 
 
+@dataclass(frozen=True)
+class SlotMemory:
+    """What a slot declares and what its engine will take, in GiB (None: unknown)."""
+
+    limit_gib: float | None  # the container's memory limit (the cgroup kills above it)
+    declared_gib: float | None  # the limit, else the request, else the memory-gib annotation
+    fraction: float | None  # vLLM's --gpu-memory-utilization
+    reserved_gib: float | None  # fraction x the node's memory: what vLLM takes at start
+
+    @property
+    def budget_gib(self) -> float | None:
+        """The most the slot will take: vLLM's reservation counts when it is larger."""
+        candidates = [v for v in (self.declared_gib, self.reserved_gib) if v is not None]
+        return max(candidates) if candidates else None
+
+
+def slot_memory(
+    deployment: Mapping[str, Any],
+    container: Mapping[str, Any] | None,
+    node_capacity_gib: float | None,
+) -> SlotMemory:
+    """A slot's memory as its Deployment declares it. vLLM reserves its utilisation fraction of
+    the device's *total* memory at start, whatever the container's limit says
+    (vllm/v1/worker/gpu_worker.py ``init_device``: ``requested_memory = total_memory *
+    gpu_memory_utilization``); on the GX10's unified memory that total is the node's."""
+    resources = (container or {}).get("resources") or {}
+    if not isinstance(resources, Mapping):
+        resources = {}
+    found: dict[str, float] = {}
+    for section in ("limits", "requests"):
+        block = resources.get(section) or {}
+        quantity = block.get("memory") if isinstance(block, Mapping) else None
+        if quantity is not None:
+            try:
+                found[section] = gib(quantity)
+            except ValueError:
+                continue
+    declared = found.get("limits", found.get("requests"))
+    if declared is None:
+        annotation = ((deployment.get("metadata") or {}).get("annotations") or {}).get(
+            "gx10slots.io/memory-gib"
+        )
+        try:
+            declared = float(annotation) if annotation is not None else None
+        except (TypeError, ValueError):
+            declared = None
+        if declared is not None and not (math.isfinite(declared) and declared > 0):
+            declared = None
+    args = [*((container or {}).get("command") or []), *((container or {}).get("args") or [])]
+    fraction = gpu_memory_utilization([str(a) for a in args])
+    reserved = round(fraction * node_capacity_gib, 2) if fraction and node_capacity_gib else None
+    return SlotMemory(found.get("limits"), declared, fraction, reserved)
+
+
 def slot_budget_gib(
     deployment: Mapping[str, Any],
     container: Mapping[str, Any] | None,
     node_capacity_gib: float | None,
 ) -> float | None:
-    """The most the slot will take. vLLM reserves its utilisation fraction of the *whole* node
-    whatever the container's limit says, so that fraction counts when it is larger."""
-    declared: float | None = None
-    resources = (container or {}).get("resources") or {}
-    for section in ("limits", "requests"):
-        quantity = (resources.get(section) or {}).get("memory")
-        if quantity is not None:
-            try:
-                declared = gib(quantity)
-                break
-            except ValueError:
-                continue
-    if declared is None:
-        annotation = (deployment.get("metadata", {}).get("annotations") or {}).get(
-            "gx10slots.io/memory-gib"
-        )
-        try:
-            declared = float(annotation) if annotation is not None else None
-        except ValueError:
-            declared = None
-    args = [*((container or {}).get("command") or []), *((container or {}).get("args") or [])]
-    fraction = gpu_memory_utilization([str(a) for a in args])
-    reserved = round(fraction * node_capacity_gib, 2) if fraction and node_capacity_gib else None
-    candidates = [v for v in (declared, reserved) if v is not None]
-    return max(candidates) if candidates else None
+    """The most the slot will take (see :class:`SlotMemory`)."""
+    return slot_memory(deployment, container, node_capacity_gib).budget_gib

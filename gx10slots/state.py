@@ -6,6 +6,7 @@ tested on plain dicts.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 
 from gx10slots.config import SLOT_NAMES, Config
 from gx10slots.memory import slot_budget_gib
+from gx10slots.quantity import canonical_pod_spec
 
 ANNOTATION_PREFIX = "gx10slots.io/"
 ACTIVE = ANNOTATION_PREFIX + "active"
@@ -56,8 +58,14 @@ def parse_rfc3339(text: str | None) -> datetime | None:
 
 
 def revision_of(deployment: Mapping[str, Any]) -> str:
-    """A stable hash of the pod template: any change to image, env or args is a new revision."""
-    template = deployment.get("spec", {}).get("template", {})
+    """A stable hash of the pod template: any change to image, env or args is a new revision.
+
+    Quantities are hashed in the API server's canonical form: a real apiserver stores ``60.5Gi``
+    as ``61952Mi``, so a hash of the text we sent would never match what we read back (the
+    rollout would wait forever and every re-run would write again)."""
+    template = copy.deepcopy(deployment.get("spec", {}).get("template", {}))
+    if isinstance(template, dict):
+        canonical_pod_spec(template.get("spec"))
     canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -5,8 +5,15 @@ from typing import Any
 
 import pytest
 
-from gx10slots.deployplan import check_memory, parse_env_pairs, plan_deploy, rollout_verdict
+from gx10slots.deployplan import (
+    check_memory,
+    memory_gate,
+    parse_env_pairs,
+    plan_deploy,
+    rollout_verdict,
+)
 from gx10slots.errors import Refused, UsageError
+from gx10slots.memory import SlotMemory
 from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.state import now_utc, revision_of
 from tests.test_state import CONFIG
@@ -74,6 +81,7 @@ def test_same_model_on_a_running_slot_is_no_change() -> None:
         ({"served_name": ""}, "--served-name: empty"),
         ({"image": " "}, "--image"),
         ({"memory_gib": math.nan}, "--memory-gib nan"),
+        ({"memory_gib": 2e6}, "more than 1048576 GiB"),
     ],
 )
 def test_bad_inputs_are_usage_errors(kw: dict[str, Any], message: str) -> None:
@@ -198,3 +206,148 @@ def test_rollout_verdicts() -> None:
     old_pod = pod("old", current(1)["spec"]["template"], ready=True)
     old_pod["spec"] = {"containers": [{"name": "engine", "image": "other", "env": []}]}
     assert rollout_verdict(d, [old_pod], "engine").state == "waiting"
+
+
+@pytest.mark.parametrize(
+    ("gib", "written"),
+    [(50, "50Gi"), (60.5, "61952Mi"), (1.5, "1536Mi"), (57.6, "58983Mi"), (1e6, "1000000Gi")],
+)
+def test_memory_is_written_as_whole_mib_in_canonical_form(gib: float, written: str) -> None:
+    """Never `1e+06Gi` (which the API server refuses), and what the server will store back."""
+    resources = plan(memory_gib=gib).deployment["spec"]["template"]["spec"]["containers"][0][
+        "resources"
+    ]
+    assert resources["limits"]["memory"] == resources["requests"]["memory"] == written
+
+
+def test_same_memory_in_another_spelling_is_no_change() -> None:
+    running = current(1)
+    container = running["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"requests": {"memory": "61440Mi"}, "limits": {"memory": "60Gi"}}
+    p = plan_deploy(
+        running,
+        CONFIG,
+        slot="green",
+        model="org/old",
+        image=None,
+        served_name="old",
+        env={},
+        memory_gib=60,
+        node_capacity_gib=128,
+        by="me",
+        now=now_utc(),
+    )
+    assert p.unchanged
+
+
+def test_revision_survives_the_api_servers_canonical_quantities() -> None:
+    """A real apiserver stores 60.5Gi as 61952Mi: the revision of what we wrote must equal the
+    revision of what we read back, or the rollout waits forever and re-runs write again."""
+    sent = current(1)
+    sent["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "requests": {"memory": "60.5Gi"},
+        "limits": {"memory": "60.5Gi", "cpu": "1.5"},
+    }
+    stored = current(1)
+    stored["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "requests": {"memory": "61952Mi"},
+        "limits": {"memory": "61952Mi", "cpu": "1500m"},
+    }
+    assert revision_of(sent) == revision_of(stored)
+    stored["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "62Gi"
+    assert revision_of(sent) != revision_of(stored)
+
+
+def slot(limit: float | None, fraction: float | None = 0.45, node: float = 128) -> SlotMemory:
+    reserved = round(fraction * node, 2) if fraction else None
+    return SlotMemory(limit, limit, fraction, reserved)
+
+
+def gate(new: SlotMemory, **kw: Any) -> str:
+    args: dict[str, Any] = dict(
+        active_slot="blue", active_gib=60, new_slot="green", capacity_gib=128, reserve_gib=8
+    )
+    args.update(kw)
+    return memory_gate(new=new, **args)
+
+
+def test_gate_refuses_an_engine_reservation_above_the_limit() -> None:
+    """The runbook's old example: 0.45 x 128 GiB = 57.6 GiB reserved by vLLM in a 56 GiB limit."""
+    with pytest.raises(Refused) as info:
+        gate(slot(56))
+    assert "57.6 GiB" in info.value.message and "limit of 56 GiB" in info.value.message
+    assert info.value.hint is not None
+    assert "at least 57.6 GiB (--memory-gib 58)" in info.value.hint
+    assert "--gpu-memory-utilization to 0.43 or less" in info.value.hint
+    # A limit that holds the reservation, and both slots plus the reserve fit 128 GiB.
+    assert gate(slot(60)).startswith("memory fits: ")
+
+
+def test_gate_refuses_a_budget_larger_than_the_node() -> None:
+    with pytest.raises(Refused) as info:
+        gate(slot(1_000_000))
+    assert "1000000 GiB is larger than the node (128 GiB)" in info.value.message
+    assert info.value.hint is not None and "--memory-gib 60" in info.value.hint
+
+
+def test_gate_refuses_two_slots_that_do_not_fit() -> None:
+    with pytest.raises(Refused, match="memory budget exceeded"):
+        gate(slot(64))
+
+
+@pytest.mark.parametrize(
+    ("new", "capacity", "what"),
+    [
+        (SlotMemory(None, None, None, None), 128, "slot green has no memory budget"),
+        (slot(60), None, "the node's memory is unknown"),
+    ],
+)
+def test_gate_refuses_the_unknown_unless_allowed(
+    new: SlotMemory, capacity: float | None, what: str
+) -> None:
+    with pytest.raises(Refused) as info:
+        gate(new, capacity_gib=capacity)
+    assert what in info.value.message
+    assert info.value.hint is not None and "--allow-unknown-memory" in info.value.hint
+    note = gate(new, capacity_gib=capacity, allow_unknown=True)
+    assert note.startswith("warning: memory not checked") and what in note
+
+
+def test_a_stale_progress_deadline_is_not_the_new_rollouts_failure() -> None:
+    """Right after a write the status still describes the previous rollout (observedGeneration
+    trails generation): its ProgressDeadlineExceeded must not fail the new one."""
+    stale = rolled(
+        observedGeneration=2,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "the previous rollout timed out",
+            }
+        ],
+    )
+    verdict = rollout_verdict(stale, [], "engine")
+    assert verdict.state == "waiting", verdict
+
+
+def test_the_old_revisions_oomkilled_pod_is_not_the_new_rollout() -> None:
+    """After `--memory-gib` alone changed, the old pod (same image and env, old limit) that was
+    OOMKilled is not the new revision failing."""
+    d = rolled()
+    template = d["spec"]["template"]
+    old_template = current(1)["spec"]["template"]
+    old_template["spec"]["containers"][0]["resources"]["limits"]["memory"] = "56Gi"
+    oom = pod(
+        "old",
+        old_template,
+        containerStatuses=[
+            {
+                "name": "engine",
+                "restartCount": 0,
+                "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+            }
+        ],
+    )
+    assert rollout_verdict(d, [oom], "engine").state == "waiting"
+    assert rollout_verdict(d, [pod("new", template, ready=True)], "engine").state == "done"

@@ -17,7 +17,7 @@ from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
 from gx10slots.deployplan import (
     DeployPlan,
-    check_memory,
+    memory_gate,
     parse_env_pairs,
     plan_deploy,
     rollout_verdict,
@@ -58,6 +58,7 @@ class DeployRequest:
     dry_run: bool = False
     park_on_failure: bool = False
     reason: str | None = None
+    allow_unknown_memory: bool = False
 
 
 def _target(snap: Snapshot, requested: str | None) -> str:
@@ -124,13 +125,15 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[De
         raise Refused(drift)
     plan = _plan_into(app, request, snap, target, current, by)
     active = snap.flag.active
-    memory_note = check_memory(
+    assert plan.memory is not None
+    memory_note = memory_gate(
         active_slot=active,
         active_gib=snap.slots[active].memory_gib if active else None,
         new_slot=target,
-        new_gib=plan.memory_gib,
+        new=plan.memory,
         capacity_gib=snap.node_capacity_gib,
         reserve_gib=app.config.memory.reserve_gib,
+        allow_unknown=request.allow_unknown_memory,
     )
     return plan, memory_note
 

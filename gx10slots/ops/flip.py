@@ -60,7 +60,6 @@ def _write_flag(app: App, plan: FlipPlan) -> dict[str, Any]:
         config.namespace,
         plan.patch,
         field_manager=FIELD_MANAGER,
-        _content_type="application/json-patch+json",
     )
 
 

@@ -77,7 +77,6 @@ def _park_locked(app: App, slot: str | None, lock: Lock, by: str, why: str) -> d
                 config.namespace,
                 decision["patch"],
                 field_manager=FIELD_MANAGER,
-                _content_type="application/json-patch+json",
             )
         except (ApiError, WriteOutcomeUnknown) as exc:
             # An error answer is not proof that nothing happened: read back, then decide.
@@ -183,7 +182,6 @@ def scale_to_zero(app: App, slot: str) -> None:
                     {"op": "replace", "path": "/spec/replicas", "value": 0},
                 ],
                 field_manager=FIELD_MANAGER,
-                _content_type="application/json-patch+json",
             )
             return
         except (Conflict, Invalid):

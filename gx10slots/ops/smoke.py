@@ -206,7 +206,6 @@ def _record_locked(
                 config.namespace,
                 ops,
                 field_manager=FIELD_MANAGER,
-                _content_type="application/json-patch+json",
             )
             return True
         except (Conflict, Invalid):
@@ -243,7 +242,6 @@ def invalidate_smoke(app: App, slot: str, why: str, lock: Lock) -> bool:
                     {"op": "add", "path": _pointer(SMOKE_REPORT), "value": why[:250]},
                 ],
                 field_manager=FIELD_MANAGER,
-                _content_type="application/json-patch+json",
             )
             return True
         except (Conflict, Invalid):

@@ -985,9 +985,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_identity(route, obj, create=False)
             return obj
 
-        return self._write(route, checked, dry_run)
+        return self._write(route, checked, dry_run, patch=True)
 
-    def _write(self, route: Route, make: Any, dry_run: bool) -> Response:
+    def _write(self, route: Route, make: Any, dry_run: bool, *, patch: bool = False) -> Response:
         """Read, compute the new object, admit and store it, atomically."""
         store, rt = self.api.store, route.rt
         assert route.name is not None
@@ -1001,6 +1001,7 @@ class _Handler(BaseHTTPRequestHandler):
                 route.subresource,
                 field_validation=self._field_validation,
                 warnings=self._warnings,
+                patch=patch,
             )
             stored = store.update(rt, res.to_storage(rt, admitted), dry_run=dry_run)
         return Response.json(200, self._present(route, stored))

@@ -13,6 +13,7 @@ import base64
 import copy
 import ipaddress
 import json
+import math
 import re
 import secrets
 import threading
@@ -23,6 +24,7 @@ import jsonschema
 import kubernetes_validate.utils as kv
 import referencing
 
+from gx10slots import quantity
 from gx10slots.sandbox.selectors import (
     COMMON_FIELDS,
     SelectorError,
@@ -309,44 +311,98 @@ def openapi_v3_document(group: str, version: str) -> Obj | None:
 
 
 # -- quantities -------------------------------------------------------------------------------
+# A real apiserver decodes every resource.Quantity and encodes it back in canonical form, and
+# core/v1 defaulting rounds ResourceList values up to milli (k8s.io/apimachinery/pkg/api/
+# resource/quantity.go; pkg/apis/core/v1/defaults.go SetDefaults_ResourceList): `1.5Gi` is stored
+# as `1536Mi`. gx10slots.quantity is the port; here is where the quantities live in each kind.
 
-_SUFFIXES = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "": 1,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
+_TEMPLATE_KINDS = {
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "ReplicationController",
 }
-_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+)(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?))$")
 
 
 def parse_quantity(value: object) -> float:
     """A resource.Quantity in base units (bytes for memory): ``128Gi``, ``60G``, ``1e9``."""
-    if isinstance(value, bool):
-        raise ValueError(f"quantities must match the regular expression: {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    m = _QUANTITY_RE.match(str(value).strip())
-    if not m or m.group(1) in (".", "+.", "-."):
-        raise ValueError(
-            "quantities must match the regular expression "
-            "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    if value is None:
+        raise ValueError(quantity.FORMAT_WRONG)
+    q = quantity.from_json(value)
+    if q.exponent > 64:
+        return math.inf if q.unscaled > 0 else -math.inf
+    if q.exponent < -64:
+        return 0.0
+    return float(q.value)
+
+
+def _resource_lists(kind: str, obj: Obj) -> list[dict[str, Any]]:
+    """The ResourceList maps of an object of ``kind`` (in place)."""
+
+    def at(node: Any, *path: str) -> Any:
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    lists: list[Any] = []
+    if kind == "Pod":
+        lists += quantity.pod_spec_quantity_maps(obj.get("spec"))
+        status = at(obj, "status")
+        for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+            items = at(status, key)
+            for cs in items if isinstance(items, list) else []:
+                lists += [
+                    at(cs, "allocatedResources"),
+                    at(cs, "resources", "limits"),
+                    at(cs, "resources", "requests"),
+                ]
+    elif kind in _TEMPLATE_KINDS:
+        lists += quantity.pod_spec_quantity_maps(at(obj, "spec", "template", "spec"))
+    elif kind == "CronJob":
+        lists += quantity.pod_spec_quantity_maps(
+            at(obj, "spec", "jobTemplate", "spec", "template", "spec")
         )
-    number = float(m.group(1))
-    if m.group(2):
-        return number * 10 ** int(m.group(2)[1:])
-    return number * _SUFFIXES[m.group(3) or ""]
+    elif kind == "Node":
+        lists += [at(obj, "status", "capacity"), at(obj, "status", "allocatable")]
+    elif kind == "ResourceQuota":
+        lists += [at(obj, "spec", "hard"), at(obj, "status", "hard"), at(obj, "status", "used")]
+    elif kind == "LimitRange":
+        items = at(obj, "spec", "limits")
+        for item in items if isinstance(items, list) else []:
+            for key in ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio"):
+                lists.append(at(item, key))
+    return [block for block in lists if isinstance(block, dict)]
+
+
+def canonical_quantities(rt: ResourceType, obj: Obj) -> None:
+    """Store ``obj``'s quantities as the apiserver would; ``QuantityError`` when one is none
+    (the apiserver fails to decode the body)."""
+    for block in _resource_lists(rt.kind, obj):
+        quantity.canonical_resource_list(block, strict=True)
+
+
+def quantity_decode_error(
+    rt: ResourceType, obj: Obj, err: quantity.QuantityError, *, patch: bool
+) -> StatusError:
+    """How the apiserver answers a body whose quantity does not decode: a POST or PUT body is
+    400 BadRequest (the codec's error); a patched object is 422 Invalid on the field `patch`
+    (apiserver/pkg/endpoints/handlers/patch.go, applyPatchToCurrentObject)."""
+    if not patch:
+        return StatusError(
+            400,
+            "BadRequest",
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {err}',
+        )
+    patched = json.dumps(obj, separators=(",", ":"))
+    message = f"Invalid value: {json.dumps(patched)}: {err}"
+    return StatusError(
+        422,
+        "Invalid",
+        f' "" is invalid: patch: {message}',
+        {"causes": [{"reason": "FieldValueInvalid", "message": message, "field": "patch"}]},
+    )
 
 
 # -- defaulting -------------------------------------------------------------------------------
@@ -598,6 +654,10 @@ def admit_create(
     new = copy.deepcopy(obj)
     new["apiVersion"], new["kind"] = rt.api_version, rt.kind
     new.setdefault("metadata", {})
+    try:
+        canonical_quantities(rt, new)
+    except quantity.QuantityError as err:
+        raise quantity_decode_error(rt, obj, err, patch=False) from err
     apply_defaults(rt, new)
     initial_status(rt, new)
     _check(rt, new, None, field_validation, warnings)
@@ -612,9 +672,14 @@ def admit_update(
     *,
     field_validation: str = "Warn",
     warnings: list[str] | None = None,
+    patch: bool = False,
 ) -> Obj:
     """The object an update (or patch result) stores: status-subresource rules, defaults, checks."""
     result = copy.deepcopy(new)
+    try:
+        canonical_quantities(rt, result)
+    except quantity.QuantityError as err:
+        raise quantity_decode_error(rt, new, err, patch=patch) from err
     result["apiVersion"], result["kind"] = rt.api_version, rt.kind
     meta = result.setdefault("metadata", {})
     if subresource == "status":

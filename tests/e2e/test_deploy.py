@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -105,7 +107,7 @@ def test_dry_run_shows_the_plan_and_changes_nothing(sandbox: Sandbox) -> None:
         "--env",
         "VLLM_X=1",
         "--memory-gib",
-        "50",
+        "58",
         "--dry-run",
     )
     assert result.code == 0, result.err
@@ -150,10 +152,96 @@ def test_slow_loading_model_fails_on_the_deadline(sandbox: Sandbox) -> None:
 
 
 def test_model_that_does_not_fit_its_memory_limit_is_oomkilled(sandbox: Sandbox) -> None:
-    # The slots reserve 0.45 x 128 GiB (vLLM's utilisation): a 40 GiB limit cannot hold that.
-    result = sandbox.cli("deploy", "org/model-v2", "--memory-gib", "40", "--timeout", "2m")
+    """When the gate is told a wrong node size (110 GiB configured, 128 GiB real), vLLM's
+    0.45 x 128 GiB = 57.6 GiB still does not fit a 50 GiB limit: the rollout says OOMKilled."""
+    sandbox.set_config("memory", node_capacity_gib=110, reserve_gib=0)
+    result = sandbox.cli("deploy", "org/model-v2", "--memory-gib", "50", "--timeout", "2m")
     assert result.code == 1, result.err
     assert "OOMKilled" in result.err
+
+
+def test_a_limit_below_the_engines_reservation_is_refused_and_nothing_is_written(
+    sandbox: Sandbox,
+) -> None:
+    """Issue 13: the sandbox's slots run vLLM with --gpu-memory-utilization 0.45 on a 128 GiB
+    node, so the engine takes 57.6 GiB whatever the limit: a 56 GiB limit would be OOMKilled."""
+    before = sandbox.versions()
+    for extra in ((), ("--dry-run",)):
+        result = sandbox.cli("deploy", "sandbox/ok", "--memory-gib", "56", *extra)
+        assert result.code == 3, result.err
+        assert "would reserve --gpu-memory-utilization 0.45 x node 128 GiB = 57.6 GiB" in (
+            result.err
+        )
+        assert "give the slot at least 57.6 GiB (--memory-gib 58)" in result.err
+    assert sandbox.versions() == before
+    assert sandbox.history() == []
+
+
+def test_a_budget_larger_than_the_node_is_refused_before_any_write(sandbox: Sandbox) -> None:
+    """Issue 19 item 9: `--memory-gib 1000000` used to write `1e+06Gi`, which the API server
+    refuses, and ended in exit 4 ("kept changing under us")."""
+    before = sandbox.versions()
+    result = sandbox.cli("deploy", "sandbox/ok", "--memory-gib", "1000000")
+    assert result.code == 3, result.err
+    assert "1000000 GiB is larger than the node (128 GiB)" in result.err
+    assert sandbox.versions() == before
+
+
+def test_an_unknown_budget_is_refused_unless_allowed(sandbox: Sandbox) -> None:
+    """A standby with no memory limit, request, annotation or vLLM fraction: the gate cannot
+    prove it fits, so it refuses; --allow-unknown-memory goes ahead with a warning."""
+    green = "/apis/apps/v1/namespaces/gx10/deployments/gx10-green"
+    sandbox.api(
+        "PATCH",
+        green,
+        [
+            {"op": "remove", "path": "/spec/template/spec/containers/0/resources"},
+            {"op": "remove", "path": "/spec/template/spec/containers/0/args"},
+        ],
+        "application/json-patch+json",
+    )
+    before = sandbox.versions()
+    refused = sandbox.cli("deploy", "org/model-v2")
+    assert refused.code == 3, refused.err
+    assert "memory unknown: slot green has no memory budget" in refused.err
+    assert "--allow-unknown-memory" in refused.err
+    assert sandbox.versions() == before
+    allowed = sandbox.cli("deploy", "org/model-v2", "--allow-unknown-memory", "--dry-run")
+    assert allowed.code == 0, allowed.err
+    assert "memory not checked (--allow-unknown-memory)" in allowed.err + allowed.out
+
+
+def test_the_runbooks_deploy_example_passes_the_gate(sandbox: Sandbox) -> None:
+    """The example operators copy (docs/runbook.md) must not be one the gate refuses."""
+    runbook = (Path(__file__).parents[2] / "docs" / "runbook.md").read_text(encoding="utf-8")
+    line = next(
+        line for line in runbook.splitlines() if line.startswith("slots deploy Qwen/Qwen3-14B")
+    )
+    args = shlex.split(line)[1:]
+    result = sandbox.cli("-o", "json", *args, "--dry-run")
+    assert result.code == 0, result.err
+    assert result.json()["memory"].startswith("memory fits: ")
+
+
+def test_a_fractional_memory_budget_converges_and_a_rerun_writes_nothing(
+    sandbox: Sandbox,
+) -> None:
+    """Issue 14: the API server stores 60.5 GiB as `61952Mi`; the rollout must still be seen as
+    done (the revision survives canonical quantities) and a re-run must write nothing."""
+    sandbox.set_config("memory", reserve_gib=7.5)  # 60 + 60.5 + 7.5 = 128 GiB
+    first = sandbox.cli("deploy", "org/model-v2", "--memory-gib", "60.5", "--timeout", "60s")
+    assert first.code == 0, first.err
+    green = sandbox.get("deployment", "gx10-green")
+    resources = green["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["memory"] == resources["requests"]["memory"] == "61952Mi"
+    again = sandbox.cli(
+        "-o", "json", "deploy", "org/model-v2", "--memory-gib", "60.5", "--timeout", "60s"
+    )
+    assert again.code == 0, again.err
+    assert again.json()["changed"] is False
+    after = sandbox.get("deployment", "gx10-green")
+    assert after["metadata"]["generation"] == green["metadata"]["generation"]  # no new write
+    assert "going straight to smoke" in again.err
 
 
 def test_park_on_failure_frees_the_standby(sandbox: Sandbox) -> None:

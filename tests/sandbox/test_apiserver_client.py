@@ -619,3 +619,81 @@ def test_stop_ends_open_watches(sandbox: Sandbox) -> None:
         wait_for(lambda: sandbox.store.subscriptions >= 2)
         sandbox.server.stop()
         assert done.wait(5)
+
+
+def test_quantities_are_stored_in_canonical_form(apps: Any, core: Any, sandbox: Sandbox) -> None:
+    """As kube-apiserver: a quantity comes back canonical (k8s.io/apimachinery resource.Quantity),
+    in the Deployment's template and in the pods made from it; a write of the same amount in
+    another spelling is no change."""
+    d = deployment(memory="1.5Gi")
+    d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] = {
+        "memory": "1.5Gi",
+        "cpu": "0.5",
+    }
+    created = apps.create_namespaced_deployment(NAMESPACE, d)
+    resources = created.spec.template.spec.containers[0].resources
+    assert (resources.requests, resources.limits) == (
+        {"memory": "1536Mi"},
+        {"memory": "1536Mi", "cpu": "500m"},
+    )
+    read = apps.read_namespaced_deployment("blue", NAMESPACE)
+    assert read.spec.template.spec.containers[0].resources.requests == {"memory": "1536Mi"}
+    pods = wait_for(lambda: core.list_namespaced_pod(NAMESPACE, label_selector="slot=blue").items)
+    assert pods[0].spec.containers[0].resources.limits == {"memory": "1536Mi", "cpu": "500m"}
+
+    generation = read.metadata.generation
+    body = client.ApiClient().sanitize_for_serialization(
+        apps.read_namespaced_deployment("blue", NAMESPACE)
+    )
+    body["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] = "1.5Gi"
+    replaced = apps.replace_namespaced_deployment("blue", NAMESPACE, body)
+    assert replaced.metadata.generation == generation  # the same amount: no new generation
+
+    patched = apps.patch_namespaced_deployment(
+        "blue",
+        NAMESPACE,
+        [
+            {
+                "op": "replace",
+                "path": "/spec/template/spec/containers/0/resources/requests/memory",
+                "value": "1.25Gi",
+            }
+        ],
+    )
+    assert patched.spec.template.spec.containers[0].resources.requests == {"memory": "1280Mi"}
+
+
+def test_a_malformed_quantity_is_refused_as_the_apiserver_refuses_it(
+    apps: Any, sandbox: Sandbox
+) -> None:
+    """`1e+06Gi` (what `--memory-gib 1000000` used to write): a POST/PUT body that does not
+    decode is 400; a JSON patch whose result does not decode is 422 on the field `patch`."""
+    regexp = "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
+    with pytest.raises(urllib.error.HTTPError) as raw:
+        _raw(sandbox, "POST", path, deployment(memory="1e+06Gi"))
+    status = json.loads(raw.value.read())
+    assert (raw.value.code, status["reason"]) == (400, "BadRequest")
+    assert status["message"] == (
+        'Deployment in version "v1" cannot be handled as a Deployment: quantities must match '
+        f"the regular expression {regexp}"
+    )
+    apps.create_namespaced_deployment(NAMESPACE, deployment())
+    with pytest.raises(client.ApiException) as info:
+        apps.patch_namespaced_deployment(
+            "blue",
+            NAMESPACE,
+            [
+                {
+                    "op": "replace",
+                    "path": "/spec/template/spec/containers/0/resources/requests/memory",
+                    "value": "1e+06Gi",
+                }
+            ],
+        )
+    body = _status(info.value)
+    assert (info.value.status, body["reason"]) == (422, "Invalid")
+    assert [c["field"] for c in body["details"]["causes"]] == ["patch"]
+    assert body["message"].endswith(f"quantities must match the regular expression {regexp}")
+    stored = apps.read_namespaced_deployment("blue", NAMESPACE)
+    assert stored.spec.template.spec.containers[0].resources.requests == {"memory": "1Gi"}

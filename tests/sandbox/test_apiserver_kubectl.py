@@ -233,3 +233,34 @@ def test_wrong_token_is_refused(kubectl: Kubectl, tls_sandbox: Sandbox) -> None:
     result = kubectl("get", "pods", "--token=wrong")
     assert result.returncode != 0
     assert "Unauthorized" in result.stderr or "credentials" in result.stderr
+
+
+def test_quantities_come_back_canonical(kubectl: Kubectl, tmp_path: Path) -> None:
+    """kubectl sends what the manifest says (YAML `cpu: 0.5` is a JSON number); the sandbox,
+    like kube-apiserver, stores and returns the canonical form."""
+    d = deployment("canon", memory="1.5Gi")
+    d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] = {
+        "memory": "60.5Gi",
+        "cpu": 0.5,
+    }
+    manifest = tmp_path / "canon.yaml"
+    manifest.write_text(yaml.safe_dump(d))
+    kubectl.ok("create", "-f", str(manifest))
+    path = "jsonpath={.spec.template.spec.containers[0].resources}"
+    resources = json.loads(kubectl.ok("get", "deploy", "canon", "-o", path))
+    assert resources == {
+        "requests": {"memory": "1536Mi"},
+        "limits": {"memory": "61952Mi", "cpu": "500m"},
+    }
+    memory = "/spec/template/spec/containers/0/resources/requests/memory"
+    patch = json.dumps([{"op": "replace", "path": memory, "value": "0.5Gi"}])
+    kubectl.ok("patch", "deploy", "canon", "--type", "json", "-p", patch)
+    resources = json.loads(kubectl.ok("get", "deploy", "canon", "-o", path))
+    assert resources["requests"] == {"memory": "512Mi"}
+
+    bad = deployment("bad", memory="1e+06Gi")
+    manifest.write_text(yaml.safe_dump(bad))
+    result = kubectl("create", "-f", str(manifest))
+    assert result.returncode != 0
+    assert "cannot be handled as a Deployment: quantities must match" in result.stderr
+    assert "NotFound" in kubectl("get", "deploy", "bad").stderr
