@@ -92,10 +92,9 @@ class LockHeld(Refused):
         lease: str = "gx10slots-lock",
         command: str | None = None,
     ) -> None:
-        doing = f" running `{command}`" if command else ""
-        since_text = f" since {since}" if since else ""
         super().__init__(
-            f"lease {lease} is held by {holder}{doing}{since_text}",
+            f"lease {lease} is held by {holder}"
+            f"{f' running `{command}`' if command else ''}{f' since {since}' if since else ''}",
             hint="wait for that operation to finish. A holder whose process is gone on this host "
             "is taken over at once; `--break-lock` takes over a lease nobody renewed within its "
             "renew interval (about 10 s); an abandoned lease is taken over once it has not been "
