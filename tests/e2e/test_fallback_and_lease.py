@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +196,50 @@ def test_break_lock_still_refuses_a_live_holder_on_another_host(two_warm_slots: 
     assert "held by carol@elsewhere:7 running `slots deploy org/big`" in result.err
     assert box.versions() == before and box.flag() == "blue"
     assert box.lease_holder() == "carol@elsewhere:7"
+
+
+def test_a_watching_guard_protects_the_fallback_after_the_time_is_up(
+    two_warm_slots: Sandbox, tmp_path: Path
+) -> None:
+    box = two_warm_slots
+    box.set_config("flip", protect_fallback_for="1s")
+    assert box.cli("flip").code == 0
+    log = tmp_path / "guard.err"
+    with log.open("w") as err:
+        guard = subprocess.Popen(
+            [sys.executable, "-m", "gx10slots", "guard", "--for", "60s", "--interval", "1s"],
+            env=box.env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    try:
+        wait_for(lambda: "check 1 " in log.read_text(), what="the guard's first check")
+        lease = box.get("lease", "gx10slots-guard")
+        assert lease["spec"]["holderIdentity"].endswith(f":{guard.pid}")
+        flipped_at = _parse(
+            box.get("service", "gx10-model")["metadata"]["annotations"]["gx10slots.io/changed-at"]
+        )
+        # The protection time (1 s) is over; from now on only the guard protects.
+        wait_for(
+            lambda: datetime.now(UTC) > flipped_at + timedelta(seconds=2),
+            what="flip.protect_fallback_for to pass",
+        )
+        status = box.cli("-o", "json", "status").json()
+        until = _parse(status["slots"]["blue"]["protected_until"])
+        assert until > datetime.now(UTC) + timedelta(seconds=50)  # the guard's window end
+        before = box.versions()
+        refused = box.cli("deploy", "sandbox/ok", "--served-name", "sandbox-v3")
+        assert refused.code == 3, refused.err
+        assert "guard:" in refused.err and "watches production" in refused.err
+        assert box.versions() == before
+        guard.send_signal(signal.SIGINT)  # Ctrl-C: the guard stops and ends its announcement
+        guard.wait(timeout=30)
+    finally:
+        if guard.poll() is None:
+            guard.kill()
+            guard.wait()
+    assert box.get("lease", "gx10slots-guard")["spec"].get("holderIdentity") in (None, "")
+    status = box.cli("-o", "json", "status").json()
+    assert status["slots"]["blue"]["protected_until"] is None
+    assert box.cli("park").code == 0  # no longer protected
