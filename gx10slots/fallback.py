@@ -11,7 +11,9 @@ refused while it is protected:
 - for as long as a guard (or the controller) watches production, announced by its Lease
   ``gx10slots-guard``.
 
-Not protected: a slot left by a ``revert`` (the switch-back after a failed post-flip
+Not protected: a parked fallback (0 replicas: `park --replace-fallback` already gave up the
+one-step flip-back, and refusing the redeploy that warms it again would protect nothing), and a
+slot left by a ``revert`` (the switch-back after a failed post-flip
 verification). That slot was production for the length of one verification window, and it is
 the slot that failed it: it never served, and protecting it would only block the deploy that
 fixes it.
@@ -83,9 +85,17 @@ class FallbackProtection:
 
 
 def fallback_protection(
-    flag: FlagState, now: datetime, protect_for_s: float, guard: GuardWatch | None
+    flag: FlagState,
+    now: datetime,
+    protect_for_s: float,
+    guard: GuardWatch | None,
+    *,
+    parked: bool = False,
 ) -> FallbackProtection:
-    """Whether production's fallback is protected now, until when, and why (pure)."""
+    """Whether production's fallback is protected now, until when, and why (pure).
+
+    ``parked``: the fallback has no replicas (someone parked it, with ``--replace-fallback``):
+    there is no one-step flip-back left to protect, so a deploy into it is not refused."""
     slot = flag.previous
     if slot is None:
         return FallbackProtection(None, False, None)
@@ -99,12 +109,21 @@ def fallback_protection(
                 "from it after its verification failed, so it never served"
             ),
         )
+    if parked:
+        return FallbackProtection(
+            slot,
+            False,
+            None,
+            note=f"slot {slot} is parked: there is no warm fallback to protect",
+        )
     reasons: list[str] = []
     raw = flag.annotations.get(CHANGED_AT)
     changed = _parse_time(raw)
     until: datetime | None = None
     unknown_end = False
-    if changed is None:
+    if protect_for_s <= 0:
+        pass  # protected only while a guard watches: the time of the flip does not matter
+    elif changed is None:
         unknown_end = True
         shown = "missing" if not raw else f"unreadable ({str(raw)[:40]!r})"
         reasons.append(
@@ -116,7 +135,7 @@ def fallback_protection(
             f"the last flip is dated in the future ({rfc3339(changed)}): a clock is wrong, so "
             "it is treated as protected (fail safe)"
         )
-    elif protect_for_s > 0 and now < changed + timedelta(seconds=protect_for_s):
+    elif now < changed + timedelta(seconds=protect_for_s):
         until = changed + timedelta(seconds=protect_for_s)
         reasons.append(f"flip.protect_fallback_for after the flip at {rfc3339(changed)}")
     if guard is not None:

@@ -535,9 +535,10 @@ class Lock:
             why=why,
             by=self.holder,
         )
-        log.warning("%s", self.took_over.describe())
         if self.on_takeover is not None:
-            self.on_takeover(self.took_over)
+            self.on_takeover(self.took_over)  # says it, and records it
+        else:
+            log.warning("%s", self.took_over.describe())
         return True
 
     def _try_take(self, lease: dict[str, Any], *, takeover: bool = False) -> bool:

@@ -78,6 +78,19 @@ def test_a_slot_left_by_a_failed_verification_is_not_protected() -> None:
     assert protection.note and "never served" in protection.note
 
 
+def test_a_parked_fallback_has_nothing_left_to_protect() -> None:
+    protection = fallback_protection(flag(changed_at=ago(1)), NOW, HOUR, guard=None, parked=True)
+    assert not protection.protected
+    assert protection.note and "parked" in protection.note
+
+
+def test_with_zero_only_a_guard_protects_and_changed_at_does_not_matter() -> None:
+    assert not fallback_protection(flag(changed_at="garbage"), NOW, 0, guard=None).protected
+    guard = GuardWatch("guard:alice@gx10:7", NOW + timedelta(minutes=1))
+    watched = fallback_protection(flag(changed_at="garbage"), NOW, 0, guard=guard)
+    assert watched.protected and watched.until == NOW + timedelta(minutes=1)
+
+
 def test_no_previous_slot_nothing_to_protect() -> None:
     protection = fallback_protection(flag(previous=None, changed_at=ago(1)), NOW, HOUR, None)
     assert protection.slot is None and not protection.protected

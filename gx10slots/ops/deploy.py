@@ -141,7 +141,7 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> Planned:
     if not plan.unchanged:
         # A slot that already runs this revision loses nothing (a re-run goes straight to smoke).
         replaced = check_fallback(
-            protection(app, snap.flag),
+            protection(app, snap.flag, snap.slots),
             target,
             action="deploy into",
             replace=request.replace_fallback,
@@ -429,8 +429,9 @@ def _park(app: App, plan: DeployPlan, request: DeployRequest) -> str:
     try:
         # --park-on-failure never parks production's protected fallback behind the operator's
         # back (a re-run into a slot that already ran this revision is not refused above).
+        now = snapshot(app)
         check_fallback(
-            protection(app, snapshot(app).flag),
+            protection(app, now.flag, now.slots),
             plan.slot,
             action="park",
             replace=request.replace_fallback,

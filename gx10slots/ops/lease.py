@@ -19,7 +19,7 @@ from gx10slots.errors import NotFound, SlotsError
 from gx10slots.fallback import FallbackProtection, fallback_protection, guard_watch
 from gx10slots.lock import LEASE_NAME, Lock, Takeover, here
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
-from gx10slots.state import FlagState, now_utc, rfc3339
+from gx10slots.state import FlagState, SlotState, now_utc, rfc3339
 
 # Held by `slots guard` (and, later, the controller) for as long as it watches production: while
 # it is held, production's fallback stays protected (see state.fallback_protection).
@@ -99,7 +99,9 @@ def read_lease(app: App, name: str) -> dict[str, Any] | None:
         return None
 
 
-def protection(app: App, flag: FlagState) -> FallbackProtection:
+def protection(
+    app: App, flag: FlagState, slots: Mapping[str, SlotState] | None = None
+) -> FallbackProtection:
     """Production's fallback and whether it is protected now (flag, clock, and the guard's lease).
 
     The guard's lease is read only when there is a fallback to protect; an unreadable one is an
@@ -108,4 +110,8 @@ def protection(app: App, flag: FlagState) -> FallbackProtection:
     watch = None
     if flag.previous is not None:
         watch = guard_watch(read_lease(app, GUARD_LEASE), now, here(), WATCH_UNTIL)
-    return fallback_protection(flag, now, app.config.flip.protect_fallback_for_s, watch)
+    previous = (slots or {}).get(flag.previous) if flag.previous else None
+    parked = previous is not None and previous.exists and previous.replicas == 0
+    return fallback_protection(
+        flag, now, app.config.flip.protect_fallback_for_s, watch, parked=parked
+    )

@@ -248,7 +248,7 @@ def _decide(
         return result
     # Parking production's fallback would take away the one-step flip-back.
     replaced = check_fallback(
-        protection(app, snap.flag), target, action="park", replace=replace_fallback
+        protection(app, snap.flag, snap.slots), target, action="park", replace=replace_fallback
     )
     result["replaced_fallback"] = replaced is not None
     if replaced:

@@ -28,7 +28,7 @@ def status(app: App) -> dict[str, Any]:
     extra_warnings: list[str] = []
     lock = _lock(app, extra_warnings)
     try:
-        fallback = protection(app, snap.flag)
+        fallback = protection(app, snap.flag, snap.slots)
     except ApiError as exc:
         fallback = None
         extra_warnings.append(
