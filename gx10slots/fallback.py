@@ -11,12 +11,15 @@ refused while it is protected:
 - for as long as a guard (or the controller) watches production, announced by its Lease
   ``gx10slots-guard``.
 
-Not protected: a parked fallback (0 replicas: `park --replace-fallback` already gave up the
-one-step flip-back, and refusing the redeploy that warms it again would protect nothing), and a
-slot left by a ``revert`` (the switch-back after a failed post-flip
-verification). That slot was production for the length of one verification window, and it is
-the slot that failed it: it never served, and protecting it would only block the deploy that
-fixes it.
+Not protected:
+
+- a fallback that no longer runs the revision that served (``gx10slots.io/previous-revision``):
+  it was replaced with ``--replace-fallback``, so what the protection kept is gone;
+- a parked fallback (0 replicas): ``park --replace-fallback`` already gave up the one-step
+  flip-back, and refusing the redeploy that warms it again would protect nothing;
+- a slot left by a ``revert`` (the switch-back after a failed post-flip verification). That slot
+  was production for the length of one verification window, and it is the slot that failed it:
+  it never served, and protecting it would only block the deploy that fixes it.
 
 Fail safe: a ``changed-at`` that is missing, unreadable or dated in the future leaves the
 fallback protected with no known end (``--replace-fallback`` is the way past it), and says why.
@@ -27,8 +30,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from gx10slots.durations import format_duration
 from gx10slots.errors import Refused
 from gx10slots.lock import (
     HOLDER_PROCESS,
@@ -38,7 +42,14 @@ from gx10slots.lock import (
     parse_micro,
     record_duration_s,
 )
-from gx10slots.state import ACTION, CHANGED_AT, FlagState, parse_rfc3339, rfc3339
+from gx10slots.state import (
+    ACTION,
+    CHANGED_AT,
+    PREVIOUS_REVISION,
+    FlagState,
+    parse_rfc3339,
+    rfc3339,
+)
 
 REVERT_ACTION = "revert"
 # Clocks differ a little between the machine that flipped and this one; more is a broken clock.
@@ -91,11 +102,15 @@ def fallback_protection(
     guard: GuardWatch | None,
     *,
     parked: bool = False,
+    revision: str | None = None,
 ) -> FallbackProtection:
     """Whether production's fallback is protected now, until when, and why (pure).
 
     ``parked``: the fallback has no replicas (someone parked it, with ``--replace-fallback``):
-    there is no one-step flip-back left to protect, so a deploy into it is not refused."""
+    there is no one-step flip-back left to protect, so a deploy into it is not refused.
+    ``revision``: the fallback's current revision. When the flip recorded the revision that
+    served (``gx10slots.io/previous-revision``) and the slot runs another one now, it was already
+    replaced (``--replace-fallback``): what the protection kept is gone."""
     slot = flag.previous
     if slot is None:
         return FallbackProtection(None, False, None)
@@ -115,6 +130,17 @@ def fallback_protection(
             False,
             None,
             note=f"slot {slot} is parked: there is no warm fallback to protect",
+        )
+    served = flag.annotations.get(PREVIOUS_REVISION) or None
+    if served is not None and revision is not None and served != revision:
+        return FallbackProtection(
+            slot,
+            False,
+            None,
+            note=(
+                f"slot {slot} no longer runs the revision that served ({str(served)[:40]}): "
+                "it was replaced, so nothing is left to protect"
+            ),
         )
     reasons: list[str] = []
     raw = flag.annotations.get(CHANGED_AT)
@@ -137,7 +163,10 @@ def fallback_protection(
         )
     elif now < changed + timedelta(seconds=protect_for_s):
         until = changed + timedelta(seconds=protect_for_s)
-        reasons.append(f"flip.protect_fallback_for after the flip at {rfc3339(changed)}")
+        reasons.append(
+            f"flip.protect_fallback_for ({format_duration(protect_for_s)}) after the flip at "
+            f"{rfc3339(changed)}"
+        )
     if guard is not None:
         reasons.append(f"{guard.holder} watches production")
         if guard.until is None:
@@ -158,22 +187,29 @@ def _parse_time(raw: Any) -> datetime | None:
         return None
 
 
+_DOING = {"deploy": "deploying into it", "park": "parking it"}
+
+
 def check_fallback(
-    protection: FallbackProtection, slot: str, *, action: str, replace: bool
+    protection: FallbackProtection,
+    slot: str,
+    *,
+    action: Literal["deploy", "park"],
+    replace: bool,
 ) -> str | None:
-    """Refuse ``action`` ("deploy into", "park") on a protected fallback; with ``replace``, the
-    note to record. None when ``slot`` is not a protected fallback."""
+    """Refuse a deploy into / park of a protected fallback; with ``replace``, the note to record.
+    None when ``slot`` is not a protected fallback."""
     if slot != protection.slot or not protection.protected:
         return None
     if replace:
         return f"replaced production's fallback ({protection.describe()}) with {REPLACE_OPTION}"
     end = f"until {rfc3339(protection.until)}" if protection.until else "(no known end)"
     raise Refused(
-        f"slot {slot} is production's fallback, protected {end}: {action} it would take away "
-        f"the one-step `slots flip-back` ({'; '.join(protection.reasons)})",
+        f"slot {slot} is production's fallback, protected {end}: {_DOING[action]} would take "
+        f"away the one-step `slots flip-back` ({'; '.join(protection.reasons)})",
         hint=(
-            f"wait until then, or pass {REPLACE_OPTION} to {action.split()[0]} anyway (recorded "
-            "in history); `slots flip-back` still works meanwhile"
+            f"wait until then, or pass {REPLACE_OPTION} to {action} anyway (recorded in "
+            "history); `slots flip-back` still works meanwhile"
         ),
     )
 

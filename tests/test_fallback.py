@@ -16,7 +16,7 @@ from gx10slots.fallback import (
     guard_watch,
 )
 from gx10slots.lock import HOLDER_PROCESS, Here, ProcessInfo, ProcessMark, micro_time
-from gx10slots.state import FlagState, rfc3339
+from gx10slots.state import PREVIOUS_REVISION, FlagState, rfc3339
 
 NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -62,7 +62,7 @@ def test_protection_ends_when_the_time_is_up() -> None:
     protection = fallback_protection(flag(changed_at=ago(HOUR + 1)), NOW, HOUR, guard=None)
     assert not protection.protected
     assert protection.until_for("blue") is None
-    assert check_fallback(protection, "blue", action="deploy into", replace=False) is None
+    assert check_fallback(protection, "blue", action="deploy", replace=False) is None
 
 
 def test_zero_turns_the_time_based_protection_off() -> None:
@@ -76,6 +76,19 @@ def test_a_slot_left_by_a_failed_verification_is_not_protected() -> None:
     )
     assert not protection.protected
     assert protection.note and "never served" in protection.note
+
+
+def test_a_fallback_already_replaced_has_nothing_left_to_protect() -> None:
+    served = flag(changed_at=ago(1))
+    served = FlagState(
+        **{**served.__dict__, "annotations": {**served.annotations, PREVIOUS_REVISION: "r1"}}
+    )
+    assert fallback_protection(served, NOW, HOUR, None, revision="r1").protected
+    replaced = fallback_protection(served, NOW, HOUR, None, revision="r2")
+    assert not replaced.protected
+    assert replaced.note and "no longer runs the revision that served" in replaced.note
+    # Not recorded (a flip by an older version, or by hand): protected, fail safe.
+    assert fallback_protection(flag(changed_at=ago(1)), NOW, HOUR, None, revision="r2").protected
 
 
 def test_a_parked_fallback_has_nothing_left_to_protect() -> None:
@@ -127,14 +140,14 @@ def test_the_refusal_says_until_when_and_the_override() -> None:
     protection = fallback_protection(flag(changed_at=ago(5)), NOW, HOUR, guard=None)
     until = rfc3339(NOW - timedelta(seconds=5) + timedelta(hours=1))
     with pytest.raises(Refused) as info:
-        check_fallback(protection, "blue", action="deploy into", replace=False)
+        check_fallback(protection, "blue", action="deploy", replace=False)
     assert info.value.exit_code == 3
     assert f"protected until {until}" in info.value.message
     assert "--replace-fallback" in (info.value.hint or "")
-    note = check_fallback(protection, "blue", action="deploy into", replace=True)
+    note = check_fallback(protection, "blue", action="deploy", replace=True)
     assert note and "--replace-fallback" in note
     # The other slot (production itself is refused elsewhere) is not the fallback.
-    assert check_fallback(protection, "green", action="deploy into", replace=False) is None
+    assert check_fallback(protection, "green", action="deploy", replace=False) is None
 
 
 # -- the guard's lease as a watch -------------------------------------------------------------

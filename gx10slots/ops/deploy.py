@@ -143,7 +143,7 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> Planned:
         replaced = check_fallback(
             protection(app, snap.flag, snap.slots),
             target,
-            action="deploy into",
+            action="deploy",
             replace=request.replace_fallback,
         )
     active = snap.flag.active

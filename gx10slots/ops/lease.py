@@ -113,5 +113,10 @@ def protection(
     previous = (slots or {}).get(flag.previous) if flag.previous else None
     parked = previous is not None and previous.exists and previous.replicas == 0
     return fallback_protection(
-        flag, now, app.config.flip.protect_fallback_for_s, watch, parked=parked
+        flag,
+        now,
+        app.config.flip.protect_fallback_for_s,
+        watch,
+        parked=parked,
+        revision=previous.revision if previous is not None else None,
     )

@@ -66,6 +66,10 @@ def test_replace_fallback_deploys_into_it_and_history_records_it(two_warm_slots:
     assert (newest["action"], newest["to"], newest["result"]) == ("deploy", "blue", "ok")
     assert newest["replaced_fallback"] is True
     assert "replaced production's fallback" in newest["detail"]
+    # What the protection kept is gone: blue is no longer protected, nothing to override twice.
+    status = box.cli("-o", "json", "status").json()
+    assert status["slots"]["blue"]["protected_until"] is None
+    assert status["slots"]["blue"]["protected"] is False
 
 
 def test_park_of_the_fallback_is_refused_and_the_override_parks_it(two_warm_slots: Sandbox) -> None:
