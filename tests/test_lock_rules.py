@@ -120,7 +120,7 @@ def test_record_durations_are_bounded_and_the_renew_interval_is_a_third() -> Non
 
 def test_status_view_of_a_lease() -> None:
     renewed = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
-    lease = {
+    lease: dict[str, Any] = {
         "metadata": {"annotations": {COMMAND: "slots deploy sandbox/ok --flip\x1b[2J"}},
         "spec": {
             "holderIdentity": "alice@gx10:42",
