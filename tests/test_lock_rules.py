@@ -3,6 +3,7 @@ what a holder writes (gx10slots.lock, gx10slots.cmdline)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from gx10slots import cmdline
+from gx10slots.errors import Conflict, LockHeld, NotFound
 from gx10slots.lock import (
     COMMAND,
     HOLDER_PROCESS,
@@ -19,6 +21,7 @@ from gx10slots.lock import (
     Lock,
     ProcessInfo,
     ProcessMark,
+    Takeover,
     holder_gone,
     lease_view,
     micro_time,
@@ -169,3 +172,171 @@ def test_the_record_a_holder_writes_names_its_command_and_process() -> None:
     assert annotations[HOLDER_PROCESS] == "boot=b;pidns=p;start=7"
     assert annotations["other"] == "kept"
     assert re.fullmatch(r".*\.\d{6}Z", body["spec"]["renewTime"])
+
+
+# -- acquire against an in-memory Lease (compare-and-swap like the API server) -------------------
+
+
+class FakeLeases:
+    """Just enough of the coordination API: read, create and replace with resourceVersion CAS."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.version = 0
+        self.writes = 0
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> dict[str, Any]:
+        if self.lease is None:
+            raise NotFound("no lease", status=404)
+        return copy.deepcopy(self.lease)
+
+    def _store(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        self.writes += 1
+        body = copy.deepcopy(body)
+        body["metadata"]["resourceVersion"] = str(self.version)
+        self.lease = body
+        return copy.deepcopy(body)
+
+    def create_namespaced_lease(self, namespace: str, body: dict[str, Any], **_: Any) -> Any:
+        if self.lease is not None:
+            raise Conflict("exists", status=409)
+        return self._store(body)
+
+    def replace_namespaced_lease(
+        self, name: str, namespace: str, body: dict[str, Any], **_: Any
+    ) -> Any:
+        current = (self.lease or {}).get("metadata", {}).get("resourceVersion")
+        if body["metadata"].get("resourceVersion") != current:
+            raise Conflict("the object has been modified", status=409)
+        return self._store(body)
+
+
+class FakeKube:
+    namespace = "gx10"
+
+    def __init__(self) -> None:
+        self.leases = FakeLeases()
+
+    def api(self, group: str) -> FakeLeases:
+        return self.leases
+
+    def read(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        return fn(*args, **kw)
+
+    def write(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        return fn(*args, **kw)
+
+
+class Clock:
+    def __init__(self, kube: FakeKube | None = None, renew_every: float | None = None) -> None:
+        self.now = 0.0
+        self.kube = kube
+        self.renew_every = renew_every
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+        if self.kube is not None and self.renew_every is not None:  # the holder is alive
+            lease = self.kube.leases.lease
+            assert lease is not None
+            lease["spec"]["renewTime"] = micro_time()
+            self.kube.leases.version += 1
+            lease["metadata"]["resourceVersion"] = str(self.kube.leases.version)
+
+
+WHERE = Here(host="gx10", boot="boot-1", pidns="pid:[1]", process=lambda pid: None)
+
+
+def planted(holder: str, *, renewed_ago: float, mark: str | None = None) -> FakeKube:
+    kube = FakeKube()
+    at = micro_time(datetime.now(UTC) - timedelta(seconds=renewed_ago))
+    annotations = {COMMAND: "slots deploy org/big"}
+    if mark:
+        annotations[HOLDER_PROCESS] = mark
+    kube.leases._store(
+        {
+            "metadata": {"name": "gx10slots-lock", "annotations": annotations},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 30,
+                "acquireTime": at,
+                "renewTime": at,
+            },
+        }
+    )
+    return kube
+
+
+def lock_for(kube: FakeKube, clock: Clock, **kw: Any) -> tuple[Lock, list[Takeover]]:
+    taken: list[Takeover] = []
+    lock = Lock(
+        kube,  # type: ignore[arg-type]
+        holder="me@gx10:1",
+        duration_s=30,
+        clock=clock,
+        wait=clock.wait,
+        on_wait=lambda message: None,
+        on_takeover=taken.append,
+        where=WHERE,
+        command="slots park",
+        **kw,
+    )
+    return lock, taken
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once_and_reported() -> None:
+    kube = planted("alice@gx10:42", renewed_ago=1, mark="boot=boot-1;pidns=pid:[1];start=9")
+    clock = Clock()
+    lock, taken = lock_for(kube, clock)
+    lock.acquire()
+    assert clock.now == 0  # no waiting at all
+    assert kube.leases.lease is not None
+    assert kube.leases.lease["spec"]["holderIdentity"] == "me@gx10:1"
+    assert [(t.holder, t.command) for t in taken] == [("alice@gx10:42", "slots deploy org/big")]
+    assert "no longer exists" in taken[0].why
+
+
+def test_a_live_holder_is_refused_at_once_naming_its_command() -> None:
+    kube = planted("bob@elsewhere:7", renewed_ago=1)
+    clock = Clock()
+    lock, taken = lock_for(kube, clock)
+    with pytest.raises(LockHeld, match="held by bob@elsewhere:7 running `slots deploy org/big`"):
+        lock.acquire()
+    assert clock.now == 0 and taken == []
+
+
+def test_break_lock_takes_a_lease_unrenewed_for_its_renew_interval_on_our_clock() -> None:
+    kube = planted("bob@elsewhere:7", renewed_ago=1)  # looks fresh by bob's clock
+    clock = Clock()
+    lock, taken = lock_for(kube, clock, break_lock=True)
+    lock.acquire()
+    assert clock.now == pytest.approx(renew_interval_s(30) + 1.0)  # 11 s, not 30 or 60
+    assert len(taken) == 1 and "--break-lock" in taken[0].why
+    assert taken[0].holder == "bob@elsewhere:7"
+
+
+def test_break_lock_refuses_a_holder_that_renews_while_we_watch() -> None:
+    kube = planted("bob@elsewhere:7", renewed_ago=1)
+    clock = Clock(kube, renew_every=1.0)
+    lock, taken = lock_for(kube, clock, break_lock=True)
+    with pytest.raises(LockHeld, match="held by bob@elsewhere:7"):
+        lock.acquire()
+    assert taken == []
+    assert kube.leases.lease is not None
+    assert kube.leases.lease["spec"]["holderIdentity"] == "bob@elsewhere:7"
+
+
+def test_release_removes_what_the_holder_published() -> None:
+    kube = FakeKube()
+    lock, _ = lock_for(kube, Clock())
+    lock.acquire()
+    assert kube.leases.lease is not None
+    assert kube.leases.lease["metadata"]["annotations"][COMMAND] == "slots park"
+    lock.release()
+    released = kube.leases.lease
+    assert released["spec"]["holderIdentity"] is None
+    assert COMMAND not in released["metadata"]["annotations"]
+    assert HOLDER_PROCESS not in released["metadata"]["annotations"]
