@@ -180,6 +180,20 @@ _FORCE = click.option(
 )
 
 
+_BREAK_LOCK = click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Take over the lease gx10slots-lock if nobody renews it within its renew interval "
+    "(about 10 s; a live holder is still refused). Says whose it was; recorded in history.",
+)
+_REPLACE_FALLBACK = click.option(
+    "--replace-fallback",
+    is_flag=True,
+    help="Go ahead even if the slot is production's protected fallback (the slot that served "
+    "before the last flip); recorded in history.",
+)
+
+
 _GUARD = click.option(
     "--guard",
     "guard_for",
@@ -212,6 +226,7 @@ def _flip_command(
     reason: str | None,
     dry_run: bool,
     guard_for: float | None = None,
+    break_lock: bool = False,
 ) -> None:
     from gx10slots.ops.flip import flip as run_flip
     from gx10slots.render import flip_summary
@@ -219,7 +234,14 @@ def _flip_command(
     if dry_run and guard_for is not None:
         raise click.UsageError("--guard watches a real flip; it cannot go with --dry-run")
     app = _app(ctx)
-    result = run_flip(app, mode, force=force, reason=reason, dry_run=dry_run)  # type: ignore[arg-type]
+    result = run_flip(
+        app,
+        mode,  # type: ignore[arg-type]
+        force=force,
+        reason=reason,
+        dry_run=dry_run,
+        break_lock=break_lock,
+    )
     code = _guarded(app, result, result, guard_for)
     _emit_guarded(ctx, app, result, flip_summary(result), code)
 
@@ -229,12 +251,18 @@ def _flip_command(
 @_REASON
 @_DRY_RUN
 @_GUARD
+@_BREAK_LOCK
 @click.pass_context
 def flip(
-    ctx: click.Context, force: bool, reason: str | None, dry_run: bool, guard_for: float | None
+    ctx: click.Context,
+    force: bool,
+    reason: str | None,
+    dry_run: bool,
+    guard_for: float | None,
+    break_lock: bool,
 ) -> None:
     """Make the standby active once its gates pass; the old slot stays warm."""
-    _flip_command("flip", ctx, force, reason, dry_run, guard_for)
+    _flip_command("flip", ctx, force, reason, dry_run, guard_for, break_lock)
 
 
 @cli.command("flip-back")
@@ -242,12 +270,18 @@ def flip(
 @_REASON
 @_DRY_RUN
 @_GUARD
+@_BREAK_LOCK
 @click.pass_context
 def flip_back(
-    ctx: click.Context, force: bool, reason: str | None, dry_run: bool, guard_for: float | None
+    ctx: click.Context,
+    force: bool,
+    reason: str | None,
+    dry_run: bool,
+    guard_for: float | None,
+    break_lock: bool,
 ) -> None:
     """Make the previous slot active again (refused unless it is ready)."""
-    _flip_command("flip-back", ctx, force, reason, dry_run, guard_for)
+    _flip_command("flip-back", ctx, force, reason, dry_run, guard_for, break_lock)
 
 
 @cli.command()
@@ -276,6 +310,7 @@ def flip_back(
     metavar="DIR",
     help="Where the slot's smoke reports are and the guard report goes [config smoke.report_dir].",
 )
+@_BREAK_LOCK
 @click.pass_context
 def guard(
     ctx: click.Context,
@@ -283,6 +318,7 @@ def guard(
     interval: float | None,
     failures: int | None,
     report_dir: str | None,
+    break_lock: bool,
 ) -> None:
     """Watch the active slot after a flip; if it wedges or fails, flip back on its own.
 
@@ -291,7 +327,10 @@ def guard(
     guard stands down, exit 0); one known-answer generation through the production endpoint
     with its own timeout; where /metrics exist, requests running on a flat generation counter
     (a wedge); the error share of its recent probes; time to first token against the slot's
-    smoke report. It holds no lease while watching; Ctrl-C changes nothing.
+    smoke report. It holds only the Lease gx10slots-guard while watching (an announcement: while
+    it is held, production's fallback stays protected), never the lock, so an operator's
+    flip-back is never blocked; Ctrl-C changes nothing. --break-lock applies to the lock it
+    takes to flip back.
 
     \b
     Exit 0: the window passed (or it stood down); 1: it tripped and production is back on the
@@ -305,7 +344,11 @@ def guard(
     result = run_guard(
         app,
         GuardRequest(
-            window_s=window, interval_s=interval, failures=failures, report_dir=report_dir
+            window_s=window,
+            interval_s=interval,
+            failures=failures,
+            report_dir=report_dir,
+            break_lock=break_lock,
         ),
     )
     _emit(app, result, guard_summary(result))
@@ -343,13 +386,33 @@ def history(ctx: click.Context, limit: int) -> None:
 @click.argument("slot", required=False, type=click.Choice(["blue", "green", "standby"]))
 @_REASON
 @_DRY_RUN
+@_REPLACE_FALLBACK
+@_BREAK_LOCK
 @click.pass_context
-def park(ctx: click.Context, slot: str | None, reason: str | None, dry_run: bool) -> None:
-    """Scale a non-active slot (default: the standby) to zero to free memory."""
+def park(
+    ctx: click.Context,
+    slot: str | None,
+    reason: str | None,
+    dry_run: bool,
+    replace_fallback: bool,
+    break_lock: bool,
+) -> None:
+    """Scale a non-active slot (default: the standby) to zero to free memory.
+
+    Refused (exit 3) for production's fallback while it is protected (flip.protect_fallback_for
+    after a flip, and while a guard watches) unless --replace-fallback.
+    """
     from gx10slots.ops.park import park as run_park
 
     app = _app(ctx)
-    result = run_park(app, slot, reason=reason, dry_run=dry_run)
+    result = run_park(
+        app,
+        slot,
+        reason=reason,
+        dry_run=dry_run,
+        replace_fallback=replace_fallback,
+        break_lock=break_lock,
+    )
     _emit(app, result, result["detail"])
 
 
@@ -421,6 +484,8 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
 @_REASON
 @_DRY_RUN
 @_GUARD
+@_REPLACE_FALLBACK
+@_BREAK_LOCK
 @click.pass_context
 def deploy(
     ctx: click.Context,
@@ -439,8 +504,15 @@ def deploy(
     reason: str | None,
     dry_run: bool,
     guard_for: float | None,
+    replace_fallback: bool,
+    break_lock: bool,
 ) -> None:
-    """Put MODEL into the standby slot, wait for it, smoke it; --flip to switch production."""
+    """Put MODEL into the standby slot, wait for it, smoke it; --flip to switch production.
+
+    Refused (exit 3) when the target is production's fallback while it is protected
+    (flip.protect_fallback_for after a flip, and while a guard watches) unless
+    --replace-fallback.
+    """
     from gx10slots.ops.deploy import DeployRequest
     from gx10slots.ops.deploy import deploy as run_deploy
     from gx10slots.ops.smoke import parse_formats
@@ -464,6 +536,8 @@ def deploy(
         park_on_failure=park_on_failure,
         reason=reason,
         allow_unknown_memory=allow_unknown_memory,
+        replace_fallback=replace_fallback,
+        break_lock=break_lock,
     )
     result = run_deploy(app, request)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
@@ -560,8 +634,11 @@ def _on_sigterm(signum: int, frame: Any) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    from gx10slots import cmdline
+
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
+    cmdline.set_command(args)  # what the lease shows its holder doing
     # SIGTERM unwinds like Ctrl-C, so `finally` blocks release the lease and say what is known.
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -36,6 +36,8 @@ _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A protection longer than a week is a typo (1000h for 100h), not a policy.
+MAX_PROTECT_FALLBACK_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,13 @@ class GuardConfig:
 
 
 @dataclass(frozen=True)
+class FlipConfig:
+    # After every flip the slot that served before is production's fallback: deploy into it and
+    # park of it are refused this long (0: only while a guard watches). See gx10slots.fallback.
+    protect_fallback_for_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class ApiKeySource:
     env: str | None = None
     secret_name: str | None = None
@@ -124,6 +133,7 @@ class Config:
     api_key: ApiKeySource = field(default_factory=ApiKeySource)
     source: str = "slots.yaml"
     guard: GuardConfig = field(default_factory=GuardConfig)
+    flip: FlipConfig = field(default_factory=FlipConfig)
 
     def slot(self, name: str) -> SlotConfig:
         return self.slots[name]
@@ -211,7 +221,7 @@ class _Reader:
             self.fail(self.key(name), f"expected true or false, got {_describe(value)}")
         return bool(value)
 
-    def duration(self, name: str, default: float) -> float:
+    def duration(self, name: str, default: float, *, allow_zero: bool = False) -> float:
         value = self.raw(name)
         if value is None:
             return default
@@ -228,7 +238,7 @@ class _Reader:
                 self.fail(self.key(name), str(exc))
         if not math.isfinite(seconds):
             self.fail(self.key(name), f"expected a finite duration, got {value!r}")
-        if seconds <= 0:
+        if seconds < 0 or (seconds == 0 and not allow_zero):
             self.fail(self.key(name), f"expected a positive duration, got {value!r}")
         return seconds
 
@@ -382,6 +392,18 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
 
     guard = _guard(top.child("guard"))
 
+    flip_reader = top.child("flip")
+    protect = flip_reader.duration(
+        "protect_fallback_for", FlipConfig.protect_fallback_for_s, allow_zero=True
+    )
+    if protect > MAX_PROTECT_FALLBACK_S:
+        flip_reader.fail(
+            flip_reader.key("protect_fallback_for"),
+            f"expected at most 7 days (168h), got {flip_reader.raw('protect_fallback_for')!r}",
+        )
+    flip = FlipConfig(protect_fallback_for_s=protect)
+    flip_reader.done()
+
     key_reader = top.child("api_key")
     secret = key_reader.child("secret")
     api_key = ApiKeySource(
@@ -411,6 +433,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         api_key=api_key,
         source=source,
         guard=guard,
+        flip=flip,
     )
 
 

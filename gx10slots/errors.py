@@ -84,15 +84,25 @@ class Refused(SlotsError):
 class LockHeld(Refused):
     kind = "lock-held"
 
-    def __init__(self, holder: str, since: str | None, *, lease: str = "gx10slots-lock") -> None:
-        since_text = f" since {since}" if since else ""
+    def __init__(
+        self,
+        holder: str,
+        since: str | None,
+        *,
+        lease: str = "gx10slots-lock",
+        command: str | None = None,
+    ) -> None:
         super().__init__(
-            f"lease {lease} is held by {holder}{since_text}",
-            hint="wait for that operation to finish; an abandoned lease can be taken over once it "
-            "has not been renewed for its full duration",
+            f"lease {lease} is held by {holder}"
+            f"{f' running `{command}`' if command else ''}{f' since {since}' if since else ''}",
+            hint="wait for that operation to finish. A holder whose process is gone on this host "
+            "is taken over at once; `--break-lock` takes over a lease nobody renewed within its "
+            "renew interval (about 10 s); an abandoned lease is taken over once it has not been "
+            "renewed for its full duration",
         )
         self.holder = holder
         self.since = since
+        self.command = command
 
 
 class ClusterError(SlotsError):

@@ -57,6 +57,7 @@ def status_table(doc: dict[str, Any]) -> None:
         "MEMORY",
         "REVISION",
         "SMOKE",
+        "PROTECTED",
     ):
         table.add_column(column)
     for name, slot in doc["slots"].items():
@@ -79,6 +80,7 @@ def status_table(doc: dict[str, Any]) -> None:
             "-" if memory is None else f"{memory:g} GiB",
             _cell(slot.get("revision")),
             smoke_text,
+            _protected(slot),
         )
     console.print(table)
     flag = doc["flag"]
@@ -90,8 +92,35 @@ def status_table(doc: dict[str, Any]) -> None:
         console.print(f"changed {flag['changed_at']} by {_cell(flag.get('changed_by'))}")
     if flag.get("endpoint"):
         console.print(f"production endpoint: {flag['endpoint']}")
+    fallback = doc.get("fallback")
+    if fallback and fallback.get("protected"):
+        until = f"until {fallback['until']}" if fallback.get("until") else "with no known end"
+        console.print(
+            f"fallback: {fallback['slot']} protected {until} ("
+            + _cell("; ".join(fallback.get("reasons") or []))
+            + "): deploy into it and park of it need --replace-fallback"
+        )
+    console.print(lock_line(doc.get("lock")))
     for warning in doc.get("warnings", []):
         console.print(f"warning: {warning}", style="yellow")
+
+
+def _protected(slot: dict[str, Any]) -> str:
+    if slot.get("protected_until"):
+        return "until " + _cell(slot["protected_until"])
+    return "yes (no known end)" if slot.get("protected") else "-"
+
+
+def lock_line(lock: dict[str, Any] | None) -> str:
+    """The lease gx10slots-lock in one line: free, or who holds it doing what since when."""
+    if not lock:
+        return "lock: free"
+    doing = f" running `{_cell(lock.get('command'))}`" if lock.get("command") else ""
+    state = "EXPIRED at" if lock.get("expired") else "expires"
+    return (
+        f"lock: held by {_cell(lock.get('holder'))}{doing} since {_cell(lock.get('since'))}, "
+        f"{state} {_cell(lock.get('expires'))}"
+    )
 
 
 def flip_summary(result: dict[str, Any]) -> str:

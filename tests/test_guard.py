@@ -387,7 +387,7 @@ def wired(
     calls: dict[str, Any] = {"switch": [], "record": [], "verify": [], "locks": []}
 
     @contextmanager
-    def fake_lock(kube: Any, *, holder: str, on_wait: Any = None) -> Iterator[str]:
+    def fake_lock(app: Any, *, holder: str, break_lock: bool = False) -> Iterator[str]:
         calls["locks"].append(holder)
         yield "lock"
 
@@ -402,7 +402,7 @@ def wired(
         calls["verify"].append((slot, served))
         return calls.get("verified", (True, "answered readiness, identity, known-answer"))
 
-    monkeypatch.setattr(guard_mod, "Lock", fake_lock)
+    monkeypatch.setattr(guard_mod, "hold", fake_lock)
     monkeypatch.setattr(guard_mod, "switch", fake_switch)
     monkeypatch.setattr(guard_mod, "verify_production", fake_verify)
     monkeypatch.setattr(
@@ -493,7 +493,7 @@ def test_a_held_lease_blocks_the_flip_back(
     def held(*args: Any, **kw: Any) -> Any:
         raise LockHeld("bob@ops:7", "T")
 
-    monkeypatch.setattr(guard_mod, "Lock", held)
+    monkeypatch.setattr(guard_mod, "hold", held)
     with pytest.raises(RevertBlocked, match="held by bob@ops:7"):
         ports.revert("tripped", STREAK)
     assert calls["switch"] == []
@@ -568,6 +568,17 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         guard_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw)
     )
     monkeypatch.setattr(guard_mod, "read_flag_object", lambda app: {"metadata": {}})
+    state["announced"] = []
+
+    class Announcement:
+        def __exit__(self, *exc: Any) -> None:
+            state["announced"].append("released")
+
+    def announce(app: App, by: str, window_s: float) -> Announcement:
+        state["announced"].append(("held", by, window_s))
+        return Announcement()
+
+    monkeypatch.setattr(guard_mod, "announce_watch", announce)
     state["app"] = make_app(tmp_path)
     state["reports"] = reports
     yield state
@@ -590,6 +601,12 @@ def test_guard_passes_and_uses_the_smoke_report_as_ttft_baseline(command: dict[s
     report = json.loads(Path(doc["report"]).read_text())
     assert Path(doc["report"]).name.endswith("-guard-green.json")
     assert len(report["check_log"]) == 3
+    # It announced its watch (the fallback stays protected) for its window, and ended it.
+    assert [a[0] if isinstance(a, tuple) else a for a in command["announced"]] == [
+        "held",
+        "released",
+    ]
+    assert command["announced"][0][2] == 60
 
 
 def test_guard_trip_is_exit_1_with_evidence_and_a_report(command: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ REPORTING_CONTROLLER = "gx10slots.io/slots"
 @dataclass(frozen=True)
 class HistoryEntry:
     at: str
-    action: str  # deploy, flip, flip-back, park, auto-revert
+    action: str  # deploy, flip, flip-back, park, auto-revert, lock-takeover
     to: str | None
     model: str | None
     by: str
@@ -44,10 +44,14 @@ class HistoryEntry:
     from_model: str | None = None
     from_: str | None = None
     revision: str | None = None
+    # A deploy into / park of production's protected fallback with --replace-fallback.
+    replaced_fallback: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["from"] = doc.pop("from_")
+        if not doc["replaced_fallback"]:
+            del doc["replaced_fallback"]  # only entries that did it carry the field
         return doc
 
 

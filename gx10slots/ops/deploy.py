@@ -32,9 +32,11 @@ from gx10slots.errors import (
     Refused,
     SlotsError,
 )
+from gx10slots.fallback import check_fallback
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
+from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
 from gx10slots.plan import clean_reason
 from gx10slots.state import flux_deploy_blocker, now_utc, other_slot, revision_of, rfc3339
@@ -59,6 +61,10 @@ class DeployRequest:
     park_on_failure: bool = False
     reason: str | None = None
     allow_unknown_memory: bool = False
+    # Deploy even into production's protected fallback (recorded in history).
+    replace_fallback: bool = False
+    # Take over a lease nobody renews within its renew interval.
+    break_lock: bool = False
 
 
 def _target(snap: Snapshot, requested: str | None) -> str:
@@ -112,7 +118,15 @@ def _plan_into(
     )
 
 
-def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[DeployPlan, str]:
+@dataclass(frozen=True)
+class Planned:
+    plan: DeployPlan
+    memory_note: str
+    # Set when this deploy replaces production's protected fallback (--replace-fallback).
+    replaced_fallback: str | None = None
+
+
+def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> Planned:
     target = _target(snap, request.slot)
     current = snap.deployments[target]
     if current is None:
@@ -124,6 +138,15 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[De
     if drift:
         raise Refused(drift)
     plan = _plan_into(app, request, snap, target, current, by)
+    replaced = None
+    if not plan.unchanged:
+        # A slot that already runs this revision loses nothing (a re-run goes straight to smoke).
+        replaced = check_fallback(
+            protection(app, snap.flag, snap.slots),
+            target,
+            action="deploy",
+            replace=request.replace_fallback,
+        )
     active = snap.flag.active
     assert plan.memory is not None
     memory_note = memory_gate(
@@ -135,27 +158,28 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[De
         reserve_gib=app.config.memory.reserve_gib,
         allow_unknown=request.allow_unknown_memory,
     )
-    return plan, memory_note
+    return Planned(plan, memory_note, replaced)
 
 
 def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
     by = holder_identity()
     why = clean_reason(request.reason) or f"slots deploy {request.model}"
     if request.dry_run:
-        plan, memory_note = _plan(app, request, snapshot(app), by)
+        planned = _plan(app, request, snapshot(app), by)
         return {
             "action": "deploy",
             "dry_run": True,
             "changed": False,
-            "memory": memory_note,
-            **plan.to_dict(),
+            "memory": planned.memory_note,
+            "replaced_fallback": planned.replaced_fallback is not None,
+            **planned.plan.to_dict(),
         }
     from gx10slots.ops.smoke import check_report_dir
 
     # Before any change: a smoke whose report cannot be written would fail after the rollout.
     check_report_dir(request.report_dir or app.config.smoke.report_dir)
     try:
-        with Lock(app.kube, holder=by, on_wait=console.progress) as lock:
+        with hold(app, holder=by, break_lock=request.break_lock) as lock:
             return _deploy_locked(app, request, lock, by, why)
     except Interrupted as exc:
         if "production" in exc.message:
@@ -165,22 +189,25 @@ def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
         ) from exc
 
 
-def _apply(app: App, request: DeployRequest, lock: Lock, by: str) -> tuple[DeployPlan, bool]:
+def _apply(app: App, request: DeployRequest, lock: Lock, by: str) -> tuple[Planned, bool]:
     """Plan and write with compare-and-swap; returns the plan and whether anything was written."""
     for attempt in range(1, CAS_ATTEMPTS + 1):
         snap = snapshot(app)
-        plan, memory_note = _plan(app, request, snap, by)
-        console.progress(memory_note)
+        planned = _plan(app, request, snap, by)
+        plan = planned.plan
+        console.progress(planned.memory_note)
+        if planned.replaced_fallback:
+            console.progress(planned.replaced_fallback)
         target_state = snap.slots[plan.slot]
         if plan.unchanged and target_state.is_ready:
             console.progress(
                 f"slot {plan.slot} already runs revision {plan.revision_after} and is ready; "
                 "going straight to smoke"
             )
-            return plan, False
+            return planned, False
         if plan.unchanged:
             console.progress(f"slot {plan.slot} already has this revision; waiting for it")
-            return plan, False
+            return planned, False
         for change in plan.changes:
             console.detail(f"  {change}")
         lock.check()
@@ -215,7 +242,7 @@ def _apply(app: App, request: DeployRequest, lock: Lock, by: str) -> tuple[Deplo
             f"slot {plan.slot}: {request.model} applied (revision {plan.revision_before} -> "
             f"{plan.revision_after}); waiting for the rollout"
         )
-        return plan, True
+        return planned, True
     raise ClusterError(
         "the standby Deployment kept changing under us; nothing was changed by this command"
     )
@@ -358,7 +385,17 @@ def _already_recorded(app: App, plan: DeployPlan) -> bool:
     return False
 
 
-def _record(app: App, plan: DeployPlan, by: str, why: str, result: str, detail: str) -> None:
+def _record(
+    app: App,
+    plan: DeployPlan,
+    by: str,
+    why: str,
+    result: str,
+    detail: str,
+    replaced_fallback: str | None = None,
+) -> None:
+    if replaced_fallback:
+        detail += "; " + replaced_fallback
     entry = HistoryEntry(
         at=rfc3339(now_utc()),
         action="deploy",
@@ -371,6 +408,7 @@ def _record(app: App, plan: DeployPlan, by: str, why: str, result: str, detail: 
         detail=detail,
         id=new_entry_id(),
         revision=plan.revision_after,
+        replaced_fallback=replaced_fallback is not None,
     )
     append_history(app, entry)
     emit_event(
@@ -388,9 +426,21 @@ def _record(app: App, plan: DeployPlan, by: str, why: str, result: str, detail: 
     )
 
 
-def _park(app: App, plan: DeployPlan) -> str:
+def _park(app: App, plan: DeployPlan, request: DeployRequest) -> str:
     from gx10slots.ops.park import scale_to_zero
 
+    try:
+        # --park-on-failure never parks production's protected fallback behind the operator's
+        # back (a re-run into a slot that already ran this revision is not refused above).
+        now = snapshot(app)
+        check_fallback(
+            protection(app, now.flag, now.slots),
+            plan.slot,
+            action="park",
+            replace=request.replace_fallback,
+        )
+    except Refused as exc:
+        return f"; not parked: {exc.message}"
     try:
         scale_to_zero(app, plan.slot)
     except SlotsError as exc:
@@ -408,7 +458,8 @@ def _deploy_locked(
         done = _already_in_production(app, request, lock, by, why)
         if done is not None:
             return done
-    plan, written = _apply(app, request, lock, by)
+    planned, written = _apply(app, request, lock, by)
+    plan, replaced = planned.plan, planned.replaced_fallback
     try:
         pod = wait_for_rollout(app, plan, request.timeout_s)
         console.progress(f"slot {plan.slot}: pod {pod} ready; running the smoke suite")
@@ -423,20 +474,20 @@ def _deploy_locked(
             f"({'updated to' if written else 'running'} {request.model}); production untouched"
         ) from exc
     except CheckFailed as exc:
-        parked = _park(app, plan) if request.park_on_failure else ""
-        _record(app, plan, by, why, "failed", exc.message.splitlines()[0] + parked)
+        parked = _park(app, plan, request) if request.park_on_failure else ""
+        _record(app, plan, by, why, "failed", exc.message.splitlines()[0] + parked, replaced)
         exc.message += parked
         raise
     if not outcome.passed:
-        parked = _park(app, plan) if request.park_on_failure else ""
+        parked = _park(app, plan, request) if request.park_on_failure else ""
         detail = f"smoke failed: {outcome.failure_summary}"
-        _record(app, plan, by, why, "failed", detail + parked)
+        _record(app, plan, by, why, "failed", detail + parked, replaced)
         raise CheckFailed(
             f"slot {plan.slot}: {detail}; report {outcome.report_path}{parked}",
             hint="production is untouched; the standby is left running for debugging",
         )
     if written or not _already_recorded(app, plan):
-        _record(app, plan, by, why, "ok", f"smoke passed; report {outcome.report_path}")
+        _record(app, plan, by, why, "ok", f"smoke passed; report {outcome.report_path}", replaced)
     result: dict[str, Any] = {
         "action": "deploy",
         "changed": written,
@@ -447,6 +498,7 @@ def _deploy_locked(
         "smoke": {"passed": True, "report": outcome.report_path},
         "reports": outcome.report_paths,
         "duration_s": round(time.monotonic() - started, 3),
+        "replaced_fallback": replaced is not None,
         "flip": None,
     }
     if request.flip:

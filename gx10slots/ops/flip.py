@@ -30,6 +30,7 @@ from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
 from gx10slots.ops.engine import production_endpoint, quick_probe, slot_endpoint
+from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.plan import FlipPlan, Mode, clean_reason, plan_flip
 from gx10slots.state import CHANGED_AT, CHANGED_BY, flag_state, now_utc, rfc3339
@@ -255,8 +256,10 @@ def flip(
     reason: str | None,
     dry_run: bool,
     lock: Lock | None = None,
+    break_lock: bool = False,
 ) -> dict[str, Any]:
-    """Flip or flip back; ``lock`` lets `deploy --flip` flip under the lease it already holds."""
+    """Flip or flip back; ``lock`` lets `deploy --flip` flip under the lease it already holds;
+    ``break_lock`` takes over a lease nobody renews (see gx10slots.lock)."""
     by = lock.holder if lock else holder_identity()
     why = clean_reason(reason) or f"slots {mode}"
     if dry_run:
@@ -275,7 +278,7 @@ def flip(
         return {"action": mode, "dry_run": True, "changed": False, **plan.to_dict()}
     if lock is None:
         try:
-            with Lock(app.kube, holder=by, on_wait=console.progress) as own:
+            with hold(app, holder=by, break_lock=break_lock) as own:
                 return _flip_locked(app, mode, own, force=force, by=by, why=why)
         except Interrupted as exc:
             if "production" in exc.message:

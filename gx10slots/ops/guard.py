@@ -5,7 +5,9 @@ stand down, exit 0)? Then one streamed known-answer generation through the produ
 with its own timeout, while the engine's ``/metrics`` are sampled for the progress rule. The
 decisions are pure (``gx10slots.guardrules``); this module does the I/O around them.
 
-The guard holds no lease while it watches, so an operator's `slots flip-back` is never blocked.
+The guard holds no lock while it watches, so an operator's `slots flip-back` is never blocked. It
+holds only the Lease ``gx10slots-guard``, an announcement that it watches: while that is held,
+production's fallback stays protected from `deploy` and `park` (gx10slots.fallback).
 When ``--failures`` checks in a row failed it takes the lease and reuses the flip's own steps:
 ``switch`` (compare-and-swap pinned to the guarded slot, with the readiness gate of the previous
 slot), ``verify`` through production, ``record_flip`` (history entry ``auto-revert``, annotations
@@ -24,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -67,6 +70,7 @@ from gx10slots.ops.engine import (
 )
 from gx10slots.ops.flip import Switched, record_flip, switch, where_production_is
 from gx10slots.ops.flip import verify as verify_production
+from gx10slots.ops.lease import GUARD_LEASE, WATCH_UNTIL, hold
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.ops.smoke import invalidate_smoke
 from gx10slots.plan import FlipPlan, clean_reason
@@ -104,6 +108,8 @@ class GuardRequest:
     report_dir: str | None = None  # where the smoke reports are and the guard report goes
     # The slot a flip just made active (`--guard`): if production is elsewhere, stand down.
     expected: str | None = None
+    # Take over a stale gx10slots-lock when flipping back (`--break-lock`).
+    break_lock: bool = False
 
 
 # -- the seam --------------------------------------------------------------------------------
@@ -411,8 +417,10 @@ class ClusterPorts:
         by: str,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], bool] | None = None,
+        break_lock: bool = False,
     ) -> None:
         self.app = app
+        self.break_lock = break_lock
         self.target = target
         self.settings = settings
         self.by = by
@@ -477,7 +485,7 @@ class ClusterPorts:
         if unsafe is not None:
             raise RevertBlocked(unsafe)
         try:
-            with Lock(app.kube, holder=self.by, on_wait=console.progress) as lock:
+            with hold(app, holder=self.by, break_lock=self.break_lock) as lock:
                 try:
                     switched = switch(
                         app,
@@ -670,14 +678,21 @@ def guard(
     report_dir = request.report_dir or config.smoke.report_dir
     baseline, baseline_note = load_baseline(snap.slots[target.guarded], report_dir)
     if ports is None:
-        ports = ClusterPorts(app, target, settings, by=by, clock=clock, wait=wait)
+        ports = ClusterPorts(
+            app, target, settings, by=by, clock=clock, wait=wait, break_lock=request.break_lock
+        )
     console.progress(
         f"guarding {target.guarded} ({target.model}) {describe(settings)} to "
         f"{target.previous} ({target.previous_model}); {baseline_note}"
     )
-    began = ports.clock()
-    outcome = watch(ports, target, settings, baseline)
-    elapsed = ports.clock() - began
+    announcement = announce_watch(app, by, settings.window_s)
+    try:
+        began = ports.clock()
+        outcome = watch(ports, target, settings, baseline)
+        elapsed = ports.clock() - began
+    finally:
+        if announcement is not None:
+            announcement.__exit__(None, None, None)
     doc = _document(outcome, target, settings, baseline, baseline_note, started_at, elapsed)
     doc["report"] = _write_report(doc, outcome, report_dir, target.guarded, started_at)
     if outcome.result == "blocked":
@@ -703,6 +718,34 @@ def guard(
             hint=f"inspect slot {target.guarded} with `slots smoke {target.guarded}`",
         ).to_dict()
     return doc
+
+
+def announce_watch(app: App, by: str, window_s: float) -> Lock | None:
+    """Hold the Lease gx10slots-guard while watching, saying until when: `deploy` and `park`
+    read it and keep production's fallback protected. Best effort: when another guard (or the
+    controller) already holds it, the fallback is protected anyway and we watch without it; an
+    expired announcement is taken at once (it orders nothing, so no need to wait as for the
+    lock)."""
+    until = rfc3339(now_utc() + timedelta(seconds=window_s))
+    lease = hold(
+        app,
+        holder=by,
+        name=GUARD_LEASE,
+        annotations={WATCH_UNTIL: until},
+        wait_for_expired=False,
+    )
+    try:
+        lease.__enter__()
+    except LockHeld as exc:
+        console.progress(f"guard: {exc.message}; it protects the fallback already")
+        return None
+    except SlotsError as exc:
+        console.progress(
+            f"guard: could not announce the watch on Lease {GUARD_LEASE} ({exc.message}); "
+            "the fallback is protected only for flip.protect_fallback_for"
+        )
+        return None
+    return lease
 
 
 def _document(

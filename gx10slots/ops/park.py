@@ -15,6 +15,7 @@ from gx10slots.errors import (
     Refused,
     UsageError,
 )
+from gx10slots.fallback import check_fallback
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import (
@@ -24,6 +25,7 @@ from gx10slots.ops.audit import (
     new_entry_id,
     read_history,
 )
+from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import read_deployment, snapshot
 from gx10slots.plan import clean_reason
 from gx10slots.state import ANNOTATION_PREFIX, now_utc, other_slot, parse_rfc3339, rfc3339
@@ -34,25 +36,37 @@ PARKED_AT = ANNOTATION_PREFIX + "parked-at"
 PARKED_REASON = ANNOTATION_PREFIX + "parked-reason"
 
 
-def park(app: App, slot: str | None, *, reason: str | None, dry_run: bool) -> dict[str, Any]:
+def park(
+    app: App,
+    slot: str | None,
+    *,
+    reason: str | None,
+    dry_run: bool,
+    replace_fallback: bool = False,
+    break_lock: bool = False,
+) -> dict[str, Any]:
     if slot is not None and slot not in (*SLOT_NAMES, "standby"):
         raise UsageError(f"slot must be blue, green or standby, got {slot!r}")
     by = holder_identity()
     why = clean_reason(reason) or "slots park"
     if dry_run:
-        return _decide(app, slot, dry_run=True, by=by)
+        return _decide(app, slot, dry_run=True, by=by, replace_fallback=replace_fallback)
     try:
-        with Lock(app.kube, holder=by) as lock:
-            return _park_locked(app, slot, lock, by, why)
+        with hold(app, holder=by, break_lock=break_lock) as lock:
+            return _park_locked(app, slot, lock, by, why, replace_fallback)
     except Interrupted as exc:
         raise Interrupted(
             f"{exc.message}; production untouched (park never touches the active slot)"
         ) from exc
 
 
-def _park_locked(app: App, slot: str | None, lock: Lock, by: str, why: str) -> dict[str, Any]:
+def _park_locked(
+    app: App, slot: str | None, lock: Lock, by: str, why: str, replace_fallback: bool
+) -> dict[str, Any]:
     for _ in range(CAS_ATTEMPTS):
-        decision = _decide(app, slot, dry_run=False, by=by, why=why)
+        decision = _decide(
+            app, slot, dry_run=False, by=by, why=why, replace_fallback=replace_fallback
+        )
         if not decision["changed"]:
             unrecorded = decision.pop("unrecorded", None)
             if unrecorded:
@@ -98,13 +112,15 @@ def _park_locked(app: App, slot: str | None, lock: Lock, by: str, why: str) -> d
         decision.pop("patch")
         decision.pop("unrecorded", None)
         decision.pop("reason", None)
+        replaced = decision.get("replaced_fallback_note")
         try:
             _record(
                 app,
                 decision,
                 by=by,
                 why=why,
-                detail=f"scaled {name} from {decision['replicas_before']} to 0",
+                detail=f"scaled {name} from {decision['replicas_before']} to 0"
+                + (f"; {replaced}" if replaced else ""),
             )
         except ClusterError as exc:
             raise ClusterError(
@@ -129,6 +145,7 @@ def _record(app: App, decision: dict[str, Any], *, by: str, why: str, detail: st
         result="ok",
         detail=detail,
         id=new_entry_id(),
+        replaced_fallback=bool(decision.get("replaced_fallback")),
     )
     append_history(app, entry)
     emit_event(
@@ -190,7 +207,13 @@ def scale_to_zero(app: App, slot: str) -> None:
 
 
 def _decide(
-    app: App, slot: str | None, *, dry_run: bool, by: str, why: str = "slots park"
+    app: App,
+    slot: str | None,
+    *,
+    dry_run: bool,
+    by: str,
+    why: str = "slots park",
+    replace_fallback: bool = False,
 ) -> dict[str, Any]:
     snap = snapshot(app)
     if slot in (None, "standby"):
@@ -221,6 +244,13 @@ def _decide(
         if unrecorded:
             result["unrecorded"], result["reason"] = unrecorded
         return result
+    # Parking production's fallback would take away the one-step flip-back.
+    replaced = check_fallback(
+        protection(app, snap.flag, snap.slots), target, action="park", replace=replace_fallback
+    )
+    result["replaced_fallback"] = replaced is not None
+    if replaced:
+        result["replaced_fallback_note"] = replaced
     # Who parked it and when travel with the scale (one patch): an interrupted park that scaled
     # the slot but recorded nothing is recognised, and recorded, by the next `slots park`.
     marks = {PARKED_BY: by, PARKED_AT: rfc3339(now_utc()), PARKED_REASON: why}

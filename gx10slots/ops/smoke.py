@@ -21,6 +21,7 @@ from gx10slots.errors import CheckFailed, Conflict, Invalid, LockHeld, UsageErro
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.lock import Lock
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
+from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_deployment, snapshot
 from gx10slots.state import (
     SMOKE_AT,
@@ -160,7 +161,7 @@ def _record(
     if lock is not None:
         return _record_locked(app, slot, revision, report, report_name, lock)
     try:
-        with Lock(app.kube, on_wait=console.progress) as own:
+        with hold(app) as own:
             return _record_locked(app, slot, revision, report, report_name, own)
     except LockHeld as exc:
         console.progress(f"smoke result not recorded on slot {slot}: {exc.message}")

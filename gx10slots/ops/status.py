@@ -5,17 +5,45 @@ from __future__ import annotations
 from typing import Any
 
 from gx10slots.app import App
+from gx10slots.errors import ApiError
+from gx10slots.lock import LEASE_NAME, lease_view
+from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
 from gx10slots.state import now_utc, role_of, status_warnings
+
+
+def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
+    """Who holds the lock, running what, since when; None when nobody does."""
+    try:
+        return lease_view(read_lease(app, LEASE_NAME))
+    except ApiError as exc:  # e.g. a read-only Role without leases: say so, do not guess
+        warnings.append(f"cannot read Lease {LEASE_NAME}: {exc.message}")
+        return None
 
 
 def status(app: App) -> dict[str, Any]:
     config = app.config
     snap = snapshot(app)
     now = now_utc()
+    extra_warnings: list[str] = []
+    lock = _lock(app, extra_warnings)
+    try:
+        fallback = protection(app, snap.flag, snap.slots)
+    except ApiError as exc:
+        fallback = None
+        extra_warnings.append(
+            f"cannot read Lease gx10slots-guard ({exc.message}): whether a guard protects the "
+            "fallback is unknown"
+        )
+    if fallback is not None and fallback.protected and fallback.until is None:
+        extra_warnings.append(f"{fallback.describe()}: override with --replace-fallback")
+    elif fallback is not None and fallback.note:
+        extra_warnings.append(fallback.note)
     slots = {}
     for name, slot in snap.slots.items():
         doc = slot.to_dict(role_of(slot, snap.flag))
+        doc["protected_until"] = fallback.until_for(name) if fallback else None
+        doc["protected"] = bool(fallback and fallback.protected and fallback.slot == name)
         if slot.smoke is not None:
             age = slot.smoke.age_s(now)
             doc["smoke"]["age_s"] = round(age, 1) if age is not None else None
@@ -36,7 +64,10 @@ def status(app: App) -> dict[str, Any]:
         },
         "node_capacity_gib": snap.node_capacity_gib,
         "slots": slots,
+        "fallback": fallback.to_dict() if fallback and fallback.slot else None,
+        "lock": lock,
         "warnings": status_warnings(
             snap.slots, snap.flag, snap.flag_obj, config, now, snap.deployments
-        ),
+        )
+        + extra_warnings,
     }

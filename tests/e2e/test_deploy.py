@@ -78,7 +78,8 @@ def test_deploy_smoke_flip_flip_back_park_with_zero_failed_production_requests(
         assert sandbox.production() == "v2"
         assert sandbox.cli("flip-back").code == 0
         assert sandbox.production() == "sandbox-ok"
-        assert sandbox.cli("park").code == 0
+        # green served before the flip-back: parking that fallback is a deliberate override.
+        assert sandbox.cli("park", "--replace-fallback").code == 0
     print(f"production requests during deploy/flip/flip-back/park: {dict(traffic.outcomes)}")
     assert traffic.outcomes["ok"] > 20
     assert traffic.failures == 0, traffic.outcomes

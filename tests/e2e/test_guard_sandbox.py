@@ -242,7 +242,7 @@ def test_a_flaky_slot_trips_on_its_error_share(sandbox: Sandbox) -> None:
 def test_the_guard_refuses_when_the_previous_slot_is_parked(two_warm_slots: Sandbox) -> None:
     box = two_warm_slots
     assert box.cli("flip").code == 0
-    assert box.cli("park", "blue").code == 0
+    assert box.cli("park", "blue", "--replace-fallback").code == 0  # the fallback, on purpose
     before = box.versions()
     history = box.history()
     result = box.cli("guard", "--for", "5s", "--interval", "1s")

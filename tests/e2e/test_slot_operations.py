@@ -285,7 +285,10 @@ def test_flip_back_refuses_a_previous_slot_redeployed_since_it_served(
     box = two_warm_slots
     assert box.cli("flip").code == 0  # production on green; blue (previous) stays warm
     box.set_smoke(probe_timeout="2s")
-    failed = box.cli("deploy", "sandbox/garbage", "--served-name", "sandbox-ok")  # into blue
+    # Into blue, production's protected fallback: deliberately, with the override.
+    failed = box.cli(
+        "deploy", "sandbox/garbage", "--served-name", "sandbox-ok", "--replace-fallback"
+    )
     assert failed.code == 1
     status = box.cli("-o", "json", "status").json()
     assert status["previous"] == "blue"

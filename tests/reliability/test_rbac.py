@@ -318,7 +318,7 @@ FLOW: list[tuple[tuple[str, ...], int]] = [
     (("guard", "--for", "2s", "--interval", "1s"), 0),
     (("history",), 0),
     (("flip-back",), 0),
-    (("park",), 0),
+    (("park", "--replace-fallback"), 0),  # green served before the flip-back: its fallback
     (("deploy", "sandbox/crash", "--timeout", "60s"), 1),  # a failed rollout reads pods/log
     (("status",), 0),
 ]
