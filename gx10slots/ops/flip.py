@@ -1,8 +1,10 @@
 """`slots flip` and `slots flip-back`: switch the flag with compare-and-swap, verify, keep warm.
 
 Order of events, each step able to stop the flip with production untouched:
-lease → read → gates (pure) → pre-flip probe → CAS write (JSON Patch with `test`s) → verify
-through the production endpoint → record. A conflict at the write means someone else moved the
+lease → read → gates (pure) → pre-flip probe → CAS write (JSON Patch with `test`s; it also
+writes ``gx10slots.io/state: switching`` and the run's id) → verify through the production
+endpoint → record (history entry with the run's id) → mark the run done on the flag
+(``gx10slots.io/state: done``, CAS again). A conflict at the write means someone else moved the
 flag: read again and re-check every gate. A failed verification switches back (CAS again).
 """
 
@@ -32,7 +34,17 @@ from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_en
 from gx10slots.ops.engine import production_endpoint, quick_probe, slot_endpoint
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.plan import FlipPlan, Mode, clean_reason, plan_flip
-from gx10slots.state import CHANGED_AT, CHANGED_BY, flag_state, now_utc, rfc3339
+from gx10slots.state import (
+    CHANGED_AT,
+    CHANGED_BY,
+    DONE,
+    RUN_ID,
+    RUN_STATE,
+    SWITCHING,
+    flag_state,
+    now_utc,
+    rfc3339,
+)
 
 CAS_ATTEMPTS = 3
 PRE_FLIP_PROBE_TIMEOUT_S = 15.0
@@ -85,6 +97,68 @@ def _settle_by_reading_back(app: App, plan: FlipPlan, by: str, at: str) -> dict[
     return obj if landed else None
 
 
+def _run_marker(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    return annotations.get(RUN_ID), annotations.get(RUN_STATE)
+
+
+def mark_done(app: App, flag_obj: Mapping[str, Any], run: str) -> None:
+    """The second compare-and-swap of a run: ``gx10slots.io/state: done`` on the flag object,
+    once the run has verified (or reverted) and recorded. Without it, re-running the command
+    completes the run instead of switching again.
+
+    Pinned by ``test`` ops to this run still being the flag's last writer: if someone else has
+    written the flag since, their marker is theirs, and there is nothing of ours left to mark.
+    Raises ``ClusterError`` when the cluster keeps refusing (the run stays "switching": a re-run
+    verifies and records it again, which is a no-op for the record)."""
+    obj: Mapping[str, Any] = flag_obj
+    config = app.config
+    for attempt in range(1, CAS_ATTEMPTS + 1):
+        marker, state = _run_marker(obj)
+        if not run or marker != run or state != SWITCHING:
+            return  # done already, or another run wrote the flag since
+        core = app.kube.api("core")
+        if config.flag.kind == "service-selector":
+            fn, what = core.patch_namespaced_service, "Service"
+        else:
+            fn, what = core.patch_namespaced_config_map, "ConfigMap"
+        patch = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": obj["metadata"]["resourceVersion"],
+            },
+            {"op": "test", "path": _annotation_pointer(RUN_ID), "value": run},
+            {"op": "replace", "path": _annotation_pointer(RUN_STATE), "value": DONE},
+        ]
+        try:
+            app.kube.write(
+                f"patch {what} {config.namespace}/{config.flag.name} (mark run {run} done)",
+                fn,
+                config.flag.name,
+                config.namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type="application/json-patch+json",
+            )
+            return
+        except (ApiError, WriteOutcomeUnknown) as exc:
+            # Landed with a lost answer, or the object moved (409/422): read back and decide.
+            obj = read_flag_object(app)
+            if _run_marker(obj) == (run, DONE):
+                return
+            if isinstance(exc, Conflict | Invalid) and attempt < CAS_ATTEMPTS:
+                continue
+            raise ClusterError(
+                f"marking the run {run} done on the flag failed: {exc.message}"
+            ) from exc
+    raise ClusterError(f"marking the run {run} done on the flag failed: the flag kept changing")
+
+
+def _annotation_pointer(key: str) -> str:
+    return "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+
+
 def switch(
     app: App,
     mode: Mode,
@@ -97,6 +171,7 @@ def switch(
     probe: bool = True,
 ) -> Switched:
     """Gates, probe and the CAS write, re-evaluated from a fresh read after any conflict."""
+    run = new_entry_id()
     for attempt in range(1, CAS_ATTEMPTS + 1):
         snap = snapshot(app)
         now = now_utc()
@@ -111,6 +186,7 @@ def switch(
             reason=reason,
             now=now,
             expected_source=expected_source,
+            run=run,
         )
         if probe and not force:
             served = plan.target_served_name or ""
@@ -215,7 +291,10 @@ def record_flip(
     result: str,
     detail: str,
     regarding: Mapping[str, Any],
+    entry_id: str = "",
 ) -> None:
+    """History entry, then Event. ``entry_id`` (a run's id) makes recording a run twice, as a
+    re-run that completes it may, a no-op."""
     entry = HistoryEntry(
         at=rfc3339(now_utc()),
         action=action,
@@ -227,7 +306,7 @@ def record_flip(
         reason=reason,
         result=result,
         detail=detail,
-        id=new_entry_id(),
+        id=entry_id or plan.run or new_entry_id(),
     )
     append_history(app, entry)
     emit_event(
@@ -278,11 +357,12 @@ def flip(
         try:
             with Lock(app.kube, holder=by, on_wait=console.progress) as own:
                 return _flip_locked(app, mode, own, force=force, by=by, why=why)
-        except Interrupted as exc:
-            if "production" in exc.message:
+        except (Interrupted, KeyboardInterrupt) as exc:
+            if isinstance(exc, Interrupted) and "production" in exc.message:
                 raise
+            message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
             # Stopped while taking (or giving back) the lease: say where production is.
-            raise Interrupted(exc.message + "; " + where_production_is(app, None)) from exc
+            raise Interrupted(message + "; " + where_production_is(app, None)) from exc
     return _flip_locked(app, mode, lock, force=force, by=by, why=why)
 
 
@@ -293,7 +373,7 @@ def _flip_locked(
 
     started = time.monotonic()
     switched: Switched | None = None
-    verified = False
+    verified = recorded = False
     try:
         completed = settle_unfinished(app, mode, lock, by=by, why=why)
         if completed is not None:
@@ -320,17 +400,24 @@ def _flip_locked(
             detail=detail,
             regarding=switched.flag_obj,
         )
-    except Interrupted as exc:
+        recorded = True
+        mark_done(app, switched.flag_obj, plan.run)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        # Ctrl-C and SIGTERM alike (the CLI turns both into Interrupted; KeyboardInterrupt still
+        # arrives when this runs outside the CLI): say where production is, read back.
+        message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
         where = where_production_is(app, switched, verified=verified)
-        raise Interrupted(exc.message + "; " + where) from exc
+        raise Interrupted(message + "; " + where, hint=_after_interruption(mode, switched)) from exc
     except ClusterError as exc:
         if not verified:
             raise
-        # Done and verified, only the record is missing: say so (exit 4, state known). The flag's
-        # annotations hold the record; re-running the command records it without flipping again.
+        # Done and verified, only the record (or the done marker) is missing: say so (exit 4,
+        # state known). The flag still says "switching" for this run, so re-running the command
+        # verifies and records it without flipping again.
         raise ClusterError(
-            f"production is on {plan.target} (switched and verified), but recording it in the "
-            f"history failed: {exc.message}",
+            f"production is on {plan.target} (switched and verified), but "
+            + ("marking the run done on the flag" if recorded else "recording it in the history")
+            + f" failed: {exc.message}",
             hint=f"re-run `slots {mode}`: it records the entry without switching again",
         ) from exc
     elapsed = time.monotonic() - started
@@ -347,6 +434,15 @@ def _flip_locked(
         "warm": plan.source,
         "duration_s": round(elapsed, 3),
     }
+
+
+def _after_interruption(mode: Mode, switched: Switched | None) -> str | None:
+    if switched is None:
+        return None
+    return (
+        f"`slots {mode}` again finishes this run (verifies through production and records it, "
+        "without switching again); `slots status` shows both slots"
+    )
 
 
 def where_production_is(app: App, switched: Switched | None, *, verified: bool = False) -> str:
@@ -406,7 +502,13 @@ def _revert_after_failed_verification(
         result="failed",
         detail=f"verification failed: {detail}; reverted to {back.plan.target}",
         regarding=back.flag_obj,
+        entry_id=back.plan.run,
     )
+    try:
+        mark_done(app, back.flag_obj, back.plan.run)
+    except SlotsError as exc:
+        # Harmless: the next flip-like command records the revert (a no-op, same id) and marks it.
+        console.progress(f"could not mark the switch back done on the flag: {exc.message}")
     raise CheckFailed(
         f"production did not answer from {plan.target} ({detail}); switched back: production is "
         f"on {back.plan.target} again",
