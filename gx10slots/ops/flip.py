@@ -35,9 +35,12 @@ from gx10slots.ops.engine import production_endpoint, quick_probe, slot_endpoint
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.plan import FlipPlan, Mode, clean_reason, plan_flip
 from gx10slots.state import (
+    ACTIVE,
     CHANGED_AT,
     CHANGED_BY,
     DONE,
+    PREVIOUS,
+    PREVIOUS_REVISION,
     RUN_ID,
     RUN_STATE,
     SWITCHING,
@@ -56,6 +59,7 @@ class Switched:
     plan: FlipPlan
     flag_obj: dict[str, Any]
     at: str
+    before: Mapping[str, Any] | None = None  # the flag object as read before the write
 
 
 def _write_flag(app: App, plan: FlipPlan) -> dict[str, Any]:
@@ -102,7 +106,9 @@ def _run_marker(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return annotations.get(RUN_ID), annotations.get(RUN_STATE)
 
 
-def mark_done(app: App, flag_obj: Mapping[str, Any], run: str) -> None:
+def mark_done(
+    app: App, flag_obj: Mapping[str, Any], run: str, also: Mapping[str, str] | None = None
+) -> None:
     """The second compare-and-swap of a run: ``gx10slots.io/state: done`` on the flag object,
     once the run has verified (or reverted) and recorded. Without it, re-running the command
     completes the run instead of switching again.
@@ -110,7 +116,8 @@ def mark_done(app: App, flag_obj: Mapping[str, Any], run: str) -> None:
     Pinned by ``test`` ops to this run still being the flag's last writer: if someone else has
     written the flag since, their marker is theirs, and there is nothing of ours left to mark.
     Raises ``ClusterError`` when the cluster keeps refusing (the run stays "switching": a re-run
-    verifies and records it again, which is a no-op for the record)."""
+    verifies and records it again, which is a no-op for the record). ``also``: annotations to
+    set in the same patch."""
     obj: Mapping[str, Any] = flag_obj
     config = app.config
     for attempt in range(1, CAS_ATTEMPTS + 1):
@@ -130,6 +137,10 @@ def mark_done(app: App, flag_obj: Mapping[str, Any], run: str) -> None:
             },
             {"op": "test", "path": _annotation_pointer(RUN_ID), "value": run},
             {"op": "replace", "path": _annotation_pointer(RUN_STATE), "value": DONE},
+            *(
+                {"op": "add", "path": _annotation_pointer(key), "value": value}
+                for key, value in (also or {}).items()
+            ),
         ]
         try:
             app.kube.write(
@@ -222,7 +233,7 @@ def switch(
                     hint=exc.hint or "run the command again",
                 ) from exc
             written = landed
-        return Switched(plan, written, at)
+        return Switched(plan, written, at, snap.flag_obj)
     raise ClusterError(
         f"the flag object kept changing under us ({CAS_ATTEMPTS} attempts); nothing was changed "
         "by this command",
@@ -477,7 +488,12 @@ def _revert_after_failed_verification(
             expected_source=plan.target,
             probe=False,
         )
+    except Interrupted:
+        raise
     except SlotsError as exc:
+        moved = _moved_by_someone_else(app, plan) if isinstance(exc, Refused) else None
+        if moved is not None:
+            return _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
         record_flip(
             app,
             plan,
@@ -513,4 +529,65 @@ def _revert_after_failed_verification(
         f"production did not answer from {plan.target} ({detail}); switched back: production is "
         f"on {back.plan.target} again",
         hint=f"inspect slot {plan.target} with `slots smoke {plan.target}`",
+    )
+
+
+def _moved_by_someone_else(app: App, plan: FlipPlan) -> dict[str, Any] | None:
+    """The flag as read back, when it no longer names the slot this run switched to: someone
+    else (a person with kubectl, another tool) moved it while we verified."""
+    try:
+        obj = read_flag_object(app)
+    except Interrupted:
+        raise
+    except SlotsError:
+        return None
+    return obj if flag_state(obj, app.config).value != plan.target else None
+
+
+def _stand_down_after_outside_move(
+    app: App,
+    switched: Switched,
+    by: str,
+    reason: str,
+    detail: str,
+    flag_obj: dict[str, Any],
+) -> dict[str, Any]:
+    """Verification failed and the flag no longer names our target: someone else moved it. We
+    do not fight them (no switch back over their change); we record it and say where production
+    is, read back."""
+    plan = switched.plan
+    value = flag_state(flag_obj, app.config).value
+    where = f"production is on {value} (flag read back)"
+    # Back where it was before our write: so are the annotations (active, previous and the
+    # revision flip-back trusts), or the next flip-back would aim at the wrong slot.
+    before = (switched.before or {}).get("metadata", {}).get("annotations") or {}
+    restore = (
+        {key: str(before.get(key) or "") for key in (ACTIVE, PREVIOUS, PREVIOUS_REVISION)}
+        if value == plan.source and before.get(ACTIVE) == value
+        else {}
+    )
+    record_flip(
+        app,
+        plan,
+        action=plan.mode,
+        by=by,
+        reason=reason,
+        result="failed",
+        detail=f"verification failed: {detail}; someone else moved the flag meanwhile ({where})",
+        regarding=flag_obj,
+    )
+    try:
+        mark_done(app, flag_obj, plan.run, also=restore)
+    except SlotsError as exc:
+        console.progress(f"could not mark the run done on the flag: {exc.message}")
+    if value == plan.source:
+        raise CheckFailed(
+            f"production did not answer from {plan.target} ({detail}): someone else moved the "
+            f"flag back meanwhile; {where}, not switching again",
+            hint="find out who moved it (`slots history`, `kubectl get events`) before flipping",
+        )
+    raise StateUnknown(
+        f"verification of {plan.target} failed ({detail}) and someone else moved the flag "
+        f"meanwhile: {where}; not touching it",
+        hint="run `slots status`; find out who moved it before flipping",
     )
