@@ -73,7 +73,7 @@ def damage_history(box: Sandbox, how: str) -> None:
         raise ValueError(how)
 
 
-def annotations(box: Sandbox) -> dict[str, str]:
+def flag_annotations(box: Sandbox) -> dict[str, str]:
     return dict(box.get("service", "gx10-model")["metadata"].get("annotations") or {})
 
 
@@ -179,10 +179,10 @@ def test_a_run_stopped_after_its_record_is_completed_once(flipped: Sandbox, hist
     assert doc["changed"] is False and doc["completed"], doc
     assert box.flag() == "green"
     assert box.production() == GREEN_SERVED
-    assert annotations(box)["gx10slots.io/state"] == "done"
+    assert flag_annotations(box)["gx10slots.io/state"] == "done"
     after = [e for e in flip_entries(box) if e["result"] == "ok"]
     assert len(after) == 1, after
-    assert after[0]["id"] == annotations(box)["gx10slots.io/run"]
+    assert after[0]["id"] == flag_annotations(box)["gx10slots.io/run"]
     # Finished now: the next flip flips.
     again = box.cli("-o", "json", "flip")
     assert again.code == 0, again.err
@@ -201,7 +201,7 @@ def test_a_failed_verification_leaves_no_run_switching(two_warm_slots: Sandbox) 
     failed = box.cli("flip")
     assert failed.code == 1, failed.err
     assert box.flag() == "blue"
-    assert annotations(box)["gx10slots.io/state"] == "done"
+    assert flag_annotations(box)["gx10slots.io/state"] == "done"
     box.clear_faults()
     result = box.cli("flip")
     assert result.code == 0, result.err
