@@ -384,7 +384,7 @@ def _flip_locked(
 
     started = time.monotonic()
     switched: Switched | None = None
-    verified = recorded = False
+    verified = recorded = done = False
     try:
         completed = settle_unfinished(app, mode, lock, by=by, why=why)
         if completed is not None:
@@ -413,10 +413,15 @@ def _flip_locked(
         )
         recorded = True
         mark_done(app, switched.flag_obj, plan.run)
+        done = True
     except (Interrupted, KeyboardInterrupt) as exc:
         # Ctrl-C and SIGTERM alike (the CLI turns both into Interrupted; KeyboardInterrupt still
         # arrives when this runs outside the CLI): say where production is, read back.
         message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
+        if done:  # stopped on the way out: the run is finished
+            raise Interrupted(
+                f"{message}; production is on {plan.target} (switched, verified and recorded)"
+            ) from exc
         where = where_production_is(app, switched, verified=verified)
         raise Interrupted(message + "; " + where, hint=_after_interruption(mode, switched)) from exc
     except ClusterError as exc:
