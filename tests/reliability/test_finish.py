@@ -208,6 +208,30 @@ def test_a_failed_verification_leaves_no_run_switching(two_warm_slots: Sandbox) 
     assert box.flag() == "green"
 
 
+@pytest.mark.e2e
+def test_the_guards_revert_is_finished_on_the_flag_too(sandbox: Sandbox) -> None:
+    """The guard's automatic revert marks its run done like every flag writer: with its history
+    entry lost, the next flip is not told an "interrupted" revert happened."""
+    box = sandbox
+    # As in tests/e2e/test_guard_sandbox.py: five failed checks in a row trip on the error share.
+    box.set_config("guard", interval="1s", failures=5)
+    deployed = box.cli("deploy", "sandbox/flaky-50", "--served-name", GREEN_SERVED)
+    assert deployed.code == 1  # its smoke fails; the slot is left running
+    tripped = box.cli("-o", "json", "flip", "--force", "--guard", "60s")
+    assert tripped.code == 1, tripped.err
+    assert tripped.json()["guard"]["result"] == "tripped"
+    assert box.flag() == "blue"
+    damage_history(box, "missing")
+
+    fixed = box.cli("-o", "json", "deploy", "sandbox/ok", "--served-name", GREEN_SERVED, "--flip")
+
+    assert fixed.code == 0, fixed.err
+    assert box.flag() == "green"
+    assert box.production() == GREEN_SERVED
+    reverts = [e for e in flip_entries(box) if e["action"] == "auto-revert"]
+    assert reverts == [], f"the guard's finished revert was recorded as interrupted: {reverts}"
+
+
 # -- find_unfinished on plain objects -----------------------------------------------------------
 
 
