@@ -633,14 +633,35 @@ def _on_sigterm(signum: int, frame: Any) -> NoReturn:
     raise Interrupted("terminated by SIGTERM")
 
 
+def _on_sigint(signum: int, frame: Any) -> NoReturn:
+    raise Interrupted("interrupted by Ctrl-C")
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     from gx10slots import cmdline
 
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
     cmdline.set_command(args)  # what the lease shows its holder doing
-    # SIGTERM unwinds like Ctrl-C, so `finally` blocks release the lease and say what is known.
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGTERM and Ctrl-C unwind the same way, as Interrupted: `finally` blocks release the lease,
+    # and every command says what is known (where production is, read back). Ctrl-C as Python's
+    # KeyboardInterrupt would reach click first, which turns it into a bare "interrupted".
+    # A SIGINT ignored by whoever started us (`nohup`, a background job) stays ignored.
+    handlers = [(signal.SIGTERM, _on_sigterm)]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        handlers.append((signal.SIGINT, _on_sigint))
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers}
+    try:
+        code = _run(args, as_json)
+    finally:
+        # Run in-process (tests, a long-lived caller): leave the caller's handlers as they were.
+        for signum, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, nothing to restore
+                signal.signal(signum, handler)
+    sys.exit(code)
+
+
+def _run(args: list[str], as_json: bool) -> int:
     try:
         # Without standalone mode, click returns the code of a `ctx.exit(code)` (smoke, guard).
         returned = cli.main(args=args, prog_name="slots", standalone_mode=False)
@@ -671,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         # `slots status | head`: the reader left; nothing to report.
         sys.stderr.close()
         code = 0
-    sys.exit(code)
+    return code
 
 
 if __name__ == "__main__":

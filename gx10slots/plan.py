@@ -24,6 +24,9 @@ from gx10slots.state import (
     PREVIOUS,
     PREVIOUS_REVISION,
     REASON,
+    RUN_ID,
+    RUN_STATE,
+    SWITCHING,
     FlagState,
     SlotState,
     flux_flip_blocker,
@@ -47,6 +50,7 @@ class FlipPlan:
     target_served_name: str | None
     patch: list[dict[str, Any]]
     gates: list[str] = field(default_factory=list)  # what was checked, for the record and --dry-run
+    run: str = ""  # the run's id: on the flag (gx10slots.io/run) and its history entry's id
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +88,7 @@ def flag_patch(
     at: datetime,
     action: str | None = None,
     previous_revision: str = "",
+    run: str = "",
 ) -> list[dict[str, Any]]:
     if target not in SLOT_NAMES:
         raise ValueError(f"refusing to write {target!r}: not a slot name")
@@ -118,6 +123,11 @@ def flag_patch(
     }
     if action:
         annotations[ACTION] = action
+    if run:
+        # In the same patch as the flag: a run stopped after this write is found by the flag
+        # object alone (gx10slots/ops/unfinished.py).
+        annotations[RUN_ID] = run
+        annotations[RUN_STATE] = SWITCHING
     if metadata.get("annotations") is None:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
     else:
@@ -190,6 +200,7 @@ def plan_flip(
     reason: str,
     now: datetime,
     expected_source: str | None = None,
+    run: str = "",
 ) -> FlipPlan:
     """Decide the target and check every gate that needs no network; raises ``Refused``.
 
@@ -266,6 +277,7 @@ def plan_flip(
         at=now,
         action=mode,
         previous_revision=served_revision,
+        run=run,
     )
     return FlipPlan(
         mode=mode,
@@ -276,4 +288,5 @@ def plan_flip(
         target_served_name=target_slot.served_name,
         patch=patch,
         gates=gates,
+        run=run,
     )

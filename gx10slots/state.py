@@ -28,6 +28,15 @@ REASON = ANNOTATION_PREFIX + "reason"
 # Which operation wrote the flag (flip, flip-back, revert, auto-revert): with changed-by it lets
 # a re-run tell an operation that was interrupted after its flag write from one that finished.
 ACTION = ANNOTATION_PREFIX + "action"
+# Where the run that wrote the flag got to, on the flag object itself: "switching" is written in
+# the same compare-and-swap patch as the flag, "done" by a second one once that run verified
+# through production and recorded it. Only these say whether a run is unfinished: the history is
+# a record, never evidence (it can be deleted, garbled, or pushed out by 200 newer entries).
+# ``run`` names the run (its history entry id), so recording it again is a no-op.
+RUN_STATE = ANNOTATION_PREFIX + "state"
+RUN_ID = ANNOTATION_PREFIX + "run"
+SWITCHING = "switching"
+DONE = "done"
 SMOKE_REVISION = ANNOTATION_PREFIX + "smoke-revision"
 SMOKE_PASSED = ANNOTATION_PREFIX + "smoke-passed"
 SMOKE_AT = ANNOTATION_PREFIX + "smoke-at"

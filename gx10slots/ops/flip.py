@@ -1,8 +1,10 @@
 """`slots flip` and `slots flip-back`: switch the flag with compare-and-swap, verify, keep warm.
 
 Order of events, each step able to stop the flip with production untouched:
-lease → read → gates (pure) → pre-flip probe → CAS write (JSON Patch with `test`s) → verify
-through the production endpoint → record. A conflict at the write means someone else moved the
+lease → read → gates (pure) → pre-flip probe → CAS write (JSON Patch with `test`s; it also
+writes ``gx10slots.io/state: switching`` and the run's id) → verify through the production
+endpoint → record (history entry with the run's id) → mark the run done on the flag
+(``gx10slots.io/state: done``, CAS again). A conflict at the write means someone else moved the
 flag: read again and re-check every gate. A failed verification switches back (CAS again).
 """
 
@@ -33,7 +35,20 @@ from gx10slots.ops.engine import production_endpoint, quick_probe, slot_endpoint
 from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.plan import FlipPlan, Mode, clean_reason, plan_flip
-from gx10slots.state import CHANGED_AT, CHANGED_BY, flag_state, now_utc, rfc3339
+from gx10slots.state import (
+    ACTIVE,
+    CHANGED_AT,
+    CHANGED_BY,
+    DONE,
+    PREVIOUS,
+    PREVIOUS_REVISION,
+    RUN_ID,
+    RUN_STATE,
+    SWITCHING,
+    flag_state,
+    now_utc,
+    rfc3339,
+)
 
 CAS_ATTEMPTS = 3
 PRE_FLIP_PROBE_TIMEOUT_S = 15.0
@@ -45,6 +60,7 @@ class Switched:
     plan: FlipPlan
     flag_obj: dict[str, Any]
     at: str
+    before: Mapping[str, Any] | None = None  # the flag object as read before the write
 
 
 def _write_flag(app: App, plan: FlipPlan) -> dict[str, Any]:
@@ -85,6 +101,75 @@ def _settle_by_reading_back(app: App, plan: FlipPlan, by: str, at: str) -> dict[
     return obj if landed else None
 
 
+def _run_marker(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    return annotations.get(RUN_ID), annotations.get(RUN_STATE)
+
+
+def mark_done(
+    app: App, flag_obj: Mapping[str, Any], run: str, also: Mapping[str, str] | None = None
+) -> None:
+    """The second compare-and-swap of a run: ``gx10slots.io/state: done`` on the flag object,
+    once the run has verified (or reverted) and recorded. Without it, re-running the command
+    completes the run instead of switching again.
+
+    Pinned by ``test`` ops to this run still being the flag's last writer: if someone else has
+    written the flag since, their marker is theirs, and there is nothing of ours left to mark.
+    Raises ``ClusterError`` when the cluster keeps refusing (the run stays "switching": a re-run
+    verifies and records it again, which is a no-op for the record). ``also``: annotations to
+    set in the same patch."""
+    obj: Mapping[str, Any] = flag_obj
+    config = app.config
+    for attempt in range(1, CAS_ATTEMPTS + 1):
+        marker, state = _run_marker(obj)
+        if not run or marker != run or state != SWITCHING:
+            return  # done already, or another run wrote the flag since
+        core = app.kube.api("core")
+        if config.flag.kind == "service-selector":
+            fn, what = core.patch_namespaced_service, "Service"
+        else:
+            fn, what = core.patch_namespaced_config_map, "ConfigMap"
+        patch = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": obj["metadata"]["resourceVersion"],
+            },
+            {"op": "test", "path": _annotation_pointer(RUN_ID), "value": run},
+            {"op": "replace", "path": _annotation_pointer(RUN_STATE), "value": DONE},
+            *(
+                {"op": "add", "path": _annotation_pointer(key), "value": value}
+                for key, value in (also or {}).items()
+            ),
+        ]
+        try:
+            app.kube.write(
+                f"patch {what} {config.namespace}/{config.flag.name} (mark run {run} done)",
+                fn,
+                config.flag.name,
+                config.namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type="application/json-patch+json",
+            )
+            return
+        except (ApiError, WriteOutcomeUnknown) as exc:
+            # Landed with a lost answer, or the object moved (409/422): read back and decide.
+            obj = read_flag_object(app)
+            if _run_marker(obj) == (run, DONE):
+                return
+            if isinstance(exc, Conflict | Invalid) and attempt < CAS_ATTEMPTS:
+                continue
+            raise ClusterError(
+                f"marking the run {run} done on the flag failed: {exc.message}"
+            ) from exc
+    raise ClusterError(f"marking the run {run} done on the flag failed: the flag kept changing")
+
+
+def _annotation_pointer(key: str) -> str:
+    return "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+
+
 def switch(
     app: App,
     mode: Mode,
@@ -97,6 +182,7 @@ def switch(
     probe: bool = True,
 ) -> Switched:
     """Gates, probe and the CAS write, re-evaluated from a fresh read after any conflict."""
+    run = new_entry_id()
     for attempt in range(1, CAS_ATTEMPTS + 1):
         snap = snapshot(app)
         now = now_utc()
@@ -111,6 +197,7 @@ def switch(
             reason=reason,
             now=now,
             expected_source=expected_source,
+            run=run,
         )
         if probe and not force:
             served = plan.target_served_name or ""
@@ -146,7 +233,7 @@ def switch(
                     hint=exc.hint or "run the command again",
                 ) from exc
             written = landed
-        return Switched(plan, written, at)
+        return Switched(plan, written, at, snap.flag_obj)
     raise ClusterError(
         f"the flag object kept changing under us ({CAS_ATTEMPTS} attempts); nothing was changed "
         "by this command",
@@ -215,7 +302,10 @@ def record_flip(
     result: str,
     detail: str,
     regarding: Mapping[str, Any],
+    entry_id: str = "",
 ) -> None:
+    """History entry, then Event. ``entry_id`` (a run's id) makes recording a run twice, as a
+    re-run that completes it may, a no-op."""
     entry = HistoryEntry(
         at=rfc3339(now_utc()),
         action=action,
@@ -227,7 +317,7 @@ def record_flip(
         reason=reason,
         result=result,
         detail=detail,
-        id=new_entry_id(),
+        id=entry_id or plan.run or new_entry_id(),
     )
     append_history(app, entry)
     emit_event(
@@ -280,11 +370,12 @@ def flip(
         try:
             with hold(app, holder=by, break_lock=break_lock) as own:
                 return _flip_locked(app, mode, own, force=force, by=by, why=why)
-        except Interrupted as exc:
-            if "production" in exc.message:
+        except (Interrupted, KeyboardInterrupt) as exc:
+            if isinstance(exc, Interrupted) and "production" in exc.message:
                 raise
+            message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
             # Stopped while taking (or giving back) the lease: say where production is.
-            raise Interrupted(exc.message + "; " + where_production_is(app, None)) from exc
+            raise Interrupted(message + "; " + where_production_is(app, None)) from exc
     return _flip_locked(app, mode, lock, force=force, by=by, why=why)
 
 
@@ -295,7 +386,7 @@ def _flip_locked(
 
     started = time.monotonic()
     switched: Switched | None = None
-    verified = False
+    verified = recorded = done = False
     try:
         completed = settle_unfinished(app, mode, lock, by=by, why=why)
         if completed is not None:
@@ -322,17 +413,29 @@ def _flip_locked(
             detail=detail,
             regarding=switched.flag_obj,
         )
-    except Interrupted as exc:
+        recorded = True
+        mark_done(app, switched.flag_obj, plan.run)
+        done = True
+    except (Interrupted, KeyboardInterrupt) as exc:
+        # Ctrl-C and SIGTERM alike (the CLI turns both into Interrupted; KeyboardInterrupt still
+        # arrives when this runs outside the CLI): say where production is, read back.
+        message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
+        if done:  # stopped on the way out: the run is finished
+            raise Interrupted(
+                f"{message}; production is on {plan.target} (switched, verified and recorded)"
+            ) from exc
         where = where_production_is(app, switched, verified=verified)
-        raise Interrupted(exc.message + "; " + where) from exc
+        raise Interrupted(message + "; " + where, hint=_after_interruption(mode, switched)) from exc
     except ClusterError as exc:
         if not verified:
             raise
-        # Done and verified, only the record is missing: say so (exit 4, state known). The flag's
-        # annotations hold the record; re-running the command records it without flipping again.
+        # Done and verified, only the record (or the done marker) is missing: say so (exit 4,
+        # state known). The flag still says "switching" for this run, so re-running the command
+        # verifies and records it without flipping again.
         raise ClusterError(
-            f"production is on {plan.target} (switched and verified), but recording it in the "
-            f"history failed: {exc.message}",
+            f"production is on {plan.target} (switched and verified), but "
+            + ("marking the run done on the flag" if recorded else "recording it in the history")
+            + f" failed: {exc.message}",
             hint=f"re-run `slots {mode}`: it records the entry without switching again",
         ) from exc
     elapsed = time.monotonic() - started
@@ -349,6 +452,15 @@ def _flip_locked(
         "warm": plan.source,
         "duration_s": round(elapsed, 3),
     }
+
+
+def _after_interruption(mode: Mode, switched: Switched | None) -> str | None:
+    if switched is None:
+        return None
+    return (
+        f"`slots {mode}` again finishes this run (verifies through production and records it, "
+        "without switching again); `slots status` shows both slots"
+    )
 
 
 def where_production_is(app: App, switched: Switched | None, *, verified: bool = False) -> str:
@@ -383,7 +495,12 @@ def _revert_after_failed_verification(
             expected_source=plan.target,
             probe=False,
         )
+    except Interrupted:
+        raise
     except SlotsError as exc:
+        moved = _moved_by_someone_else(app, plan) if isinstance(exc, Refused) else None
+        if moved is not None:
+            return _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
         record_flip(
             app,
             plan,
@@ -408,9 +525,76 @@ def _revert_after_failed_verification(
         result="failed",
         detail=f"verification failed: {detail}; reverted to {back.plan.target}",
         regarding=back.flag_obj,
+        entry_id=back.plan.run,
     )
+    try:
+        mark_done(app, back.flag_obj, back.plan.run)
+    except SlotsError as exc:
+        # Harmless: the next flip-like command records the revert (a no-op, same id) and marks it.
+        console.progress(f"could not mark the switch back done on the flag: {exc.message}")
     raise CheckFailed(
         f"production did not answer from {plan.target} ({detail}); switched back: production is "
         f"on {back.plan.target} again",
         hint=f"inspect slot {plan.target} with `slots smoke {plan.target}`",
+    )
+
+
+def _moved_by_someone_else(app: App, plan: FlipPlan) -> dict[str, Any] | None:
+    """The flag as read back, when it no longer names the slot this run switched to: someone
+    else (a person with kubectl, another tool) moved it while we verified."""
+    try:
+        obj = read_flag_object(app)
+    except Interrupted:
+        raise
+    except SlotsError:
+        return None
+    return obj if flag_state(obj, app.config).value != plan.target else None
+
+
+def _stand_down_after_outside_move(
+    app: App,
+    switched: Switched,
+    by: str,
+    reason: str,
+    detail: str,
+    flag_obj: dict[str, Any],
+) -> dict[str, Any]:
+    """Verification failed and the flag no longer names our target: someone else moved it. We
+    do not fight them (no switch back over their change); we record it and say where production
+    is, read back."""
+    plan = switched.plan
+    value = flag_state(flag_obj, app.config).value
+    where = f"production is on {value} (flag read back)"
+    # Back where it was before our write: so are the annotations (active, previous and the
+    # revision flip-back trusts), or the next flip-back would aim at the wrong slot.
+    before = (switched.before or {}).get("metadata", {}).get("annotations") or {}
+    restore = (
+        {key: str(before.get(key) or "") for key in (ACTIVE, PREVIOUS, PREVIOUS_REVISION)}
+        if value == plan.source and before.get(ACTIVE) == value
+        else {}
+    )
+    record_flip(
+        app,
+        plan,
+        action=plan.mode,
+        by=by,
+        reason=reason,
+        result="failed",
+        detail=f"verification failed: {detail}; someone else moved the flag meanwhile ({where})",
+        regarding=flag_obj,
+    )
+    try:
+        mark_done(app, flag_obj, plan.run, also=restore)
+    except SlotsError as exc:
+        console.progress(f"could not mark the run done on the flag: {exc.message}")
+    if value == plan.source:
+        raise CheckFailed(
+            f"production did not answer from {plan.target} ({detail}): someone else moved the "
+            f"flag back meanwhile; {where}, not switching again",
+            hint="find out who moved it (`slots history`, `kubectl get events`) before flipping",
+        )
+    raise StateUnknown(
+        f"verification of {plan.target} failed ({detail}) and someone else moved the flag "
+        f"meanwhile: {where}; not touching it",
+        hint="run `slots status`; find out who moved it before flipping",
     )

@@ -68,7 +68,7 @@ from gx10slots.ops.engine import (
     slot_endpoint,
     suite_settings,
 )
-from gx10slots.ops.flip import Switched, record_flip, switch, where_production_is
+from gx10slots.ops.flip import Switched, mark_done, record_flip, switch, where_production_is
 from gx10slots.ops.flip import verify as verify_production
 from gx10slots.ops.lease import GUARD_LEASE, WATCH_UNTIL, hold
 from gx10slots.ops.read import read_flag_object, snapshot
@@ -556,6 +556,8 @@ class ClusterPorts:
                 detail=record_detail,
                 regarding=switched.flag_obj,
             )
+            # As every flag writer does: the run is finished only when the flag says so.
+            mark_done(self.app, switched.flag_obj, plan.run)
         except SlotsError as exc:
             recorded = False
             warnings.append(f"the flip-back happened but recording it failed: {exc.message}")

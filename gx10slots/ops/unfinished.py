@@ -1,16 +1,24 @@
 """A flag write whose operation never finished: found, so that re-running the command converges.
 
-`flip` and `flip-back` (and the flip of `deploy --flip`) write the flag, then verify through
-production, then record. A run killed (SIGKILL, a lost node) or stopped (SIGTERM, Ctrl-C) between
-the flag write and the record leaves the flag switched but unverified and unrecorded. Both
-commands toggle, so re-running one blindly would switch production *back*. Instead, every
-flip-like command first reads the flag's annotations (``gx10slots.io/action``, ``changed-by``,
-``changed-at``, written in the same patch as the flag) and the history: a flag change with no
-history entry by its writer made since is unfinished.
+`flip` and `flip-back` (and the flip of `deploy --flip`, and the guard's automatic revert) write
+the flag, then verify through production, then record, then mark the run done. A run killed
+(SIGKILL, a lost node) or stopped (SIGTERM, Ctrl-C) between the flag write and that last step
+leaves the flag switched but unfinished. Both commands toggle, so re-running one blindly would
+switch production *back*.
+
+The evidence is the flag object alone: the flag write itself carries ``gx10slots.io/state:
+switching`` with the run's id (``gx10slots.io/run``), its command (``gx10slots.io/action``) and
+writer (``changed-by``); the run, once verified and recorded, writes ``gx10slots.io/state: done``
+with a second compare-and-swap. The history ConfigMap is only a record: deleted, garbled or
+pushed out by 200 newer entries, it never makes a finished run look unfinished. A flag written by
+an older version (no state annotation), by hand, or moved by someone else since (its value no
+longer the slot the run wrote) is finished: nothing is ever re-verified without evidence.
 
 - Re-running the same command completes it: verify through production (switching back, exit 1, if
-  that fails, as the original run would have), record it once, exit 0, without switching again.
-- Any other command records it as failed ("interrupted after its flag write") and goes on.
+  that fails, as the original run would have), record it (under the run's id: a no-op if the run
+  got that far), mark it done, exit 0, without switching again.
+- Any other command records it as failed ("interrupted after its flag write"), marks it done and
+  goes on.
 """
 
 from __future__ import annotations
@@ -22,22 +30,22 @@ from typing import Any
 from gx10slots import console
 from gx10slots.app import App
 from gx10slots.lock import Lock
-from gx10slots.ops.audit import read_history
 from gx10slots.ops.read import snapshot
 from gx10slots.plan import FlipPlan, Mode
 from gx10slots.state import (
     ACTION,
+    ACTIVE,
     CHANGED_AT,
     CHANGED_BY,
     REASON,
+    RUN_ID,
+    RUN_STATE,
+    SWITCHING,
     flag_state,
-    parse_rfc3339,
 )
 
 # Flag writers, by the action annotation they leave.
 FLAG_ACTIONS = ("flip", "flip-back", "revert", "auto-revert")
-# History actions that record a flag write (a revert is recorded with the flip it undid).
-RECORDING_ACTIONS = ("flip", "flip-back", "auto-revert")
 
 
 @dataclass(frozen=True)
@@ -48,33 +56,31 @@ class Unfinished:
     active: str
     previous: str | None
     reason: str
+    run: str
 
 
 def find_unfinished(app: App, flag_obj: dict[str, Any]) -> Unfinished | None:
-    """The flag's last write, when its writer recorded nothing since; None when it finished (or
-    was made by something other than gx10slots, which leaves no action annotation)."""
+    """The flag's last write, when the flag itself says its run is still switching; None when
+    it finished, or was not written by this version of gx10slots, or was moved since."""
     annotations = flag_obj.get("metadata", {}).get("annotations") or {}
-    action, by = annotations.get(ACTION), annotations.get(CHANGED_BY)
-    at = annotations.get(CHANGED_AT)
-    changed = parse_rfc3339(at)
-    if action not in FLAG_ACTIONS or not by or changed is None:
+    if annotations.get(RUN_STATE) != SWITCHING:
+        return None
+    action, by, run = annotations.get(ACTION), annotations.get(CHANGED_BY), annotations.get(RUN_ID)
+    if action not in FLAG_ACTIONS or not by or not run:
         return None
     flag = flag_state(flag_obj, app.config)
-    if flag.active is None:
+    if flag.active is None or annotations.get(ACTIVE) != flag.value:
+        # Someone moved the flag by hand after that write (the annotations were not theirs): the
+        # run's switch is gone, there is nothing of it to complete.
         return None
-    for entry in read_history(app):
-        if entry.get("by") != by or entry.get("action") not in RECORDING_ACTIONS:
-            continue
-        recorded = parse_rfc3339(entry.get("at"))
-        if recorded is not None and recorded >= changed:
-            return None
     return Unfinished(
         action=str(action),
         by=str(by),
-        at=str(at),
+        at=str(annotations.get(CHANGED_AT) or "?"),
         active=flag.active,
         previous=flag.previous,
         reason=str(annotations.get(REASON) or ""),
+        run=str(run),
     )
 
 
@@ -101,6 +107,7 @@ def settle_unfinished(
         source_model=source_state.model if source_state else None,
         target_served_name=snap.slots[target].served_name,
         patch=[],
+        run=unfinished.run,
     )
     what = (
         f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
@@ -117,7 +124,9 @@ def settle_unfinished(
             result="failed",
             detail=f"interrupted after its flag write, never verified; recorded by {by}",
             regarding=snap.flag_obj,
+            entry_id=unfinished.run,
         )
+        flip_ops.mark_done(app, snap.flag_obj, unfinished.run)
         return None
     console.progress(f"{what}: completing it (verify, record) instead of switching again")
     ok, detail = flip_ops.verify(
@@ -135,7 +144,9 @@ def settle_unfinished(
         result="ok",
         detail=f"{detail}; completed by {by} after the run by {unfinished.by} was interrupted",
         regarding=snap.flag_obj,
+        entry_id=unfinished.run,
     )
+    flip_ops.mark_done(app, snap.flag_obj, unfinished.run)
     return {
         "action": mode,
         "changed": False,

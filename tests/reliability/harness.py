@@ -26,6 +26,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from gx10slots.kube import client as kube_client
 from gx10slots.sandbox import cluster
 from tests.cli_helpers import Result, run_cli
 from tests.e2e.conftest import NS, Sandbox
-from tests.reliability.matrix import TOOL_TIMEOUT_S, Case
+from tests.reliability.matrix import EARLIER_ACTION, HISTORY_FAULTS, TOOL_TIMEOUT_S, Case
 
 LEASE_S = 3  # SLOTS_LEASE_DURATION for every run of the matrix: a killed holder costs seconds
 BLUE_SERVED = "sandbox-ok"
@@ -151,6 +152,8 @@ def setup_group(running: Running) -> None:
     # case's flip: the matrix injects faults into deploy and park, not the fallback's protection
     # (tests/e2e/test_fallback_and_lease.py), so that protection is off here.
     config["flip"] = {"protect_fallback_for": 0}
+    # A verification that cannot succeed (the flag moved under it) fails in 10 s, not 30 s.
+    config.setdefault("flag", {})["verify_window"] = "10s"
     config_path.write_text(yaml.safe_dump(config))
     if running.group in ("flip", "flip-back", "park"):
         done = run_slots(directory, "deploy", "sandbox/ok", "--served-name", GREEN_SERVED)
@@ -313,7 +316,10 @@ class Rig:
         return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
 
     def history(self) -> list[dict[str, Any]]:
-        return self.sandbox.history()
+        try:
+            return self.sandbox.history()
+        except (ValueError, TypeError, KeyError):
+            return []  # garbled on purpose (a history fault), not yet rewritten by the tool
 
     def faults(self) -> dict[str, Any]:
         return dict(self.sandbox.api("GET", "/_sandbox/faults"))
@@ -382,6 +388,8 @@ class Rig:
                         ),
                         "gx10slots.io/changed-by": "reliability-reset",
                         "gx10slots.io/action": None,
+                        "gx10slots.io/state": None,
+                        "gx10slots.io/run": None,
                         "gx10slots.io/reason": "reliability: reset between cases",
                     }
                 },
@@ -417,9 +425,17 @@ class Rig:
         started = time.monotonic()
         result = CaseResult(case)
         self.reset(case.command)
+        if case.fault in HISTORY_FAULTS:
+            self._lose_history(case)
         before = self._before()
-        self.sandbox.fault(**case.rule())
+        mover: threading.Thread | None = None
+        if case.fault == "moved":
+            mover = self._move_flag_when_held(START[case.command], result)
+        if case.fault not in HISTORY_FAULTS:
+            self.sandbox.fault(**case.rule())
         result.first = self._faulted_run(case, result)
+        if mover is not None:
+            mover.join(timeout=30)
         self._check_first(case, result, before)
         self.sandbox.clear_faults()
         if result.first.code != 0:
@@ -427,6 +443,80 @@ class Rig:
         self._check_converged(case, result, before)
         result.seconds = time.monotonic() - started
         return result
+
+    # -- state faults (issue 19) -----------------------------------------------------------------
+
+    def _lose_history(self, case: Case) -> None:
+        """The flag as a finished run of the command left it, and a history without its entry."""
+        box = self.sandbox
+        box.merge_patch(
+            "service",
+            "gx10-model",
+            {
+                "metadata": {
+                    "annotations": {
+                        "gx10slots.io/action": EARLIER_ACTION[case.command],
+                        "gx10slots.io/changed-by": "reliability:earlier-run",
+                        "gx10slots.io/changed-at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "gx10slots.io/run": "earlier00001",
+                        "gx10slots.io/state": "done",
+                    }
+                }
+            },
+        )
+        path = f"/api/v1/namespaces/{NS}/configmaps/gx10slots-history"
+        merge = "application/merge-patch+json"
+        if case.fault == "missing":
+            try:
+                box.api("DELETE", path)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+            return
+        if case.fault == "garbled":
+            entries = "this is not json"
+        else:  # overflowed: 200 newer entries (deploys without a flip) pushed the flip out
+            entries = json.dumps(
+                [
+                    {
+                        "at": "2099-01-01T00:00:00Z",
+                        "action": "deploy",
+                        "from": None,
+                        "to": "blue",
+                        "model": f"org/overflow-{i}",
+                        "by": "reliability:overflow",
+                        "reason": "reliability: 200 newer entries",
+                        "result": "ok",
+                        "id": f"overflow{i:04d}",
+                    }
+                    for i in range(200)
+                ]
+            )
+        body = {"metadata": {"name": "gx10slots-history"}, "data": {"entries": entries}}
+        try:
+            box.api("PATCH", path, body, merge)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            box.api("POST", f"/api/v1/namespaces/{NS}/configmaps", body)
+
+    def _move_flag_when_held(self, start: str, result: CaseResult) -> threading.Thread:
+        """Someone else (`kubectl patch`) moves the flag back to ``start`` as soon as the
+        verification's first read is held; the read is released after that."""
+
+        def move() -> None:
+            try:
+                poll(lambda: self.faults()["fired"] >= 1, 90.0, "the verification's first read")
+                self.sandbox.merge_patch(
+                    "service", "gx10-model", {"spec": {"selector": {"gx10slots.io/slot": start}}}
+                )
+                result.notes.append(f"flag moved back to {start} during verification")
+            except AssertionError as exc:
+                result.notes.append(f"the flag was not moved: {exc}")
+
+        thread = threading.Thread(target=move, name="flag-mover", daemon=True)
+        thread.start()
+        return thread
 
     def _before(self) -> dict[str, Any]:
         return {
@@ -587,6 +677,18 @@ class Rig:
             v.append(f"contract: exit {code} is not one the command may use: {message!r}")
         if case.fault == "sigterm" and code != 130:
             v.append(f"contract: SIGTERM ended with exit {code}, expected 130")
+        if case.fault in HISTORY_FAULTS and code != 0:
+            # The history is a record, not a precondition: losing it fails nothing.
+            v.append(f"contract: exit {code} with only the history lost: {message!r}")
+        if case.fault == "moved":
+            if not any("flag moved back" in n for n in result.notes):
+                v.append("the flag was not moved during verification (the fault did not fire)")
+            if code not in (0, -signal.SIGKILL) and not self._says_where(message, flag, case):
+                # Someone else moved the flag: the tool must say where production is now.
+                v.append(
+                    f"contract: exit {code} after the flag moved under the verification, "
+                    f"without saying where production is: {message!r}"
+                )
         # The lease.
         holder = self.lease_holder()
         if holder and case.fault != "sigkill":

@@ -19,6 +19,16 @@ Fault points (the request the sandbox API server makes misbehave, once):
 
 Faults: 409 Conflict, 500 InternalError, 429 with Retry-After, a hang past the tool's timeout,
 a dropped connection, and SIGKILL or SIGTERM of the tool while that request hangs.
+
+State faults (issue 19), a second table: what the cluster holds rather than how one request
+misbehaves.
+
+    history  the history ConfigMap holds no entry for the last flip, which finished: ``missing``
+             (deleted), ``garbled`` (``entries: "this is not json"``), ``overflowed`` (200 newer
+             entries pushed it out). The flag's annotations are those of that finished run.
+    verify   ``moved``: someone else patches the flag back to the slot production left (the
+             selector only, as ``kubectl patch`` would) while the verification's first read is
+             held. park has no verification phase: no cell.
 """
 
 from __future__ import annotations
@@ -78,6 +88,18 @@ class Case:
 
     def rule(self) -> dict[str, Any]:
         """The fault rule for the sandbox's control API (POST /_sandbox/faults)."""
+        if self.fault == "moved":
+            # The verification's first read, held: the flag is moved meanwhile.
+            return {
+                "action": "hang",
+                "verb": "get",
+                "resource": "endpoints",
+                "name": "gx10-model",
+                "namespace": "gx10",
+                "when": "before",
+                "count": 1,
+                "seconds": HANG_S,
+            }
         t = self.target
         table: dict[str, tuple[str, dict[str, Any]]] = {
             "409": ("conflict", {}),
@@ -120,6 +142,40 @@ def target(command: str, point: str) -> Target | None:
     if point == "record":
         return Target("update", "configmaps", "gx10slots-history", "before")
     raise ValueError(f"unknown fault point {point!r}")
+
+
+HISTORY_FAULTS = ("missing", "garbled", "overflowed")
+MOVED = "moved"
+STATE_FAULTS = (*HISTORY_FAULTS, MOVED)
+# The action annotation the finished run left on the flag, per command's starting point: a run
+# of the same command, the one a history-based check would mistake for its own interrupted run.
+EARLIER_ACTION = {"flip": "flip", "flip-back": "flip-back", "deploy": "flip", "park": "flip"}
+
+
+def is_state_case(case: Case) -> bool:
+    return case.fault in STATE_FAULTS
+
+
+def state_cases() -> list[Case]:
+    """Every command x state fault (park: no ``moved``, it has no verification)."""
+    return [
+        Case(command, "verify" if fault == MOVED else "history", fault)
+        for command in COMMANDS
+        for fault in STATE_FAULTS
+        if not (command == "park" and fault == MOVED)
+    ]
+
+
+QUICK_STATE: tuple[tuple[str, str, str], ...] = (
+    ("flip", "history", "missing"),
+    ("flip-back", "history", "garbled"),
+    ("deploy", "history", "overflowed"),
+    ("flip", "verify", MOVED),
+)
+
+
+def quick_state_cases() -> list[Case]:
+    return [Case(*cell) for cell in QUICK_STATE]
 
 
 def all_cases() -> list[Case]:

@@ -15,7 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.reliability.matrix import COMMANDS, FAULTS, POINTS, QUICK, target
+from tests.reliability.matrix import (
+    COMMANDS,
+    FAULTS,
+    MOVED,
+    POINTS,
+    QUICK,
+    QUICK_STATE,
+    STATE_FAULTS,
+    target,
+)
 
 SIGNAL_EXIT = {-9: "KILL"}
 
@@ -24,6 +33,45 @@ def _code(code: int | None) -> str:
     if code is None:
         return ""
     return SIGNAL_EXIT.get(code, str(code))
+
+
+def _cell(result: dict[str, Any] | None, quick: bool) -> str:
+    if result is None:
+        return "not run"
+    cell = _code(result["exit"])
+    if result.get("rerun_exit") is not None:
+        cell += " → " + _code(result["rerun_exit"])
+    if result["violations"]:
+        cell += " !"
+    return f"**{cell}**" if quick else cell
+
+
+STATE_HEADINGS = {
+    "missing": "history missing",
+    "garbled": "history garbled",
+    "overflowed": "history overflowed",
+    MOVED: "flag moved during verification",
+}
+
+
+def state_table(results: list[dict[str, Any]]) -> str:
+    """The state faults (issue 19): one row per command, one column per fault."""
+    by_case = {r["case"]: r for r in results}
+    quick = {f"{c}:{p}:{f}" for c, p, f in QUICK_STATE}
+    lines = [
+        "| command | " + " | ".join(STATE_HEADINGS[f] for f in STATE_FAULTS) + " |",
+        "|---|" + "---|" * len(STATE_FAULTS),
+    ]
+    for command in COMMANDS:
+        cells = []
+        for fault in STATE_FAULTS:
+            if command == "park" and fault == MOVED:
+                cells.append("no verification")
+                continue
+            case = f"{command}:{'verify' if fault == MOVED else 'history'}:{fault}"
+            cells.append(_cell(by_case.get(case), case in quick))
+        lines.append(f"| {command} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -40,18 +88,7 @@ def table(results: list[dict[str, Any]]) -> str:
             cells = []
             for fault in FAULTS:
                 case = f"{command}:{point}:{fault}"
-                result = by_case.get(case)
-                if result is None:
-                    cells.append("not run")
-                    continue
-                cell = _code(result["exit"])
-                if result.get("rerun_exit") is not None:
-                    cell += " → " + _code(result["rerun_exit"])
-                if result["violations"]:
-                    cell += " !"
-                if case in quick:
-                    cell = f"**{cell}**"
-                cells.append(cell)
+                cells.append(_cell(by_case.get(case), case in quick))
             lines.append(f"| {command} | {point} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -71,9 +108,18 @@ def main(argv: list[str]) -> None:
     results = [json.loads(line) for line in Path(argv[0]).read_text().splitlines() if line]
     # A case run twice (a retried run appending to the same file) counts once: the last run.
     latest = {r["case"]: r for r in results}
-    print(summary(list(latest.values())))
-    print()
-    print(table(list(latest.values())))
+    state = {k: r for k, r in latest.items() if k.split(":")[-1] in STATE_FAULTS}
+    requests = {k: r for k, r in latest.items() if k not in state}
+    if requests:
+        print(summary(list(requests.values())))
+        print()
+        print(table(list(requests.values())))
+    if state:
+        if requests:
+            print()
+        print("state faults: " + summary(list(state.values())))
+        print()
+        print(state_table(list(state.values())))
 
 
 if __name__ == "__main__":

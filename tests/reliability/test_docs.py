@@ -5,7 +5,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.reliability.matrix import FAULTS, QUICK, all_cases, target
+from tests.reliability.matrix import (
+    COMMANDS,
+    FAULTS,
+    MOVED,
+    QUICK,
+    QUICK_STATE,
+    STATE_FAULTS,
+    all_cases,
+    state_cases,
+    target,
+)
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 
@@ -51,3 +61,45 @@ def test_the_published_counts_are_a_full_run_with_no_violation() -> None:
     assert found, "the full run's summary line is missing"
     assert (int(found[1]), int(found[2])) == (len(all_cases()), 0)
     assert " !" not in "".join("".join(v) for v in _matrix_rows().values())
+
+
+# -- the state faults (issue 19) -------------------------------------------------------------
+
+
+def _state_rows() -> dict[str, list[str]]:
+    from tests.reliability.report import STATE_HEADINGS
+
+    text = PAGE.read_text(encoding="utf-8")
+    header = "| command | " + " | ".join(STATE_HEADINGS[f] for f in STATE_FAULTS) + " |"
+    assert header in text, "the state-fault table's header does not list the faults injected"
+    rows: dict[str, list[str]] = {}
+    for line in text[text.index(header) :].splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_published_state_faults_are_every_case_run_with_no_violation() -> None:
+    rows = _state_rows()
+    assert set(rows) == set(COMMANDS)
+    published = {
+        (command, "verify" if STATE_FAULTS[i] == MOVED else "history", STATE_FAULTS[i])
+        for command, values in rows.items()
+        for i, value in enumerate(values)
+        if value != "no verification"
+    }
+    assert published == {(c.command, c.point, c.fault) for c in state_cases()}
+    marked = {
+        (command, "verify" if STATE_FAULTS[i] == MOVED else "history", STATE_FAULTS[i])
+        for command, values in rows.items()
+        for i, value in enumerate(values)
+        if value.startswith("**")
+    }
+    assert marked == set(QUICK_STATE)
+    assert " !" not in "".join("".join(v) for v in rows.values())
+    text = PAGE.read_text(encoding="utf-8")
+    found = re.search(r"state faults: cases run: (\d+); invariant violations: (\d+)", text)
+    assert found, "the state faults' summary line is missing"
+    assert (int(found[1]), int(found[2])) == (len(state_cases()), 0)

@@ -13,7 +13,15 @@ import os
 import pytest
 
 from tests.reliability.harness import CaseResult, Rig, SandboxPool
-from tests.reliability.matrix import QUICK, Case, all_cases, quick_cases
+from tests.reliability.matrix import (
+    QUICK,
+    QUICK_STATE,
+    Case,
+    all_cases,
+    quick_cases,
+    quick_state_cases,
+    state_cases,
+)
 
 RESULTS_ENV = "GX10_RELIABILITY_RESULTS"
 
@@ -63,6 +71,35 @@ _FULL_ONLY = [c for c in all_cases() if (c.command, c.point, c.fault) not in QUI
 @pytest.mark.reliability_full
 @pytest.mark.parametrize("case", _FULL_ONLY, ids=lambda c: c.id)
 def test_full_matrix(
+    case: Case,
+    sandbox_pool: SandboxPool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _run(case, sandbox_pool, capsys, monkeypatch)
+
+
+# -- state faults (issue 19): the history lost, the flag moved during verification ---------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", quick_state_cases(), ids=lambda c: c.id)
+def test_quick_state_matrix(
+    case: Case,
+    sandbox_pool: SandboxPool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _run(case, sandbox_pool, capsys, monkeypatch)
+
+
+_STATE_FULL_ONLY = [c for c in state_cases() if (c.command, c.point, c.fault) not in QUICK_STATE]
+
+
+@pytest.mark.e2e
+@pytest.mark.reliability_full
+@pytest.mark.parametrize("case", _STATE_FULL_ONLY, ids=lambda c: c.id)
+def test_full_state_matrix(
     case: Case,
     sandbox_pool: SandboxPool,
     capsys: pytest.CaptureFixture[str],
