@@ -19,7 +19,12 @@ Not protected:
   flip-back, and refusing the redeploy that warms it again would protect nothing;
 - a slot left by a ``revert`` (the switch-back after a failed post-flip verification). That slot
   was production for the length of one verification window, and it is the slot that failed it:
-  it never served, and protecting it would only block the deploy that fixes it.
+  it never served, and protecting it would only block the deploy that fixes it;
+- a slot left by the guard's ``auto-revert``: it wedged or failed under real traffic, its smoke
+  is marked failed and flip-back to it is refused without a fresh one, so there is no one-step
+  rollback to keep, and protecting it would only block the deploy that fixes it. (The contract
+  lists the automatic revert among the flips that make a fallback; this is the one place we
+  depart from it, on purpose.)
 
 Fail safe: a ``changed-at`` that is missing, unreadable or dated in the future leaves the
 fallback protected with no known end (``--replace-fallback`` is the way past it), and says why.
@@ -51,7 +56,11 @@ from gx10slots.state import (
     rfc3339,
 )
 
-REVERT_ACTION = "revert"
+# Flag writes that leave behind a slot that failed, not one that served.
+FAILED_SLOT_ACTIONS = {
+    "revert": "its verification failed, so it never served",
+    "auto-revert": "the guard switched production back from it after it failed under real traffic",
+}
 # Clocks differ a little between the machine that flipped and this one; more is a broken clock.
 FUTURE_TOLERANCE_S = 120.0
 REPLACE_OPTION = "--replace-fallback"
@@ -114,15 +123,13 @@ def fallback_protection(
     slot = flag.previous
     if slot is None:
         return FallbackProtection(None, False, None)
-    if flag.annotations.get(ACTION) == REVERT_ACTION:
+    why_failed = FAILED_SLOT_ACTIONS.get(str(flag.annotations.get(ACTION)))
+    if why_failed is not None:
         return FallbackProtection(
             slot,
             False,
             None,
-            note=(
-                f"slot {slot} is not protected: the last flag change switched production back "
-                "from it after its verification failed, so it never served"
-            ),
+            note=f"slot {slot} is not protected: the last flag change was a switch-back; {why_failed}",
         )
     if parked:
         return FallbackProtection(
