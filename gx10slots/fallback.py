@@ -129,7 +129,7 @@ def fallback_protection(
             slot,
             False,
             None,
-            note=f"slot {slot} is not protected: the last flag change was a switch-back; {why_failed}",
+            note=f"slot {slot} is not protected: the last flag change switched back; {why_failed}",
         )
     if parked:
         return FallbackProtection(

@@ -9,6 +9,7 @@ from gx10slots.errors import ApiError
 from gx10slots.lock import LEASE_NAME, lease_view
 from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
+from gx10slots.ops.unfinished import find_unfinished
 from gx10slots.state import now_utc, role_of, status_warnings
 
 
@@ -39,6 +40,18 @@ def status(app: App) -> dict[str, Any]:
         extra_warnings.append(f"{fallback.describe()}: override with --replace-fallback")
     elif fallback is not None and fallback.note:
         extra_warnings.append(fallback.note)
+    unfinished = find_unfinished(app, snap.flag_obj)
+    if unfinished is not None and (lock is None or lock.get("expired")):
+        # Switched but never verified: production may be on a slot nobody checked.
+        finish = (
+            f": `slots {unfinished.action}` verifies and records it without switching again"
+            if unfinished.action in ("flip", "flip-back")
+            else ""
+        )
+        extra_warnings.append(
+            f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
+            f"to {unfinished.active} but did not finish (never verified){finish}"
+        )
     slots = {}
     for name, slot in snap.slots.items():
         doc = slot.to_dict(role_of(slot, snap.flag))

@@ -171,6 +171,8 @@ def test_a_run_stopped_after_its_record_is_completed_once(flipped: Sandbox, hist
     set_annotations(box, state="switching")
     if history == "missing":
         damage_history(box, "missing")
+    unfinished = box.cli("-o", "json", "status").json()["warnings"]
+    assert any("did not finish" in w for w in unfinished), unfinished
 
     result = box.cli("-o", "json", "flip")
 
@@ -183,6 +185,9 @@ def test_a_run_stopped_after_its_record_is_completed_once(flipped: Sandbox, hist
     after = [e for e in flip_entries(box) if e["result"] == "ok"]
     assert len(after) == 1, after
     assert after[0]["id"] == flag_annotations(box)["gx10slots.io/run"]
+    assert not any(
+        "did not finish" in w for w in box.cli("-o", "json", "status").json()["warnings"]
+    )
     # Finished now: the next flip flips.
     again = box.cli("-o", "json", "flip")
     assert again.code == 0, again.err
