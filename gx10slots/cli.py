@@ -205,6 +205,14 @@ def _guarded(
     return exit_code(result["guard"])
 
 
+_RENAME = click.option(
+    "--rename",
+    is_flag=True,
+    help="Flip even though the target does not serve every name production serves now "
+    "(clients asking for a dropped name get 404).",
+)
+
+
 def _flip_command(
     mode: str,
     ctx: click.Context,
@@ -212,6 +220,7 @@ def _flip_command(
     reason: str | None,
     dry_run: bool,
     guard_for: float | None = None,
+    rename: bool = False,
 ) -> None:
     from gx10slots.ops.flip import flip as run_flip
     from gx10slots.render import flip_summary
@@ -219,22 +228,35 @@ def _flip_command(
     if dry_run and guard_for is not None:
         raise click.UsageError("--guard watches a real flip; it cannot go with --dry-run")
     app = _app(ctx)
-    result = run_flip(app, mode, force=force, reason=reason, dry_run=dry_run)  # type: ignore[arg-type]
+    result = run_flip(
+        app,
+        mode,  # type: ignore[arg-type]
+        force=force,
+        reason=reason,
+        dry_run=dry_run,
+        rename=rename,
+    )
     code = _guarded(app, result, result, guard_for)
     _emit_guarded(ctx, app, result, flip_summary(result), code)
 
 
 @cli.command()
 @_FORCE
+@_RENAME
 @_REASON
 @_DRY_RUN
 @_GUARD
 @click.pass_context
 def flip(
-    ctx: click.Context, force: bool, reason: str | None, dry_run: bool, guard_for: float | None
+    ctx: click.Context,
+    force: bool,
+    rename: bool,
+    reason: str | None,
+    dry_run: bool,
+    guard_for: float | None,
 ) -> None:
     """Make the standby active once its gates pass; the old slot stays warm."""
-    _flip_command("flip", ctx, force, reason, dry_run, guard_for)
+    _flip_command("flip", ctx, force, reason, dry_run, guard_for, rename)
 
 
 @cli.command("flip-back")
@@ -388,7 +410,12 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
 @cli.command()
 @click.argument("model")
 @click.option("--image", help="Container image (default: keep the slot's image).")
-@click.option("--served-name", metavar="NAME", help="Served model name (default: MODEL).")
+@click.option(
+    "--served-name",
+    metavar="NAME",
+    help="Model name clients ask for (default: keep the active slot's name; MODEL when none). "
+    "A new name keeps the old ones as aliases where the engine can serve several.",
+)
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra env (repeatable).")
 @click.option(
     "--memory-gib",
@@ -413,6 +440,7 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
 @click.option("--report-dir", metavar="DIR", help="Where smoke reports go.")
 @click.option("--format", "formats", metavar="LIST", help="Report formats beside JSON.")
 @click.option("--park-on-failure", is_flag=True, help="Scale the standby to 0 if it fails.")
+@_RENAME
 @_REASON
 @_DRY_RUN
 @_GUARD
@@ -430,6 +458,7 @@ def deploy(
     report_dir: str | None,
     formats: str | None,
     park_on_failure: bool,
+    rename: bool,
     reason: str | None,
     dry_run: bool,
     guard_for: float | None,
@@ -457,6 +486,7 @@ def deploy(
         dry_run=dry_run,
         park_on_failure=park_on_failure,
         reason=reason,
+        rename=rename,
     )
     result = run_deploy(app, request)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.

@@ -19,6 +19,13 @@ from typing import Any
 from gx10slots.config import Config
 from gx10slots.errors import Refused, UsageError
 from gx10slots.memory import slot_budget_gib
+from gx10slots.servednames import (
+    COMMA_SEPARATED,
+    alias_blocker,
+    is_identity,
+    served_names,
+    with_names,
+)
 from gx10slots.state import ANNOTATION_PREFIX, container_of, revision_of, rfc3339
 
 MODEL_ANNOTATION = ANNOTATION_PREFIX + "model"
@@ -51,6 +58,9 @@ def check_model_name(model: str, what: str = "MODEL") -> str:
             f"{what} {model[:60]!r}: expected a non-empty name without whitespace, at most "
             f"{MAX_MODEL_CHARS} characters"
         )
+    if model.startswith("-"):
+        # It would read as an option on the engine's command line.
+        raise UsageError(f"{what} {model[:60]!r}: a name cannot start with '-'")
     if any(ord(c) < 32 or c in "`$;|&<>\\\"'" for c in model):
         raise UsageError(f"{what} {model[:60]!r}: shell metacharacters are not allowed in a name")
     return model
@@ -116,7 +126,11 @@ def plan_deploy(
     node_capacity_gib: float | None,
     by: str,
     now: datetime,
+    extra_names: Sequence[str] = (),
 ) -> DeployPlan:
+    """``extra_names``: names the slot serves beside ``served_name`` (the names production
+    serves now, so that clients keep them, and the slot's identity name), written after the
+    engine's served-name option where the container can take them (gx10slots/servednames.py)."""
     check_model_name(model)
     if served_name is not None and not served_name.strip():
         raise UsageError("--served-name: empty; leave it out to keep the default")
@@ -125,6 +139,8 @@ def plan_deploy(
     if memory_gib is not None and not math.isfinite(memory_gib):
         raise UsageError(f"--memory-gib {memory_gib}: expected a number of GiB")
     served = check_model_name(served_name or model, "--served-name")
+    if "," in served and config.engine in COMMA_SEPARATED:
+        raise UsageError(f"--served-name {served!r}: {config.engine} separates names with ','")
     new = copy.deepcopy(dict(current))
     new.pop("status", None)
     new["metadata"].pop("managedFields", None)
@@ -155,6 +171,21 @@ def plan_deploy(
             if block.get("memory") != quantity:
                 changes.append(f"{section}.memory {block.get('memory')} -> {quantity}")
                 block["memory"] = quantity
+    notes: list[str] = []
+    extras = [n for n in extra_names if n != served]
+    blocker = alias_blocker(target, config.engine, config.served_name_env)
+    if extras and blocker is None:
+        before_names = served_names(target, config.engine, config.served_name_env, config.model_env)
+        if with_names(target, config.engine, config.served_name_env, extras):
+            after_names = [served, *dict.fromkeys(extras)]
+            changes.append(f"served names {before_names} -> {after_names}")
+    elif extras:
+        clients = [n for n in extras if not is_identity(n)]
+        if clients:
+            notes.append(
+                f"slot {slot} cannot also serve {', '.join(clients)} ({blocker}): `slots flip` "
+                "will refuse unless --rename"
+            )
     scale_only = not changes and int(new["spec"].get("replicas") or 0) < 1
     if int(new["spec"].get("replicas") or 0) != 1:
         changes.append(f"replicas {new['spec'].get('replicas')} -> 1")
@@ -175,6 +206,7 @@ def plan_deploy(
         served_name=served,
         memory_gib=budget,
         scale_only=scale_only,
+        notes=notes,
     )
 
 

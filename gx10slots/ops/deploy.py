@@ -36,8 +36,16 @@ from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
-from gx10slots.plan import clean_reason
-from gx10slots.state import flux_deploy_blocker, now_utc, other_slot, revision_of, rfc3339
+from gx10slots.plan import clean_reason, check_names_kept
+from gx10slots.servednames import identity_name, is_identity
+from gx10slots.state import (
+    flux_deploy_blocker,
+    now_utc,
+    other_slot,
+    revision_of,
+    rfc3339,
+    slot_state,
+)
 
 CAS_ATTEMPTS = 3
 LOG_LINES = 20
@@ -58,6 +66,7 @@ class DeployRequest:
     dry_run: bool = False
     park_on_failure: bool = False
     reason: str | None = None
+    rename: bool = False  # --rename: let the flip drop names production serves now
 
 
 def _target(snap: Snapshot, requested: str | None) -> str:
@@ -87,6 +96,14 @@ def _served_name(request: DeployRequest, snap: Snapshot) -> str | None:
     return active.served_name if active is not None and active.served_name else None
 
 
+def _extra_names(snap: Snapshot, slot: str) -> list[str]:
+    """Beside its primary name the slot serves every client-facing name production serves now
+    (so a rename keeps old clients working after the flip) and its own identity name."""
+    active = snap.slots.get(snap.flag.active) if snap.flag.active else None
+    kept = [n for n in (active.served_names if active else ()) if not is_identity(n)]
+    return [*kept, identity_name(slot)]
+
+
 def _plan_into(
     app: App,
     request: DeployRequest,
@@ -108,6 +125,7 @@ def _plan_into(
         node_capacity_gib=snap.node_capacity_gib,
         by=by,
         now=now_utc(),
+        extra_names=_extra_names(snap, slot),
     )
 
 
@@ -124,6 +142,10 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> tuple[De
         raise Refused(drift)
     plan = _plan_into(app, request, snap, target, current, by)
     active = snap.flag.active
+    if request.flip and not request.rename and active is not None:
+        # Refuse before the standby changes: the flip at the end would refuse anyway.
+        planned = slot_state(target, plan.deployment, app.config, snap.node_capacity_gib)
+        check_names_kept(snap.slots[active], planned)
     memory_note = check_memory(
         active_slot=active,
         active_gib=snap.slots[active].memory_gib if active else None,
@@ -424,6 +446,8 @@ def _deploy_locked(
         _record(app, plan, by, why, "failed", exc.message.splitlines()[0] + parked)
         exc.message += parked
         raise
+    for note in plan.notes:
+        console.progress("warning: " + note)
     if not outcome.passed:
         parked = _park(app, plan) if request.park_on_failure else ""
         detail = f"smoke failed: {outcome.failure_summary}"
@@ -450,5 +474,7 @@ def _deploy_locked(
         from gx10slots.ops.flip import flip
 
         console.progress(f"smoke passed; flipping production to {plan.slot}")
-        result["flip"] = flip(app, "flip", force=False, reason=why, dry_run=False, lock=lock)
+        result["flip"] = flip(
+            app, "flip", force=False, reason=why, dry_run=False, lock=lock, rename=request.rename
+        )
     return result

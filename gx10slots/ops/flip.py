@@ -95,6 +95,7 @@ def switch(
     reason: str,
     expected_source: str | None = None,
     probe: bool = True,
+    rename: bool = False,
 ) -> Switched:
     """Gates, probe and the CAS write, re-evaluated from a fresh read after any conflict."""
     for attempt in range(1, CAS_ATTEMPTS + 1):
@@ -111,11 +112,16 @@ def switch(
             reason=reason,
             now=now,
             expected_source=expected_source,
+            rename=rename,
         )
         if probe and not force:
             served = plan.target_served_name or ""
             verdict = quick_probe(
-                app, slot_endpoint(app, plan.target), served, timeout_s=PRE_FLIP_PROBE_TIMEOUT_S
+                app,
+                slot_endpoint(app, plan.target),
+                served,
+                timeout_s=PRE_FLIP_PROBE_TIMEOUT_S,
+                served_names=plan.target_served_names,  # the slot's whole list must answer
             )
             if not verdict.passed:
                 raise Refused(
@@ -256,8 +262,10 @@ def flip(
     reason: str | None,
     dry_run: bool,
     lock: Lock | None = None,
+    rename: bool = False,
 ) -> dict[str, Any]:
-    """Flip or flip back; ``lock`` lets `deploy --flip` flip under the lease it already holds."""
+    """Flip or flip back; ``lock`` lets `deploy --flip` flip under the lease it already holds;
+    ``rename`` lets the flip drop names production serves now."""
     by = lock.holder if lock else holder_identity()
     why = clean_reason(reason) or f"slots {mode}"
     if dry_run:
@@ -272,22 +280,23 @@ def flip(
             by=by,
             reason=why,
             now=now_utc(),
+            rename=rename,
         )
         return {"action": mode, "dry_run": True, "changed": False, **plan.to_dict()}
     if lock is None:
         try:
             with Lock(app.kube, holder=by, on_wait=console.progress) as own:
-                return _flip_locked(app, mode, own, force=force, by=by, why=why)
+                return _flip_locked(app, mode, own, force=force, by=by, why=why, rename=rename)
         except Interrupted as exc:
             if "production" in exc.message:
                 raise
             # Stopped while taking (or giving back) the lease: say where production is.
             raise Interrupted(exc.message + "; " + where_production_is(app, None)) from exc
-    return _flip_locked(app, mode, lock, force=force, by=by, why=why)
+    return _flip_locked(app, mode, lock, force=force, by=by, why=why, rename=rename)
 
 
 def _flip_locked(
-    app: App, mode: Mode, lock: Lock, *, force: bool, by: str, why: str
+    app: App, mode: Mode, lock: Lock, *, force: bool, by: str, why: str, rename: bool = False
 ) -> dict[str, Any]:
     from gx10slots.ops.unfinished import settle_unfinished
 
@@ -298,7 +307,7 @@ def _flip_locked(
         completed = settle_unfinished(app, mode, lock, by=by, why=why)
         if completed is not None:
             return completed
-        switched = switch(app, mode, lock, force=force, by=by, reason=why)
+        switched = switch(app, mode, lock, force=force, by=by, reason=why, rename=rename)
         plan = switched.plan
         console.progress(
             f"flag switched: production {plan.source} -> {plan.target}; verifying through "

@@ -78,7 +78,18 @@ def slot_deployment(slot: str, *, model: str, served_name: str, replicas: int) -
                         {
                             "name": CONTAINER,
                             "image": IMAGE,
-                            "args": ["--gpu-memory-utilization", "0.45"],
+                            # As docs/manifests/slot-blue-vllm.yaml: the served names follow
+                            # --served-model-name, the slot's identity name last.
+                            "command": ["vllm"],
+                            "args": [
+                                "serve",
+                                "$(MODEL)",
+                                "--served-model-name",
+                                "$(SERVED_MODEL_NAME)",
+                                f"gx10slots/{slot}",
+                                "--gpu-memory-utilization",
+                                "0.45",
+                            ],
                             "env": [
                                 {"name": "MODEL", "value": model},
                                 {"name": "SERVED_MODEL_NAME", "value": served_name},
