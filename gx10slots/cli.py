@@ -519,22 +519,43 @@ _SANDBOX_DIR = click.option(
     show_default=True,
     help="fake: our fault-injecting server; llama-cpp: also a real llama.cpp for tiny-* models.",
 )
+@click.option(
+    "--flag",
+    type=click.Choice(["service-selector", "configmap"]),
+    default="service-selector",
+    show_default=True,
+    help="The availability flag production routing follows: the production Service's selector "
+    "(through its EndpointSlices), or the key of the ConfigMap gx10-flag (a router of its own).",
+)
+@click.option(
+    "--router-lag",
+    metavar="DURATION|never",
+    default="1s",
+    show_default=True,
+    help="How long production routing takes to follow a change of the flag or of the ready "
+    "endpoints; never: a stuck router.",
+)
 @click.option("--detach", is_flag=True, help="Start in the background and return once ready.")
 @click.pass_context
-def sandbox_up(ctx: click.Context, directory: str, engine: str, detach: bool) -> None:
+def sandbox_up(
+    ctx: click.Context, directory: str, engine: str, flag: str, router_lag: str, detach: bool
+) -> None:
     """Start the sandbox; with --detach, return once it is ready."""
     from gx10slots.render import emit_json
     from gx10slots.sandbox import cluster
 
     app = _app(ctx)
+    lag = cluster.parse_router_lag(router_lag)
     if detach:
-        info = cluster.start_detached(directory, engine=engine)
+        info = cluster.start_detached(directory, engine=engine, flag=flag, router_lag_s=lag)
         if app.options.output == "json":
             emit_json(info)
         else:
             click.echo(cluster.describe(directory, info))
         return
-    cluster.run_foreground(directory, engine=engine, announce=click.echo)
+    cluster.run_foreground(
+        directory, engine=engine, announce=click.echo, flag=flag, router_lag_s=lag
+    )
 
 
 @sandbox.command("down")

@@ -36,7 +36,7 @@ from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
-from gx10slots.plan import clean_reason, check_names_kept
+from gx10slots.plan import check_names_kept, clean_reason
 from gx10slots.servednames import identity_name, is_identity
 from gx10slots.state import (
     flux_deploy_blocker,
