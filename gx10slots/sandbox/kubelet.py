@@ -133,6 +133,10 @@ class PodProcess:
         # passes to --served-model-name (with $(VAR) expanded as the kubelet does), else
         # $SERVED_MODEL_NAME, else MODEL. A name the spec does not wire is not served.
         names = served_names(self.container, "vllm", "SERVED_MODEL_NAME", "MODEL") or [model]
+        if self.runtime.engine == "llama-cpp":
+            # That sandbox stands for llama-cpp-python (config engine llama-cpp-python): one
+            # --model_alias, so every server in it serves its first name only.
+            names = names[:1]
         if model.startswith("tiny-") and self.runtime.engine == "llama-cpp":
             from gx10slots.sandbox.llamacpp import server_argv
             from gx10slots.sandbox.tinymodels import ensure_tiny_model
