@@ -327,7 +327,8 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
     deadline = time.monotonic() + window_s
     endpoint = production_endpoint(app)
     detail = "not checked"
-    failures = 0
+    server_errors = 0  # rounds in a row where every answer through production was a 5xx
+    failed_answers = 0  # rounds in a row where the target answered as itself, then failed
     identity_note = ""
     while True:
         moved = _flag_moved(app, slot)
@@ -354,8 +355,11 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                 answers = _who_answers(
                     app, endpoint, mine[0], theirs[0] if theirs else None, VERIFY_PROBE_TIMEOUT_S
                 )
-                failures = failures + 1 if answers.server_errors == VERIFY_CONNECTIONS else 0
+                all_5xx = answers.server_errors == VERIFY_CONNECTIONS
+                server_errors = server_errors + 1 if all_5xx else 0
                 ok = answers.target == VERIFY_CONNECTIONS
+                if not ok:
+                    failed_answers = 0
                 detail = (
                     f"{answers.target}/{VERIFY_CONNECTIONS} answers through production came from "
                     f"{slot} ({answers.other} from {other.name}, {answers.server_errors} 5xx"
@@ -387,9 +391,10 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                     return True, base + verdict.detail + identity_note
                 detail = f"slot {slot} answered but failed: {verdict.detail}"
                 # It answered as itself and failed its known answer: the target is failing.
-                failures += 1
-            if failures >= DECISIVE_FAILURES:
-                return False, f"{detail} ({failures} times in a row: not waiting out the window)"
+                failed_answers += 1
+            streak = max(server_errors, failed_answers)
+            if streak >= DECISIVE_FAILURES:
+                return False, f"{detail} ({streak} times in a row: not waiting out the window)"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False, detail

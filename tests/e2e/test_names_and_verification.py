@@ -158,3 +158,19 @@ def test_llama_cpp_cannot_keep_the_old_name_so_a_rename_needs_rename(
     accepted = box.cli("flip", "--rename")
     assert accepted.code == 0, accepted.err
     assert box.flag() == "green"
+
+
+def test_a_forced_flip_onto_a_failing_engine_is_reverted_without_waiting_the_window(
+    sandbox: Sandbox,
+) -> None:
+    box = sandbox
+    failed = box.cli("deploy", "sandbox/flaky-100")
+    assert failed.code == 1, failed.err  # its smoke fails; the standby is left running
+    started = time.monotonic()
+    result = box.cli("flip", "--force")  # skips the gates that would have refused it
+    took = time.monotonic() - started
+    assert result.code == 1, result.err
+    assert "not waiting out the window" in result.err
+    assert box.flag() == "blue"
+    # Decisive evidence (the target answers as itself, with 500s): seconds, not the 30 s window.
+    assert took < 20, f"took {took:.1f} s"
