@@ -8,6 +8,7 @@ flag: read again and re-check every gate. A failed verification switches back (C
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -184,6 +185,7 @@ def switch(
 VERIFY_CONNECTIONS = 3
 DECISIVE_FAILURES = 3
 VERIFY_ROUND_S = 0.2
+MODELS_BODY_CAP = 1024 * 1024  # a /v1/models answer is read no further (hostile peers)
 STOOD_DOWN = "someone else moved the flag"
 
 
@@ -293,16 +295,22 @@ def _who_answers(
             with httpx.Client(
                 transport=transport, timeout=timeout_s, trust_env=False, headers=headers
             ) as client:
-                response = client.get(endpoint.rstrip("/") + "/v1/models")
-                if response.status_code >= 500:
+                with client.stream("GET", endpoint.rstrip("/") + "/v1/models") as response:
+                    status = response.status_code
+                    body = b""
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > MODELS_BODY_CAP:
+                            raise ValueError("an over-long /v1/models answer")
+                if status >= 500:
                     counts["5xx"] += 1
-                    last = f"HTTP {response.status_code}"
+                    last = f"HTTP {status}"
                     continue
-                if response.status_code != 200:
+                if status != 200:
                     counts["unknown"] += 1
-                    last = f"HTTP {response.status_code}"
+                    last = f"HTTP {status}"
                     continue
-                ids = wire.served_ids(wire.parse_models(response.json()))
+                ids = wire.served_ids(wire.parse_models(json.loads(body)))
         except Interrupted:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of a foreign peer is evidence
