@@ -743,8 +743,10 @@ class Bench:
                 self.slots("flip-back", "--reason", "bench"),
                 previous or "",
             ),
+            # --rename: the slots serve different names (sandbox-ok, bench-v2), and a plain flip
+            # refuses to drop a name production serves (docs/concepts.md).
             "slots flip": lambda active, previous: (
-                self.slots("flip", "--reason", "bench"),
+                self.slots("flip", "--rename", "--reason", "bench"),
                 _other(active),
             ),
             # Diagnostic, not a figure: the same command with its imports done first, so that
