@@ -440,7 +440,12 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
 @click.option("--report-dir", metavar="DIR", help="Where smoke reports go.")
 @click.option("--format", "formats", metavar="LIST", help="Report formats beside JSON.")
 @click.option("--park-on-failure", is_flag=True, help="Scale the standby to 0 if it fails.")
-@_RENAME
+@click.option(
+    "--rename",
+    is_flag=True,
+    help="Do not keep the names production serves now beside --served-name, and let --flip "
+    "drop them (clients asking for a dropped name get 404).",
+)
 @_REASON
 @_DRY_RUN
 @_GUARD

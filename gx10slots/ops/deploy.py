@@ -96,10 +96,11 @@ def _served_name(request: DeployRequest, snap: Snapshot) -> str | None:
     return active.served_name if active is not None and active.served_name else None
 
 
-def _extra_names(snap: Snapshot, slot: str) -> list[str]:
+def _extra_names(snap: Snapshot, slot: str, *, keep: bool = True) -> list[str]:
     """Beside its primary name the slot serves every client-facing name production serves now
-    (so a rename keeps old clients working after the flip) and its own identity name."""
-    active = snap.slots.get(snap.flag.active) if snap.flag.active else None
+    (so a rename keeps old clients working after the flip; ``keep=False``, from --rename, drops
+    them) and its own identity name."""
+    active = snap.slots.get(snap.flag.active) if snap.flag.active and keep else None
     kept = [n for n in (active.served_names if active else ()) if not is_identity(n)]
     return [*kept, identity_name(slot)]
 
@@ -125,7 +126,7 @@ def _plan_into(
         node_capacity_gib=snap.node_capacity_gib,
         by=by,
         now=now_utc(),
-        extra_names=_extra_names(snap, slot),
+        extra_names=_extra_names(snap, slot, keep=not request.rename),
     )
 
 
