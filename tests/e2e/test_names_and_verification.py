@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+import yaml
 
 from tests.e2e.conftest import Sandbox, wait_for
 
@@ -67,6 +68,8 @@ def test_a_stuck_router_fails_verification_and_the_flag_goes_back(
 
 def test_the_same_flip_passes_once_the_router_follows(make_sandbox: Callable[..., Sandbox]) -> None:
     box = make_sandbox(flag="configmap", router_lag=1.0)
+    flag = yaml.safe_load((box.dir / "slots.yaml").read_text())["flag"]
+    assert (flag["kind"], flag["name"], flag["key"]) == ("configmap", "gx10-flag", "active-slot")
     _deploy_standby(box)
     started = time.monotonic()
     result = box.cli("-o", "json", "flip")

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from gx10slots.errors import UsageError
+from gx10slots.sandbox.cluster import parse_router_lag
 from gx10slots.sandbox.dataplane import Router
 
 
@@ -45,3 +47,17 @@ def test_a_stuck_router_never_follows(monkeypatch: pytest.MonkeyPatch) -> None:
         clock.now += 100
         router.step()
     assert router.backends() == ["blue-pod"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("never", None), ("NEVER", None), ("1s", 1.0), ("0.5", 0.5), ("250ms", 0.25)],
+)
+def test_router_lag_reads_a_duration_or_never(text: str, seconds: float | None) -> None:
+    assert parse_router_lag(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-1s", "2h"])
+def test_router_lag_refuses_anything_else(text: str) -> None:
+    with pytest.raises(UsageError, match="--router-lag"):
+        parse_router_lag(text)
