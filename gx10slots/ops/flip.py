@@ -287,14 +287,15 @@ def _who_answers(
     from gx10slots.smoke import wire
 
     key, transport = probe_access(app)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    # Connection: close: every request on a fresh connection (kube-proxy balances per connection).
+    headers = {"Connection": "close", **({"Authorization": f"Bearer {key}"} if key else {})}
     counts = {"target": 0, "other": 0, "unknown": 0, "5xx": 0}
     last = ""
-    for _ in range(VERIFY_CONNECTIONS):
-        try:
-            with httpx.Client(
-                transport=transport, timeout=timeout_s, trust_env=False, headers=headers
-            ) as client:
+    with httpx.Client(
+        transport=transport, timeout=timeout_s, trust_env=False, headers=headers
+    ) as client:
+        for _ in range(VERIFY_CONNECTIONS):
+            try:
                 with client.stream("GET", endpoint.rstrip("/") + "/v1/models") as response:
                     status = response.status_code
                     body = b""
@@ -311,20 +312,20 @@ def _who_answers(
                     last = f"HTTP {status}"
                     continue
                 ids = wire.served_ids(wire.parse_models(json.loads(body)))
-        except Interrupted:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of a foreign peer is evidence
-            counts["unknown"] += 1
-            last = type(exc).__name__
-            continue
-        if mine is not None and mine in ids:
-            counts["target"] += 1
-        elif theirs is not None and theirs in ids:
-            counts["other"] += 1
-            last = f"answered as {theirs}"
-        else:
-            counts["unknown"] += 1
-            last = "answered without an identity"
+            except Interrupted:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure of a foreign peer is evidence
+                counts["unknown"] += 1
+                last = type(exc).__name__
+                continue
+            if mine is not None and mine in ids:
+                counts["target"] += 1
+            elif theirs is not None and theirs in ids:
+                counts["other"] += 1
+                last = f"answered as {theirs}"
+            else:
+                counts["unknown"] += 1
+                last = "answered without an identity"
     return _Answers(counts["target"], counts["other"], counts["unknown"], counts["5xx"], last)
 
 
