@@ -219,6 +219,14 @@ def _guarded(
     return exit_code(result["guard"])
 
 
+_RENAME = click.option(
+    "--rename",
+    is_flag=True,
+    help="Flip even though the target does not serve every name production serves now "
+    "(clients asking for a dropped name get 404).",
+)
+
+
 def _flip_command(
     mode: str,
     ctx: click.Context,
@@ -227,6 +235,7 @@ def _flip_command(
     dry_run: bool,
     guard_for: float | None = None,
     break_lock: bool = False,
+    rename: bool = False,
 ) -> None:
     from gx10slots.ops.flip import flip as run_flip
     from gx10slots.render import flip_summary
@@ -241,6 +250,7 @@ def _flip_command(
         reason=reason,
         dry_run=dry_run,
         break_lock=break_lock,
+        rename=rename,
     )
     code = _guarded(app, result, result, guard_for)
     _emit_guarded(ctx, app, result, flip_summary(result), code)
@@ -248,6 +258,7 @@ def _flip_command(
 
 @cli.command()
 @_FORCE
+@_RENAME
 @_REASON
 @_DRY_RUN
 @_GUARD
@@ -256,13 +267,14 @@ def _flip_command(
 def flip(
     ctx: click.Context,
     force: bool,
+    rename: bool,
     reason: str | None,
     dry_run: bool,
     guard_for: float | None,
     break_lock: bool,
 ) -> None:
     """Make the standby active once its gates pass; the old slot stays warm."""
-    _flip_command("flip", ctx, force, reason, dry_run, guard_for, break_lock)
+    _flip_command("flip", ctx, force, reason, dry_run, guard_for, break_lock, rename)
 
 
 @cli.command("flip-back")
@@ -451,7 +463,12 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
 @cli.command()
 @click.argument("model")
 @click.option("--image", help="Container image (default: keep the slot's image).")
-@click.option("--served-name", metavar="NAME", help="Served model name (default: MODEL).")
+@click.option(
+    "--served-name",
+    metavar="NAME",
+    help="Model name clients ask for (default: keep the active slot's name; MODEL when none). "
+    "A new name keeps the old ones as aliases where the engine can serve several.",
+)
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra env (repeatable).")
 @click.option(
     "--memory-gib",
@@ -481,6 +498,12 @@ def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | 
 @click.option("--report-dir", metavar="DIR", help="Where smoke reports go.")
 @click.option("--format", "formats", metavar="LIST", help="Report formats beside JSON.")
 @click.option("--park-on-failure", is_flag=True, help="Scale the standby to 0 if it fails.")
+@click.option(
+    "--rename",
+    is_flag=True,
+    help="Do not keep the names production serves now beside --served-name, and let --flip "
+    "drop them (clients asking for a dropped name get 404).",
+)
 @_REASON
 @_DRY_RUN
 @_GUARD
@@ -501,6 +524,7 @@ def deploy(
     report_dir: str | None,
     formats: str | None,
     park_on_failure: bool,
+    rename: bool,
     reason: str | None,
     dry_run: bool,
     guard_for: float | None,
@@ -538,6 +562,7 @@ def deploy(
         allow_unknown_memory=allow_unknown_memory,
         replace_fallback=replace_fallback,
         break_lock=break_lock,
+        rename=rename,
     )
     result = run_deploy(app, request)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
@@ -570,22 +595,43 @@ _SANDBOX_DIR = click.option(
     show_default=True,
     help="fake: our fault-injecting server; llama-cpp: also a real llama.cpp for tiny-* models.",
 )
+@click.option(
+    "--flag",
+    type=click.Choice(["service-selector", "configmap"]),
+    default="service-selector",
+    show_default=True,
+    help="The availability flag production routing follows: the production Service's selector "
+    "(through its EndpointSlices), or the key of the ConfigMap gx10-flag (a router of its own).",
+)
+@click.option(
+    "--router-lag",
+    metavar="DURATION|never",
+    default="1s",
+    show_default=True,
+    help="How long production routing takes to follow a change of the flag or of the ready "
+    "endpoints; never: a stuck router.",
+)
 @click.option("--detach", is_flag=True, help="Start in the background and return once ready.")
 @click.pass_context
-def sandbox_up(ctx: click.Context, directory: str, engine: str, detach: bool) -> None:
+def sandbox_up(
+    ctx: click.Context, directory: str, engine: str, flag: str, router_lag: str, detach: bool
+) -> None:
     """Start the sandbox; with --detach, return once it is ready."""
     from gx10slots.render import emit_json
     from gx10slots.sandbox import cluster
 
     app = _app(ctx)
+    lag = cluster.parse_router_lag(router_lag)
     if detach:
-        info = cluster.start_detached(directory, engine=engine)
+        info = cluster.start_detached(directory, engine=engine, flag=flag, router_lag_s=lag)
         if app.options.output == "json":
             emit_json(info)
         else:
             click.echo(cluster.describe(directory, info))
         return
-    cluster.run_foreground(directory, engine=engine, announce=click.echo)
+    cluster.run_foreground(
+        directory, engine=engine, announce=click.echo, flag=flag, router_lag_s=lag
+    )
 
 
 @sandbox.command("down")

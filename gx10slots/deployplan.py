@@ -20,6 +20,13 @@ from gx10slots.config import Config
 from gx10slots.errors import Refused, UsageError
 from gx10slots.memory import MAX_MEMORY_GIB, SlotMemory, memory_quantity, slot_memory
 from gx10slots.quantity import canonical_or_same
+from gx10slots.servednames import (
+    COMMA_SEPARATED,
+    alias_blocker,
+    is_identity,
+    served_names,
+    with_names,
+)
 from gx10slots.state import ANNOTATION_PREFIX, container_of, revision_of, rfc3339
 
 MODEL_ANNOTATION = ANNOTATION_PREFIX + "model"
@@ -52,6 +59,9 @@ def check_model_name(model: str, what: str = "MODEL") -> str:
             f"{what} {model[:60]!r}: expected a non-empty name without whitespace, at most "
             f"{MAX_MODEL_CHARS} characters"
         )
+    if model.startswith("-"):
+        # It would read as an option on the engine's command line.
+        raise UsageError(f"{what} {model[:60]!r}: a name cannot start with '-'")
     if any(ord(c) < 32 or c in "`$;|&<>\\\"'" for c in model):
         raise UsageError(f"{what} {model[:60]!r}: shell metacharacters are not allowed in a name")
     return model
@@ -118,7 +128,11 @@ def plan_deploy(
     node_capacity_gib: float | None,
     by: str,
     now: datetime,
+    extra_names: Sequence[str] = (),
 ) -> DeployPlan:
+    """``extra_names``: names the slot serves beside ``served_name`` (the names production
+    serves now, so that clients keep them, and the slot's identity name), written after the
+    engine's served-name option where the container can take them (gx10slots/servednames.py)."""
     check_model_name(model)
     if served_name is not None and not served_name.strip():
         raise UsageError("--served-name: empty; leave it out to keep the default")
@@ -132,6 +146,8 @@ def plan_deploy(
             "expected the GiB the slot may use"
         )
     served = check_model_name(served_name or model, "--served-name")
+    if "," in served and config.engine in COMMA_SEPARATED:
+        raise UsageError(f"--served-name {served!r}: {config.engine} separates names with ','")
     new = copy.deepcopy(dict(current))
     new.pop("status", None)
     new["metadata"].pop("managedFields", None)
@@ -163,6 +179,21 @@ def plan_deploy(
             if canonical_or_same(block.get("memory")) != quantity:
                 changes.append(f"{section}.memory {block.get('memory')} -> {quantity}")
                 block["memory"] = quantity
+    notes: list[str] = []
+    extras = [n for n in extra_names if n != served]
+    blocker = alias_blocker(target, config.engine, config.served_name_env)
+    if extras and blocker is None:
+        before_names = served_names(target, config.engine, config.served_name_env, config.model_env)
+        if with_names(target, config.engine, config.served_name_env, extras):
+            after_names = [served, *dict.fromkeys(extras)]
+            changes.append(f"served names {before_names} -> {after_names}")
+    elif extras:
+        clients = [n for n in extras if not is_identity(n)]
+        if clients:
+            notes.append(
+                f"slot {slot} cannot also serve {', '.join(clients)} ({blocker}): `slots flip` "
+                "will refuse unless --rename"
+            )
     scale_only = not changes and int(new["spec"].get("replicas") or 0) < 1
     if int(new["spec"].get("replicas") or 0) != 1:
         changes.append(f"replicas {new['spec'].get('replicas')} -> 1")
@@ -184,6 +215,7 @@ def plan_deploy(
         memory_gib=memory.budget_gib,
         scale_only=scale_only,
         memory=memory,
+        notes=notes,
     )
 
 

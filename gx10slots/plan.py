@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from gx10slots.config import SLOT_NAMES, Config
 from gx10slots.errors import Refused
+from gx10slots.servednames import identity_name, is_identity
 from gx10slots.state import (
     ACTION,
     ACTIVE,
@@ -51,6 +52,7 @@ class FlipPlan:
     patch: list[dict[str, Any]]
     gates: list[str] = field(default_factory=list)  # what was checked, for the record and --dry-run
     run: str = ""  # the run's id: on the flag (gx10slots.io/run) and its history entry's id
+    target_served_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +190,33 @@ def check_smoke_fresh(target: SlotState, max_age_s: float, now: datetime) -> str
     return f"smoke passed {age:.0f} s ago for revision {target.revision}"
 
 
+def check_names_kept(source: SlotState, target: SlotState) -> str:
+    """Every client-facing name production serves now is served by ``target`` too; ``Refused``
+    naming the requests that would start failing otherwise."""
+    missing = [
+        n for n in source.served_names if not is_identity(n) and n not in target.served_names
+    ]
+    if missing:
+        asked = " or ".join(f'model "{n}"' for n in missing)
+        raise Refused(
+            f"slot {target.name} does not serve {', '.join(missing)}, which production serves "
+            f"now: after the flip, clients asking for {asked} would get 404 (slot "
+            f"{target.name} serves {', '.join(target.served_names) or 'nothing known'})",
+            hint="deploy with an engine and manifest that can serve several names (vLLM "
+            "--served-model-name $(SERVED_MODEL_NAME) ...: docs/manifests), or pass --rename "
+            "once every client uses the new name",
+        )
+    return f"slot {target.name} serves every name production serves now"
+
+
+def distinguishing_names(target: SlotState, other: SlotState | None) -> list[str]:
+    """Names only ``target`` serves: a request naming one can only be answered by it. Its
+    identity name first."""
+    theirs = set(other.served_names) if other is not None and other.exists else set()
+    names = [n for n in target.served_names if n not in theirs]
+    return sorted(names, key=lambda n: n != target.identity)
+
+
 def plan_flip(
     mode: Mode,
     slots: Mapping[str, SlotState],
@@ -201,6 +230,7 @@ def plan_flip(
     now: datetime,
     expected_source: str | None = None,
     run: str = "",
+    rename: bool = False,
 ) -> FlipPlan:
     """Decide the target and check every gate that needs no network; raises ``Refused``.
 
@@ -262,6 +292,25 @@ def plan_flip(
                 ) from exc
 
     source_slot = slots.get(flag.active) if flag.active else None
+    if mode == "flip" and source_slot is not None and source_slot.exists:
+        if rename:
+            gates.append("--rename: names production serves now may stop working")
+        else:
+            gates.append(check_names_kept(source_slot, target_slot))
+    if (
+        mode == "flip"
+        and config.flag.kind == "configmap"
+        and not distinguishing_names(target_slot, source_slot)
+    ):
+        if not force:
+            raise Refused(
+                f"slot {target} serves no name of its own (not even its identity name "
+                f"{identity_name(target)}): through a ConfigMap flag's router nothing could "
+                "prove that production reaches it rather than the old slot",
+                hint="wire the identity name (docs/concepts.md, 'Telling the slots apart'); "
+                "--force switches without that proof",
+            )
+        gates.append(f"--force: slot {target} cannot be told apart through the router")
     # Only a verified flip makes the slot it leaves a trusted fallback; a revert leaves a slot
     # that just failed.
     served_revision = (
@@ -289,4 +338,5 @@ def plan_flip(
         patch=patch,
         gates=gates,
         run=run,
+        target_served_names=target_slot.served_names,
     )

@@ -17,6 +17,7 @@ from typing import Any
 from gx10slots.config import SLOT_NAMES, Config
 from gx10slots.memory import slot_budget_gib
 from gx10slots.quantity import canonical_pod_spec
+from gx10slots.servednames import identity_name, served_names
 
 ANNOTATION_PREFIX = "gx10slots.io/"
 ACTIVE = ANNOTATION_PREFIX + "active"
@@ -137,6 +138,8 @@ class SlotState:
     exists: bool
     model: str | None = None
     served_name: str | None = None
+    # Every name the engine serves (primary first), read from what its container passes it.
+    served_names: tuple[str, ...] = ()
     image: str | None = None
     replicas: int = 0
     ready: int = 0
@@ -145,6 +148,12 @@ class SlotState:
     revision: str | None = None
     memory_gib: float | None = None
     smoke: SmokeRecord | None = None  # only when recorded for the current revision
+
+    @property
+    def identity(self) -> str | None:
+        """The name only this slot serves (gx10slots/<slot>), when it is wired."""
+        name = identity_name(self.name)
+        return name if name in self.served_names else None
 
     @property
     def is_ready(self) -> bool:
@@ -157,6 +166,7 @@ class SlotState:
             "exists": self.exists,
             "model": self.model,
             "served_name": self.served_name,
+            "served_names": list(self.served_names),
             "image": self.image,
             "replicas": self.replicas,
             "ready": self.ready,
@@ -179,11 +189,14 @@ def slot_state(
     record = smoke_record(deployment)
     generation = deployment.get("metadata", {}).get("generation")
     observed = status.get("observedGeneration")
+    names = served_names(container, config.engine, config.served_name_env, config.model_env)
     return SlotState(
         name=name,
         exists=True,
         model=env_value(container, config.model_env),
-        served_name=env_value(container, config.served_name_env),
+        # `served_name` stays the first of `served_names` (the contract's status shape).
+        served_name=names[0] if names else env_value(container, config.served_name_env),
+        served_names=tuple(names),
         image=(container or {}).get("image"),
         replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
         ready=int(status.get("readyReplicas") or 0),

@@ -38,8 +38,16 @@ from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
 from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
-from gx10slots.plan import clean_reason
-from gx10slots.state import flux_deploy_blocker, now_utc, other_slot, revision_of, rfc3339
+from gx10slots.plan import check_names_kept, clean_reason
+from gx10slots.servednames import identity_name, is_identity
+from gx10slots.state import (
+    flux_deploy_blocker,
+    now_utc,
+    other_slot,
+    revision_of,
+    rfc3339,
+    slot_state,
+)
 
 CAS_ATTEMPTS = 3
 LOG_LINES = 20
@@ -65,6 +73,7 @@ class DeployRequest:
     replace_fallback: bool = False
     # Take over a lease nobody renews within its renew interval.
     break_lock: bool = False
+    rename: bool = False  # --rename: let the flip drop names production serves now
 
 
 def _target(snap: Snapshot, requested: str | None) -> str:
@@ -94,6 +103,15 @@ def _served_name(request: DeployRequest, snap: Snapshot) -> str | None:
     return active.served_name if active is not None and active.served_name else None
 
 
+def _extra_names(snap: Snapshot, slot: str, *, keep: bool = True) -> list[str]:
+    """Beside its primary name the slot serves every client-facing name production serves now
+    (so a rename keeps old clients working after the flip; ``keep=False``, from --rename, drops
+    them) and its own identity name."""
+    active = snap.slots.get(snap.flag.active) if snap.flag.active and keep else None
+    kept = [n for n in (active.served_names if active else ()) if not is_identity(n)]
+    return [*kept, identity_name(slot)]
+
+
 def _plan_into(
     app: App,
     request: DeployRequest,
@@ -115,6 +133,7 @@ def _plan_into(
         node_capacity_gib=snap.node_capacity_gib,
         by=by,
         now=now_utc(),
+        extra_names=_extra_names(snap, slot, keep=not request.rename),
     )
 
 
@@ -148,6 +167,10 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> Planned:
             replace=request.replace_fallback,
         )
     active = snap.flag.active
+    if request.flip and not request.rename and active is not None:
+        # Refuse before the standby changes: the flip at the end would refuse anyway.
+        planned = slot_state(target, plan.deployment, app.config, snap.node_capacity_gib)
+        check_names_kept(snap.slots[active], planned)
     assert plan.memory is not None
     memory_note = memory_gate(
         active_slot=active,
@@ -478,6 +501,8 @@ def _deploy_locked(
         _record(app, plan, by, why, "failed", exc.message.splitlines()[0] + parked, replaced)
         exc.message += parked
         raise
+    for note in plan.notes:
+        console.progress("warning: " + note)
     if not outcome.passed:
         parked = _park(app, plan, request) if request.park_on_failure else ""
         detail = f"smoke failed: {outcome.failure_summary}"
@@ -505,5 +530,7 @@ def _deploy_locked(
         from gx10slots.ops.flip import flip
 
         console.progress(f"smoke passed; flipping production to {plan.slot}")
-        result["flip"] = flip(app, "flip", force=False, reason=why, dry_run=False, lock=lock)
+        result["flip"] = flip(
+            app, "flip", force=False, reason=why, dry_run=False, lock=lock, rename=request.rename
+        )
     return result

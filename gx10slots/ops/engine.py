@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -134,7 +135,13 @@ def suite_settings(app: App, probes: tuple[str, ...] | None = None) -> SuiteSett
     )
 
 
-def run_probes(app: App, endpoint: str, served_name: str, settings: SuiteSettings) -> Report:
+def run_probes(
+    app: App,
+    endpoint: str,
+    served_name: str,
+    settings: SuiteSettings,
+    served_names: Sequence[str] = (),
+) -> Report:
     from gx10slots.smoke.profiles import get_profile
     from gx10slots.smoke.suite import run_suite
 
@@ -146,11 +153,23 @@ def run_probes(app: App, endpoint: str, served_name: str, settings: SuiteSetting
         settings,
         api_key=api_key,
         transport=transport,
+        served_names=served_names,
+        # Without the slot's whole list, only "serves served_name" can be checked.
+        exact_names=bool(served_names),
     )
 
 
-def quick_probe(app: App, endpoint: str, served_name: str, *, timeout_s: float) -> ProbeVerdict:
-    """One short deep check: the engine answers, names ``served_name``, gives the known answer."""
+def quick_probe(
+    app: App,
+    endpoint: str,
+    served_name: str,
+    *,
+    timeout_s: float,
+    served_names: Sequence[str] = (),
+) -> ProbeVerdict:
+    """One short deep check: the engine answers, lists every name in ``served_names`` (the
+    slot's whole list; just ``served_name`` when empty), and gives the known answer to a request
+    naming ``served_name``."""
     from dataclasses import replace
 
     settings = replace(
@@ -159,7 +178,7 @@ def quick_probe(app: App, endpoint: str, served_name: str, *, timeout_s: float) 
         timeouts={"readiness": timeout_s, "identity": timeout_s},
         deadline_s=timeout_s * 3,
     )
-    report = run_probes(app, endpoint, served_name, settings)
+    report = run_probes(app, endpoint, served_name, settings, served_names)
     failed = [p for p in report.probes if not p.passed]
     if not failed:
         return ProbeVerdict(True, "answered " + ", ".join(p.name for p in report.probes))

@@ -130,6 +130,8 @@ def smoke_slot(
         slot=slot,
         model=state.model or "",
         revision=state.revision or "",
+        # /v1/models must list every name the slot claims (its aliases and identity name too).
+        served_names=state.served_names,
     )
     wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
     paths = [str(p) for p in write_reports(report, directory, wanted)]

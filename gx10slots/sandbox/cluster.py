@@ -31,6 +31,10 @@ from gx10slots.errors import SlotsError, UsageError
 from gx10slots.fileio import atomic_write
 from gx10slots.sandbox import seed
 
+# The sandbox's production router follows the API this long after a change (kube-proxy's sync
+# after an EndpointSlice update is typically about a second).
+DEFAULT_ROUTER_LAG_S = 1.0
+
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 INFO_FILE = "sandbox.json"
@@ -68,8 +72,28 @@ def kubeconfig_text(server: str, token: str, ca_pem: bytes) -> str:
 
 
 def slots_config(
-    directory: Path, prod: str, blue: str, green: str, engine: str = "fake"
+    directory: Path,
+    prod: str,
+    blue: str,
+    green: str,
+    engine: str = "fake",
+    flag: str = "service-selector",
 ) -> dict[str, Any]:
+    if flag == "configmap":
+        flag_section: dict[str, Any] = {
+            "kind": "configmap",
+            "name": seed.FLAG_CONFIGMAP,
+            "key": seed.FLAG_KEY,
+            "endpoint": prod,
+            "service": seed.PRODUCTION_SERVICE,
+        }
+    else:
+        flag_section = {
+            "kind": "service-selector",
+            "name": seed.PRODUCTION_SERVICE,
+            "key": seed.SLOT_LABEL,
+            "endpoint": prod,
+        }
     return {
         "namespace": seed.NAMESPACE,
         # The fake server speaks vLLM's dialect. With llama.cpp in the mix a slot may run
@@ -82,12 +106,7 @@ def slots_config(
             "blue": {"deployment": seed.deployment_name("blue"), "endpoint": blue},
             "green": {"deployment": seed.deployment_name("green"), "endpoint": green},
         },
-        "flag": {
-            "kind": "service-selector",
-            "name": seed.PRODUCTION_SERVICE,
-            "key": seed.SLOT_LABEL,
-            "endpoint": prod,
-        },
+        "flag": flag_section,
         "smoke": {"report_dir": str(directory / "reports"), "formats": ["json", "md", "junit"]},
         "memory": {"reserve_gib": 8},
     }
@@ -161,9 +180,17 @@ def reap_orphans(directory: Path) -> list[int]:
 class Sandbox:
     """Everything the sandbox runs, started and stopped in order."""
 
-    def __init__(self, directory: Path, engine: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        engine: str,
+        flag: str = "service-selector",
+        router_lag_s: float | None = DEFAULT_ROUTER_LAG_S,
+    ) -> None:
         self.directory = directory
         self.engine = engine
+        self.flag = flag
+        self.router_lag_s = router_lag_s
         self.token = secrets.token_urlsafe(24)
         self._stoppers: list[Callable[[], None]] = []
 
@@ -176,11 +203,18 @@ class Sandbox:
         server = ApiServer(token=self.token, tls=True)
         api = server.start()
         self._stoppers.append(server.stop)
-        plane = DataPlane(server, self.directory, engine=self.engine)
+        plane = DataPlane(
+            server,
+            self.directory,
+            engine=self.engine,
+            flag=self.flag,
+            router_lag_s=self.router_lag_s,
+        )
         self._stoppers.insert(0, plane.stop)
         plane.start()
         self._seed(server)
         self._wait_until_serving(server, plane)
+        plane.router.go_live()  # from now on production follows the API with the lag
         endpoints = plane.service_endpoints(
             {
                 "prod": seed.PRODUCTION_SERVICE,
@@ -194,6 +228,8 @@ class Sandbox:
             "slots": {"blue": endpoints["blue"], "green": endpoints["green"]},
             "pid": os.getpid(),
             "engine": self.engine,
+            "flag": self.flag,
+            "router_lag_s": self.router_lag_s,
             "namespace": seed.NAMESPACE,
             "kubeconfig": str(self.directory / "kubeconfig"),
             "config": str(self.directory / "slots.yaml"),
@@ -204,14 +240,19 @@ class Sandbox:
             0o600,
         )
         config = slots_config(
-            self.directory, endpoints["prod"], endpoints["blue"], endpoints["green"], self.engine
+            self.directory,
+            endpoints["prod"],
+            endpoints["blue"],
+            endpoints["green"],
+            self.engine,
+            self.flag,
         )
         atomic_write(self.directory / "slots.yaml", yaml.safe_dump(config, sort_keys=False))
         atomic_write(self.directory / INFO_FILE, json.dumps(info, indent=2) + "\n")
         return info
 
     def _seed(self, server: Any) -> None:
-        for obj in seed.initial_objects():
+        for obj in seed.initial_objects(self.flag):
             server.seed(obj)
 
     def _wait_until_serving(self, server: Any, plane: Any) -> None:
@@ -247,7 +288,8 @@ def describe(directory: str | os.PathLike[str], info: dict[str, Any]) -> str:
     d = Path(directory)
     return "\n".join(
         [
-            f"sandbox up (engine {info.get('engine')}, pid {info['pid']}):",
+            f"sandbox up (engine {info.get('engine')}, flag {info.get('flag')}, router lag "
+            f"{_lag_text(info.get('router_lag_s'))}, pid {info['pid']}):",
             f"  API server           {info['apiserver']}",
             f"  production endpoint  {info['prod_endpoint']}",
             f"  blue / green         {info['slots']['blue']}  {info['slots']['green']}",
@@ -257,6 +299,25 @@ def describe(directory: str | os.PathLike[str], info: dict[str, Any]) -> str:
             f"stop with: slots sandbox down --dir {directory}",
         ]
     )
+
+
+def _lag_text(lag: Any) -> str:
+    return "never" if lag is None else f"{lag:g} s"
+
+
+def parse_router_lag(text: str) -> float | None:
+    """``--router-lag``: a duration (1s, 500ms, a bare number of seconds) or ``never``."""
+    if text.strip().lower() == "never":
+        return None
+    from gx10slots.durations import parse_duration
+
+    try:
+        seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--router-lag {text!r}: {exc}; or `never`") from exc
+    if not 0 <= seconds <= 3600:
+        raise UsageError(f"--router-lag {text!r}: expected 0s to 1h, or `never`")
+    return seconds
 
 
 def _check_not_running(directory: Path) -> None:
@@ -286,6 +347,8 @@ def run_foreground(
     engine: str,
     announce: Callable[[str], None] = print,
     ready_fd: int | None = None,
+    flag: str = "service-selector",
+    router_lag_s: float | None = DEFAULT_ROUTER_LAG_S,
 ) -> None:
     """Run until SIGTERM/SIGINT; report readiness on ``ready_fd`` when detached."""
     d = Path(directory).resolve()
@@ -300,7 +363,7 @@ def run_foreground(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sandbox = Sandbox(d, engine)
+    sandbox = Sandbox(d, engine, flag, router_lag_s)
     try:
         info = sandbox.start()
     except BaseException as exc:
@@ -321,7 +384,13 @@ def run_foreground(
         sandbox.stop()
 
 
-def start_detached(directory: str | os.PathLike[str], *, engine: str) -> dict[str, Any]:
+def start_detached(
+    directory: str | os.PathLike[str],
+    *,
+    engine: str,
+    flag: str = "service-selector",
+    router_lag_s: float | None = DEFAULT_ROUTER_LAG_S,
+) -> dict[str, Any]:
     d = Path(directory).resolve()
     _check_engine(engine)
     _check_not_running(d)
@@ -338,6 +407,10 @@ def start_detached(directory: str | os.PathLike[str], *, engine: str) -> dict[st
                 str(d),
                 "--engine",
                 engine,
+                "--flag",
+                flag,
+                "--router-lag",
+                "never" if router_lag_s is None else f"{router_lag_s:g}",
                 "--ready-fd",
                 str(write_end),
             ],
@@ -424,10 +497,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gx10slots.sandbox.cluster")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--engine", default="fake", choices=("fake", "llama-cpp"))
+    parser.add_argument("--flag", default="service-selector", choices=seed.FLAG_KINDS)
+    parser.add_argument("--router-lag", default=f"{DEFAULT_ROUTER_LAG_S:g}")
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args(argv)
     try:
-        run_foreground(args.dir, engine=args.engine, ready_fd=args.ready_fd)
+        run_foreground(
+            args.dir,
+            engine=args.engine,
+            ready_fd=args.ready_fd,
+            flag=args.flag,
+            router_lag_s=parse_router_lag(args.router_lag),
+        )
     except SlotsError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(exc.exit_code)

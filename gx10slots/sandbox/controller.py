@@ -758,6 +758,13 @@ class Controller:
         self.store.mutate(ENDPOINTS, meta["namespace"], meta["name"], replace)
 
     def _write_slice(self, svc: Obj, members: list[Obj]) -> None:
+        """One discovery.k8s.io/v1 EndpointSlice per Service, shaped as the endpointslice
+        controller writes it (kubernetes staging/src/k8s.io/endpointslice/utils.go: podToEndpoint
+        sets conditions ready = serving && !terminating, serving = pod Ready, terminating =
+        deletionTimestamp set, a Pod targetRef and nodeName; newEndpointSlice: generateName
+        "<service>-", a controller ownerReference to the Service, the Service's labels plus
+        kubernetes.io/service-name and endpointslice.kubernetes.io/managed-by). Production
+        routing in the sandbox follows these slices (gx10slots/sandbox/dataplane.py)."""
         meta = _meta(svc)
         endpoints = []
         for p in members:

@@ -1,20 +1,40 @@
 """The sandbox's data plane: controllers, the process kubelet, and one proxy per Service.
 
-A Service proxy picks its backends per request from the Service's selector and the Ready pods
-*at that moment*, as kube-proxy's rules would after they converge, so a flag flip reaches new
-requests at once while streams in flight finish on their old backend.
+A slot Service's proxy picks its backends per request from the Service's selector and the Ready
+pods *at that moment*, as kube-proxy's rules would after they converge.
+
+Production goes through a :class:`Router` that follows, like kube-proxy (or a router of your own
+for a ConfigMap flag), what the API says with a lag (``--router-lag``, default 1 s; ``never``: a
+stuck router that keeps routing where it did when the sandbox came up):
+
+- ``service-selector`` flag: the ready endpoints of the production Service's EndpointSlices
+  (discovery.k8s.io/v1, label ``kubernetes.io/service-name``), which the endpoint controller
+  keeps in step with the Service's selector;
+- ``configmap`` flag: the ready endpoints of the slot Service the flag ConfigMap's key names.
+
+Streams in flight finish on their old backend either way.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from gx10slots.sandbox.apiserver import ApiServer
 from gx10slots.sandbox.controller import Controller
 from gx10slots.sandbox.kubelet import ProcessRuntime
 from gx10slots.sandbox.proxy import ServiceProxy
-from gx10slots.sandbox.resources import PODS, SERVICES
-from gx10slots.sandbox.seed import NAMESPACE
+from gx10slots.sandbox.resources import CONFIGMAPS, ENDPOINTSLICES, PODS, SERVICES
+from gx10slots.sandbox.seed import (
+    FLAG_CONFIGMAP,
+    FLAG_KEY,
+    NAMESPACE,
+    PRODUCTION_SERVICE,
+    deployment_name,
+)
 from gx10slots.sandbox.selectors import selector_from_spec
 from gx10slots.sandbox.store import Obj
 
@@ -25,19 +45,121 @@ def _ready(pod: Obj) -> bool:
     return ready and not pod["metadata"].get("deletionTimestamp")
 
 
+ROUTER_PERIOD_S = 0.05
+DEFAULT_ROUTER_LAG_S = 1.0
+
+
+class Router:
+    """Production's routing decision, following ``desired()`` through a delay line of ``lag_s``
+    seconds (None: frozen once :meth:`go_live` is called). Until then it follows at once, so the
+    sandbox starts serving without waiting out the lag."""
+
+    def __init__(self, desired: Callable[[], tuple[str, ...]], lag_s: float | None) -> None:
+        self._desired = desired
+        self.lag_s = lag_s
+        self._applied: tuple[str, ...] = ()
+        self._pending: deque[tuple[float, tuple[str, ...]]] = deque()
+        self._last: tuple[str, ...] | None = None
+        self._live = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandbox-router", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def go_live(self) -> None:
+        self.step()
+        with self._lock:
+            self._live = True
+
+    def backends(self) -> list[str]:
+        with self._lock:
+            return list(self._applied)
+
+    def step(self) -> None:
+        try:
+            desired = self._desired()
+        except Exception:  # noqa: BLE001 - a failed read leaves the routing as it is
+            return
+        now = time.monotonic()
+        with self._lock:
+            if not self._live:
+                self._applied, self._last = desired, desired
+                return
+            if desired != self._last:
+                self._last = desired
+                self._pending.append((now, desired))
+            if self.lag_s is None:
+                self._pending.clear()  # a stuck router: it never applies anything again
+                return
+            while self._pending and self._pending[0][0] <= now - self.lag_s:
+                self._applied = self._pending.popleft()[1]
+
+    def _run(self) -> None:
+        while not self._stop.wait(ROUTER_PERIOD_S):
+            self.step()
+
+
 class DataPlane:
-    def __init__(self, server: ApiServer, directory: Path, *, engine: str = "fake") -> None:
+    def __init__(
+        self,
+        server: ApiServer,
+        directory: Path,
+        *,
+        engine: str = "fake",
+        flag: str = "service-selector",
+        router_lag_s: float | None = DEFAULT_ROUTER_LAG_S,
+    ) -> None:
         self.server = server
+        self.flag = flag
         self.runtime = ProcessRuntime(server.store, directory, engine=engine)
         server.log_source = self.runtime
         self.controller = Controller(server.store, self.runtime, tick=0.5)
         self.proxies: dict[str, ServiceProxy] = {}
+        self.router = Router(self._production_wanted, router_lag_s)
         server.service_resolver = self.resolve
 
     def start(self) -> None:
         self.controller.start()
+        self.router.start()
+
+    def _slice_backends(self, service: str, namespace: str = NAMESPACE) -> tuple[str, ...]:
+        """URLs of the ready endpoints the Service's EndpointSlices list, as kube-proxy reads
+        them (pkg/proxy/endpointslicecache.go: ready endpoints only)."""
+        store = self.server.store
+        slices, _ = store.list(ENDPOINTSLICES, namespace)
+        urls: list[str] = []
+        for es in slices:
+            labels = es["metadata"].get("labels") or {}
+            if labels.get("kubernetes.io/service-name") != service:
+                continue
+            for endpoint in es.get("endpoints") or []:
+                if not (endpoint.get("conditions") or {}).get("ready"):
+                    continue
+                ref = endpoint.get("targetRef") or {}
+                pod = store.find(PODS, namespace, str(ref.get("name", "")))
+                url = self.runtime.url_of(pod) if pod is not None else None
+                if url:
+                    urls.append(url)
+        return tuple(sorted(urls))
+
+    def _production_wanted(self) -> tuple[str, ...]:
+        if self.flag == "configmap":
+            cm = self.server.store.find(CONFIGMAPS, NAMESPACE, FLAG_CONFIGMAP) or {}
+            slot = (cm.get("data") or {}).get(FLAG_KEY)
+            if slot not in ("blue", "green"):
+                return ()
+            return self._slice_backends(deployment_name(str(slot)))
+        return self._slice_backends(PRODUCTION_SERVICE)
 
     def backends(self, service: str, namespace: str = NAMESPACE) -> list[str]:
+        if service == PRODUCTION_SERVICE and namespace == NAMESPACE:
+            return self.router.backends()
         store = self.server.store
         svc = store.find(SERVICES, namespace, service)
         selector = ((svc or {}).get("spec") or {}).get("selector") or {}
@@ -66,6 +188,7 @@ class DataPlane:
         return urls
 
     def stop(self) -> None:
+        self.router.stop()
         for proxy in self.proxies.values():
             proxy.stop()
         self.proxies.clear()

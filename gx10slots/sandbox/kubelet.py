@@ -125,15 +125,26 @@ class PodProcess:
     # -- the process -------------------------------------------------------------------------------
 
     def _argv(self, port: int) -> list[str]:
+        from gx10slots.servednames import served_names
+
         env = _env_of(self.container)
         model = env.get("MODEL", "sandbox/ok")
-        served = env.get("SERVED_MODEL_NAME") or model
+        # The sandbox image behaves like vLLM's: it serves exactly the names its command line
+        # passes to --served-model-name (with $(VAR) expanded as the kubelet does), else
+        # $SERVED_MODEL_NAME, else MODEL. A name the spec does not wire is not served.
+        names = served_names(self.container, "vllm", "SERVED_MODEL_NAME", "MODEL") or [model]
+        if self.runtime.engine == "llama-cpp":
+            # That sandbox stands for llama-cpp-python (config engine llama-cpp-python): one
+            # --model_alias, so every server in it serves its first name only.
+            names = names[:1]
         if model.startswith("tiny-") and self.runtime.engine == "llama-cpp":
             from gx10slots.sandbox.llamacpp import server_argv
             from gx10slots.sandbox.tinymodels import ensure_tiny_model
 
+            # llama-cpp-python serves one --model_alias: the first name, and only that.
             path = ensure_tiny_model(self.runtime.directory / "models", model)
-            return server_argv(path, served, port)
+            return server_argv(path, names[0], port)
+        aliases = [arg for name in names[1:] for arg in ("--alias", name)]
         return [
             sys.executable,
             "-m",
@@ -141,7 +152,8 @@ class PodProcess:
             "--model",
             model,
             "--served-name",
-            served,
+            names[0],
+            *aliases,
             "--host",
             "127.0.0.1",
             "--port",

@@ -601,6 +601,9 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 class ServerConfig:
     model: str
     served_name: str | None = None  # defaults to model, as vLLM's --served-model-name does
+    # Further names, as vLLM's --served-model-name takes several: each gets its own /v1/models
+    # card and is accepted in requests; responses name the first (vllm/config/model.py).
+    aliases: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 0
     api_key: str | None = None
@@ -782,17 +785,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _models(self, _: bytes) -> None:
         owner = self.owner
-        card = {
-            "id": owner.served_id,
-            "object": "model",
-            "created": owner.created,
-            "owned_by": "vllm",
-            "root": owner.config.model,
-            "parent": None,
-            "max_model_len": owner.config.max_model_len,
-            "permission": [],
-        }
-        self._json(200, {"object": "list", "data": [card]})
+        cards: list[dict[str, Any]] = [
+            {
+                "id": name,
+                "object": "model",
+                "created": owner.created,
+                "owned_by": "vllm",
+                "root": owner.config.model,
+                "parent": None,
+                "max_model_len": owner.config.max_model_len,
+                "permission": [],
+            }
+            for name in owner.served_ids
+        ]
+        self._json(200, {"object": "list", "data": cards})
 
     # -- generation --------------------------------------------------------------------------
 
@@ -811,7 +817,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             req = parse_chat_request(doc) if chat else parse_completion_request(doc)
-            if req.model is not None and req.model != owner.served_id:
+            if req.model is not None and req.model not in owner.served_ids:
                 msg = f"The model `{req.model}` does not exist."
                 raise RequestError(msg, 404, "NotFoundError")
             problem = context_error(req, owner.config.max_model_len)
@@ -976,6 +982,10 @@ class ModelServer:
         self.behaviour = Behaviour.parse(config.model)
         self.served_name = config.served_name or config.model
         self.served_id = self.behaviour.served_id(self.served_name)
+        self.served_ids = (
+            self.served_id,
+            *(a for a in config.aliases if a and a != self.served_id),
+        )
         self.metrics = Metrics()
         self.created = int(time.time())
         self._stopping = threading.Event()
@@ -1120,6 +1130,12 @@ def _arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True)
     p.add_argument("--served-name", help="model id to serve (default: MODEL)")
+    p.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        help="a further model id to serve (repeatable), as vLLM's --served-model-name A B",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
@@ -1145,6 +1161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ServerConfig(
         model=args.model,
         served_name=args.served_name,
+        aliases=tuple(args.alias),
         host=args.host,
         port=args.port,
         api_key=args.api_key,

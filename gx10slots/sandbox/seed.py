@@ -18,6 +18,11 @@ APP_LABEL = "app.kubernetes.io/name"
 APP = "gx10-model"
 SLOT_LABEL = "gx10slots.io/slot"
 PRODUCTION_SERVICE = "gx10-model"
+# With `sandbox up --flag configmap`: the flag is this ConfigMap's key, which the sandbox's own
+# production router follows (docs/manifests/flag-configmap.yaml).
+FLAG_CONFIGMAP = "gx10-flag"
+FLAG_KEY = "active-slot"
+FLAG_KINDS = ("service-selector", "configmap")
 CONTAINER = "engine"
 PORT = 8000
 IMAGE = "vllm/vllm-openai:v0.11.0"
@@ -78,7 +83,18 @@ def slot_deployment(slot: str, *, model: str, served_name: str, replicas: int) -
                         {
                             "name": CONTAINER,
                             "image": IMAGE,
-                            "args": ["--gpu-memory-utilization", "0.45"],
+                            # As docs/manifests/slot-blue-vllm.yaml: the served names follow
+                            # --served-model-name, the slot's identity name last.
+                            "command": ["vllm"],
+                            "args": [
+                                "serve",
+                                "$(MODEL)",
+                                "--served-model-name",
+                                "$(SERVED_MODEL_NAME)",
+                                f"gx10slots/{slot}",
+                                "--gpu-memory-utilization",
+                                "0.45",
+                            ],
                             "env": [
                                 {"name": "MODEL", "value": model},
                                 {"name": "SERVED_MODEL_NAME", "value": served_name},
@@ -114,18 +130,40 @@ def service(
     }
 
 
-def initial_objects() -> list[dict[str, Any]]:
+def flag_configmap() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": FLAG_CONFIGMAP,
+            "namespace": NAMESPACE,
+            "labels": {APP_LABEL: APP},
+            "annotations": {"gx10slots.io/active": "blue"},
+        },
+        "data": {FLAG_KEY: "blue"},
+    }
+
+
+def initial_objects(flag: str = "service-selector") -> list[dict[str, Any]]:
     """In creation order; `blue` active serving sandbox/ok, `green` parked."""
-    return [
+    objects = [
         namespace(),
         node(),
         slot_deployment("blue", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=1),
         slot_deployment("green", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=0),
         service(deployment_name("blue"), {APP_LABEL: APP, SLOT_LABEL: "blue"}),
         service(deployment_name("green"), {APP_LABEL: APP, SLOT_LABEL: "green"}),
-        service(
-            PRODUCTION_SERVICE,
-            {APP_LABEL: APP, SLOT_LABEL: "blue"},
-            annotations={"gx10slots.io/active": "blue"},
-        ),
     ]
+    if flag == "configmap":
+        # Production enters through the router, which follows the ConfigMap: its Service has no
+        # selector (its endpoints are the router's business, not the endpoint controller's).
+        objects += [flag_configmap(), service(PRODUCTION_SERVICE, {})]
+    else:
+        objects.append(
+            service(
+                PRODUCTION_SERVICE,
+                {APP_LABEL: APP, SLOT_LABEL: "blue"},
+                annotations={"gx10slots.io/active": "blue"},
+            )
+        )
+    return objects

@@ -49,6 +49,17 @@ class ProbeContext:
     settings: SuiteSettings
     redact: Redactor = field(default_factory=Redactor)
     stats: SuiteStats = field(default_factory=SuiteStats)
+    # Every name the slot claims to serve (primary first); empty means just `served_name`.
+    served_names: tuple[str, ...] = ()
+    # False: /v1/models may list more than the claimed names (a quick probe that knows only the
+    # primary name of a slot that also serves aliases).
+    exact_names: bool = True
+
+    @property
+    def claimed_names(self) -> tuple[str, ...]:
+        if self.served_name in self.served_names:
+            return self.served_names
+        return (self.served_name, *self.served_names)
 
 
 @dataclass

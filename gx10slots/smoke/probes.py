@@ -168,7 +168,8 @@ async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> Pr
 
 
 async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
-    """`/v1/models` serves exactly the expected name (and, for vLLM, a long enough context)."""
+    """`/v1/models` serves every name the slot claims, and nothing else (for engines that list
+    only what they serve); for vLLM also a long enough context."""
     timeout = ctx.settings.timeout_for("identity") if timeout is None else timeout
 
     async def body(phase: Phase) -> Outcome:
@@ -177,20 +178,22 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
                 raise await http_error(ctx, response)
             doc = await read_json(response, ctx.settings.body_cap_bytes, MODELS_PATH, ctx.redact)
         entries = wire.parse_models(doc)
-        ids = [e.id for e in entries]
+        ids = wire.served_ids(entries)
         listed = ctx.redact.clip(repr(ids), 300)
+        claimed = list(ctx.claimed_names)
         metrics: dict[str, float] = {"models": float(len(ids))}
-        if ctx.profile.lists_all_models:
-            if ctx.served_name not in ids:
-                raise ProbeFailure(
-                    f"expected {ctx.served_name!r} among the models, /v1/models holds {listed}"
-                )
-        elif ids != [ctx.served_name]:
-            raise ProbeFailure(f"expected exactly [{ctx.served_name!r}], /v1/models holds {listed}")
-        detail = f"serves {ctx.served_name!r}"
+        missing = [n for n in claimed if n not in ids]
+        if ctx.exact_names and not ctx.profile.lists_all_models and set(ids) != set(claimed):
+            raise ProbeFailure(f"expected exactly {claimed!r}, /v1/models holds {listed}")
+        if missing:
+            raise ProbeFailure(
+                f"expected {', '.join(repr(n) for n in missing)} among the models, /v1/models "
+                f"holds {listed}"
+            )
+        detail = f"serves {', '.join(repr(n) for n in claimed)}"
         wanted = ctx.settings.max_model_len
         if ctx.profile.reports_max_model_len and wanted is not None:
-            entry = next(e for e in entries if e.id == ctx.served_name)
+            entry = next(e for e in entries if ctx.served_name in e.names)
             if entry.max_model_len is None:
                 raise ProbeFailure("/v1/models does not report max_model_len")
             metrics["max_model_len"] = float(entry.max_model_len)

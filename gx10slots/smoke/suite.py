@@ -14,7 +14,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import httpx
@@ -72,6 +72,8 @@ def run_suite(
     slot: str = "",
     model: str | None = None,
     revision: str = "",
+    served_names: Sequence[str] = (),
+    exact_names: bool = True,
 ) -> Report:
     """Run the suite to completion (at most ``settings.deadline_s``) and return the report.
 
@@ -92,6 +94,8 @@ def run_suite(
             slot=slot,
             model=model,
             revision=revision,
+            served_names=served_names,
+            exact_names=exact_names,
         )
     )
 
@@ -109,6 +113,8 @@ async def run_suite_async(
     slot: str = "",
     model: str | None = None,
     revision: str = "",
+    served_names: Sequence[str] = (),
+    exact_names: bool = True,
 ) -> Report:
     started_at = datetime.now(UTC)
     redact = Redactor([api_key])
@@ -131,7 +137,15 @@ async def run_suite_async(
         trust_env=False,
         follow_redirects=False,
     ) as client:
-        ctx = ProbeContext(client, served_name, profile, settings, redact)
+        ctx = ProbeContext(
+            client,
+            served_name,
+            profile,
+            settings,
+            redact,
+            served_names=tuple(served_names),
+            exact_names=exact_names,
+        )
         blocked = await _run_probes(ctx, record)
         summary = _summary(ctx, results)
         if "baseline" in settings.probes:

@@ -125,6 +125,13 @@ def error_message(doc: Any) -> str | None:
 class ModelEntry:
     id: str
     max_model_len: int | None
+    # llama-server lists further names of the same model under `aliases`
+    # (tools/server/server-context.cpp get_res_model_info); vLLM gives each name its own card.
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.id, *(a for a in self.aliases if a != self.id))
 
 
 def parse_models(doc: Any) -> list[ModelEntry]:
@@ -135,10 +142,25 @@ def parse_models(doc: Any) -> list[ModelEntry]:
         model_id = card.get("id")
         if not isinstance(model_id, str):
             raise ProbeFailure(f"`data[{i}].id` is {_kind(model_id)}, expected a string")
+        raw_aliases = card.get("aliases")
+        aliases = (
+            tuple(a for a in raw_aliases[:64] if isinstance(a, str))
+            if isinstance(raw_aliases, list)
+            else ()
+        )
         entries.append(
-            ModelEntry(model_id, _opt_int(card.get("max_model_len"), f"data[{i}].max_model_len"))
+            ModelEntry(
+                model_id,
+                _opt_int(card.get("max_model_len"), f"data[{i}].max_model_len"),
+                aliases,
+            )
         )
     return entries
+
+
+def served_ids(entries: Sequence[ModelEntry]) -> list[str]:
+    """Every name the server says it serves, in order, each once."""
+    return list(dict.fromkeys(name for entry in entries for name in entry.names))
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ class Sandbox:
             "service": f"/api/v1/namespaces/{NS}/services/{name}",
             "deployment": f"/apis/apps/v1/namespaces/{NS}/deployments/{name}",
             "lease": f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{name}",
+            "configmap": f"/api/v1/namespaces/{NS}/configmaps/{name}",
         }
         return dict(self.api("PATCH", paths[kind], patch, "application/merge-patch+json"))
 
@@ -122,8 +123,19 @@ class Sandbox:
         self.api("DELETE", "/_sandbox/faults")
 
     def flag(self) -> str | None:
+        if self.info.get("flag") == "configmap":
+            return self.get("configmap", "gx10-flag").get("data", {}).get("active-slot")
         selector = self.get("service", "gx10-model")["spec"]["selector"]
         return selector.get("gx10slots.io/slot")
+
+    def answering_slot(self) -> str | None:
+        """Which slot production reaches now: the identity name its /v1/models lists."""
+        response = httpx.get(f"{self.info['prod_endpoint']}/v1/models", timeout=5)
+        if response.status_code != 200:
+            return None
+        ids = [card["id"] for card in response.json()["data"]]
+        slots = [i.split("/", 1)[1] for i in ids if i.startswith("gx10slots/")]
+        return slots[0] if len(slots) == 1 else None
 
     def history(self) -> list[dict[str, Any]]:
         try:
@@ -182,6 +194,29 @@ def sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Sand
         yield Sandbox(directory, info, capsys)
     finally:
         cluster.stop(directory)
+
+
+@pytest.fixture
+def make_sandbox(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[..., Sandbox]]:
+    """A sandbox with non-default options: ``make_sandbox(flag="configmap", router_lag=None)``
+    (``router_lag`` in seconds; None: a stuck router)."""
+    started: list[Path] = []
+
+    def make(
+        *, flag: str = "service-selector", router_lag: float | None = 1.0, engine: str = "fake"
+    ) -> Sandbox:
+        directory = tmp_path / f"sandbox-{len(started)}"
+        started.append(directory)
+        info = cluster.start_detached(directory, engine=engine, flag=flag, router_lag_s=router_lag)
+        return Sandbox(directory, info, capsys)
+
+    try:
+        yield make
+    finally:
+        for directory in started:
+            cluster.stop(directory)
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ def test_tiny_pong_deploys_flips_and_flips_back_with_zero_failed_requests(
             "tiny-pong",
             "--served-name",
             "pong-v1",
+            # llama-cpp-python serves one name: clients of sandbox-ok are knowingly dropped.
+            "--rename",
             "--flip",
             "--format",
             "json,md,junit",
@@ -60,6 +62,7 @@ def test_tiny_babble_is_refused_by_smoke_and_production_never_sees_it(
             "tiny-babble",
             "--served-name",
             "babble",
+            "--rename",
             "--flip",
             "--format",
             "json,md,junit",

@@ -188,13 +188,14 @@ def test_sigterm_mid_flip_releases_the_lease_and_says_where_production_is(
 def test_failed_verification_switches_back_and_exits_1(two_warm_slots: Sandbox) -> None:
     box = two_warm_slots
     box.set_config("flag", verify_window="1s")
-    # Production's endpoints never show the new pods: verification cannot succeed.
-    box.fault(action="error", verb="get", resource="endpoints", name="gx10-model", count=1000)
+    # Production's EndpointSlices cannot be read: verification cannot succeed.
+    box.fault(action="error", verb="list", resource="endpointslices", count=1000)
     result = box.cli("flip")
     assert result.code == 1, result.err
     assert "switched back: production is on blue again" in result.err
     assert box.flag() == "blue"
-    assert box.production() == "sandbox-ok"
+    # The router follows the switch-back within its lag.
+    wait_for(lambda: box.production() == "sandbox-ok", what="production back on blue")
     newest = box.history()[0]
     assert (newest["action"], newest["result"]) == ("flip", "failed")
     assert "reverted to blue" in newest["detail"]

@@ -115,7 +115,7 @@ class Case:
             "action": action,
             "verb": t.verb,
             "resource": t.resource,
-            "name": t.name,
+            "name": t.name or None,
             "namespace": "gx10",
             "when": t.when,
             "count": 1,
@@ -138,7 +138,8 @@ def target(command: str, point: str) -> Target | None:
     if point == "after":
         return Target(*main, "after")
     if point == "verify":
-        return None if command == "park" else Target("get", "endpoints", "gx10-model", "before")
+        # Verification lists the production Service's EndpointSlices (a list: no object name).
+        return None if command == "park" else Target("list", "endpointslices", "", "before")
     if point == "record":
         return Target("update", "configmaps", "gx10slots-history", "before")
     raise ValueError(f"unknown fault point {point!r}")

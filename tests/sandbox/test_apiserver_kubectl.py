@@ -100,6 +100,17 @@ def test_get_several_kinds_with_short_names(kubectl: Kubectl, tls_sandbox: Sandb
     assert "No resources found" not in out
 
 
+def test_get_endpointslices_names_the_services_pods(kubectl: Kubectl, tls_sandbox: Sandbox) -> None:
+    _seed_slot(tls_sandbox)
+    wait_for(lambda: "1/1" in kubectl.ok("get", "deploy", "blue"))
+    out = kubectl.ok("get", "endpointslices", "-l", "kubernetes.io/service-name=blue", "-o", "json")
+    (es,) = json.loads(out)["items"]
+    (endpoint,) = es["endpoints"]
+    assert endpoint["conditions"]["ready"] is True
+    assert endpoint["targetRef"]["name"].startswith("blue-")
+    assert "blue-" in kubectl.ok("get", "endpointslices")
+
+
 def test_get_pods_table_columns(kubectl: Kubectl, tls_sandbox: Sandbox) -> None:
     _seed_slot(tls_sandbox)
     wait_for(lambda: "Running" in kubectl.ok("get", "pods"))

@@ -206,6 +206,15 @@ def test_ok_health_and_models(serve: Serve) -> None:
     }
 
 
+def test_further_names_each_get_a_card_and_answer_as_the_first(serve: Serve) -> None:
+    url = serve(aliases=("old", "gx10slots/green")).url
+    ids = [card["id"] for card in httpx.get(f"{url}/v1/models").json()["data"]]
+    assert ids == ["gx10", "old", "gx10slots/green"]
+    answer = chat(url, model="old")
+    assert answer.status_code == 200 and answer.json()["model"] == "gx10"  # as vLLM does
+    assert chat(url, model="other").status_code == 404
+
+
 def test_ok_answers_pong(serve: Serve) -> None:
     response = chat(serve().url)
     assert response.status_code == 200

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -123,6 +124,36 @@ def test_identity_reports_what_the_engine_holds_instead() -> None:
     engine.models = [{"id": "m-wrong"}]
     result, _ = run_probe(probe_identity, engine)
     assert result.detail == "expected exactly ['m'], /v1/models holds ['m-wrong']"
+
+
+def _claiming(*names: str) -> Any:
+    async def before(ctx: ProbeContext) -> None:
+        ctx.served_names = names
+
+    return before
+
+
+def test_identity_accepts_the_slots_whole_list_and_requires_every_name() -> None:
+    engine = FakeEngine()
+    engine.models = [{"id": "m"}, {"id": "old"}, {"id": "gx10slots/green"}]
+    claimed = _claiming("m", "old", "gx10slots/green")
+    result, _ = run_probe(probe_identity, engine, before=claimed)
+    assert result.passed, result.detail
+    engine.models = [{"id": "m"}, {"id": "gx10slots/green"}]  # the old name is not served
+    result, _ = run_probe(probe_identity, engine, before=claimed)
+    assert not result.passed and "'old'" in result.detail
+
+
+def test_identity_reads_llama_server_aliases() -> None:
+    engine = FakeEngine()
+    engine.models = [{"id": "m", "aliases": ["m", "old", "gx10slots/green"], "tags": []}]
+    result, _ = run_probe(
+        probe_identity,
+        engine,
+        profile=LLAMA_SERVER,
+        before=_claiming("m", "old", "gx10slots/green"),
+    )
+    assert result.passed, result.detail
 
 
 def test_identity_on_ollama_means_among_the_local_models() -> None:
