@@ -1069,8 +1069,11 @@ class Bench:
                     self.api, pods, labelSelector=",".join(f"{k}={v}" for k, v in labels.items())
                 ) as on_pods,
             ):
+                # Each round redeploys the slot the previous round's flip left as the fallback:
+                # the rehearsal replaces it on purpose.
                 child = self.spawn(
-                    self.slots("deploy", "sandbox/ok", "--served-name", name), stderr_lines=True
+                    self.slots("deploy", "sandbox/ok", "--served-name", name, "--replace-fallback"),
+                    stderr_lines=True,
                 )
                 child.wait(180).check()
             self.note_rss("slots deploy", child)

@@ -154,7 +154,6 @@ def mark_done(
                 config.namespace,
                 patch,
                 field_manager=FIELD_MANAGER,
-                _content_type="application/json-patch+json",
             )
             return
         except (ApiError, WriteOutcomeUnknown) as exc:
