@@ -464,16 +464,25 @@ class _StrictLoader(yaml.SafeLoader):
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate ``path``; every failure is a ``ConfigError`` (exit 2)."""
+    from gx10slots.fileio import MAX_INPUT_FILE_BYTES, NotReadable, read_bounded
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"config file {p} not found",
-            hint="pass --config PATH or set SLOTS_CONFIG; `slots sandbox up --dir DIR` writes one",
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+        # Bounded, and only a regular file: `--config /dev/zero` or a FIFO nobody writes to
+        # must be a refusal, not a MemoryError or a hang.
+        text = read_bounded(p, MAX_INPUT_FILE_BYTES).decode("utf-8")
+    except NotReadable as exc:
+        if str(exc) == "not found":
+            raise ConfigError(
+                f"config file {p} not found",
+                hint="pass --config PATH or set SLOTS_CONFIG; `slots sandbox up --dir DIR` "
+                "writes one",
+            ) from exc
         raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+    except ValueError as exc:  # a path holding NUL
+        raise ConfigError(f"cannot read config file {p!r}: {exc}") from exc
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except RecursionError as exc:

@@ -8,7 +8,11 @@ from typing import Any
 
 
 def emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    """The one JSON document on stdout, every string redacted (ASCII-escaped, so no control
+    character reaches a terminal either)."""
+    from gx10slots.scrub import redact_doc
+
+    sys.stdout.write(json.dumps(redact_doc(document), indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
 
 
@@ -26,10 +30,9 @@ def _cell(value: Any) -> str:
     them: control characters are shown escaped, never sent to the terminal."""
     if value is None or value == "":
         return "-"
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    from gx10slots.scrub import safe
+
+    return safe(value)
 
 
 def _age(seconds: float | None) -> str:
@@ -87,11 +90,11 @@ def status_table(doc: dict[str, Any]) -> None:
         f"{_cell(flag.get('value'))}   previous: {_cell(doc.get('previous'))}"
     )
     if flag.get("changed_at"):
-        console.print(f"changed {flag['changed_at']} by {_cell(flag.get('changed_by'))}")
+        console.print(f"changed {_cell(flag['changed_at'])} by {_cell(flag.get('changed_by'))}")
     if flag.get("endpoint"):
-        console.print(f"production endpoint: {flag['endpoint']}")
+        console.print(f"production endpoint: {_cell(flag['endpoint'])}")
     for warning in doc.get("warnings", []):
-        console.print(f"warning: {warning}", style="yellow")
+        console.print(f"warning: {_cell(warning)}", style="yellow")
 
 
 def flip_summary(result: dict[str, Any]) -> str:

@@ -1,0 +1,186 @@
+"""Unbounded reads and waits (issue 19, item 6): whatever a file, a plugin or a server does, the
+tool ends promptly, with bounded memory, in a clear error (exit 2 for the files we were given,
+4 for the cluster), never a MemoryError, a hang or a traceback.
+
+Each case runs `slots` as a separate process with an address-space limit and a deadline: on a
+tool that reads without bound the limit turns the blow-up into a failed assertion instead of a
+machine out of memory, and the deadline turns a hang into one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.reliability.test_hostile_cluster import TOKEN, _config, _kubeconfig
+from tests.reliability.test_hostile_engine import _read_request, hostile
+
+MEMORY_LIMIT = 1024 * 1024 * 1024  # address space of the tool's process
+DEADLINE_S = 25.0
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _slots(tmp_path: Path, *args: str, code: str | None = None) -> tuple[int, str, str, float]:
+    """`slots -o json ARGS` in a bounded process: (exit code, stdout, stderr, seconds)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLOTS_") and k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
+    }
+    env["HOME"] = str(tmp_path)
+    program = code or "from gx10slots.cli import main; main()"
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", program, "-o", "json", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+            preexec_fn=_limit_memory,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"slots {' '.join(args)} still running after {DEADLINE_S:g} s")
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+
+def _expect(outcome: tuple[int, str, str, float], code: int, *needles: str) -> None:
+    exit_code, out, err, _ = outcome
+    assert exit_code == code, (exit_code, err[-2000:])
+    assert "Traceback" not in err + out and "MemoryError" not in err + out
+    assert TOKEN not in err + out
+    error = json.loads(out)["error"]
+    for needle in needles:
+        assert needle in error["message"], error["message"]
+
+
+def _fifo(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    os.mkfifo(path)  # nobody ever writes to it: opening it for reading would wait forever
+    return path
+
+
+def test_a_config_that_is_a_device_is_refused(tmp_path: Path) -> None:
+    outcome = _slots(tmp_path, "--config", "/dev/zero", "status")
+    _expect(outcome, 2, "/dev/zero", "not a regular file")
+
+
+def test_a_config_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = _fifo(tmp_path, "slots.yaml")
+    outcome = _slots(tmp_path, "--config", str(fifo), "status")
+    _expect(outcome, 2, "not a regular file")
+
+
+def test_a_300_mb_config_is_refused_without_reading_it(tmp_path: Path) -> None:
+    big = tmp_path / "slots.yaml"
+    with big.open("wb") as handle:  # sparse: costs no disk
+        handle.truncate(300 * 1024 * 1024)
+    outcome = _slots(tmp_path, "--config", str(big), "status")
+    _expect(outcome, 2, "over the 1024 KiB limit")
+    assert outcome[3] < 10
+
+
+def test_a_kubeconfig_that_is_a_fifo_or_a_device_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    for path in (str(_fifo(tmp_path, "kubeconfig")), "/dev/zero"):
+        outcome = _slots(tmp_path, "--config", str(config), "--kubeconfig", path, "status")
+        _expect(outcome, 2, "kubeconfig", "not a regular file")
+
+
+@pytest.mark.parametrize("token_file", ["/dev/zero", "fifo", "huge"])
+def test_a_token_file_that_never_ends_is_refused(tmp_path: Path, token_file: str) -> None:
+    if token_file == "fifo":
+        token_file = str(_fifo(tmp_path, "token"))
+    elif token_file == "huge":
+        huge = tmp_path / "token"
+        with huge.open("wb") as handle:
+            handle.truncate(50 * 1024 * 1024)
+        token_file = str(huge)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(tokenFile=token_file)))
+    outcome = _slots(
+        tmp_path, "--config", str(_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
+    )
+    _expect(outcome, 2, "tokenFile")
+
+
+def test_an_exec_plugin_that_never_exits_is_stopped_at_its_deadline(tmp_path: Path) -> None:
+    plugin = tmp_path / "credential-plugin"
+    plugin.write_text("#!/bin/sh\nexec sleep 300\n")
+    plugin.chmod(0o755)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            _kubeconfig(
+                exec={
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "command": str(plugin),
+                    "interactiveMode": "Never",
+                }
+            )
+        )
+    )
+    # The deadline shortened to a second for the test (the default is 30 s).
+    program = (
+        "import gx10slots.kube.kubeconfig as k; k.EXEC_TIMEOUT_S = 1.0\n"
+        "from gx10slots.cli import main; main()"
+    )
+    outcome = _slots(
+        tmp_path,
+        "--config",
+        str(_config(tmp_path)),
+        "--kubeconfig",
+        str(kubeconfig),
+        "status",
+        code=program,
+    )
+    _expect(outcome, 2, "did not finish within 1 s")
+    assert outcome[3] < 10
+
+
+def _huge_answer(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 3000000000\r\n\r\n{"items": ["'
+    )
+    block = b"a" * 65536
+    while not stop.is_set():
+        conn.sendall(block)
+
+
+def _huge_chunked(conn: socket.socket, stop: threading.Event) -> None:
+    _read_request(conn)
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    block = b"a" * 65536
+    chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+    while not stop.is_set():
+        conn.sendall(chunk)
+
+
+@pytest.mark.parametrize("behaviour", [_huge_answer, _huge_chunked], ids=["declared", "chunked"])
+def test_an_api_answer_of_gigabytes_is_refused_with_memory_bounded(
+    tmp_path: Path, behaviour: object
+) -> None:
+    with hostile(behaviour) as url:  # type: ignore[arg-type]
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url)))
+        outcome = _slots(
+            tmp_path, "--config", str(_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
+        )
+    _expect(outcome, 4, "MiB limit")
