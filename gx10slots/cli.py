@@ -487,6 +487,14 @@ _SANDBOX_DIR = click.option(
 )
 
 
+def _sandbox_directory(directory: str) -> None:
+    from gx10slots.fileio import writable_directory
+
+    writable_directory(
+        directory, "sandbox directory", hint="choose a writable directory with --dir"
+    )
+
+
 @sandbox.command("up")
 @_SANDBOX_DIR
 @click.option(
@@ -504,6 +512,7 @@ def sandbox_up(ctx: click.Context, directory: str, engine: str, detach: bool) ->
     from gx10slots.sandbox import cluster
 
     app = _app(ctx)
+    _sandbox_directory(directory)
     if detach:
         info = cluster.start_detached(directory, engine=engine)
         if app.options.output == "json":

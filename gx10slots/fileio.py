@@ -83,3 +83,23 @@ def read_bounded(path: str | os.PathLike[str], cap: int = MAX_INPUT_FILE_BYTES) 
         raise NotReadable(exc.strerror or type(exc).__name__) from None
     finally:
         os.close(fd)
+
+
+def writable_directory(directory: str | os.PathLike[str], what: str, hint: str) -> Path:
+    """``directory``, created if needed and proven writable, or a UsageError (exit 2) saying
+    why: a path from a flag or a config may hold a NUL, point into /proc, or be read-only."""
+    from gx10slots.errors import UsageError
+
+    text = os.fspath(directory)
+    path = Path(text)
+    try:
+        if not text or any(ord(c) < 32 or c == "\x7f" for c in text):
+            raise ValueError("the path holds a control character")
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except (OSError, ValueError) as exc:
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise UsageError(f"{what} {text!r} is not usable: {reason}", hint=hint) from exc
+    return path

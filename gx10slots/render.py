@@ -100,7 +100,8 @@ def status_table(doc: dict[str, Any]) -> None:
 def flip_summary(result: dict[str, Any]) -> str:
     if result.get("dry_run"):
         lines = [
-            f"dry run: {result['action']} {result['from']} -> {result['to']} ({result['model']})"
+            f"dry run: {result['action']} {result['from'] or 'no slot'} -> {result['to']} "
+            f"({result['model']})"
         ]
         lines += [f"  gate passed: {gate}" for gate in result.get("gates", [])]
         lines.append("  patch: " + json.dumps(result["patch"]))
@@ -113,8 +114,8 @@ def flip_summary(result: dict[str, Any]) -> str:
     )
     warm = f"; {result['warm']} stays warm for `slots flip-back`" if result.get("warm") else ""
     return (
-        f"production: {_cell(result['from'])} -> {result['to']} ({result['model']}), verified "
-        f"in {result['duration_s']:.2f} s{completed}{warm}"
+        f"production: {_cell(result['from'] or 'no slot')} -> {result['to']} "
+        f"({result['model']}), verified in {result['duration_s']:.2f} s{completed}{warm}"
     )
 
 

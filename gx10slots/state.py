@@ -46,13 +46,25 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_rfc3339(text: str | None) -> datetime | None:
-    if not text:
+def parse_rfc3339(text: object) -> datetime | None:
+    """A time read from the cluster (annotations, history entries), in UTC; None when it is not
+    a time at all. Anyone with write access may have put anything there: a number, a date
+    without a zone, or a valid time at the edge of the calendar (``0001-01-01T00:00:00+01:00`` is
+    before the first representable UTC instant) which is clamped, so that "long ago" and "dated in
+    the future" keep their meaning instead of overflowing."""
+    if not isinstance(text, str) or not text or len(text) > 64:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # as the API server writes times: UTC
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if moment.year == 1 else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 def revision_of(deployment: Mapping[str, Any]) -> str:

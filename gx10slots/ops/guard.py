@@ -514,8 +514,8 @@ class ClusterPorts:
     ) -> RevertResult:
         plan = switched.plan
         console.progress(
-            f"flag switched: production {plan.source} -> {plan.target}; verifying through "
-            f"{self.endpoint}"
+            f"flag switched: production {plan.source or 'no slot'} -> {plan.target}; verifying "
+            f"through {self.endpoint}"
         )
         ok, detail = verify_production(
             self.app, plan.target, plan.target_served_name, self.app.config.flag.verify_window_s

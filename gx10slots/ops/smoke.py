@@ -138,18 +138,13 @@ def smoke_slot(
 
 def check_report_dir(directory: str) -> Path:
     """Refuse an unusable report directory before anything runs or changes (exit 2)."""
-    path = Path(directory)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(
-            f"report directory {directory} is not writable: {exc.strerror or exc}",
-            hint="choose a writable directory with --report-dir (or smoke.report_dir)",
-        ) from exc
-    return path
+    from gx10slots.fileio import writable_directory
+
+    return writable_directory(
+        directory,
+        "report directory",
+        hint="choose a writable directory with --report-dir (or smoke.report_dir)",
+    )
 
 
 def _record(

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from gx10slots.errors import Interrupted
 from gx10slots.smoke import checks
 from gx10slots.smoke._transport import as_async_transport
 from gx10slots.smoke.context import ProbeContext
@@ -80,20 +82,59 @@ def run_suite(
     ``revision`` only label the report. From async code, await :func:`run_suite_async`.
     """
     return asyncio.run(
-        run_suite_async(
-            endpoint,
-            served_name,
-            profile,
-            settings,
-            api_key=api_key,
-            transport=transport,
-            on_probe=on_probe,
-            baseline=baseline,
-            slot=slot,
-            model=model,
-            revision=revision,
+        _stopped_by_sigterm(
+            run_suite_async(
+                endpoint,
+                served_name,
+                profile,
+                settings,
+                api_key=api_key,
+                transport=transport,
+                on_probe=on_probe,
+                baseline=baseline,
+                slot=slot,
+                model=model,
+                revision=revision,
+            )
         )
     )
+
+
+async def _stopped_by_sigterm(work: Awaitable[Report]) -> Report:
+    """``work``, cancelled at once on SIGTERM, which then raises :class:`Interrupted`.
+
+    The CLI's own SIGTERM handler raises wherever the main thread happens to be; inside the event
+    loop that is some probe's code, whose ``except Exception`` (a probe must never crash the
+    suite) took it for a failed probe, and the suite went on for minutes. Cancelling the task
+    unwinds every probe at once (CancelledError is no Exception); Ctrl-C already works that way
+    in ``asyncio.run``. The previous handler is restored afterwards (asyncio would reset it to
+    the default, which kills without cleanup).
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop() -> None:
+        received.append(signal.SIGTERM)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        installed = True
+    except (RuntimeError, ValueError, NotImplementedError):
+        installed = False  # not the main thread (a guard's worker), or no signals here
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted("terminated by SIGTERM during the smoke probes") from None
+        raise
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
 
 
 async def run_suite_async(
@@ -212,6 +253,8 @@ async def _run_probes(ctx: ProbeContext, record: Callable[[ProbeResult], None]) 
 async def _run_one(name: str, ctx: ProbeContext, timeout: float) -> ProbeResult:
     try:
         return await _PROBES[name](ctx, timeout)
+    except Interrupted:
+        raise  # a signal, not a probe's failure
     except Exception as exc:
         # A bug of ours on some input we did not foresee: the suite must still produce a report,
         # and the traceback goes to the log rather than vanishing.

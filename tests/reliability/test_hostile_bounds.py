@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.conftest import Sandbox
 from tests.reliability.test_hostile_cluster import TOKEN, _config, _kubeconfig
 from tests.reliability.test_hostile_engine import _read_request, hostile
 
@@ -184,3 +186,122 @@ def test_an_api_answer_of_gigabytes_is_refused_with_memory_bounded(
             tmp_path, "--config", str(_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
         )
     _expect(outcome, 4, "MiB limit")
+
+
+# -- every count bounded; the suite keeps its deadline and its signals (item 9) -----------------
+
+UNBOUNDED = {
+    "smoke.burst": ("smoke", "burst", 2000),
+    "smoke.burst-20000": ("smoke", "burst", 20000),
+    "smoke.max_tokens": ("smoke", "max_tokens", 10**9),
+    "smoke.max_model_len": ("smoke", "max_model_len", 10**12),
+    "smoke.probe_timeout": ("smoke", "probe_timeout", "100000h"),
+    "smoke.deadline": ("smoke", "deadline", 10**9),
+    "guard.failures": ("guard", "failures", 10**6),
+}
+
+
+@pytest.mark.parametrize("case", list(UNBOUNDED))
+def test_every_count_in_the_config_has_a_documented_maximum(tmp_path: Path, case: str) -> None:
+    from gx10slots.config import load_config
+    from gx10slots.errors import ConfigError
+
+    section, key, value = UNBOUNDED[case]
+    doc = yaml.safe_load(_config(tmp_path).read_text())
+    doc.setdefault(section, {})[key] = value
+    path = tmp_path / "slots.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{section}.{key}: expected at most" in info.value.message
+    documented = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
+    assert f"`{section}.{key}`" in documented and "at most" in documented
+
+
+def test_the_suite_refuses_an_unbounded_burst_given_directly() -> None:
+    from gx10slots.errors import UsageError
+    from gx10slots.smoke.settings import SuiteSettings
+
+    with pytest.raises(UsageError, match="burst: expected at most 64"):
+        SuiteSettings(burst=2000)
+
+
+def test_the_largest_burst_against_a_silent_engine_ends_within_its_timeout() -> None:
+    from gx10slots.limits import MAX_BURST
+    from gx10slots.smoke.profiles import VLLM
+    from gx10slots.smoke.settings import SuiteSettings
+    from gx10slots.smoke.suite import run_suite
+    from tests.reliability.test_hostile_engine import silent
+
+    settings = SuiteSettings(probes=("burst",), burst=MAX_BURST, probe_timeout_s=2.0, deadline_s=5)
+    with hostile(silent) as endpoint:
+        started = time.monotonic()
+        report = run_suite(endpoint, "m", VLLM, settings)
+        elapsed = time.monotonic() - started
+    assert not report.passed and "timed out" in report.probes[0].detail
+    assert elapsed < 2.0 + 1.5, elapsed
+
+
+def _up_then_endless_streams(conn: socket.socket, stop: threading.Event) -> None:
+    """An engine that is up (health, model list) and answers every generation with an endless
+    event stream at full speed: the probes keep the event loop busy parsing frames, which is
+    when a signal lands inside a probe's code rather than in the loop's idle wait."""
+    conn.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    path = data.split(b" ", 2)[1]
+    if path in (b"/health", b"/v1/models", b"/metrics"):
+        body = {
+            b"/health": b"{}",
+            b"/metrics": b"",
+            b"/v1/models": b'{"object": "list", "data": [{"id": "sandbox-ok"}]}',
+        }[path]
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        return
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+    frame = b'data: {"choices":[{"delta":{"content":"pong "}}]}\n\n'
+    while not stop.is_set():
+        conn.sendall(frame * 64)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_during_the_probes_ends_the_smoke_at_once(
+    sandbox: Sandbox, signum: signal.Signals
+) -> None:
+    with hostile(_up_then_endless_streams) as endpoint:
+        path = sandbox.dir / "slots.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["slots"]["blue"]["endpoint"] = endpoint
+        config["smoke"].update(probe_timeout="60s", deadline="5m", burst=64)
+        path.write_text(yaml.safe_dump(config))
+        process = sandbox.spawn("-o", "json", "smoke", "blue")
+        assert process.stderr is not None
+        seen = ""
+        for line in process.stderr:  # until the burst has started
+            seen += line
+            if "streaming" in line:
+                break
+        assert "streaming" in seen, seen
+        started = time.monotonic()
+        process.send_signal(signum)
+        try:
+            out, err = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"still running 15 s after {signum.name}: {seen}{err[-1500:]}")
+        elapsed = time.monotonic() - started
+    assert process.returncode == 130, (process.returncode, err[-1500:])
+    assert elapsed < 5, elapsed
+    assert "Traceback" not in err
+    assert json.loads(out)["error"]["exit_code"] == 130
+    assert "interrupted" in err or "SIGTERM" in err
