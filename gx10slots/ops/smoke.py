@@ -9,7 +9,6 @@ refuses to record a result for a revision that changed while the suite ran.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
