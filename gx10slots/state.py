@@ -38,6 +38,10 @@ FLUX_RECONCILE = "kustomize.toolkit.fluxcd.io/reconcile"
 FLUX_SSA = "kustomize.toolkit.fluxcd.io/ssa"
 
 
+# A smoke recorded this far ahead of our clock is "dated in the future" (clock skew beyond it).
+FUTURE_SMOKE_TOLERANCE_S = 120.0
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -323,7 +327,12 @@ def status_warnings(
                 warnings.append(f"standby {standby.name}: last smoke failed")
             else:
                 age = record.age_s(now)
-                if age is None or age > config.smoke.max_age_s:
+                if age is not None and age < -FUTURE_SMOKE_TOLERANCE_S:
+                    warnings.append(
+                        f"standby {standby.name}: smoke result is dated in the future "
+                        f"({record.at}): a clock is wrong; flip would refuse it"
+                    )
+                elif age is None or age > config.smoke.max_age_s:
                     warnings.append(f"standby {standby.name}: smoke result is stale")
     if flag.previous and slots[flag.previous].exists:
         served = flag.annotations.get(PREVIOUS_REVISION) or None

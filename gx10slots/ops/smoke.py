@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gx10slots import console
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.errors import CheckFailed, Conflict, Invalid, LockHeld, UsageError
+from gx10slots.errors import ClusterError, Conflict, Invalid, LockHeld, UsageError
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.lock import Lock
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
@@ -109,7 +109,13 @@ def smoke_slot(
     directory = check_report_dir(report_dir or config.smoke.report_dir)
     deployment = read_deployment(app, slot)
     if deployment is None:
-        raise CheckFailed(f"slot {slot}: Deployment {config.slot(slot).deployment} not found")
+        # Exit 4, not 1: nothing was tested, so no check failed; the cluster does not hold what
+        # the config names (the contract gives `smoke` the codes 0, 1, 2 and 4).
+        raise ClusterError(
+            f"slot {slot}: Deployment {config.slot(slot).deployment} not found in namespace "
+            f"{config.namespace}: there is nothing to smoke (nothing tested or recorded)",
+            hint=f"check slots.{slot}.deployment and the namespace (-n); apply the slot's manifest",
+        )
     state = slot_state(slot, deployment, config, None)
     endpoint = slot_endpoint(app, slot)
     console.progress(
