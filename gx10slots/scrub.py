@@ -34,7 +34,14 @@ _known: set[str] = set()
 # Credential shapes, whoever produced the text.
 _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     # An Authorization value: `Bearer abc`, `Basic dXNlcjpw`, also inside a repr (b'Bearer x\n').
-    (re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=:-]{6,}"), rf"\1\2{REDACTED}"),
+    # Not a word of prose ("bearer token"): at least 8 characters, not all lowercase letters.
+    (
+        re.compile(
+            r"\b([Bb]earer|[Bb]asic|BEARER|BASIC)(\s+)"
+            r"(?![a-z]+(?![A-Za-z0-9._~+/=:-]))[A-Za-z0-9._~+/=:-]{8,}"
+        ),
+        rf"\1\2{REDACTED}",
+    ),
     # `Authorization: xyz` / `"authorization": "xyz"` without a scheme word.
     (
         re.compile(

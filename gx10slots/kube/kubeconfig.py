@@ -94,6 +94,9 @@ def _check_files(loader: Any) -> None:
         _check(os.path.normpath(os.path.join(base, value)), what)
 
 
+KUBECONFIG_TOKEN = "kubeconfig: the user's bearer token"
+
+
 def _clean_token(loader: Any) -> None:
     """The Authorization value the loader made, with its credential checked and registered."""
     from gx10slots.ops.engine import checked_key
@@ -108,7 +111,7 @@ def _clean_token(loader: Any) -> None:
         if user is not None and "password" in user:
             scrub.remember(str(user["password"]))
         return
-    loader.token = f"{scheme} {checked_key(credential, 'kubeconfig: the bearer token')}"
+    loader.token = f"{scheme} {checked_key(credential, KUBECONFIG_TOKEN)}"
 
 
 def remember_configuration(configuration: Any) -> None:

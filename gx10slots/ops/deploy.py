@@ -35,6 +35,7 @@ from gx10slots.errors import (
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
+from gx10slots.ops.engine import probe_access
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
 from gx10slots.plan import clean_reason
 from gx10slots.state import flux_deploy_blocker, now_utc, other_slot, revision_of, rfc3339
@@ -149,8 +150,10 @@ def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
         }
     from gx10slots.ops.smoke import check_report_dir
 
-    # Before any change: a smoke whose report cannot be written would fail after the rollout.
+    # Before any change: a smoke whose report cannot be written, or whose engine key cannot be
+    # sent, would fail after the rollout.
     check_report_dir(request.report_dir or app.config.smoke.report_dir)
+    probe_access(app)
     try:
         with Lock(app.kube, holder=by, on_wait=console.progress) as lock:
             return _deploy_locked(app, request, lock, by, why)
