@@ -101,5 +101,5 @@ def writable_directory(directory: str | os.PathLike[str], what: str, hint: str) 
         probe.unlink()
     except (OSError, ValueError) as exc:
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        raise UsageError(f"{what} {text!r} is not usable: {reason}", hint=hint) from exc
+        raise UsageError(f"{what} {text} is not writable: {reason}", hint=hint) from exc
     return path
