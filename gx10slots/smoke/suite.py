@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import httpx
 
@@ -40,7 +41,9 @@ from gx10slots.smoke.report import Report, Summary
 from gx10slots.smoke.result import ProbeResult, not_applicable, not_run
 from gx10slots.smoke.settings import PROBE_NAMES, SuiteSettings
 
-__all__ = ["SuiteSettings", "run_suite", "run_suite_async"]
+__all__ = ["SuiteSettings", "cancel_on_sigterm", "run_suite", "run_suite_async"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def run_suite(
     ``revision`` only label the report. From async code, await :func:`run_suite_async`.
     """
     return asyncio.run(
-        _stopped_by_sigterm(
+        cancel_on_sigterm(
             run_suite_async(
                 endpoint,
                 served_name,
@@ -100,7 +103,7 @@ def run_suite(
     )
 
 
-async def _stopped_by_sigterm(work: Awaitable[Report]) -> Report:
+async def cancel_on_sigterm(work: Awaitable[T]) -> T:
     """``work``, cancelled at once on SIGTERM, which then raises :class:`Interrupted`.
 
     The CLI's own SIGTERM handler raises wherever the main thread happens to be; inside the event
@@ -129,7 +132,7 @@ async def _stopped_by_sigterm(work: Awaitable[Report]) -> Report:
         return await work
     except asyncio.CancelledError:
         if received:
-            raise Interrupted("terminated by SIGTERM during the smoke probes") from None
+            raise Interrupted("terminated by SIGTERM during the probes") from None
         raise
     finally:
         if installed:

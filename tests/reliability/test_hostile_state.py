@@ -206,3 +206,27 @@ def test_status_never_prints_the_userinfo_of_an_endpoint(sandbox: Sandbox) -> No
         assert "hunter2-secret" not in result.out + result.err
     doc = sandbox.cli("-o", "json", "status").json()
     assert doc["flag"]["endpoint"].startswith("http://[REDACTED]@127.0.0.1:")
+
+
+def test_a_smoke_report_name_from_an_annotation_is_read_safely(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from gx10slots.ops.guard import load_baseline
+    from gx10slots.state import SlotState, SmokeRecord
+
+    # A FIFO named like a report (nobody writes to it) and annotations naming it, or a NUL.
+    os.mkfifo(tmp_path / "20260101T000000Z-green.json")
+    outcomes: list[tuple[object, str]] = []
+    for name in ("20260101T000000Z-green.json", "a\0b.json", "../../etc/passwd"):
+        record = SmokeRecord(passed=True, at="2026-01-01T00:00:00Z", revision="r1", report=name)
+        slot = SlotState("green", True, revision="r1", smoke=record)
+
+        def load(slot: SlotState = slot) -> None:
+            outcomes.append(load_baseline(slot, str(tmp_path)))
+
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), f"reading the report named {name!r} hangs"
+    assert [baseline for baseline, _ in outcomes] == [None, None, None]
