@@ -305,3 +305,65 @@ def test_a_signal_during_the_probes_ends_the_smoke_at_once(
     assert "Traceback" not in err
     assert json.loads(out)["error"]["exit_code"] == 130
     assert "interrupted" in err or "SIGTERM" in err
+
+
+def _endless_watch(conn: socket.socket, stop: threading.Event, chunked: bool = False) -> None:
+    """Lists answer normally; a watch sends one event line that never ends."""
+    conn.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    target = data.split(b" ", 2)[1]
+    if b"watch=true" not in target.lower():
+        body = b'{"kind": "DeploymentList", "metadata": {"resourceVersion": "7"}, "items": []}'
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        return
+    framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Connection: close\r\n"
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + framing + b"\r\n")
+
+    def send(data: bytes) -> None:
+        conn.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked else data)
+
+    send(b'{"type": "ADDED", "object": {"metadata": {"name": "')
+    block = b"a" * 65536
+    while not stop.is_set():
+        send(block)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["until-close", "chunked"])
+def test_a_watch_event_that_never_ends_is_refused_with_memory_bounded(
+    tmp_path: Path, chunked: bool
+) -> None:
+    import functools
+    import tracemalloc
+
+    from gx10slots.kube.client import Kube, connect
+    from gx10slots.kube.watch import WATCH_LINE_CAP, Watcher
+
+    with hostile(functools.partial(_endless_watch, chunked=chunked)) as url:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url)))
+        kube = Kube(connect(str(kubeconfig), None), "gx10")
+        watcher = Watcher(kube)
+        tracemalloc.start()
+        try:
+            watcher.add("deployment", kube.api("apps").list_namespaced_deployment)
+            deadline = time.monotonic() + 20
+            error = None
+            while error is None and time.monotonic() < deadline:
+                event = watcher.events.get(timeout=max(deadline - time.monotonic(), 0.1))
+                error = event.error if event.type == "ERROR" else None
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            watcher.stop()
+    assert error is not None, "the endless watch line was never refused"
+    assert "MiB in one event" in error.message, error.message
+    assert peak < 4 * WATCH_LINE_CAP, f"peak {peak / 2**20:.0f} MiB"
