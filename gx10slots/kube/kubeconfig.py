@@ -61,6 +61,7 @@ def load(path: str, context: str | None, configuration: Any) -> None:
     check_kubeconfig_paths([os.path.expanduser(p) for p in path.split(os.pathsep) if p])
     # Module-wide, so token refreshes later in the run are bounded too.
     setattr(kube_config, "ExecProvider", bounded_exec_provider())  # noqa: B010
+    setattr(kube_config, "CommandTokenSource", bounded_command_token_source())  # noqa: B010
     loader = kube_config._get_kube_config_loader(
         filename=path, active_context=context, persist_config=False
     )
@@ -189,6 +190,52 @@ def bounded_exec_provider() -> type:
             if isinstance(status, dict) and isinstance(status.get("token"), str):
                 scrub.remember(status["token"])
             return status
+
+    return Bounded
+
+
+@functools.cache
+def bounded_command_token_source() -> type:
+    """The legacy ``auth-provider`` ``cmd-path`` token command (gcp), bounded like exec plugins;
+    the protocol as in kubernetes.config.kube_config.CommandTokenSource.token."""
+    from collections import namedtuple
+
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.dateutil import parse_rfc3339
+    from kubernetes.config.kube_config import CommandTokenSource
+
+    base: Any = CommandTokenSource
+    Token = namedtuple("Token", ["token", "expiry"])
+
+    class Bounded(base):
+        def token(self) -> Any:
+            command = str(self._cmd)
+            try:
+                process = subprocess.Popen(
+                    [self._cmd, *self._args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                )
+            except OSError as exc:
+                raise ConfigException(
+                    f"cmd-path: cannot run {command}: {exc.strerror or exc}"
+                ) from None
+            out, err = _communicate(process, command, EXEC_TIMEOUT_S, ConfigException)
+            if process.returncode != 0:
+                text = err.decode("utf-8", "replace").strip()
+                raise ConfigException(
+                    f"cmd-path: {command} exited with {process.returncode}"
+                    + (f": {text[-300:]}" if text else "")
+                )
+            try:
+                credential = json.loads(out)["credential"]
+                token = str(credential["access_token"])
+                expiry = parse_rfc3339(credential["token_expiry"])
+            except (ValueError, KeyError, TypeError):
+                raise ConfigException(f"cmd-path: {command} did not answer a credential") from None
+            scrub.remember(token)
+            return Token(token=token, expiry=expiry)
 
     return Bounded
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -119,22 +120,24 @@ def test_a_token_file_that_never_ends_is_refused(tmp_path: Path, token_file: str
     _expect(outcome, 2, "tokenFile")
 
 
-def test_an_exec_plugin_that_never_exits_is_stopped_at_its_deadline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["exec", "auth-provider-cmd-path"])
+def test_a_credential_plugin_that_never_exits_is_stopped_at_its_deadline(
+    tmp_path: Path, kind: str
+) -> None:
     plugin = tmp_path / "credential-plugin"
     plugin.write_text("#!/bin/sh\nexec sleep 300\n")
     plugin.chmod(0o755)
+    user: dict[str, Any] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": str(plugin),
+            "interactiveMode": "Never",
+        }
+    }
+    if kind != "exec":  # the legacy gcp provider's token command
+        user = {"auth-provider": {"name": "gcp", "config": {"cmd-path": str(plugin)}}}
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            _kubeconfig(
-                exec={
-                    "apiVersion": "client.authentication.k8s.io/v1",
-                    "command": str(plugin),
-                    "interactiveMode": "Never",
-                }
-            )
-        )
-    )
+    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(**user)))
     # The deadline shortened to a second for the test (the default is 30 s).
     program = (
         "import gx10slots.kube.kubeconfig as k; k.EXEC_TIMEOUT_S = 1.0\n"
