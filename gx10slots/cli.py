@@ -149,13 +149,20 @@ def status(ctx: click.Context) -> None:
         status_table(doc)
 
 
+def _safe(text: str) -> str:
+    from gx10slots import scrub
+
+    return scrub.safe(text, keep_newlines=True)
+
+
 def _emit(app: App, document: Any, human: str) -> None:
     from gx10slots.render import emit_json
 
     if app.options.output == "json":
         emit_json(document)
     else:
-        click.echo(human)
+        # Summaries quote foreign text (model names, probe details): scrubbed for the terminal.
+        click.echo(_safe(human))
 
 
 def _emit_guarded(
@@ -586,6 +593,14 @@ _SANDBOX_DIR = click.option(
 )
 
 
+def _sandbox_directory(directory: str) -> None:
+    from gx10slots.fileio import writable_directory
+
+    writable_directory(
+        directory, "sandbox directory", hint="choose a writable directory with --dir"
+    )
+
+
 @sandbox.command("up")
 @_SANDBOX_DIR
 @click.option(
@@ -621,6 +636,7 @@ def sandbox_up(
     from gx10slots.sandbox import cluster
 
     app = _app(ctx)
+    _sandbox_directory(directory)
     lag = cluster.parse_router_lag(router_lag)
     if detach:
         info = cluster.start_detached(directory, engine=engine, flag=flag, router_lag_s=lag)
@@ -666,13 +682,40 @@ def _wants_json(argv: Sequence[str]) -> bool:
 
 
 def _report(error: SlotsError, as_json: bool) -> None:
+    """The one way an error is shown: redacted and terminal-safe (its text may quote a server,
+    an engine, a pod log or a library), as a JSON document too with -o json."""
+    from gx10slots import scrub
+
     if as_json:
         from gx10slots.render import emit_json
 
-        emit_json({"error": error.to_dict()})
-    click.echo(f"error: {error.message}", err=True)
+        emit_json({"error": error.to_dict()})  # emit_json redacts every string
+    click.echo(f"error: {scrub.safe(error.message, keep_newlines=True)}", err=True)
     if error.hint:
-        click.echo(f"hint: {error.hint}", err=True)
+        click.echo(f"hint: {scrub.safe(error.hint, keep_newlines=True)}", err=True)
+
+
+def _internal_error(exc: BaseException, as_json: bool) -> int:
+    """The last resort for an exception nothing expected: a bug of ours, or input we did not
+    foresee. Said plainly, with the exception's type (no traceback: its frames may hold a
+    credential or foreign text), how to get the details, and exit 1. Production state is not
+    known to this boundary, so it says so rather than guessing."""
+    from gx10slots import scrub
+
+    detail = scrub.safe(f"{type(exc).__name__}: {exc}")
+    detail = detail if len(detail) <= 300 else detail[:299] + "…"
+    error = SlotsError(
+        f"internal error ({detail})",
+        hint="this is a bug in slots: please report it with the command you ran; "
+        "SLOTS_DEBUG=1 shows the traceback; run `slots status` to see where production is",
+    )
+    error.kind = "internal"
+    if os.environ.get("SLOTS_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    _report(error, as_json)
+    return 1
 
 
 def _on_sigterm(signum: int, frame: Any) -> NoReturn:
@@ -725,7 +768,7 @@ def _run(args: list[str], as_json: bool) -> int:
         else:
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 click.echo(exc.ctx.get_usage(), err=True)
-            click.echo(f"error: {error.message}", err=True)
+            click.echo(f"error: {_safe(error.message)}", err=True)
             click.echo("Try 'slots --help' for help.", err=True)
         code = 2
     except SlotsError as exc:
@@ -738,6 +781,8 @@ def _run(args: list[str], as_json: bool) -> int:
         # `slots status | head`: the reader left; nothing to report.
         sys.stderr.close()
         code = 0
+    except Exception as exc:  # noqa: BLE001  (the last-resort boundary: see _internal_error)
+        code = _internal_error(exc, as_json)
     return code
 
 

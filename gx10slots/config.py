@@ -19,6 +19,13 @@ import yaml
 
 from gx10slots.durations import parse_duration
 from gx10slots.errors import ConfigError
+from gx10slots.limits import (
+    MAX_BURST,
+    MAX_DURATION_S,
+    MAX_GUARD_FAILURES,
+    MAX_MODEL_LEN,
+    MAX_TOKENS,
+)
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
 FLAG_KINDS = ("service-selector", "configmap")
@@ -194,7 +201,13 @@ class _Reader:
         return value
 
     def number(
-        self, name: str, default: float | None, *, minimum: float = 0.0, integer: bool = False
+        self,
+        name: str,
+        default: float | None,
+        *,
+        minimum: float = 0.0,
+        maximum: float | None = None,
+        integer: bool = False,
     ) -> float | None:
         value = self.raw(name)
         if value is None:
@@ -207,10 +220,14 @@ class _Reader:
             self.fail(self.key(name), f"expected a whole number, got {value!r}")
         if value < minimum:
             self.fail(self.key(name), f"expected at least {minimum:g}, got {value!r}")
+        if maximum is not None and value > maximum:
+            self.fail(self.key(name), f"expected at most {maximum:g}, got {value!r}")
         return int(value) if integer else float(value)
 
-    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
-        value = self.number(name, default, minimum=minimum, integer=True)
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
+        value = self.number(name, default, minimum=minimum, maximum=maximum, integer=True)
         return int(value) if value is not None else default
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -240,7 +257,17 @@ class _Reader:
             self.fail(self.key(name), f"expected a finite duration, got {value!r}")
         if seconds < 0 or (seconds == 0 and not allow_zero):
             self.fail(self.key(name), f"expected a positive duration, got {value!r}")
+        if seconds > MAX_DURATION_S:
+            self.fail(self.key(name), f"expected at most 24h, got {value!r}")
         return seconds
+
+    def file_path(self, name: str, default: str) -> str:
+        """A file system path: a string without control characters (a NUL cannot be in a path,
+        and would otherwise surface later as a crash)."""
+        value = self.string(name, default)
+        if any(ord(c) < 32 or c == "\x7f" for c in value):
+            self.fail(self.key(name), "expected a path, got one with a control character")
+        return value
 
     def url(self, name: str, *, required: bool) -> str | None:
         value = self.raw(name)
@@ -365,19 +392,19 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         re.compile(expect)
     except re.error as exc:
         sm.fail(sm.key("expect"), f"expected a regular expression: {exc}")
-    max_model_len = sm.number("max_model_len", None, minimum=1, integer=True)
+    max_model_len = sm.number("max_model_len", None, minimum=1, maximum=MAX_MODEL_LEN, integer=True)
     smoke = SmokeConfig(
         max_age_s=sm.duration("max_age", SmokeConfig.max_age_s),
         prompt=sm.string("prompt", SmokeConfig.prompt),
         expect=expect,
-        max_tokens=sm.integer("max_tokens", SmokeConfig.max_tokens, minimum=1),
+        max_tokens=sm.integer("max_tokens", SmokeConfig.max_tokens, minimum=1, maximum=MAX_TOKENS),
         probe_timeout_s=sm.duration("probe_timeout", SmokeConfig.probe_timeout_s),
         deadline_s=sm.duration("deadline", SmokeConfig.deadline_s),
-        burst=sm.integer("burst", SmokeConfig.burst, minimum=1),
+        burst=sm.integer("burst", SmokeConfig.burst, minimum=1, maximum=MAX_BURST),
         tool_call=sm.boolean("tool_call", SmokeConfig.tool_call),
         reasoning=sm.boolean("reasoning", SmokeConfig.reasoning),
         max_model_len=int(max_model_len) if max_model_len is not None else None,
-        report_dir=sm.string("report_dir", SmokeConfig.report_dir),
+        report_dir=sm.file_path("report_dir", SmokeConfig.report_dir),
         formats=formats_tuple,
     )
     sm.done()
@@ -445,7 +472,7 @@ def _guard(g: _Reader) -> GuardConfig:
     guard = GuardConfig(
         window_s=g.duration("window", GuardConfig.window_s),
         interval_s=g.duration("interval", GuardConfig.interval_s),
-        failures=g.integer("failures", GuardConfig.failures, minimum=1),
+        failures=g.integer("failures", GuardConfig.failures, minimum=1, maximum=MAX_GUARD_FAILURES),
         probe_timeout_s=g.duration("probe_timeout", GuardConfig.probe_timeout_s),
         error_share=float(error_share or GuardConfig.error_share),
         ttft_ratio=float(ttft_ratio or GuardConfig.ttft_ratio),
@@ -487,16 +514,25 @@ class _StrictLoader(yaml.SafeLoader):
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate ``path``; every failure is a ``ConfigError`` (exit 2)."""
+    from gx10slots.fileio import MAX_INPUT_FILE_BYTES, NotReadable, read_bounded
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"config file {p} not found",
-            hint="pass --config PATH or set SLOTS_CONFIG; `slots sandbox up --dir DIR` writes one",
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+        # Bounded, and only a regular file: `--config /dev/zero` or a FIFO nobody writes to
+        # must be a refusal, not a MemoryError or a hang.
+        text = read_bounded(p, MAX_INPUT_FILE_BYTES).decode("utf-8")
+    except NotReadable as exc:
+        if str(exc) == "not found":
+            raise ConfigError(
+                f"config file {p} not found",
+                hint="pass --config PATH or set SLOTS_CONFIG; `slots sandbox up --dir DIR` "
+                "writes one",
+            ) from exc
         raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+    except ValueError as exc:  # a path holding NUL
+        raise ConfigError(f"cannot read config file {p!r}: {exc}") from exc
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except RecursionError as exc:

@@ -1,18 +1,32 @@
-"""Progress and diagnostics on stderr (stdout carries data only), at the chosen verbosity."""
+"""Progress and diagnostics on stderr (stdout carries data only), at the chosen verbosity.
+
+Every line goes through :func:`gx10slots.scrub.safe`: progress carries foreign text (an engine's
+error, a pod's log line, an API server's message), which may hold a credential or an escape
+sequence meant for the terminal.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+from gx10slots import scrub
+
 _verbosity = 0
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log records (ours and the libraries' we collect) scrubbed like every other line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub.safe(super().format(record), keep_newlines=True)
 
 
 def configure(verbosity: int) -> None:
     global _verbosity
     _verbosity = verbosity
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_SafeFormatter("%(message)s"))
     logger = logging.getLogger("gx10slots")
     logger.handlers[:] = [handler]
     logger.propagate = False
@@ -30,10 +44,10 @@ def configure(verbosity: int) -> None:
 def progress(message: str) -> None:
     """One line of progress; silenced by -q."""
     if _verbosity >= 0:
-        print(message, file=sys.stderr, flush=True)
+        print(scrub.safe(message), file=sys.stderr, flush=True)
 
 
 def detail(message: str) -> None:
     """Extra detail shown with -v."""
     if _verbosity >= 1:
-        print(message, file=sys.stderr, flush=True)
+        print(scrub.safe(message), file=sys.stderr, flush=True)

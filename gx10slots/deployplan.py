@@ -62,6 +62,13 @@ def check_model_name(model: str, what: str = "MODEL") -> str:
     if model.startswith("-"):
         # It would read as an option on the engine's command line.
         raise UsageError(f"{what} {model[:60]!r}: a name cannot start with '-'")
+    if not model.isprintable():
+        # Control and format characters: an escape sequence, or a right-to-left override (U+202E)
+        # or zero-width character that makes a name read as another in every table and log.
+        raise UsageError(
+            f"{what} {model[:60]!r}: control or invisible formatting characters (such as a "
+            "right-to-left override) are not allowed in a name"
+        )
     if any(ord(c) < 32 or c in "`$;|&<>\\\"'" for c in model):
         raise UsageError(f"{what} {model[:60]!r}: shell metacharacters are not allowed in a name")
     return model

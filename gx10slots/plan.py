@@ -22,6 +22,7 @@ from gx10slots.state import (
     ACTIVE,
     CHANGED_AT,
     CHANGED_BY,
+    FUTURE_SMOKE_TOLERANCE_S,
     PREVIOUS,
     PREVIOUS_REVISION,
     REASON,
@@ -38,7 +39,7 @@ from gx10slots.state import (
 Mode = Literal["flip", "flip-back", "revert", "auto-revert"]
 MAX_REASON_CHARS = 256
 # Clocks of the machine that smoked and of this one differ a little; more is a broken clock.
-FUTURE_TOLERANCE_S = 120.0
+FUTURE_TOLERANCE_S = FUTURE_SMOKE_TOLERANCE_S
 
 
 @dataclass(frozen=True)

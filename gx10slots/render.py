@@ -8,7 +8,11 @@ from typing import Any
 
 
 def emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    """The one JSON document on stdout, every string redacted (ASCII-escaped, so no control
+    character reaches a terminal either)."""
+    from gx10slots.scrub import redact_doc
+
+    sys.stdout.write(json.dumps(redact_doc(document), indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
 
 
@@ -26,10 +30,9 @@ def _cell(value: Any) -> str:
     them: control characters are shown escaped, never sent to the terminal."""
     if value is None or value == "":
         return "-"
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    from gx10slots.scrub import safe
+
+    return safe(value)
 
 
 def _age(seconds: float | None) -> str:
@@ -89,20 +92,20 @@ def status_table(doc: dict[str, Any]) -> None:
         f"{_cell(flag.get('value'))}   previous: {_cell(doc.get('previous'))}"
     )
     if flag.get("changed_at"):
-        console.print(f"changed {flag['changed_at']} by {_cell(flag.get('changed_by'))}")
+        console.print(f"changed {_cell(flag['changed_at'])} by {_cell(flag.get('changed_by'))}")
     if flag.get("endpoint"):
-        console.print(f"production endpoint: {flag['endpoint']}")
+        console.print(f"production endpoint: {_cell(flag['endpoint'])}")
     fallback = doc.get("fallback")
     if fallback and fallback.get("protected"):
         until = f"until {fallback['until']}" if fallback.get("until") else "with no known end"
         console.print(
-            f"fallback: {fallback['slot']} protected {until} ("
+            f"fallback: {_cell(fallback['slot'])} protected {until} ("
             + _cell("; ".join(fallback.get("reasons") or []))
             + "): deploy into it and park of it need --replace-fallback"
         )
     console.print(lock_line(doc.get("lock")))
     for warning in doc.get("warnings", []):
-        console.print(f"warning: {warning}", style="yellow")
+        console.print(f"warning: {_cell(warning)}", style="yellow")
 
 
 def _protected(slot: dict[str, Any]) -> str:
@@ -126,7 +129,8 @@ def lock_line(lock: dict[str, Any] | None) -> str:
 def flip_summary(result: dict[str, Any]) -> str:
     if result.get("dry_run"):
         lines = [
-            f"dry run: {result['action']} {result['from']} -> {result['to']} ({result['model']})"
+            f"dry run: {result['action']} {result['from'] or 'no slot'} -> {result['to']} "
+            f"({result['model']})"
         ]
         lines += [f"  gate passed: {gate}" for gate in result.get("gates", [])]
         lines.append("  patch: " + json.dumps(result["patch"]))
@@ -139,8 +143,8 @@ def flip_summary(result: dict[str, Any]) -> str:
     )
     warm = f"; {result['warm']} stays warm for `slots flip-back`" if result.get("warm") else ""
     return (
-        f"production: {_cell(result['from'])} -> {result['to']} ({result['model']}), verified "
-        f"in {result['duration_s']:.2f} s{completed}{warm}"
+        f"production: {_cell(result['from'] or 'no slot')} -> {result['to']} "
+        f"({result['model']}), verified in {result['duration_s']:.2f} s{completed}{warm}"
     )
 
 

@@ -50,6 +50,10 @@ FLUX_RECONCILE = "kustomize.toolkit.fluxcd.io/reconcile"
 FLUX_SSA = "kustomize.toolkit.fluxcd.io/ssa"
 
 
+# A smoke recorded this far ahead of our clock is "dated in the future" (clock skew beyond it).
+FUTURE_SMOKE_TOLERANCE_S = 120.0
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -58,13 +62,25 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_rfc3339(text: str | None) -> datetime | None:
-    if not text:
+def parse_rfc3339(text: object) -> datetime | None:
+    """A time read from the cluster (annotations, history entries), in UTC; None when it is not
+    a time at all. Anyone with write access may have put anything there: a number, a date
+    without a zone, or a valid time at the edge of the calendar (``0001-01-01T00:00:00+01:00`` is
+    before the first representable UTC instant) which is clamped, so that "long ago" and "dated in
+    the future" keep their meaning instead of overflowing."""
+    if not isinstance(text, str) or not text or len(text) > 64:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # as the API server writes times: UTC
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if moment.year == 1 else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 def revision_of(deployment: Mapping[str, Any]) -> str:
@@ -341,7 +357,12 @@ def status_warnings(
                 warnings.append(f"standby {standby.name}: last smoke failed")
             else:
                 age = record.age_s(now)
-                if age is None or age > config.smoke.max_age_s:
+                if age is not None and age < -FUTURE_SMOKE_TOLERANCE_S:
+                    warnings.append(
+                        f"standby {standby.name}: smoke result is dated in the future "
+                        f"({record.at}): a clock is wrong; flip would refuse it"
+                    )
+                elif age is None or age > config.smoke.max_age_s:
                     warnings.append(f"standby {standby.name}: smoke result is stale")
     if flag.previous and slots[flag.previous].exists:
         served = flag.annotations.get(PREVIOUS_REVISION) or None

@@ -46,6 +46,10 @@ WRITE_TIMEOUT = (5.0, 15.0)
 READ_ATTEMPTS = 4
 RETRY_AFTER_CAP_S = 10.0
 MAX_TEXT_BYTES = 64 * 1024
+# The largest answer we read from the API server. Our reads are single objects and short lists
+# in one namespace (well under a megabyte); a server (or a proxy in front of it) that declares or
+# sends more is refused before it can exhaust memory.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 _API_CLASSES = {
     "core": "CoreV1Api",
@@ -85,6 +89,8 @@ def connect(kubeconfig: str | None, context: str | None) -> Connection:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
+    from gx10slots.kube import kubeconfig as kubeconfig_loader
+
     configuration = client.Configuration()
     # urllib3 would otherwise retry PUTs after a read timeout: a blind write retry. We own retries.
     configuration.retries = False
@@ -106,12 +112,9 @@ def connect(kubeconfig: str | None, context: str | None) -> Connection:
                     hint="pass --kubeconfig PATH or set KUBECONFIG",
                 )
             with _loader_errors() as logged:
-                config.load_kube_config(
-                    config_file=path,
-                    context=context,
-                    client_configuration=configuration,
-                    persist_config=False,
-                )
+                # As config.load_kube_config, with every read bounded and the exec plugin
+                # time-limited (gx10slots.kube.kubeconfig).
+                kubeconfig_loader.load(path, context, configuration)
             if logged:
                 # The loader logs a failed exec credential plugin (or token refresh) and goes on
                 # without credentials: every request would then be refused with no cause shown.
@@ -136,7 +139,32 @@ def connect(kubeconfig: str | None, context: str | None) -> Connection:
             f"cannot load Kubernetes credentials from {kubeconfig or 'the default kubeconfig'}: "
             f"malformed ({type(exc).__name__}: {excerpt(str(exc), 120)})"
         ) from exc
-    return Connection(client.ApiClient(configuration), configuration.host, source)
+    kubeconfig_loader.remember_configuration(configuration)
+    api_client = client.ApiClient(configuration)
+    _refuse_oversized_answers(api_client)
+    return Connection(api_client, configuration.host, source)
+
+
+def _refuse_oversized_answers(api_client: Any) -> None:
+    """Check every answer's declared size before anything reads it: the client's ApiException
+    reads an error answer's whole body itself, beyond the reach of :func:`_read_body`."""
+    pool = api_client.rest_client.pool_manager
+    send = pool.request
+
+    def request(*args: Any, **kwargs: Any) -> Any:
+        response = send(*args, **kwargs)
+        headers = getattr(response, "headers", None) or {}
+        declared = str(headers.get("Content-Length", "") or "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            response.close()
+            raise ApiError(
+                f"the API server announced a {declared}-byte answer, over the "
+                f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB limit",
+                status=int(getattr(response, "status", 0) or 0),
+            )
+        return response
+
+    pool.request = request
 
 
 @contextlib.contextmanager
@@ -320,7 +348,7 @@ class Kube:
         started = time.monotonic()
         try:
             response = fn(*args, **kwargs)
-            data = response.data
+            data = _read_body(response, MAX_RESPONSE_BYTES, what)
         except ApiException as exc:
             error = translate_api_exception(exc, what)
             error.retry_after = _retry_after(exc)
@@ -349,6 +377,31 @@ class Kube:
         if not isinstance(parsed, dict):
             raise ApiError(f"{what}: unexpected answer {excerpt(str(parsed))}", status=200)
         return parsed
+
+
+def _read_body(response: Any, cap: int, what: str) -> bytes:
+    """The answer's body, at most ``cap`` bytes (a declared or actual excess is an ApiError)."""
+    if not hasattr(response, "stream"):
+        return bytes(response.data or b"")  # an answer already in memory (tests' fakes)
+    declared = str(response.headers.get("Content-Length", "") or "")
+    if declared.isdigit() and int(declared) > cap:
+        response.close()
+        raise ApiError(
+            f"{what}: the API server announced a {declared}-byte answer, over the "
+            f"{cap // (1024 * 1024)} MiB limit",
+            status=int(getattr(response, "status", 0) or 0),
+        )
+    body = bytearray()
+    for chunk in response.stream(65536):
+        body += chunk
+        if len(body) > cap:
+            response.close()
+            raise ApiError(
+                f"{what}: the API server's answer exceeds the {cap // (1024 * 1024)} MiB limit",
+                status=int(getattr(response, "status", 0) or 0),
+            )
+    response.release_conn()
+    return bytes(body)
 
 
 def _cause(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ are used up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -16,13 +17,62 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gx10slots.errors import ApiUnreachable, SlotsError
+from gx10slots.errors import ApiError, ApiUnreachable, SlotsError
 from gx10slots.kube.client import Kube, translate_api_exception
 
 log = logging.getLogger("gx10slots.watch")
 
 WATCH_SECONDS = 60
 MAX_CONSECUTIVE_ERRORS = 5
+# One watch event is one JSON line: an object of a few KB. A line longer than this, or a
+# connection that sends more than WATCH_BYTES_CAP in one watch (at most WATCH_SECONDS long), is a
+# hostile or broken server, refused before it can exhaust memory.
+WATCH_LINE_CAP = 8 * 1024 * 1024
+WATCH_BYTES_CAP = 64 * 1024 * 1024
+
+
+class _BoundedStream:
+    """A watch response whose body is counted as the client's line reader consumes it
+    (kubernetes.watch.watch.iter_resp_lines buffers until a newline, without a limit)."""
+
+    def __init__(self, response: Any, what: str) -> None:
+        self._response = response
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Any:
+        total = 0
+        since_newline = 0
+        # The client asks for amt=None, which on a body without chunked encoding reads until the
+        # connection closes, in one piece: read in bounded pieces instead.
+        for segment in self._response.stream(amt or 65536, decode_content=decode_content):
+            data = segment if isinstance(segment, bytes) else str(segment).encode()
+            total += len(data)
+            cut = data.rfind(b"\n")
+            since_newline = len(data) - cut - 1 if cut >= 0 else since_newline + len(data)
+            if since_newline > WATCH_LINE_CAP or total > WATCH_BYTES_CAP:
+                self._response.close()
+                limit = WATCH_LINE_CAP if since_newline > WATCH_LINE_CAP else WATCH_BYTES_CAP
+                what = "one event" if since_newline > WATCH_LINE_CAP else "one watch"
+                raise ApiError(
+                    f"{self._what}: the API server sent more than {limit // (1024 * 1024)} MiB "
+                    f"in {what}; stopped reading",
+                    status=int(getattr(self._response, "status", 0) or 0),
+                )
+            yield segment
+
+
+def _bounded(list_fn: Callable[..., Any], what: str) -> Callable[..., Any]:
+    # kubernetes.watch.Watch inspects the function (signature, docstring) for its return type
+    # and watch argument: functools.wraps keeps both visible through the wrapper.
+    @functools.wraps(list_fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        response = list_fn(*args, **kwargs)
+        return _BoundedStream(response, what) if kwargs.get("watch") else response
+
+    return call
 
 
 @dataclass
@@ -85,7 +135,7 @@ class Watcher:
                 w = watch.Watch()
                 self._watches.append(w)
                 for event in w.stream(
-                    list_fn,
+                    _bounded(list_fn, f"watch {source}"),
                     self.kube.namespace,
                     resource_version=version,
                     timeout_seconds=WATCH_SECONDS,

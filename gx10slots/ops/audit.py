@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gx10slots import scrub
 from gx10slots.app import App
 from gx10slots.errors import ApiError, ApiUnreachable, ClusterError, Conflict, NotFound, SlotsError
 from gx10slots.lock import micro_time
@@ -102,7 +103,8 @@ def append_history(app: App, entry: HistoryEntry) -> None:
     tried again: it can never double the entry."""
     kube = app.kube
     core = kube.api("core")
-    doc = entry.to_dict()
+    # A detail may quote an engine, a pod log or a server: no credential is ever stored.
+    doc = scrub.redact_doc(entry.to_dict())
     for attempt in range(1, APPEND_ATTEMPTS + 1):
         try:
             cm: dict[str, Any] | None = kube.read(
@@ -189,10 +191,10 @@ def emit_event(
         "eventTime": micro_time(),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": _bounded(instance, 128),
-        "action": _bounded(action, 128),
-        "reason": _bounded(reason, 128),
+        "action": _bounded(scrub.redact(action), 128),
+        "reason": _bounded(scrub.redact(reason), 128),
         "type": "Warning" if warning else "Normal",
-        "note": _bounded(note, 1000),
+        "note": _bounded(scrub.redact(note), 1000),
         "regarding": {
             "apiVersion": regarding.get("apiVersion", "v1"),
             "kind": regarding.get("kind", ""),

@@ -36,6 +36,7 @@ from gx10slots.fallback import check_fallback
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.lock import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
+from gx10slots.ops.engine import probe_access
 from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
 from gx10slots.plan import check_names_kept, clean_reason
@@ -199,8 +200,10 @@ def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
         }
     from gx10slots.ops.smoke import check_report_dir
 
-    # Before any change: a smoke whose report cannot be written would fail after the rollout.
+    # Before any change: a smoke whose report cannot be written, or whose engine key cannot be
+    # sent, would fail after the rollout.
     check_report_dir(request.report_dir or app.config.smoke.report_dir)
+    probe_access(app)
     try:
         with hold(app, holder=by, break_lock=request.break_lock) as lock:
             return _deploy_locked(app, request, lock, by, why)

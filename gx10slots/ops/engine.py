@@ -81,10 +81,44 @@ def engine_api_key(app: App) -> str | None:
     return key
 
 
+def checked_key(value: str | bytes, where: str) -> str:
+    """A credential as it may go into an HTTP header, or a :class:`ConfigError` that names where
+    it came from and never quotes it.
+
+    Surrounding whitespace is stripped: a key read from a file or a Secret usually ends in a
+    newline, and client-go does the same for bearer token files (``strings.TrimSpace`` in
+    ``fileTokenSource.Token``, staging/src/k8s.io/client-go/transport/token_source.go). Anything
+    else that is not visible ASCII (a control character inside, a non-ASCII letter) cannot be
+    sent in a header (RFC 9110 field values; h11 and urllib3 raise with the value in the
+    message), so it is refused up front.
+    """
+    from gx10slots import scrub
+
+    scrub.remember(value)
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{where}: the credential is not ASCII text (its value is not shown)",
+                hint="set it to the key itself, printable ASCII without spaces",
+            ) from None
+    key = value.strip()
+    bad = [c for c in key if not ("!" <= c <= "~")]
+    if bad or not key:
+        what = "is empty" if not key else "holds a space, a control or a non-ASCII character"
+        raise ConfigError(
+            f"{where}: the credential {what} (its value is not shown)",
+            hint="set it to the key itself, printable ASCII without spaces",
+        )
+    scrub.remember(key)
+    return key
+
+
 def _engine_api_key(app: App) -> str | None:
     explicit = os.environ.get("SLOTS_ENGINE_API_KEY")
     if explicit:
-        return explicit
+        return checked_key(explicit, "SLOTS_ENGINE_API_KEY")
     source = app.config.api_key
     if source.env:
         value = os.environ.get(source.env)
@@ -92,7 +126,7 @@ def _engine_api_key(app: App) -> str | None:
             raise ConfigError(
                 f"{app.config.source}: api_key.env: environment variable {source.env} is not set"
             )
-        return value
+        return checked_key(value, f"{app.config.source}: api_key.env: {source.env}")
     if source.secret_name and source.secret_key:
         kube = app.kube
         try:
@@ -113,7 +147,15 @@ def _engine_api_key(app: App) -> str | None:
                 f"{app.config.source}: api_key.secret: Secret {source.secret_name} has no key "
                 f"{source.secret_key}"
             )
-        return base64.b64decode(encoded).decode("utf-8").strip()
+        where = (
+            f"{app.config.source}: api_key.secret: Secret {source.secret_name} key "
+            f"{source.secret_key}"
+        )
+        try:
+            raw = base64.b64decode(str(encoded), validate=True)
+        except ValueError:
+            raise ConfigError(f"{where}: not valid base64 (its value is not shown)") from None
+        return checked_key(raw, where)
     return None
 
 

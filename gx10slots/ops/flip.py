@@ -529,7 +529,7 @@ def record_flip(
         else "FlipFailed",
         action=action,
         note=(
-            f"production {plan.source or '?'} ({plan.source_model or '?'}) -> {plan.target} "
+            f"production {plan.source or 'no slot'} ({plan.source_model or '?'}) -> {plan.target} "
             f"({plan.target_model or '?'}) by {by}: {result}; {detail}; reason: {reason}"
         ),
         warning=result != "ok" or action == "auto-revert",
@@ -596,8 +596,8 @@ def _flip_locked(
         switched = switch(app, mode, lock, force=force, by=by, reason=why, rename=rename)
         plan = switched.plan
         console.progress(
-            f"flag switched: production {plan.source} -> {plan.target}; verifying through "
-            f"{production_endpoint(app)}"
+            f"flag switched: production {plan.source or 'no slot'} -> {plan.target}; verifying "
+            f"through {production_endpoint(app)}"
         )
         ok, detail = verify(
             app, plan.target, plan.target_served_name, app.config.flag.verify_window_s

@@ -290,17 +290,22 @@ def observe(
     transport: httpx.AsyncBaseTransport | httpx.BaseTransport | None = None,
 ) -> Observation:
     """One streamed known-answer generation through ``endpoint``, with the progress rule."""
+    from gx10slots.smoke.suite import cancel_on_sigterm
+
+    # SIGTERM cancels the observation at once rather than landing inside its code.
     return asyncio.run(
-        _observe(
-            endpoint,
-            served_name,
-            profile,
-            settings,
-            api_key=api_key,
-            timeout_s=timeout_s,
-            stall_window_s=stall_window_s,
-            sample_every_s=sample_every_s,
-            transport=transport,
+        cancel_on_sigterm(
+            _observe(
+                endpoint,
+                served_name,
+                profile,
+                settings,
+                api_key=api_key,
+                timeout_s=timeout_s,
+                stall_window_s=stall_window_s,
+                sample_every_s=sample_every_s,
+                transport=transport,
+            )
         )
     )
 
@@ -522,8 +527,8 @@ class ClusterPorts:
     ) -> RevertResult:
         plan = switched.plan
         console.progress(
-            f"flag switched: production {plan.source} -> {plan.target}; verifying through "
-            f"{self.endpoint}"
+            f"flag switched: production {plan.source or 'no slot'} -> {plan.target}; verifying "
+            f"through {self.endpoint}"
         )
         ok, detail = verify_production(
             self.app, plan.target, plan.target_served_name, self.app.config.flag.verify_window_s
@@ -599,6 +604,10 @@ class ClusterPorts:
 # -- the command -----------------------------------------------------------------------------
 
 
+# A smoke report is tens of KB; a bigger file under that name is not one of ours.
+REPORT_CAP_BYTES = 16 * 1024 * 1024  # as smoke.report.MAX_REPORT_BYTES
+
+
 def load_baseline(slot: SlotState, report_dir: str) -> tuple[Baseline | None, str]:
     """The slot's passing smoke report for its current revision, and a note saying which."""
     from gx10slots.errors import UsageError
@@ -609,11 +618,14 @@ def load_baseline(slot: SlotState, report_dir: str) -> tuple[Baseline | None, st
     path = ""
     record = slot.smoke
     if record is not None and record.passed and record.report:
+        from gx10slots.fileio import NotReadable, read_bounded
+
+        # The name comes from an annotation: anything (a NUL, a FIFO's name) is possible.
         candidate = folder / Path(record.report).name
         try:
-            report = Report.from_json(candidate.read_bytes())
+            report = Report.from_json(read_bounded(candidate, REPORT_CAP_BYTES))
             path = str(candidate)
-        except (OSError, UsageError):
+        except (OSError, ValueError, NotReadable, UsageError):
             report = None
     if report is None:
         latest = latest_report(folder, slot.name)

@@ -9,7 +9,6 @@ refuses to record a result for a revision that changed while the suite ran.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gx10slots import console
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.errors import CheckFailed, Conflict, Invalid, LockHeld, UsageError
+from gx10slots.errors import ClusterError, Conflict, Invalid, LockHeld, UsageError
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.lock import Lock
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
@@ -111,7 +110,13 @@ def smoke_slot(
     directory = check_report_dir(report_dir or config.smoke.report_dir)
     deployment = read_deployment(app, slot)
     if deployment is None:
-        raise CheckFailed(f"slot {slot}: Deployment {config.slot(slot).deployment} not found")
+        # Exit 4, not 1: nothing was tested, so no check failed; the cluster does not hold what
+        # the config names (the contract gives `smoke` the codes 0, 1, 2 and 4).
+        raise ClusterError(
+            f"slot {slot}: Deployment {config.slot(slot).deployment} not found in namespace "
+            f"{config.namespace}: there is nothing to smoke (nothing tested or recorded)",
+            hint=f"check slots.{slot}.deployment and the namespace (-n); apply the slot's manifest",
+        )
     state = slot_state(slot, deployment, config, None)
     endpoint = slot_endpoint(app, slot)
     console.progress(
@@ -141,18 +146,13 @@ def smoke_slot(
 
 def check_report_dir(directory: str) -> Path:
     """Refuse an unusable report directory before anything runs or changes (exit 2)."""
-    path = Path(directory)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(
-            f"report directory {directory} is not writable: {exc.strerror or exc}",
-            hint="choose a writable directory with --report-dir (or smoke.report_dir)",
-        ) from exc
-    return path
+    from gx10slots.fileio import writable_directory
+
+    return writable_directory(
+        directory,
+        "report directory",
+        hint="choose a writable directory with --report-dir (or smoke.report_dir)",
+    )
 
 
 def _record(

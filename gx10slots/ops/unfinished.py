@@ -111,7 +111,7 @@ def settle_unfinished(
     )
     what = (
         f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
-        f"{source or '?'} -> {target} but was interrupted before it was verified and recorded"
+        f"{source or 'no slot'} -> {target} but was interrupted before it was verified and recorded"
     )
     if unfinished.action != mode:
         console.progress(f"{what}; recording it as such")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gx10slots.errors import UsageError
-from gx10slots.fileio import atomic_write
+from gx10slots.fileio import NotReadable, atomic_write, read_bounded
 from gx10slots.smoke.result import ProbeResult
 
 logger = logging.getLogger(__name__)
@@ -257,7 +257,10 @@ def _moment(doc: Mapping[str, Any], key: str) -> datetime:
         raise ValueError(f"`{key}` is not an RFC 3339 time: {value!r:.40}") from None
     if moment.tzinfo is None:
         raise ValueError(f"`{key}` has no time zone")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # a valid time beyond the calendar's edge in UTC
+        raise ValueError(f"`{key}` is out of range: {value!r:.40}") from None
 
 
 def _verdict(p: ProbeResult) -> str:
@@ -326,6 +329,10 @@ def write_reports(
     return paths
 
 
+# A report is tens of KB; anything much bigger under a report's name is not one of ours.
+MAX_REPORT_BYTES = 16 * 1024 * 1024
+
+
 def latest_report(
     directory: str | os.PathLike[str], slot: str, *, passed_only: bool = True
 ) -> Report | None:
@@ -341,8 +348,9 @@ def latest_report(
     candidates = [p for p in folder.glob(f"*-{safe}.json") if name.fullmatch(p.name)]
     for path in sorted(candidates, reverse=True):
         try:
-            report = Report.from_json(path.read_bytes())
-        except (OSError, UsageError) as exc:
+            # Bounded, and only a regular file: a FIFO named like a report must not hang us.
+            report = Report.from_json(read_bounded(path, MAX_REPORT_BYTES))
+        except (OSError, UsageError, NotReadable) as exc:
             logger.warning("skipping %s as a baseline: %s", path, exc)
             continue
         if report.passed or not passed_only:

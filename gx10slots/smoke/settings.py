@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gx10slots.errors import UsageError
+from gx10slots.limits import MAX_BURST, MAX_DURATION_S, MAX_MODEL_LEN, MAX_TOKENS
 
 # The probes in the order the suite runs them.
 PROBE_NAMES: tuple[str, ...] = (
@@ -22,6 +23,7 @@ PROBE_NAMES: tuple[str, ...] = (
 )
 
 MIB = 1024 * 1024
+
 
 # Per-probe timeouts that differ from `probe_timeout_s`. Readiness waits for a model to load;
 # identity reads config and must be quick; progress holds a request open for the stall window.
@@ -109,6 +111,18 @@ class SuiteSettings:
         for key, value in positive.items():
             if not value > 0:
                 raise UsageError(f"smoke {key}: expected a positive number, got {value!r}")
+        maxima = {
+            "burst": (self.burst, MAX_BURST),
+            "max_tokens": (self.max_tokens, MAX_TOKENS),
+            "burst_max_tokens": (self.burst_max_tokens, MAX_TOKENS),
+            "max_model_len": (self.max_model_len or 0, MAX_MODEL_LEN),
+            "probe_timeout_s": (self.probe_timeout_s, MAX_DURATION_S),
+            "deadline_s": (self.deadline_s, MAX_DURATION_S),
+            **{f"timeouts[{k}]": (v, MAX_DURATION_S) for k, v in self.timeouts.items()},
+        }
+        for key, (value, limit) in maxima.items():
+            if value > limit:
+                raise UsageError(f"smoke {key}: expected at most {limit:g}, got {value!r}")
         if self.readiness_poll_s < 0 or self.progress_settle_s < 0:
             raise UsageError("smoke readiness_poll_s and progress_settle_s must not be negative")
         if not 0 < self.baseline_ratio <= 1:

@@ -12,13 +12,16 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import httpx
 
+from gx10slots.errors import Interrupted
 from gx10slots.smoke import checks
 from gx10slots.smoke._transport import as_async_transport
 from gx10slots.smoke.context import ProbeContext
@@ -38,7 +41,9 @@ from gx10slots.smoke.report import Report, Summary
 from gx10slots.smoke.result import ProbeResult, not_applicable, not_run
 from gx10slots.smoke.settings import PROBE_NAMES, SuiteSettings
 
-__all__ = ["SuiteSettings", "run_suite", "run_suite_async"]
+__all__ = ["SuiteSettings", "cancel_on_sigterm", "run_suite", "run_suite_async"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -82,22 +87,66 @@ def run_suite(
     ``revision`` only label the report. From async code, await :func:`run_suite_async`.
     """
     return asyncio.run(
-        run_suite_async(
-            endpoint,
-            served_name,
-            profile,
-            settings,
-            api_key=api_key,
-            transport=transport,
-            on_probe=on_probe,
-            baseline=baseline,
-            slot=slot,
-            model=model,
-            revision=revision,
-            served_names=served_names,
-            exact_names=exact_names,
+        cancel_on_sigterm(
+            run_suite_async(
+                endpoint,
+                served_name,
+                profile,
+                settings,
+                api_key=api_key,
+                transport=transport,
+                on_probe=on_probe,
+                baseline=baseline,
+                slot=slot,
+                model=model,
+                revision=revision,
+                served_names=served_names,
+                exact_names=exact_names,
+            )
         )
     )
+
+
+async def cancel_on_sigterm(work: Awaitable[T]) -> T:
+    """``work``, cancelled at once on SIGTERM or Ctrl-C, which then raises :class:`Interrupted`.
+
+    The CLI's own handlers (SIGTERM and SIGINT both raise ``Interrupted``) raise wherever the
+    main thread happens to be; inside the event loop that is some probe's code, whose ``except
+    Exception`` (a probe must never crash the suite) took it for a failed probe, and the suite
+    went on for minutes. Cancelling the task unwinds every probe at once (CancelledError is no
+    Exception). The previous handlers are restored afterwards (asyncio would reset them to the
+    defaults, which kill without cleanup). A SIGINT ignored by whoever started us stays ignored.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[str] = []
+    names = {signal.SIGTERM: "terminated by SIGTERM", signal.SIGINT: "interrupted by Ctrl-C"}
+    previous: dict[int, Any] = {}
+
+    def stop(signum: int) -> None:
+        received.append(names[signal.Signals(signum)])
+        if task is not None:
+            task.cancel()
+
+    for signum in names:
+        handler = signal.getsignal(signum)
+        if handler is signal.SIG_IGN:
+            continue
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+        except (RuntimeError, ValueError, NotImplementedError):
+            break  # not the main thread (a guard's worker), or no signals here
+        previous[signum] = handler
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(f"{received[0]} during the probes") from None
+        raise
+    finally:
+        for installed, handler in previous.items():
+            loop.remove_signal_handler(installed)
+            signal.signal(installed, handler if handler is not None else signal.SIG_DFL)
 
 
 async def run_suite_async(
@@ -226,6 +275,8 @@ async def _run_probes(ctx: ProbeContext, record: Callable[[ProbeResult], None]) 
 async def _run_one(name: str, ctx: ProbeContext, timeout: float) -> ProbeResult:
     try:
         return await _PROBES[name](ctx, timeout)
+    except Interrupted:
+        raise  # a signal, not a probe's failure
     except Exception as exc:
         # A bug of ours on some input we did not foresee: the suite must still produce a report,
         # and the traceback goes to the log rather than vanishing.
