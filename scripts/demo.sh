@@ -35,7 +35,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 step slots sandbox up --dir "$dir" --engine "$engine" --detach
 step slots status
-step slots deploy "$model" --served-name demo-v2 --flip --reason "demo: new model"
+step slots deploy "$model" --flip --reason "demo: new model (clients keep their model name)"
 echo
 echo "==> the smoke report (Markdown, ready for a PR comment):"
 cat "$(ls -t "$dir"/reports/*.md | head -n 1)"
