@@ -95,7 +95,7 @@ def test_quota_refuses_the_pod_and_the_failure_reaches_the_deployment(apps: Any,
     raw = client.EventsV1Api(core.api_client).list_namespaced_event(
         NAMESPACE, _preload_content=False
     )
-    v1 = json.loads(raw.data)["items"]
+    v1 = json.loads(raw.data)["items"]  # type: ignore[attr-defined]
     assert any(
         e["reason"] == "FailedCreate"
         and e["regarding"]["name"] == rs_name
@@ -154,18 +154,19 @@ def test_quota_refuses_a_pod_created_through_the_api(core: Any) -> None:
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_pod(NAMESPACE, pod)
     assert refused.value.status == 403
-    assert (
+    assert json.loads(str(refused.value.body))["message"] == (
         'pods "big" is forbidden: exceeded quota: gpu-memory, requested: limits.memory=80Gi, '
         "used: limits.memory=0, limited: limits.memory=64Gi"
-    ) == json.loads(refused.value.body)["message"]
+    )
     # A quota on limits.memory makes every container state it (pods.go Constraints).
     no_limit = {**pod, "metadata": {"name": "small"}}
     no_limit["spec"] = {"containers": [{"name": "engine", "image": "x"}]}
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_pod(NAMESPACE, no_limit)
     assert refused.value.status == 403
-    assert json.loads(refused.value.body)["message"] == (
-        'pods "small" is forbidden: failed quota: gpu-memory: must specify limits.memory for: engine'
+    assert json.loads(str(refused.value.body))["message"] == (
+        'pods "small" is forbidden: failed quota: gpu-memory: '
+        "must specify limits.memory for: engine"
     )
     fits = {**pod, "metadata": {"name": "fits"}}
     fits["spec"] = {
@@ -285,19 +286,14 @@ def test_kubectl_quota_events_and_replicasets(tls_sandbox: Sandbox, tmp_path: Pa
     out = wait_for(listed, timeout=20)
     assert "exceeded quota: gpu-memory" in out
     assert "replicaset/blue-" in out
-    out = wait_for(lambda: (o := kubectl.ok("get", "rs")) and "blue-" in o and o)
-    assert out.split("\n")[0].split()[:4] == ["NAME", "DESIRED", "CURRENT", "READY"]
-    out = kubectl.ok("get", "deploy", "blue", "-o", "jsonpath={.status.conditions[*].reason}")
-    assert "FailedCreate" in wait_for(
-        lambda: (
-            (
-                o := kubectl.ok(
-                    "get", "deploy", "blue", "-o", "jsonpath={.status.conditions[*].reason}"
-                )
-            )
-            and "FailedCreate" in o
-            and o
-        )
-    )
+
+    def has(args: tuple[str, ...], text: str) -> str | None:
+        out = kubectl.ok(*args)
+        return out if text in out else None
+
+    rs_table = wait_for(lambda: has(("get", "rs"), "blue-"))
+    assert rs_table.split("\n")[0].split()[:4] == ["NAME", "DESIRED", "CURRENT", "READY"]
+    reasons = ("get", "deploy", "blue", "-o", "jsonpath={.status.conditions[*].reason}")
+    wait_for(lambda: has(reasons, "FailedCreate"))
     quota = kubectl.ok("get", "quota", "gpu-memory", "-o", "jsonpath={.status.used}")
     assert "requests.memory" in quota
