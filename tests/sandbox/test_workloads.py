@@ -167,7 +167,6 @@ def test_quota_refuses_a_pod_created_through_the_api(core: Any) -> None:
     assert json.loads(str(refused.value.body))["message"] == (
         'pods "small" is forbidden: failed quota: gpu-memory: '
         "must specify limits.memory for: engine"
-        "must specify limits.memory for: engine"
     )
     fits = {**pod, "metadata": {"name": "fits"}}
     fits["spec"] = {
