@@ -139,6 +139,21 @@ def test_quota_refuses_the_pod_and_the_failure_reaches_the_deployment(apps: Any,
     )
 
 
+def test_a_refused_rollout_runs_out_its_progress_deadline(apps: Any, core: Any) -> None:
+    core.create_namespaced_resource_quota(NAMESPACE, _quota(**{"requests.memory": "1Gi"}))
+    apps.create_namespaced_deployment(NAMESPACE, deployment(memory="2Gi", deadline=1))
+
+    def timed_out() -> Any:
+        d = apps.read_namespaced_deployment("blue", NAMESPACE)
+        cond = _condition(d, "Progressing")
+        return d if cond and cond.reason == "ProgressDeadlineExceeded" else None
+
+    d = wait_for(timed_out, timeout=15)
+    assert _condition(d, "Progressing").status == "False"
+    assert _condition(d, "ReplicaFailure").reason == "FailedCreate"
+    assert not core.list_namespaced_pod(NAMESPACE).items
+
+
 def test_quota_refuses_a_pod_created_through_the_api(core: Any) -> None:
     core.create_namespaced_resource_quota(NAMESPACE, _quota(**{"limits.memory": "64Gi"}))
     pod = {
