@@ -106,9 +106,19 @@ def template_hash(template: Obj) -> str:
     """The pod-template-hash: FNV-1a 32 of the template, rendered as Kubernetes does
     (rand.SafeEncodeString of the decimal value)."""
     h = 0x811C9DC5
-    for byte in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
+    for byte in json.dumps(_comparable(template), sort_keys=True, separators=(",", ":")).encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return "".join(ALPHANUMS[ord(c) % len(ALPHANUMS)] for c in str(h))
+
+
+def _comparable(template: Obj) -> Obj:
+    """A pod template as Go compares it after decoding: a null creationTimestamp (kubectl sends
+    one) is the zero time, the same as none."""
+    template = copy.deepcopy(template)
+    meta = template.get("metadata")
+    if isinstance(meta, dict) and meta.get("creationTimestamp", "") is None:
+        del meta["creationTimestamp"]
+    return template
 
 
 def _meta(obj: Obj) -> Obj:
@@ -416,6 +426,20 @@ class Controller:
             if _controller_uid(rs) == meta["uid"]
         ]
 
+    def _current_hash(self, deployment: Obj) -> str:
+        """The pod-template-hash of the Deployment's template: that of an existing ReplicaSet whose
+        template equals it but for the hash label (deployment_util.go FindNewReplicaSet,
+        EqualIgnoreHash: `kubectl rollout undo` brings an old ReplicaSet back), else a new hash."""
+        template = (deployment.get("spec") or {}).get("template") or {}
+        for rs in sorted(
+            self._replicasets_of(deployment), key=lambda r: str(_meta(r)["creationTimestamp"])
+        ):
+            theirs = _comparable((rs.get("spec") or {}).get("template") or {})
+            pod_hash = ((theirs.get("metadata") or {}).get("labels") or {}).pop(HASH_LABEL, None)
+            if pod_hash and theirs == _comparable(template):
+                return str(pod_hash)
+        return template_hash(template)
+
     def _owned(self, deployment: Obj, pods: Iterable[Obj]) -> list[Obj]:
         """The Deployment's active pods: those of its ReplicaSets."""
         owners = {_meta(rs)["uid"] for rs in self._replicasets_of(deployment)}
@@ -433,7 +457,7 @@ class Controller:
     def _sync_deployment(self, deployment: Obj, pods: list[Obj]) -> None:
         spec = deployment.get("spec") or {}
         meta = _meta(deployment)
-        pod_hash = template_hash(spec.get("template") or {})
+        pod_hash = self._current_hash(deployment)
         revision = self._revision(deployment, pod_hash)
         if (meta.get("annotations") or {}).get(REVISION) != str(revision):
 
@@ -791,7 +815,7 @@ class Controller:
         mine = [rs for rs in replicasets if _controller_uid(rs) == meta["uid"]]
         owners = {_meta(rs)["uid"] for rs in mine}
         owned = [p for p in pods if _controller_uid(p) in owners and _active(p)]
-        pod_hash = template_hash(spec.get("template") or {})
+        pod_hash = self._current_hash(deployment)
         at = now()
         desired = int(spec.get("replicas", 1))
         min_ready = int(spec.get("minReadySeconds") or 0)

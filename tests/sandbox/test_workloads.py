@@ -312,3 +312,37 @@ def test_kubectl_quota_events_and_replicasets(tls_sandbox: Sandbox, tmp_path: Pa
     wait_for(lambda: has(reasons, "FailedCreate"))
     quota = kubectl.ok("get", "quota", "gpu-memory", "-o", "jsonpath={.status.used}")
     assert "requests.memory" in quota
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_rollout_history_and_undo_use_the_replicasets(
+    tls_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """`kubectl rollout history` reads the ReplicaSets' revisions; `rollout undo` copies an old
+    ReplicaSet's template back, and the controller brings that ReplicaSet back (FindNewReplicaSet
+    compares templates ignoring the hash) under a new revision."""
+    from tests.sandbox.test_apiserver_kubectl import Kubectl
+
+    kubectl = Kubectl(tls_sandbox, tmp_path)
+    tls_sandbox.server.seed(deployment())
+    kubectl.ok("rollout", "status", "deploy/blue", "--timeout=30s")
+    first = kubectl.ok("get", "rs", "-o", "name").split()
+    kubectl.ok("set", "env", "deploy/blue", "MODEL=sandbox/v2")
+    kubectl.ok("rollout", "status", "deploy/blue", "--timeout=30s")
+    history = kubectl.ok("rollout", "history", "deploy/blue")
+    assert [line.split()[0] for line in history.strip().splitlines()[2:]] == ["1", "2"]
+    kubectl.ok("rollout", "undo", "deploy/blue")
+    kubectl.ok("rollout", "status", "deploy/blue", "--timeout=30s")
+    assert len(kubectl.ok("get", "rs", "-o", "name").split()) == 2  # no third ReplicaSet
+    revived = first[0].split("/")[-1]
+    rs = kubectl.ok(
+        "get",
+        "rs",
+        revived,
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    )
+    assert rs.split() == ["1", "3"]
+    pods = kubectl.ok("get", "pods", "-o", "name").split()
+    assert len(pods) == 1 and pods[0].startswith(f"pod/{revived}-")
