@@ -111,6 +111,13 @@ def template_hash(template: Obj) -> str:
     return "".join(ALPHANUMS[ord(c) % len(ALPHANUMS)] for c in str(h))
 
 
+def _revision_of(obj: Obj) -> int:
+    """The ``deployment.kubernetes.io/revision`` annotation; 0 when absent or not a number
+    (deployment_util.go Revision fails to parse it and the controller treats it as 0)."""
+    text = str((_meta(obj).get("annotations") or {}).get(REVISION) or "0")
+    return int(text) if text.isdigit() and len(text) < 19 else 0
+
+
 def _comparable(template: Obj) -> Obj:
     """A pod template as Go compares it after decoding: a null creationTimestamp (kubectl sends
     one) is the zero time, the same as none."""
@@ -447,10 +454,19 @@ class Controller:
 
     def _revision(self, deployment: Obj, pod_hash: str) -> int:
         """The template's revision: the highest, also when an older template comes back."""
-        known = self._revisions.setdefault(_meta(deployment)["uid"], {})
+        uid = _meta(deployment)["uid"]
+        if uid not in self._revisions:
+            # A controller (re)started on a store that has ReplicaSets: their revision annotations
+            # are the history (deployment_util.go MaxRevision).
+            self._revisions[uid] = {
+                str((_meta(rs).get("labels") or {}).get(HASH_LABEL)): _revision_of(rs)
+                for rs in self._replicasets_of(deployment)
+                if (_meta(rs).get("labels") or {}).get(HASH_LABEL) and _revision_of(rs)
+            }
+        known = self._revisions[uid]
         top = max(known.values(), default=0)
         if pod_hash not in known or known[pod_hash] < top:
-            annotated = int((_meta(deployment).get("annotations") or {}).get(REVISION) or 0)
+            annotated = _revision_of(deployment)
             known[pod_hash] = max(annotated, top) + 1 if known else annotated or 1
         return known[pod_hash]
 

@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from gx10slots.sandbox.controller import REVISION, Controller
 from gx10slots.sandbox.resources import DEPLOYMENTS
 from tests.sandbox.conftest import NAMESPACE, Sandbox, deployment, start_sandbox, wait_for
 
@@ -346,3 +347,47 @@ def test_kubectl_rollout_history_and_undo_use_the_replicasets(
     assert rs.split() == ["1", "3"]
     pods = kubectl.ok("get", "pods", "-o", "name").split()
     assert len(pods) == 1 and pods[0].startswith(f"pod/{revived}-")
+
+
+def test_a_restarted_controller_continues_the_revisions_from_the_replicasets() -> None:
+    from gx10slots.sandbox.apiserver import ApiServer
+    from gx10slots.sandbox.store import Store
+    from tests.sandbox.conftest import node
+
+    store = Store()
+    server = ApiServer(store)  # not started: used for seeding only
+    server.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    server.seed(node())
+    server.seed(deployment())
+
+    def change_template(value: str) -> None:
+        def change(d: dict[str, Any]) -> dict[str, Any]:
+            d["spec"]["template"]["metadata"]["labels"]["rev"] = value
+            return d
+
+        store.mutate(DEPLOYMENTS, NAMESPACE, "blue", change)
+
+    def revision() -> str:
+        return str(store.get(DEPLOYMENTS, NAMESPACE, "blue")["metadata"]["annotations"][REVISION])
+
+    first = Controller(store, status_delay=0)
+    first.reconcile()
+    change_template("2")
+    first.reconcile()
+    assert revision() == "2"
+    first.stop()
+    second = Controller(store, status_delay=0)  # knows nothing but what the store holds
+    change_template("3")
+    second.reconcile()
+    assert revision() == "3"
+    # A garbled revision annotation does not stop the controller.
+    store.mutate(
+        DEPLOYMENTS,
+        NAMESPACE,
+        "blue",
+        lambda d: {**d, "metadata": {**d["metadata"], "annotations": {REVISION: "x"}}},
+    )
+    change_template("4")
+    second.reconcile()
+    assert revision() == "4"
+    second.stop()
