@@ -172,8 +172,9 @@ def test_a_pod_the_quota_refuses_fails_the_deploy_in_seconds_naming_the_quota(
     entry = sandbox.history()[0]
     assert (entry["action"], entry["to"], entry["result"]) == ("deploy", "green", "failed")
     assert "exceeded quota: gpu-memory" in entry["detail"]
+    # kubectl lists the ReplicaSet controller's core/v1 Event and the tool's events.k8s.io/v1 one.
     events = sandbox.kubectl("get", "events")
-    assert "FailedCreate" in events.stdout, events.stdout
+    assert "FailedCreate" in events.stdout and "DeployFailed" in events.stdout, events.stdout
 
 
 def test_slow_loading_model_fails_on_the_deadline(sandbox: Sandbox) -> None:
