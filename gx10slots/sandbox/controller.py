@@ -334,6 +334,9 @@ class Controller:
             due = [d for d in deployments if self._due(d)]
             for d in due:
                 self._sync_deployment(d, self.store.list(PODS)[0])
+            for rs in self.store.list(REPLICASETS)[0]:
+                if _controller_ref(rs) is None:  # a ReplicaSet of its own: the RS controller's
+                    self._sync_standalone_replicaset(rs)
             self._schedule()
             self._start_bound_pods()
             pods, _ = self.store.list(PODS)
@@ -700,6 +703,13 @@ class Controller:
         self._failures.pop(uid, None)
         self._retry.pop(uid, None)
         return created
+
+    def _sync_standalone_replicaset(self, rs: Obj) -> None:
+        """manageReplicas for a ReplicaSet no Deployment controls: its pods up or down to
+        spec.replicas (pods are not adopted by selector)."""
+        uid = _meta(rs)["uid"]
+        pods = [p for p in self.store.list(PODS)[0] if _controller_uid(p) == uid and _active(p)]
+        self._scale(rs, pods, int((rs.get("spec") or {}).get("replicas", 1)))
 
     def _record_event(self, obj: Obj, kind: str, reason: str, message: str) -> None:
         """A core/v1 Event as client-go's recorder writes it for the replicaset-controller

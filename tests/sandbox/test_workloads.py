@@ -391,3 +391,30 @@ def test_a_restarted_controller_continues_the_revisions_from_the_replicasets() -
     second.reconcile()
     assert revision() == "4"
     second.stop()
+
+
+def test_a_replicaset_of_its_own_keeps_its_replicas(apps: Any, core: Any) -> None:
+    template = deployment()["spec"]["template"]
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "solo"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": template["metadata"]["labels"]},
+            "template": template,
+        },
+    }
+    apps.create_namespaced_replica_set(NAMESPACE, body)
+    pods = wait_for(lambda: len(items := core.list_namespaced_pod(NAMESPACE).items) == 2 and items)
+    assert {p.metadata.owner_references[0].name for p in pods} == {"solo"}
+    assert all(p.metadata.name.startswith("solo-") for p in pods)
+    rs = wait_for(
+        lambda: (
+            (r := apps.read_namespaced_replica_set("solo", NAMESPACE)).status.ready_replicas == 2
+            and r
+        )
+    )
+    assert rs.status.observed_generation == rs.metadata.generation
+    apps.patch_namespaced_replica_set("solo", NAMESPACE, {"spec": {"replicas": 0}})
+    wait_for(lambda: not core.list_namespaced_pod(NAMESPACE).items)
