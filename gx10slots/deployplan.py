@@ -345,6 +345,10 @@ def memory_gate(
 # -- rollout verdict -------------------------------------------------------------------------
 
 
+# The longest cause quoted from a cluster object's message (it is the cluster's text, unbounded).
+MAX_CAUSE = 500
+
+
 @dataclass(frozen=True)
 class Rollout:
     state: str  # "done", "waiting", "failed"
@@ -442,6 +446,18 @@ def rollout_verdict(
         # reads it in the same order (kubectl/pkg/polymorphichelpers/rollout_status.go:
         # conditions only once Generation <= Status.ObservedGeneration).
         return Rollout("waiting", "the Deployment controller has not seen the change yet")
+    failure = _condition(deployment, "ReplicaFailure")
+    if failure and failure.get("status") == "True" and failure.get("reason") == "FailedCreate":
+        # The cluster refused to create the pod (a ResourceQuota, Pod Security admission, a
+        # webhook): no pod will ever appear to wait for. The ReplicaSet controller records the
+        # API error as its ReplicaFailure condition (kubernetes pkg/controller/replicaset/
+        # replica_set_utils.go calculateStatus) and the deployment controller copies the new
+        # ReplicaSet's condition to the Deployment (pkg/controller/deployment/progress.go
+        # getReplicaFailures). Read only once observedGeneration is current (above).
+        message = " ".join(str(failure.get("message") or "").split())
+        if len(message) > MAX_CAUSE:
+            message = message[: MAX_CAUSE - 1] + "…"
+        return Rollout("failed", f"FailedCreate: {message or 'the cluster refused the pod'}")
     progressing = _condition(deployment, "Progressing")
     if (
         progressing

@@ -203,9 +203,44 @@ def test_rollout_verdicts() -> None:
         ]
     )
     assert "ProgressDeadlineExceeded" in rollout_verdict(stuck, [], "engine").reason
+    refused = rolled(
+        conditions=[
+            {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "gx10-green-5d4f-" is forbidden: exceeded quota: gpu-memory, '
+                "requested: limits.memory=80Gi, used: limits.memory=0, limited: "
+                "limits.memory=64Gi",
+            },
+        ]
+    )
+    verdict = rollout_verdict(refused, [], "engine")
+    assert verdict.state == "failed"
+    assert verdict.reason.startswith("FailedCreate: pods")
+    assert "exceeded quota: gpu-memory" in verdict.reason
     old_pod = pod("old", current(1)["spec"]["template"], ready=True)
     old_pod["spec"] = {"containers": [{"name": "engine", "image": "other", "env": []}]}
     assert rollout_verdict(d, [old_pod], "engine").state == "waiting"
+
+
+def test_a_replica_failure_is_read_only_for_the_current_generation_and_bounded() -> None:
+    failure = {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreate",
+        "message": "exceeded quota\n" + "x" * 5000,
+    }
+    stale = rolled(observedGeneration=2, conditions=[failure])  # describes the previous spec
+    assert rollout_verdict(stale, [], "engine").state == "waiting"
+    verdict = rollout_verdict(rolled(conditions=[failure]), [], "engine")
+    assert verdict.state == "failed"
+    assert "\n" not in verdict.reason and len(verdict.reason) < 600
+    cleared = rolled(conditions=[{**failure, "status": "False"}])
+    assert rollout_verdict(cleared, [], "engine").state == "waiting"
+    deleting = rolled(conditions=[{**failure, "reason": "FailedDelete"}])  # not our pod
+    assert rollout_verdict(deleting, [], "engine").state == "waiting"
 
 
 @pytest.mark.parametrize(

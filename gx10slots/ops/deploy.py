@@ -392,6 +392,14 @@ def wait_for_rollout(app: App, plan: DeployPlan, timeout_s: float) -> str:
             if verdict.state == "done":
                 return verdict.pod or ""
             if verdict.state == "failed":
+                if verdict.reason.startswith("FailedCreate:"):
+                    # No pod exists, so there are no logs; the cause is the cluster's refusal.
+                    raise CheckFailed(
+                        f"slot {plan.slot}: rollout failed: {verdict.reason}",
+                        hint="production is untouched; the cluster refused to create the pod "
+                        "(a ResourceQuota, an admission policy or webhook): raise the quota or "
+                        "lower --memory-gib, then deploy again",
+                    )
                 logs = _pod_logs(app, verdict.pod)
                 raise CheckFailed(
                     f"slot {plan.slot}: rollout failed: {verdict.reason}"

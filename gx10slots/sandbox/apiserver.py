@@ -47,6 +47,7 @@ from gx10slots.sandbox import apiproxy, tables
 from gx10slots.sandbox import resources as res
 from gx10slots.sandbox.faults import FaultRule, Faults, RequestInfo
 from gx10slots.sandbox.patching import PatchError, apply_patch, patch_type
+from gx10slots.sandbox.quota import admit_pod
 from gx10slots.sandbox.rbac import (
     ADMIN,
     Attributes,
@@ -57,7 +58,7 @@ from gx10slots.sandbox.rbac import (
     name_from_field_selector,
     service_account_user,
 )
-from gx10slots.sandbox.resources import DEPLOYMENTS, NAMESPACES, RESOURCES, SERVICEACCOUNTS
+from gx10slots.sandbox.resources import DEPLOYMENTS, NAMESPACES, PODS, RESOURCES, SERVICEACCOUNTS
 from gx10slots.sandbox.selectors import (
     FieldSelector,
     LabelSelector,
@@ -898,7 +899,10 @@ class _Handler(BaseHTTPRequestHandler):
         admitted = res.admit_create(
             route.rt, obj, field_validation=self._field_validation, warnings=self._warnings
         )
-        stored = store.create(route.rt, res.to_storage(route.rt, admitted), dry_run=dry_run)
+        with store.atomic():  # quota admission and the create as one step, as quota reserves
+            if route.rt is PODS:
+                admit_pod(store, admitted)
+            stored = store.create(route.rt, res.to_storage(route.rt, admitted), dry_run=dry_run)
         return Response.json(201, self._present(route, stored))
 
     def _decode_token_request(self, body: bytes) -> Obj:

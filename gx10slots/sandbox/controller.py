@@ -3,12 +3,26 @@
 One background thread reconciles the whole store level-triggered, on every store event and once
 per ``tick`` (for the progress deadline):
 
-- Deployments own their pods directly (no ReplicaSet objects): pod names
-  ``<deployment>-<pod-template-hash>-<5 random>``, labels = template labels + ``pod-template-hash``.
+- Deployments own ReplicaSets ``<deployment>-<pod-template-hash>`` (pkg/controller/deployment/
+  sync.go getNewReplicaSet: ownerReference to the Deployment, ``pod-template-hash`` added to the
+  labels, selector and template labels, annotations ``deployment.kubernetes.io/revision``,
+  ``desired-replicas`` and ``max-replicas``); ReplicaSets own the Pods, created with
+  ``generateName: <replicaset>-`` (pkg/controller/replicaset/replica_set.go manageReplicas).
   ``Recreate`` deletes every old pod before creating new ones; ``RollingUpdate`` honours
   maxSurge/maxUnavailable (so a rollout that cannot fit the node stalls, as on a one-GPU node).
   Status (observedGeneration, replica counts with zeros omitted, Available and Progressing
   conditions with the real reasons) and the ``deployment.kubernetes.io/revision`` annotation.
+- The Deployment is synced a moment (``status_delay``) after each change of its generation, so
+  ``observedGeneration`` trails ``generation`` as it does behind a real controller's informer and
+  work queue; ``progressDeadlineSeconds`` turns Progressing False (ProgressDeadlineExceeded).
+- A pod the apiserver refuses (a ResourceQuota, :mod:`gx10slots.sandbox.quota`) gives the
+  ReplicaSet a Warning Event ``FailedCreate`` "Error creating: <API error>" (controller_utils.go
+  RealPodControl.createPods) and a ``ReplicaFailure`` condition, reason FailedCreate, with the
+  error as message (replica_set_utils.go calculateStatus); the deployment controller copies it to
+  the Deployment (progress.go syncRolloutStatus, getReplicaFailures, deployment_util.go
+  ReplicaSetToDeploymentCondition). Creation is retried with a growing back-off, as the
+  ReplicaSet work queue's rate limiter does.
+- ResourceQuota status (hard, used) is kept up to date as the resourcequota controller does.
 - The scheduler binds a pending pod to the first node whose allocatable memory, minus the
   requests of the pods already on it, fits the pod's requests (and whose labels match its
   nodeSelector / required node affinity); otherwise the pod stays Pending with PodScheduled False
@@ -27,17 +41,22 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from gx10slots.sandbox.quota import admit_pod, quota_status
 from gx10slots.sandbox.resources import (
     DEPLOYMENTS,
     ENDPOINTS,
     ENDPOINTSLICES,
+    EVENTS,
     NODES,
     PODS,
+    REPLICASETS,
+    RESOURCEQUOTAS,
     SERVICES,
     admit_create,
     parse_quantity,
@@ -58,7 +77,6 @@ from gx10slots.sandbox.store import (
     Store,
     now,
     parse_time,
-    random_suffix,
     rfc3339,
 )
 
@@ -67,6 +85,16 @@ __all__ = ["Controller", "InstantRuntime", "PodRuntime", "PodStatusWriter", "tem
 log = logging.getLogger(__name__)
 
 REVISION = "deployment.kubernetes.io/revision"
+DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+FAILED_CREATE = "FailedCreate"
+REPLICA_FAILURE = "ReplicaFailure"
+# The sandbox's stand-in for informer + work-queue latency: how long after a change of its spec a
+# Deployment is synced (and its status written). Real controllers take milliseconds to a second.
+STATUS_DELAY = 0.2
+# ReplicaSet creation retries after a refused pod: doubling from this, up to the cap (the work
+# queue's exponential failure rate limiter, client-go util/workqueue/default_rate_limiters.go).
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0
 HASH_LABEL = "pod-template-hash"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
@@ -78,9 +106,26 @@ def template_hash(template: Obj) -> str:
     """The pod-template-hash: FNV-1a 32 of the template, rendered as Kubernetes does
     (rand.SafeEncodeString of the decimal value)."""
     h = 0x811C9DC5
-    for byte in json.dumps(template, sort_keys=True, separators=(",", ":")).encode():
+    for byte in json.dumps(_comparable(template), sort_keys=True, separators=(",", ":")).encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return "".join(ALPHANUMS[ord(c) % len(ALPHANUMS)] for c in str(h))
+
+
+def _revision_of(obj: Obj) -> int:
+    """The ``deployment.kubernetes.io/revision`` annotation; 0 when absent or not a number
+    (deployment_util.go Revision fails to parse it and the controller treats it as 0)."""
+    text = str((_meta(obj).get("annotations") or {}).get(REVISION) or "0")
+    return int(text) if text.isdigit() and len(text) < 19 else 0
+
+
+def _comparable(template: Obj) -> Obj:
+    """A pod template as Go compares it after decoding: a null creationTimestamp (kubectl sends
+    one) is the zero time, the same as none."""
+    template = copy.deepcopy(template)
+    meta = template.get("metadata")
+    if isinstance(meta, dict) and meta.get("creationTimestamp", "") is None:
+        del meta["creationTimestamp"]
+    return template
 
 
 def _meta(obj: Obj) -> Obj:
@@ -112,10 +157,34 @@ def _available(pod: Obj, min_ready_seconds: int, at: datetime) -> bool:
     return since is not None and (at - since).total_seconds() >= min_ready_seconds
 
 
-def _controller_uid(obj: Obj) -> str | None:
+def _controller_ref(obj: Obj) -> Obj | None:
     for ref in _meta(obj).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return str(ref.get("uid"))
+        if isinstance(ref, dict) and ref.get("controller"):
+            return ref
+    return None
+
+
+def _controller_uid(obj: Obj) -> str | None:
+    ref = _controller_ref(obj)
+    return str(ref.get("uid")) if ref is not None else None
+
+
+def _replica_failure(replicasets: list[Obj], new_name: str) -> Obj | None:
+    """progress.go getReplicaFailures: the new ReplicaSet's ReplicaFailure condition, else an old
+    one's, as a Deployment condition (deployment_util.go ReplicaSetToDeploymentCondition: both
+    times are the ReplicaSet condition's lastTransitionTime)."""
+    ranked = sorted(replicasets, key=lambda rs: _meta(rs)["name"] != new_name)
+    for rs in ranked:
+        for c in (rs.get("status") or {}).get("conditions") or []:
+            if c.get("type") == REPLICA_FAILURE:
+                return {
+                    "type": REPLICA_FAILURE,
+                    "status": c.get("status"),
+                    "lastUpdateTime": c.get("lastTransitionTime"),
+                    "lastTransitionTime": c.get("lastTransitionTime"),
+                    "reason": c.get("reason"),
+                    "message": c.get("message"),
+                }
     return None
 
 
@@ -184,10 +253,22 @@ class Controller:
     once). ``tick`` bounds how late time-based changes (the progress deadline) are noticed.
     """
 
-    def __init__(self, store: Store, runtime: PodRuntime | None = None, *, tick: float = 1.0):
+    def __init__(
+        self,
+        store: Store,
+        runtime: PodRuntime | None = None,
+        *,
+        tick: float = 1.0,
+        status_delay: float = STATUS_DELAY,
+    ):
         self.store = store
         self.runtime: PodRuntime = runtime if runtime is not None else InstantRuntime(store)
         self.tick = tick
+        self.status_delay = status_delay
+        self._seen: dict[str, tuple[Any, float]] = {}  # deployment uid -> generation, first seen
+        self._failures: dict[str, str] = {}  # replicaset uid -> the last pod creation error
+        self._retry: dict[str, tuple[float, float]] = {}  # replicaset uid -> (retry at, back-off)
+        self._wake_at: float | None = None
         self._status = PodStatusWriter(store)
         self._started: dict[str, Obj] = {}  # pod uid -> pod, for the runtime
         self._revisions: dict[str, dict[str, int]] = {}  # deployment uid -> hash -> revision
@@ -230,7 +311,10 @@ class Controller:
                     self.reconcile()
                 except Exception:  # one failed pass must not kill the control plane
                     log.exception("sandbox controller: reconcile failed")
-                if subscription.get(timeout=self.tick) is not None:
+                timeout = self.tick
+                if self._wake_at is not None:
+                    timeout = max(0.0, min(timeout, self._wake_at - time.monotonic()))
+                if subscription.get(timeout=timeout) is not None:
                     while subscription.get(timeout=0) is not None:
                         pass  # level-triggered: one pass covers every queued event
         finally:
@@ -241,18 +325,43 @@ class Controller:
     def reconcile(self) -> None:
         """One level-triggered pass over everything (also usable without the thread)."""
         with self._lock:
+            self._wake_at = None
             self._stop_deleted_pods()
             deployments, _ = self.store.list(DEPLOYMENTS)
+            replicasets, _ = self.store.list(REPLICASETS)
             pods, _ = self.store.list(PODS)
-            self._collect_orphans(deployments, pods)
-            for d in deployments:
-                self._sync_deployment(d, pods)
+            self._collect_orphans(deployments, replicasets, pods)
+            due = [d for d in deployments if self._due(d)]
+            for d in due:
+                self._sync_deployment(d, self.store.list(PODS)[0])
+            for rs in self.store.list(REPLICASETS)[0]:
+                if _controller_ref(rs) is None:  # a ReplicaSet of its own: the RS controller's
+                    self._sync_standalone_replicaset(rs)
             self._schedule()
             self._start_bound_pods()
             pods, _ = self.store.list(PODS)
-            for d in deployments:
-                self._sync_deployment_status(d, pods)
+            for rs in self.store.list(REPLICASETS)[0]:
+                self._sync_replicaset_status(rs, pods)
+            replicasets, _ = self.store.list(REPLICASETS)
+            for d in due:
+                self._sync_deployment_status(d, replicasets, pods)
+            self._sync_quotas()
             self._sync_endpoints(pods)
+
+    def _wake(self, at: float) -> None:
+        self._wake_at = at if self._wake_at is None else min(self._wake_at, at)
+
+    def _due(self, deployment: Obj) -> bool:
+        """Whether the controller has had its moment since the Deployment's spec last changed."""
+        meta = _meta(deployment)
+        at = time.monotonic()
+        seen = self._seen.get(meta["uid"])
+        if seen is None or seen[0] != meta.get("generation"):
+            seen = self._seen[meta["uid"]] = (meta.get("generation"), at)
+        if at >= seen[1] + self.status_delay:
+            return True
+        self._wake(seen[1] + self.status_delay)
+        return False
 
     # -- runtime -----------------------------------------------------------------------------
 
@@ -290,34 +399,84 @@ class Controller:
         if started is not None:
             self._stop_runtime(started)
 
-    def _collect_orphans(self, deployments: list[Obj], pods: list[Obj]) -> None:
+    def _collect_orphans(
+        self, deployments: list[Obj], replicasets: list[Obj], pods: list[Obj]
+    ) -> None:
+        """The garbage collector: ReplicaSets whose Deployment is gone, Pods whose ReplicaSet is."""
         alive = {_meta(d)["uid"] for d in deployments}
-        for pod in pods:
-            refs = _meta(pod).get("ownerReferences") or []
-            owner = next((r for r in refs if r.get("controller")), None)
+        self._seen = {uid: seen for uid, seen in self._seen.items() if uid in alive}
+        live_rs = set()
+        for rs in replicasets:
+            owner = _controller_ref(rs)
             if owner and owner.get("kind") == "Deployment" and owner.get("uid") not in alive:
+                self._delete_quietly(REPLICASETS, _meta(rs))
+            else:
+                live_rs.add(_meta(rs)["uid"])
+        for uid in [u for u in self._failures if u not in live_rs]:
+            self._failures.pop(uid, None)
+        for uid in [u for u in self._retry if u not in live_rs]:
+            self._retry.pop(uid, None)
+        for pod in pods:
+            owner = _controller_ref(pod)
+            if owner is None:
+                continue
+            gone = (owner.get("kind") == "Deployment" and owner.get("uid") not in alive) or (
+                owner.get("kind") == "ReplicaSet" and owner.get("uid") not in live_rs
+            )
+            if gone:
                 self._delete_pod(pod)
 
     # -- deployments -------------------------------------------------------------------------
 
+    def _replicasets_of(self, deployment: Obj) -> list[Obj]:
+        meta = _meta(deployment)
+        return [
+            rs
+            for rs in self.store.list(REPLICASETS, meta["namespace"])[0]
+            if _controller_uid(rs) == meta["uid"]
+        ]
+
+    def _current_hash(self, deployment: Obj) -> str:
+        """The pod-template-hash of the Deployment's template: that of an existing ReplicaSet whose
+        template equals it but for the hash label (deployment_util.go FindNewReplicaSet,
+        EqualIgnoreHash: `kubectl rollout undo` brings an old ReplicaSet back), else a new hash."""
+        template = (deployment.get("spec") or {}).get("template") or {}
+        for rs in sorted(
+            self._replicasets_of(deployment), key=lambda r: str(_meta(r)["creationTimestamp"])
+        ):
+            theirs = _comparable((rs.get("spec") or {}).get("template") or {})
+            pod_hash = ((theirs.get("metadata") or {}).get("labels") or {}).pop(HASH_LABEL, None)
+            if pod_hash and theirs == _comparable(template):
+                return str(pod_hash)
+        return template_hash(template)
+
     def _owned(self, deployment: Obj, pods: Iterable[Obj]) -> list[Obj]:
-        uid = _meta(deployment)["uid"]
-        return [p for p in pods if _controller_uid(p) == uid and _active(p)]
+        """The Deployment's active pods: those of its ReplicaSets."""
+        owners = {_meta(rs)["uid"] for rs in self._replicasets_of(deployment)}
+        return [p for p in pods if _controller_uid(p) in owners and _active(p)]
 
     def _revision(self, deployment: Obj, pod_hash: str) -> int:
         """The template's revision: the highest, also when an older template comes back."""
-        known = self._revisions.setdefault(_meta(deployment)["uid"], {})
+        uid = _meta(deployment)["uid"]
+        if uid not in self._revisions:
+            # A controller (re)started on a store that has ReplicaSets: their revision annotations
+            # are the history (deployment_util.go MaxRevision).
+            self._revisions[uid] = {
+                str((_meta(rs).get("labels") or {}).get(HASH_LABEL)): _revision_of(rs)
+                for rs in self._replicasets_of(deployment)
+                if (_meta(rs).get("labels") or {}).get(HASH_LABEL) and _revision_of(rs)
+            }
+        known = self._revisions[uid]
         top = max(known.values(), default=0)
         if pod_hash not in known or known[pod_hash] < top:
-            annotated = int((_meta(deployment).get("annotations") or {}).get(REVISION) or 0)
+            annotated = _revision_of(deployment)
             known[pod_hash] = max(annotated, top) + 1 if known else annotated or 1
         return known[pod_hash]
 
     def _sync_deployment(self, deployment: Obj, pods: list[Obj]) -> None:
         spec = deployment.get("spec") or {}
         meta = _meta(deployment)
-        owned = self._owned(deployment, pods)
-        pod_hash = template_hash(spec.get("template") or {})
+        pod_hash = self._current_hash(deployment)
         revision = self._revision(deployment, pod_hash)
         if (meta.get("annotations") or {}).get(REVISION) != str(revision):
 
@@ -331,16 +490,24 @@ class Controller:
         if spec.get("paused"):
             return
         desired = int(spec.get("replicas", 1))
+        strategy = spec.get("strategy") or {}
+        surge = 0
+        if strategy.get("type") != "Recreate":
+            rolling = strategy.get("rollingUpdate") or {}
+            surge = _resolve_percent(rolling.get("maxSurge", "25%"), desired, round_up=True)
+        rs = self._new_replicaset(deployment, pod_hash, revision, desired + surge)
+        if rs is None:
+            return
+        owned = self._owned(deployment, pods)
         new = [p for p in owned if (_meta(p).get("labels") or {}).get(HASH_LABEL) == pod_hash]
         old = [p for p in owned if p not in new]
-        strategy = spec.get("strategy") or {}
         if strategy.get("type") == "Recreate":
             for pod in old:
                 self._delete_pod(pod)
-            self._scale(deployment, new, desired, pod_hash)
+            self._scale(rs, new, desired)
+            self._scale_old_replicasets(deployment, rs)
             return
         rolling = strategy.get("rollingUpdate") or {}
-        surge = _resolve_percent(rolling.get("maxSurge", "25%"), desired, round_up=True)
         unavailable = _resolve_percent(
             rolling.get("maxUnavailable", "25%"), desired, round_up=False
         )
@@ -348,10 +515,14 @@ class Controller:
             unavailable = 1
         room = desired + surge - len(new) - len(old)
         if len(new) < desired:
-            new += self._create_pods(deployment, min(desired - len(new), room), pod_hash)
+            want = len(new) + max(0, min(desired - len(new), room))
+            new = self._scale(rs, new, want)
         elif len(new) > desired:
-            new = self._scale(deployment, new, desired, pod_hash)
+            new = self._scale(rs, new, desired)
+        else:
+            self._scale(rs, new, desired)
         if not old:
+            self._scale_old_replicasets(deployment, rs)
             return
         min_available = desired - unavailable
         new_unavailable = sum(1 for p in new if not _ready(p))
@@ -364,12 +535,109 @@ class Controller:
         victims = sorted((p for p in old if _ready(p)), key=lambda p: _meta(p)["creationTimestamp"])
         for pod in victims[: max(0, available - min_available)]:
             self._delete_pod(pod)
+        self._scale_old_replicasets(deployment, rs)
 
-    def _scale(self, deployment: Obj, pods: list[Obj], desired: int, pod_hash: str) -> list[Obj]:
-        """Create or delete pods of the current template until there are ``desired``; the
+    def _new_replicaset(
+        self, deployment: Obj, pod_hash: str, revision: int, max_replicas: int
+    ) -> Obj | None:
+        """The ReplicaSet of the current template, created if missing (sync.go getNewReplicaSet):
+        ``<deployment>-<hash>``, owned by the Deployment, the hash in its labels, selector and
+        template labels, the revision annotations kept current."""
+        meta = _meta(deployment)
+        spec = deployment.get("spec") or {}
+        name = f"{meta['name']}-{pod_hash}"
+        annotations = {
+            REVISION: str(revision),
+            DESIRED_REPLICAS: str(int(spec.get("replicas", 1))),
+            MAX_REPLICAS: str(max_replicas),
+        }
+        current = self.store.find(REPLICASETS, meta["namespace"], name)
+        if current is not None:
+            if _controller_uid(current) != meta["uid"]:
+                return None  # a hash collision with someone else's ReplicaSet: leave it alone
+            have = _meta(current).get("annotations") or {}
+            if any(have.get(k) != v for k, v in annotations.items()):
+
+                def annotate(cur: Obj) -> Obj:
+                    _meta(cur).setdefault("annotations", {}).update(annotations)
+                    return cur
+
+                current = (
+                    self.store.mutate(
+                        REPLICASETS, meta["namespace"], name, annotate, uid=_meta(current)["uid"]
+                    )
+                    or current
+                )
+            return current
+        template = copy.deepcopy(spec.get("template") or {})
+        template.setdefault("metadata", {})
+        template["metadata"]["labels"] = {
+            **(template["metadata"].get("labels") or {}),
+            HASH_LABEL: pod_hash,
+        }
+        selector = copy.deepcopy(spec.get("selector") or {})
+        selector["matchLabels"] = {**(selector.get("matchLabels") or {}), HASH_LABEL: pod_hash}
+        body: Obj = {
+            "apiVersion": REPLICASETS.api_version,
+            "kind": REPLICASETS.kind,
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": dict(template["metadata"]["labels"]),
+                "annotations": annotations,
+                "ownerReferences": [
+                    {
+                        "apiVersion": DEPLOYMENTS.api_version,
+                        "kind": DEPLOYMENTS.kind,
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": {
+                "replicas": 0,
+                "minReadySeconds": int(spec.get("minReadySeconds") or 0),
+                "selector": selector,
+                "template": template,
+            },
+        }
+        try:
+            return self.store.create(REPLICASETS, admit_create(REPLICASETS, body))
+        except StatusError as err:
+            log.warning("sandbox controller: creating ReplicaSet %s failed: %s", name, err)
+            return None
+
+    def _set_replicas(self, rs: Obj, replicas: int) -> None:
+        """Scale a ReplicaSet's spec (the deployment controller's scaleReplicaSet)."""
+        if int((rs.get("spec") or {}).get("replicas", 1)) == replicas:
+            return
+        rmeta = _meta(rs)
+
+        def scale(cur: Obj) -> Obj:
+            cur.setdefault("spec", {})["replicas"] = replicas
+            return cur
+
+        self.store.mutate(REPLICASETS, rmeta["namespace"], rmeta["name"], scale, uid=rmeta["uid"])
+
+    def _scale_old_replicasets(self, deployment: Obj, new_rs: Obj) -> None:
+        """Old ReplicaSets keep the number of pods the strategy left them (zero when done)."""
+        live = self._owned(deployment, self.store.list(PODS, _meta(deployment)["namespace"])[0])
+        for rs in self._replicasets_of(deployment):
+            if _meta(rs)["uid"] == _meta(new_rs)["uid"]:
+                continue
+            left = sum(1 for p in live if _controller_uid(p) == _meta(rs)["uid"])
+            self._set_replicas(rs, left)
+
+    def _scale(self, rs: Obj, pods: list[Obj], desired: int) -> list[Obj]:
+        """Create or delete pods of the ReplicaSet until there are ``desired``; the
         unscheduled, then the unready, then the newest go first. Returns the survivors."""
+        self._set_replicas(rs, desired)
         if len(pods) < desired:
-            return pods + self._create_pods(deployment, desired - len(pods), pod_hash)
+            return pods + self._create_pods(rs, desired - len(pods))
+        self._failures.pop(_meta(rs)["uid"], None)  # nothing to create: manageReplicas succeeds
+        self._retry.pop(_meta(rs)["uid"], None)
 
         def keep_first(p: Obj) -> tuple[bool, bool, str]:
             scheduled = bool((p.get("spec") or {}).get("nodeName"))
@@ -380,9 +648,18 @@ class Controller:
             self._delete_pod(pod)
         return ranked[:desired]
 
-    def _create_pods(self, deployment: Obj, count: int, pod_hash: str) -> list[Obj]:
-        meta = _meta(deployment)
-        template = copy.deepcopy((deployment.get("spec") or {}).get("template") or {})
+    def _create_pods(self, rs: Obj, count: int) -> list[Obj]:
+        """The ReplicaSet's manageReplicas: pods from its template with ``generateName``, each
+        admitted as an API create would be (quota included). The first refusal stops the batch
+        (slowStartBatch), records a FailedCreate Event and backs off."""
+        meta = _meta(rs)
+        uid = meta["uid"]
+        at = time.monotonic()
+        retry_at, backoff = self._retry.get(uid, (0.0, 0.0))
+        if at < retry_at:
+            self._wake(retry_at)
+            return []
+        template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
         template_meta = template.get("metadata") or {}
         created = []
         for _ in range(max(0, count)):
@@ -390,16 +667,15 @@ class Controller:
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {
-                    "name": f"{meta['name']}-{pod_hash}-{random_suffix()}",
-                    "generateName": f"{meta['name']}-{pod_hash}-",
+                    "generateName": f"{meta['name']}-",
                     "namespace": meta["namespace"],
-                    "labels": {**(template_meta.get("labels") or {}), HASH_LABEL: pod_hash},
+                    "labels": dict(template_meta.get("labels") or {}),
                     "ownerReferences": [
                         {
-                            "apiVersion": DEPLOYMENTS.api_version,
-                            "kind": DEPLOYMENTS.kind,
+                            "apiVersion": REPLICASETS.api_version,
+                            "kind": REPLICASETS.kind,
                             "name": meta["name"],
-                            "uid": meta["uid"],
+                            "uid": uid,
                             "controller": True,
                             "blockOwnerDeletion": True,
                         }
@@ -410,18 +686,162 @@ class Controller:
             if template_meta.get("annotations"):
                 pod["metadata"]["annotations"] = dict(template_meta["annotations"])
             try:
-                created.append(self.store.create(PODS, admit_create(PODS, pod)))
+                with self.store.atomic():
+                    admitted = admit_create(PODS, pod)
+                    admit_pod(self.store, admitted)
+                    created.append(self.store.create(PODS, admitted))
             except StatusError as err:
                 log.warning(
                     "sandbox controller: creating a pod for %s failed: %s", meta["name"], err
                 )
+                self._failures[uid] = err.message
+                backoff = min(RETRY_MAX, backoff * 2 if backoff else RETRY_FIRST)
+                self._retry[uid] = (at + backoff, backoff)
+                self._wake(at + backoff)
+                self._record_event(rs, "Warning", FAILED_CREATE, f"Error creating: {err.message}")
+                return created
+        self._failures.pop(uid, None)
+        self._retry.pop(uid, None)
         return created
 
-    def _sync_deployment_status(self, deployment: Obj, pods: list[Obj]) -> None:
+    def _sync_standalone_replicaset(self, rs: Obj) -> None:
+        """manageReplicas for a ReplicaSet no Deployment controls: its pods up or down to
+        spec.replicas (pods are not adopted by selector)."""
+        uid = _meta(rs)["uid"]
+        pods = [p for p in self.store.list(PODS)[0] if _controller_uid(p) == uid and _active(p)]
+        self._scale(rs, pods, int((rs.get("spec") or {}).get("replicas", 1)))
+
+    def _record_event(self, obj: Obj, kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event as client-go's recorder writes it for the replicaset-controller
+        (tools/record/event.go makeEvent: name ``<object>.<unix nanos in hex>``, source
+        component; events_cache.go EventCorrelator: a repeat bumps ``count`` and
+        ``lastTimestamp`` of the same Event instead of writing a new one)."""
+        meta = _meta(obj)
+        stamp = rfc3339()
+        for ev in self.store.list(EVENTS, meta["namespace"])[0]:
+            involved = ev.get("involvedObject") or {}
+            if (
+                involved.get("uid") == meta["uid"]
+                and ev.get("reason") == reason
+                and ev.get("message") == message
+            ):
+
+                def bump(cur: Obj) -> Obj:
+                    cur["count"] = int(cur.get("count") or 1) + 1
+                    cur["lastTimestamp"] = stamp
+                    return cur
+
+                self.store.mutate(EVENTS, meta["namespace"], _meta(ev)["name"], bump)
+                return
+        body: Obj = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{time.time_ns():x}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "kind": obj.get("kind", REPLICASETS.kind),
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+                "apiVersion": obj.get("apiVersion", REPLICASETS.api_version),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "replicaset-controller"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "type": kind,
+            "eventTime": None,
+            "reportingComponent": "replicaset-controller",
+            "reportingInstance": "",
+        }
+        try:
+            self.store.create(EVENTS, admit_create(EVENTS, body))
+        except StatusError as err:
+            log.warning("sandbox controller: recording an event failed: %s", err)
+
+    def _sync_replicaset_status(self, rs: Obj, pods: list[Obj]) -> None:
+        """replica_set_utils.go calculateStatus: counts (``replicas`` always, the others omitted
+        when zero), observedGeneration, and the ReplicaFailure condition while creating fails
+        (set once with the first error's text, removed when a sync succeeds)."""
+        meta = _meta(rs)
+        spec = rs.get("spec") or {}
+        owned = [p for p in pods if _controller_uid(p) == meta["uid"] and _active(p)]
+        at = now()
+        min_ready = int(spec.get("minReadySeconds") or 0)
+        counts = {
+            "fullyLabeledReplicas": len(owned),
+            "readyReplicas": sum(1 for p in owned if _ready(p)),
+            "availableReplicas": sum(1 for p in owned if _available(p, min_ready, at)),
+        }
+        failure = self._failures.get(meta["uid"])
+        generation = meta.get("generation")
+
+        def change(current: Obj) -> Obj | None:
+            old_status = current.get("status") or {}
+            status: Obj = {"replicas": len(owned)}
+            status.update({k: v for k, v in counts.items() if v})
+            status["observedGeneration"] = generation
+            conditions = [
+                dict(c)
+                for c in old_status.get("conditions") or []
+                if c.get("type") != REPLICA_FAILURE
+            ]
+            existing = next(
+                (c for c in old_status.get("conditions") or [] if c.get("type") == REPLICA_FAILURE),
+                None,
+            )
+            if failure is not None:
+                conditions.append(
+                    dict(existing)
+                    if existing is not None
+                    else {
+                        "type": REPLICA_FAILURE,
+                        "status": "True",
+                        "lastTransitionTime": rfc3339(at),
+                        "reason": FAILED_CREATE,
+                        "message": failure,
+                    }
+                )
+            if conditions:
+                status["conditions"] = conditions
+            if status == old_status:
+                return None
+            current["status"] = status
+            return current
+
+        self.store.mutate(REPLICASETS, meta["namespace"], meta["name"], change, uid=meta["uid"])
+
+    def _sync_quotas(self) -> None:
+        for rq in self.store.list(RESOURCEQUOTAS)[0]:
+            status = quota_status(self.store, rq)
+            if rq.get("status") == status:
+                continue
+            meta = _meta(rq)
+
+            def write(cur: Obj, status: Obj = status) -> Obj | None:
+                if cur.get("status") == status:
+                    return None
+                cur["status"] = status
+                return cur
+
+            self.store.mutate(
+                RESOURCEQUOTAS, meta["namespace"], meta["name"], write, uid=meta["uid"]
+            )
+
+    def _sync_deployment_status(
+        self, deployment: Obj, replicasets: list[Obj], pods: list[Obj]
+    ) -> None:
         spec = deployment.get("spec") or {}
         meta = _meta(deployment)
-        owned = self._owned(deployment, pods)
-        pod_hash = template_hash(spec.get("template") or {})
+        mine = [rs for rs in replicasets if _controller_uid(rs) == meta["uid"]]
+        owners = {_meta(rs)["uid"] for rs in mine}
+        owned = [p for p in pods if _controller_uid(p) in owners and _active(p)]
+        pod_hash = self._current_hash(deployment)
         at = now()
         desired = int(spec.get("replicas", 1))
         min_ready = int(spec.get("minReadySeconds") or 0)
@@ -449,6 +869,7 @@ class Controller:
                 max_unavailable = 1
             max_unavailable = min(max_unavailable, desired)
         rs_name = f"{meta['name']}-{pod_hash}"
+        failure = _replica_failure(mine, rs_name)
         generation = meta.get("generation")
 
         def change(current: Obj) -> Obj | None:
@@ -471,6 +892,10 @@ class Controller:
                 else "Deployment does not have minimum availability.",
             )
             self._progress(conditions, old_status, counts, desired, rs_name, spec, at)
+            # syncRolloutStatus moves the ReplicaSets' failure into the Deployment's conditions.
+            conditions = [c for c in conditions if c.get("type") != REPLICA_FAILURE]
+            if failure is not None:
+                conditions.append(failure)
             status["conditions"] = _ordered(conditions)
             if status == old_status:
                 return None

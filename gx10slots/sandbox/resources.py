@@ -130,6 +130,28 @@ DEPLOYMENTS = ResourceType(
     status_subresource=True,
 )
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
+# Deployments own ReplicaSets that own Pods (pkg/controller/deployment, pkg/controller/replicaset);
+# a ResourceQuota is enforced when a pod is created (gx10slots.sandbox.quota).
+REPLICASETS = ResourceType(
+    "apps",
+    "v1",
+    "replicasets",
+    "ReplicaSet",
+    short_names=("rs",),
+    subresources=("status", "scale"),
+    categories=("all",),
+    tracks_generation=True,
+    status_subresource=True,
+)
+RESOURCEQUOTAS = ResourceType(
+    "",
+    "v1",
+    "resourcequotas",
+    "ResourceQuota",
+    short_names=("quota",),
+    subresources=("status",),
+    status_subresource=True,
+)
 # Service accounts (with the TokenRequest subresource `kubectl create token` calls) and RBAC, so
 # that docs/manifests/rbac.yaml can be applied and enforced (gx10slots.sandbox.rbac).
 SERVICEACCOUNTS = ResourceType(
@@ -155,6 +177,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     EVENTS,
     EVENTS_V1,
     DEPLOYMENTS,
+    REPLICASETS,
+    RESOURCEQUOTAS,
     LEASES,
     ENDPOINTSLICES,
     SERVICEACCOUNTS,
@@ -544,6 +568,8 @@ def initial_status(rt: ResourceType, obj: Obj) -> None:
     """Status on create: the server's, not the client's (nodes may bring their own)."""
     if rt is DEPLOYMENTS:
         obj["status"] = {}
+    elif rt is REPLICASETS:
+        obj["status"] = {"replicas": 0}
     elif rt is PODS:
         obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj.get("spec") or {})}
     elif rt is NAMESPACES:

@@ -20,6 +20,8 @@ from gx10slots.sandbox.resources import (
     NAMESPACES,
     NODES,
     PODS,
+    REPLICASETS,
+    RESOURCEQUOTAS,
     SECRETS,
     SERVICES,
 )
@@ -200,6 +202,32 @@ def _event(ev: Obj, at: datetime) -> list[Any]:
     ]
 
 
+def _replicaset(rs: Obj, at: datetime) -> list[Any]:
+    """kubernetes pkg/printers/internalversion printReplicaSet: desired, current, ready."""
+    status = rs.get("status") or {}
+    return [
+        rs["metadata"]["name"],
+        int((rs.get("spec") or {}).get("replicas", 1)),
+        int(status.get("replicas") or 0),
+        int(status.get("readyReplicas") or 0),
+        _age(rs, at),
+    ]
+
+
+def _resource_quota(rq: Obj, at: datetime) -> list[Any]:
+    """printResourceQuota: 'name: used/hard' for request-like and limits.* resources, sorted."""
+    status = rq.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    names = sorted(hard)
+    limits = [n for n in names if n.startswith("limits.")]
+    requests = [n for n in names if n not in limits]
+
+    def show(keys: list[str]) -> str:
+        return ", ".join(f"{k}: {used.get(k, '0')}/{hard[k]}" for k in keys)
+
+    return [rq["metadata"]["name"], _age(rq, at), show(requests), show(limits)]
+
+
 def _slice(es: Obj, at: datetime) -> list[Any]:
     ports = ",".join(str(p.get("port")) for p in es.get("ports") or []) or NONE
     addrs = [a for e in es.get("endpoints") or [] for a in e.get("addresses") or []]
@@ -239,6 +267,25 @@ _PRINTERS: dict[str, tuple[list[Column], Printer]] = {
             ("Selector", "string", 1),
         ],
         _deployment,
+    ),
+    REPLICASETS.key: (
+        [
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        _replicaset,
+    ),
+    RESOURCEQUOTAS.key: (
+        [
+            ("Name", "string", 0),
+            ("Age", "string", 0),
+            ("Request", "string", 0),
+            ("Limit", "string", 0),
+        ],
+        _resource_quota,
     ),
     SERVICES.key: (
         [

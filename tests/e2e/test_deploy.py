@@ -143,6 +143,40 @@ def test_crashing_model_fails_fast_naming_crashloop_and_showing_logs(sandbox: Sa
     assert sandbox.flag() == "blue"
 
 
+def test_a_pod_the_quota_refuses_fails_the_deploy_in_seconds_naming_the_quota(
+    sandbox: Sandbox,
+) -> None:
+    """Issue 14: a ResourceQuota that the new slot's pod would exceed. The pod is never created
+    (FailedCreate on the ReplicaSet, ReplicaFailure on the Deployment); deploy used to wait its
+    whole --timeout saying "no pod yet"."""
+    quota = sandbox.dir / "quota.yaml"
+    quota.write_text(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: gpu-memory\n"
+        "spec:\n  hard:\n    limits.memory: 100Gi\n"
+    )
+    applied = sandbox.kubectl("apply", "-f", str(quota))
+    assert applied.returncode == 0, applied.stderr
+    production = sandbox.production()
+    started = time.monotonic()
+    result = sandbox.cli("deploy", "org/model-v2", "--flip", "--timeout", "20m")
+    elapsed = time.monotonic() - started
+    assert result.code == 1, result.err
+    assert elapsed < 60
+    assert "rollout failed: FailedCreate" in result.err
+    assert (
+        "exceeded quota: gpu-memory" in result.err and "limited: limits.memory=100Gi" in result.err
+    )
+    assert "raise the quota" in result.err
+    assert sandbox.flag() == "blue"
+    assert sandbox.production() == production
+    entry = sandbox.history()[0]
+    assert (entry["action"], entry["to"], entry["result"]) == ("deploy", "green", "failed")
+    assert "exceeded quota: gpu-memory" in entry["detail"]
+    # kubectl lists the ReplicaSet controller's core/v1 Event and the tool's events.k8s.io/v1 one.
+    events = sandbox.kubectl("get", "events")
+    assert "FailedCreate" in events.stdout and "DeployFailed" in events.stdout, events.stdout
+
+
 def test_slow_loading_model_fails_on_the_deadline(sandbox: Sandbox) -> None:
     started = time.monotonic()
     result = sandbox.cli("deploy", "sandbox/loading-30s", "--timeout", "3s")

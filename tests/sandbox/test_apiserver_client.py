@@ -642,9 +642,17 @@ def test_quantities_are_stored_in_canonical_form(apps: Any, core: Any, sandbox: 
     assert pods[0].spec.containers[0].resources.limits == {"memory": "1536Mi", "cpu": "500m"}
 
     generation = read.metadata.generation
-    body = client.ApiClient().sanitize_for_serialization(
-        apps.read_namespaced_deployment("blue", NAMESPACE)
+    # The controller writes status a moment after each change: read-modify-replace once it has
+    # settled, or the replace may meet its write (409 Conflict, as on a real cluster).
+    settled = wait_for(
+        lambda: (
+            (r := apps.read_namespaced_deployment("blue", NAMESPACE)).status.observed_generation
+            == generation
+            and (r.status.available_replicas or 0) == 1
+            and r
+        )
     )
+    body = client.ApiClient().sanitize_for_serialization(settled)
     body["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] = "1.5Gi"
     replaced = apps.replace_namespaced_deployment("blue", NAMESPACE, body)
     assert replaced.metadata.generation == generation  # the same amount: no new generation

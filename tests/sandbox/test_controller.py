@@ -85,11 +85,38 @@ def test_deployment_creates_scheduled_pods_and_reports_available(apps: Any, core
             "pod-template-hash": pod_hash,
         }
         owner = pod.metadata.owner_references[0]
-        assert (owner.kind, owner.name, owner.controller) == ("Deployment", "blue", True)
+        assert (owner.kind, owner.name, owner.controller) == (
+            "ReplicaSet",
+            f"blue-{pod_hash}",
+            True,
+        )
         assert pod.spec.node_name == NODE
         assert (pod.status.phase, pod.status.pod_ip) == ("Running", "127.0.0.1")
         assert pod.status.container_statuses[0].ready
         assert pod.status.container_statuses[0].restart_count == 0
+    # The Deployment owns the ReplicaSet that owns the pods (sync.go getNewReplicaSet).
+    rs = apps.read_namespaced_replica_set(f"blue-{pod_hash}", NAMESPACE)
+    rs_owner = rs.metadata.owner_references[0]
+    assert (rs_owner.kind, rs_owner.uid, rs_owner.controller) == (
+        "Deployment",
+        d.metadata.uid,
+        True,
+    )
+    assert rs.metadata.annotations["deployment.kubernetes.io/revision"] == "1"
+    assert rs.spec.selector.match_labels == {
+        "app": "model",
+        "slot": "blue",
+        "pod-template-hash": pod_hash,
+    }
+    assert rs.spec.template.metadata.labels["pod-template-hash"] == pod_hash
+    assert owner.uid == rs.metadata.uid
+    rs = wait_for(lambda: _rs_ready(apps, f"blue-{pod_hash}", 2))
+    assert (rs.spec.replicas, rs.status.replicas, rs.status.available_replicas) == (2, 2, 2)
+
+
+def _rs_ready(apps: Any, name: str, replicas: int) -> Any:
+    rs = apps.read_namespaced_replica_set(name, NAMESPACE)
+    return rs if (rs.status.ready_replicas or 0) == replicas else None
 
 
 def test_scale_up_and_down(apps: Any, core: Any) -> None:
@@ -348,7 +375,7 @@ def test_reconcile_without_the_thread() -> None:
     server.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     server.seed(node())
     server.seed(deployment(replicas=2))
-    controller = Controller(store)
+    controller = Controller(store, status_delay=0)  # no thread to wait out the delay
     for _ in range(3):
         controller.reconcile()
     d = store.get(DEPLOYMENTS, NAMESPACE, "blue")
