@@ -39,7 +39,10 @@ def test_a_rename_keeps_the_old_name_answering_through_production(sandbox: Sandb
     assert green["served_names"][0] == "sandbox-v2"
     assert {"sandbox-v2", "sandbox-ok"} <= set(green["served_names"])
     # --rename retires the old names: the next slot serves the new name and its identity only.
-    retired = box.cli("deploy", "sandbox/ok", "--served-name", "sandbox-v3", "--rename")
+    # (Into blue, production's fallback since the flip: replaced on purpose.)
+    retired = box.cli(
+        "deploy", "sandbox/ok", "--served-name", "sandbox-v3", "--rename", "--replace-fallback"
+    )
     assert retired.code == 0, retired.err
     blue = box.cli("-o", "json", "status").json()["slots"]["blue"]
     assert blue["served_names"] == ["sandbox-v3", "gx10slots/blue"]

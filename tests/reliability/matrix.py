@@ -89,13 +89,12 @@ class Case:
     def rule(self) -> dict[str, Any]:
         """The fault rule for the sandbox's control API (POST /_sandbox/faults)."""
         if self.fault == "moved":
-            # The verification's first read, held: the flag is moved meanwhile.
+            # The verification's first list of the production EndpointSlices, held: the flag is
+            # moved meanwhile.
             return {
                 "action": "hang",
-                "verb": "get",
-                "resource": "endpoints",
-                "name": "gx10-model",
-                "namespace": "gx10",
+                "verb": "list",
+                "resource": "endpointslices",
                 "when": "before",
                 "count": 1,
                 "seconds": HANG_S,
