@@ -106,7 +106,7 @@ def test_an_overfull_history_drops_its_oldest_entries_first() -> None:
 
 def test_a_hostile_entry_cannot_crowd_out_the_rest() -> None:
     """An entry someone wrote by hand with a 600 KB nested field and a thousand keys."""
-    hostile = {f"k{i}": "v" for i in range(1000)}
+    hostile: dict[str, Any] = {f"k{i}": "v" for i in range(1000)}
     hostile.update(id="hostile", nested={"blob": ["q" * 600_000]})
     kube = FakeKube([hostile, *(_entry(n).to_dict() for n in range(20, 0, -1))])
     _append(kube, _entry(100))
