@@ -566,7 +566,10 @@ class _Handler(BaseHTTPRequestHandler):
             # Anonymous requests may read these, as system:public-info-viewer.
             return User("system:anonymous", ("system:unauthenticated",))
         scheme, _, credential = (header or "").partition(" ")
-        user = self.api.user_of(credential.strip()) if scheme == "Bearer" else None
+        # The scheme is case-insensitive (apiserver pkg/authentication/request/bearertoken:
+        # `strings.ToLower(parts[0]) != "bearer"`); the Python client's in-cluster loader sends
+        # "bearer".
+        user = self.api.user_of(credential.strip()) if scheme.lower() == "bearer" else None
         if user is None:
             raise StatusError(401, "Unauthorized", "Unauthorized")
         return user

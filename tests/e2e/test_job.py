@@ -1,0 +1,81 @@
+"""docs/manifests/job-deploy.yaml rehearsed: applied with kubectl to the sandbox, the Job runs the
+installed `slots` inside it with the service account's in-cluster credentials (no kubeconfig),
+and succeeds; production is then on the new slot, recorded as the Job's user."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Sandbox, wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
+]
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
+
+
+def _adapted_job_manifest(sandbox: Sandbox) -> str:
+    """The manifest with what differs in the sandbox: its slots.yaml (loopback endpoints instead
+    of cluster DNS), a model it serves, and a short guard window. Everything else as shipped."""
+    docs = list(yaml.safe_load_all((MANIFESTS / "job-deploy.yaml").read_text()))
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    job = next(d for d in docs if d["kind"] == "Job")
+    config = yaml.safe_load((sandbox.dir / "slots.yaml").read_text())
+    config["smoke"]["report_dir"] = "/reports"
+    config_map["data"]["slots.yaml"] = yaml.safe_dump(config)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    replaced = {
+        "Qwen/Qwen3-14B": "org/model-v2",
+        "--served-name=qwen3-14b": "--served-name=model-v2",
+        "--timeout=25m": "--timeout=2m",
+        "--guard=10m": "--guard=2s",
+    }
+    container["args"] = [replaced.get(a, a) for a in container["args"]]
+    assert "org/model-v2" in container["args"] and "--guard=2s" in container["args"]
+    return yaml.safe_dump_all(docs)
+
+
+def _job(sandbox: Sandbox) -> dict[str, Any]:
+    out = sandbox.kubectl("get", "job", "gx10slots-deploy", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def test_the_job_manifest_runs_slots_in_the_sandbox_and_succeeds(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    assert sandbox.flag() == "blue"
+    applied = sandbox.kubectl("apply", "-f", str(MANIFESTS / "rbac.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    manifest = tmp_path / "job-deploy.yaml"
+    manifest.write_text(_adapted_job_manifest(sandbox))
+    applied = sandbox.kubectl("apply", "-f", str(manifest))
+    assert applied.returncode == 0, applied.stderr
+
+    def finished() -> dict[str, Any] | None:
+        status = _job(sandbox).get("status") or {}
+        done = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
+        return status if done & {"Complete", "Failed"} else None
+
+    status = wait_for(finished, timeout=180, what="the Job to finish")
+    logs = sandbox.kubectl("logs", "job/gx10slots-deploy").stdout
+    assert status.get("succeeded") == 1, logs[-3000:]
+    assert {c["type"] for c in status["conditions"]} >= {"Complete", "SuccessCriteriaMet"}
+    assert status.get("completionTime")
+    # What the Job did, seen from outside: production on the new model's slot, verified.
+    assert sandbox.flag() == "green"
+    assert sandbox.answering_slot() == "green"
+    result = json.loads(logs[logs.index("{") :]) if "{" in logs else {}
+    assert result.get("flip", {}).get("verified") is True, logs[-3000:]
+    # It ran as the service account through RBAC, recorded as the Job's USER.
+    latest = sandbox.history()[0]
+    assert latest["action"] == "flip"
+    assert latest["by"].startswith("gx10slots-job@gx10slots-deploy-")
