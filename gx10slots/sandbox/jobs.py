@@ -142,6 +142,12 @@ class JobController:
     def reconcile(self) -> None:
         jobs, _ = self.store.list(JOBS)
         pods, _ = self.store.list(PODS)
+        # The garbage collector's part: a deleted Job's pods go too (kubectl deletes with
+        # propagationPolicy=Background), and their processes with them.
+        alive = {_meta(j).get("uid") for j in jobs}
+        for pod in pods:
+            if job_of(pod) is not None and job_of(pod) not in alive:
+                self._delete(pod)
         for job in jobs:
             if not _finished(job):
                 self._sync(job, [p for p in pods if job_of(p) == _meta(job).get("uid")])

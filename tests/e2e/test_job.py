@@ -70,6 +70,8 @@ def test_the_job_manifest_runs_slots_in_the_sandbox_and_succeeds(
     assert status.get("succeeded") == 1, logs[-3000:]
     assert {c["type"] for c in status["conditions"]} >= {"Complete", "SuccessCriteriaMet"}
     assert status.get("completionTime")
+    table = sandbox.kubectl("get", "job", "gx10slots-deploy").stdout.split()
+    assert table[5:8] == ["gx10slots-deploy", "Complete", "1/1"], table
     # What the Job did, seen from outside: production on the new model's slot, verified.
     assert sandbox.flag() == "green"
     assert sandbox.answering_slot() == "green"

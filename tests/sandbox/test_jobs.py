@@ -141,3 +141,13 @@ def test_a_pod_that_exits_0_completes_the_job(sandbox: Sandbox) -> None:
     assert _types(status) == ["SuccessCriteriaMet", "Complete"]
     assert status["completionTime"] and status["startTime"]
     assert len(_pods_of(sandbox, "done")) == 1
+
+
+def test_deleting_a_job_deletes_its_pods(sandbox: Sandbox) -> None:
+    _api(sandbox, "POST", JOBS_PATH, _job("gone"))
+    jobs = JobController(sandbox.store)
+    jobs.reconcile()
+    assert len(_pods_of(sandbox, "gone")) == 1
+    assert _api(sandbox, "DELETE", f"{JOBS_PATH}/gone").status_code == 200
+    jobs.reconcile()
+    assert _pods_of(sandbox, "gone") == []
