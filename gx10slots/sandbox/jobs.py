@@ -419,6 +419,8 @@ def pod_shim_spec(runtime: ProcessRuntime, pod: Obj) -> Obj:
 def run_to_completion(process: PodProcess) -> None:
     """The supervisor of a Job's pod: run the command once (again on failure with OnFailure),
     then leave the container terminated so the pod's phase becomes Succeeded or Failed."""
+    from gx10slots.sandbox.kubelet import _die_with_parent
+
     runtime, pod = process.runtime, process.pod
     policy = (pod.get("spec") or {}).get("restartPolicy", "Never")
     status = runtime.status
@@ -446,6 +448,8 @@ def run_to_completion(process: PodProcess) -> None:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # As the model servers: the pod dies with the sandbox (only a prctl before exec).
+                preexec_fn=_die_with_parent,
                 env={
                     "PATH": shim["env"]["PATH"],
                     **(
