@@ -22,7 +22,7 @@ pytestmark = [
 MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
 
 
-def _adapted_job_manifest(sandbox: Sandbox) -> str:
+def _adapted_job_manifest(sandbox: Sandbox, model: str = "org/model-v2") -> str:
     """The manifest with what differs in the sandbox: its slots.yaml (loopback endpoints instead
     of cluster DNS), a model it serves, and a short guard window. Everything else as shipped."""
     docs = list(yaml.safe_load_all((MANIFESTS / "job-deploy.yaml").read_text()))
@@ -33,13 +33,13 @@ def _adapted_job_manifest(sandbox: Sandbox) -> str:
     config_map["data"]["slots.yaml"] = yaml.safe_dump(config)
     container = job["spec"]["template"]["spec"]["containers"][0]
     replaced = {
-        "Qwen/Qwen3-14B": "org/model-v2",
+        "Qwen/Qwen3-14B": model,
         "--served-name=qwen3-14b": "--served-name=model-v2",
         "--timeout=25m": "--timeout=2m",
         "--guard=10m": "--guard=2s",
     }
     container["args"] = [replaced.get(a, a) for a in container["args"]]
-    assert "org/model-v2" in container["args"] and "--guard=2s" in container["args"]
+    assert model in container["args"] and "--guard=2s" in container["args"]
     return yaml.safe_dump_all(docs)
 
 
@@ -49,23 +49,48 @@ def _job(sandbox: Sandbox) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+def _apply(sandbox: Sandbox, manifest: Path) -> None:
+    for path in (MANIFESTS / "rbac.yaml", manifest):
+        applied = sandbox.kubectl("apply", "-f", str(path))
+        assert applied.returncode == 0, applied.stderr
+
+
+def _finished(sandbox: Sandbox) -> dict[str, Any] | None:
+    status = _job(sandbox).get("status") or {}
+    done = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
+    return status if done & {"Complete", "Failed"} else None
+
+
+def test_a_failing_slots_run_fails_the_job_with_its_exit_code(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """`sandbox/crash` never becomes ready (CrashLoopBackOff: slots exits 1): the pod ends with
+    slots' exit code, the Job is Failed at once (backoffLimit 0) and production stays."""
+    manifest = tmp_path / "job-deploy.yaml"
+    manifest.write_text(_adapted_job_manifest(sandbox, model="sandbox/crash"))
+    _apply(sandbox, manifest)
+    status = wait_for(lambda: _finished(sandbox), timeout=180, what="the Job to finish")
+    assert status.get("failed") == 1 and "succeeded" not in status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    pods = json.loads(
+        sandbox.kubectl("get", "pods", "-l", "job-name=gx10slots-deploy", "-o", "json").stdout
+    )["items"]
+    assert len(pods) == 1  # never retried
+    (container,) = pods[0]["status"]["containerStatuses"]
+    assert container["state"]["terminated"]["exitCode"] == 1
+    assert pods[0]["status"]["phase"] == "Failed"
+    assert sandbox.flag() == "blue"
+
+
 def test_the_job_manifest_runs_slots_in_the_sandbox_and_succeeds(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     assert sandbox.flag() == "blue"
-    applied = sandbox.kubectl("apply", "-f", str(MANIFESTS / "rbac.yaml"))
-    assert applied.returncode == 0, applied.stderr
     manifest = tmp_path / "job-deploy.yaml"
     manifest.write_text(_adapted_job_manifest(sandbox))
-    applied = sandbox.kubectl("apply", "-f", str(manifest))
-    assert applied.returncode == 0, applied.stderr
-
-    def finished() -> dict[str, Any] | None:
-        status = _job(sandbox).get("status") or {}
-        done = {c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"}
-        return status if done & {"Complete", "Failed"} else None
-
-    status = wait_for(finished, timeout=180, what="the Job to finish")
+    _apply(sandbox, manifest)
+    status = wait_for(lambda: _finished(sandbox), timeout=180, what="the Job to finish")
     logs = sandbox.kubectl("logs", "job/gx10slots-deploy").stdout
     assert status.get("succeeded") == 1, logs[-3000:]
     assert {c["type"] for c in status["conditions"]} >= {"Complete", "SuccessCriteriaMet"}
