@@ -146,3 +146,24 @@ def test_the_older_clients_argument_errors_are_translated(name: str) -> None:
         kube.write("patch Service gx10/gx10-model", refuse, [])
     assert "refused the call" in caught.value.message
     assert isinstance(caught.value.__cause__, error_class)
+
+
+def test_a_tls_error_after_the_handshake_leaves_a_write_unknown() -> None:
+    """A connection cut mid-answer (SSLEOFError) may come after the request was sent: the
+    write's outcome is unknown, so the caller reads back rather than assuming nothing changed."""
+    import urllib3.exceptions as u3
+    from kubernetes.client.exceptions import ApiException
+
+    def cut(*args: Any, **kwargs: Any) -> Any:
+        try:
+            raise u3.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+        except u3.SSLError as e:
+            raise ApiException(status=0, reason=f"SSLError\n{e}") from None
+
+    kube = _kube("https://127.0.0.1:9")
+    with pytest.raises(kube_client.WriteOutcomeUnknown) as caught:
+        kube.write("patch Service gx10/gx10-model", cut, [])
+    assert "TLS" in caught.value.message
+    with pytest.raises(ApiUnreachable) as read:
+        kube._call("read Service gx10/gx10-model", cut, (), {}, (1.0, 1.0), write=False)
+    assert not isinstance(read.value, kube_client.WriteOutcomeUnknown)

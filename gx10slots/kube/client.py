@@ -372,11 +372,7 @@ class Kube:
                 # The client turns urllib3's SSLError into ApiException(status=0) (rest.py:
                 # `except urllib3.exceptions.SSLError as e: raise ApiException(status=0, ...)`):
                 # no HTTP answer at all, so not an API error.
-                raise TlsFailure(
-                    f"{what}: TLS with the API server at {self.connection.host} failed "
-                    f"({_cause(exc.__context__ or exc)})",
-                    hint=TLS_HINT,
-                ) from exc
+                raise self._tls_error(what, exc.__context__ or exc, write=write) from exc
             error = translate_api_exception(exc, what)
             error.retry_after = _retry_after(exc)
             raise error from exc
@@ -388,10 +384,7 @@ class Kube:
                 hint=CLIENT_HINT,
             ) from exc
         except u3.SSLError as exc:
-            raise TlsFailure(
-                f"{what}: TLS with the API server at {self.connection.host} failed ({_cause(exc)})",
-                hint=TLS_HINT,
-            ) from exc
+            raise self._tls_error(what, exc, write=write) from exc
         except (u3.NewConnectionError, u3.ConnectTimeoutError) as exc:
             # Nothing reached the server: safe to say nothing changed.
             raise ApiUnreachable(
@@ -426,6 +419,42 @@ class Kube:
         if not isinstance(parsed, dict):
             raise ApiError(f"{what}: unexpected answer {excerpt(str(parsed))}", status=200)
         return parsed
+
+    def _tls_error(self, what: str, cause: BaseException, *, write: bool) -> ApiUnreachable:
+        """A failed handshake (the certificate, the protocol) happens before the request is
+        sent: nothing changed, and it is not worth a retry. Any other TLS error may have cut a
+        write whose request was already sent: its outcome is unknown."""
+        message = (
+            f"{what}: TLS with the API server at {self.connection.host} failed ({_cause(cause)})"
+        )
+        if write and not _handshake_failure(cause):
+            return WriteOutcomeUnknown(message, hint=TLS_HINT)
+        return TlsFailure(message, hint=TLS_HINT)
+
+
+def _handshake_failure(cause: BaseException) -> bool:
+    chain: list[BaseException] = []
+    seen: BaseException | None = cause
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = (
+            seen.__context__
+            or seen.__cause__
+            or next((a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)), None)
+        )
+    if any(isinstance(e, (ssl.SSLCertVerificationError, ssl.CertificateError)) for e in chain):
+        return True
+    text = " ".join(str(e) for e in chain).upper()
+    return any(
+        marker in text
+        for marker in (
+            "CERTIFICATE_VERIFY_FAILED",
+            "CERTIFICATE VERIFY FAILED",
+            "WRONG_VERSION_NUMBER",
+            "HANDSHAKE",
+            "HOSTNAME",
+        )
+    )
 
 
 def _read_body(response: Any, cap: int, what: str) -> bytes:
