@@ -1215,6 +1215,25 @@ def _binding_causes(obj: Obj, old: Obj | None) -> Iterator[Cause]:
 
 _SEMANTIC[ROLEBINDINGS.key] = _binding_causes
 _SEMANTIC[JOBS.key] = _job_causes
+
+# pkg/apis/core/validation/validation.go ValidateConfigMap: keys and values (data and binaryData)
+# may total core.MaxSecretSize = 1 MiB; the error names the whole object (path "").
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+
+
+def _configmap_causes(obj: Obj, old: Obj | None) -> Iterator[Cause]:
+    total = 0
+    for key, value in (obj.get("data") or {}).items():
+        total += len(str(key).encode()) + len(str(value).encode())
+    for key, value in (obj.get("binaryData") or {}).items():
+        total += len(str(key).encode()) + len(str(value)) * 3 // 4  # base64 in JSON
+    if total > CONFIGMAP_MAX_BYTES:
+        yield Cause(
+            "[]", "FieldValueTooLong", f"Too long: must have at most {CONFIGMAP_MAX_BYTES} bytes"
+        )
+
+
+_SEMANTIC[CONFIGMAPS.key] = _configmap_causes
 _SEMANTIC[CLUSTERROLEBINDINGS.key] = _binding_causes
 
 
