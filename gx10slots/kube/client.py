@@ -26,6 +26,7 @@ import yaml
 from gx10slots.errors import (
     ApiError,
     ApiUnreachable,
+    ClusterError,
     ConfigError,
     Conflict,
     Invalid,
@@ -64,6 +65,22 @@ class WriteOutcomeUnknown(ApiUnreachable):
     """The write was sent but its answer was lost: it may or may not have been applied."""
 
     kind = "write-outcome-unknown"
+
+
+class TlsFailure(ApiUnreachable):
+    """The TLS handshake with the API server failed (a wrong CA, a certificate for another name,
+    an expired one, or plain HTTP on the port): nothing was sent, and trying again cannot help."""
+
+
+TLS_HINT = (
+    "the API server is unreachable over TLS: check the kubeconfig's certificate-authority(-data) "
+    "is the cluster's CA (a wrong CA is the usual cause), that the server name matches its "
+    "certificate, and the clock"
+)
+CLIENT_HINT = (
+    "the installed kubernetes client refused the call before sending it; reinstall gx10slots so "
+    "pip resolves a kubernetes client it supports (pyproject.toml declares the floor)"
+)
 
 
 @dataclass(frozen=True)
@@ -287,7 +304,8 @@ class Kube:
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, ApiError):
                 return exc.status == 429 or exc.status >= 500
-            return isinstance(exc, ApiUnreachable)
+            # A failed TLS handshake fails the same way every time: no retry.
+            return isinstance(exc, ApiUnreachable) and not isinstance(exc, TlsFailure)
 
         backoff = wait_exponential(multiplier=0.2, max=2.0)
 
@@ -340,7 +358,7 @@ class Kube:
         write: bool,
     ) -> dict[str, Any]:
         import urllib3.exceptions as u3
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException, OpenApiException
 
         raw_text = kwargs.pop("_raw_text", False)
         kwargs.setdefault("_request_timeout", timeout)
@@ -350,9 +368,23 @@ class Kube:
             response = fn(*args, **kwargs)
             data = _read_body(response, MAX_RESPONSE_BYTES, what)
         except ApiException as exc:
+            if not getattr(exc, "status", 0) and _tls_failure(exc):
+                # The client turns urllib3's SSLError into ApiException(status=0) (rest.py:
+                # `except urllib3.exceptions.SSLError as e: raise ApiException(status=0, ...)`):
+                # no HTTP answer at all, so not an API error.
+                raise self._tls_error(what, exc.__context__ or exc, write=write) from exc
             error = translate_api_exception(exc, what)
             error.retry_after = _retry_after(exc)
             raise error from exc
+        except OpenApiException as exc:
+            # ApiTypeError/ApiValueError/ApiKeyError (clients <= 35): an unknown keyword or a
+            # missing parameter, raised by the generated method before anything is sent.
+            raise ClusterError(
+                f"{what}: the kubernetes client refused the call ({_cause(exc)})",
+                hint=CLIENT_HINT,
+            ) from exc
+        except u3.SSLError as exc:
+            raise self._tls_error(what, exc, write=write) from exc
         except (u3.NewConnectionError, u3.ConnectTimeoutError) as exc:
             # Nothing reached the server: safe to say nothing changed.
             raise ApiUnreachable(
@@ -364,6 +396,16 @@ class Kube:
             cls = WriteOutcomeUnknown if write else ApiUnreachable
             raise cls(
                 f"{what}: no answer from the API server after {elapsed:.1f} s ({_cause(exc)})"
+            ) from exc
+        except ValueError as exc:
+            # Clients >= 36 validate arguments with pydantic (`@validate_call`): a
+            # pydantic_core.ValidationError (a ValueError) before anything is sent. Nothing else
+            # in this block raises ValueError (the body is parsed below).
+            if not _is_validation_error(exc):
+                raise
+            raise ClusterError(
+                f"{what}: the kubernetes client refused the call ({_cause(exc)})",
+                hint=CLIENT_HINT,
             ) from exc
         if raw_text:
             return {"text": (data or b"")[-MAX_TEXT_BYTES:].decode("utf-8", errors="replace")}
@@ -377,6 +419,42 @@ class Kube:
         if not isinstance(parsed, dict):
             raise ApiError(f"{what}: unexpected answer {excerpt(str(parsed))}", status=200)
         return parsed
+
+    def _tls_error(self, what: str, cause: BaseException, *, write: bool) -> ApiUnreachable:
+        """A failed handshake (the certificate, the protocol) happens before the request is
+        sent: nothing changed, and it is not worth a retry. Any other TLS error may have cut a
+        write whose request was already sent: its outcome is unknown."""
+        message = (
+            f"{what}: TLS with the API server at {self.connection.host} failed ({_cause(cause)})"
+        )
+        if write and not _handshake_failure(cause):
+            return WriteOutcomeUnknown(message, hint=TLS_HINT)
+        return TlsFailure(message, hint=TLS_HINT)
+
+
+def _handshake_failure(cause: BaseException) -> bool:
+    chain: list[BaseException] = []
+    seen: BaseException | None = cause
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = (
+            seen.__context__
+            or seen.__cause__
+            or next((a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)), None)
+        )
+    if any(isinstance(e, (ssl.SSLCertVerificationError, ssl.CertificateError)) for e in chain):
+        return True
+    text = " ".join(str(e) for e in chain).upper()
+    return any(
+        marker in text
+        for marker in (
+            "CERTIFICATE_VERIFY_FAILED",
+            "CERTIFICATE VERIFY FAILED",
+            "WRONG_VERSION_NUMBER",
+            "HANDSHAKE",
+            "HOSTNAME",
+        )
+    )
 
 
 def _read_body(response: Any, cap: int, what: str) -> bytes:
@@ -402,6 +480,23 @@ def _read_body(response: Any, cap: int, what: str) -> bytes:
             )
     response.release_conn()
     return bytes(body)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether a status-0 ApiException stands for a TLS failure (urllib3's SSLError)."""
+    import urllib3.exceptions as u3
+
+    if isinstance(exc.__context__, (u3.SSLError, ssl.SSLError, ssl.CertificateError)):
+        return True
+    return str(getattr(exc, "reason", "") or "").startswith("SSLError")
+
+
+def _is_validation_error(exc: BaseException) -> bool:
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # clients <= 35 do not depend on pydantic
+        return False
+    return isinstance(exc, ValidationError)
 
 
 def _cause(exc: BaseException) -> str:

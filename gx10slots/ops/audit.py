@@ -1,10 +1,12 @@
 """The audit trail: the bounded history ConfigMap and Kubernetes Events.
 
 History is one JSON list under the key ``entries`` of the ConfigMap ``gx10slots-history``, newest
-first, the last 200 kept; each append is a compare-and-swap replace (a conflict re-reads and
-re-applies, so concurrent writers never lose or double an entry: entries carry an ``id`` and an
-append whose id is already present is a no-op). Events expire after about an hour, which is why
-the flag object's annotations and this ConfigMap carry the durable record.
+first, the last 200 kept and never more than ``HISTORY_MAX_BYTES`` of JSON (the oldest go first;
+each entry's fields are bounded, so one entry can never crowd out the rest). Each append is a
+compare-and-swap replace (a conflict re-reads and re-applies, so concurrent writers never lose
+or double an entry: entries carry an ``id`` and an append whose id is already present is a
+no-op). Events expire after about an hour, which is why the flag object's annotations and this
+ConfigMap carry the durable record.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ log = logging.getLogger("gx10slots.audit")
 HISTORY_CONFIGMAP = "gx10slots-history"
 HISTORY_KEY = "entries"
 HISTORY_LIMIT = 200
+# A ConfigMap's data may total at most 1 MiB (kubernetes pkg/apis/core/validation/validation.go,
+# ValidateConfigMap: `if totalSize > core.MaxSecretSize` with MaxSecretSize = 1 * 1024 * 1024 in
+# pkg/apis/core/types.go), and etcd's request limit (1.5 MiB) holds the whole object. A quarter of
+# that leaves room for the object's metadata and for whatever else someone keeps beside us.
+HISTORY_MAX_BYTES = 256 * 1024
+# Per entry: the free-text fields quote engines, pod logs and servers, so they are cut.
+DETAIL_MAX_CHARS = 2000
+FIELD_MAX_CHARS = 256
+ENTRY_MAX_FIELDS = 32
 APPEND_ATTEMPTS = 5
 REPORTING_CONTROLLER = "gx10slots.io/slots"
 
@@ -74,6 +85,43 @@ def _parse_entries(cm: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
+def _bound_value(value: Any, limit: int) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if not isinstance(value, str):
+        # Nothing we write nests; an entry from elsewhere that does is kept as bounded text.
+        value = json.dumps(value, separators=(",", ":"), default=str)
+    return _bounded(value, limit)
+
+
+def bound_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry whose every field is bounded: at most ``ENTRY_MAX_FIELDS`` fields, short keys,
+    ``detail`` at most ``DETAIL_MAX_CHARS``, any other text at most ``FIELD_MAX_CHARS``."""
+    bounded: dict[str, Any] = {}
+    for key, value in list(entry.items())[:ENTRY_MAX_FIELDS]:
+        name = _bounded(str(key), 64)
+        bounded[name] = _bound_value(
+            value, DETAIL_MAX_CHARS if name == "detail" else FIELD_MAX_CHARS
+        )
+    return bounded
+
+
+def _fit(entries: list[dict[str, Any]]) -> str:
+    """The history as stored: newest first, at most ``HISTORY_LIMIT`` entries and
+    ``HISTORY_MAX_BYTES`` of JSON; the oldest are dropped first."""
+    kept: list[str] = []
+    size = 2  # the brackets
+    for entry in entries[:HISTORY_LIMIT]:
+        # ensure_ascii (the default): one character is one byte, the size is exact.
+        text = json.dumps(bound_entry(entry), separators=(",", ":"), default=str)
+        added = len(text) + (1 if kept else 0)
+        if size + added > HISTORY_MAX_BYTES:
+            break
+        kept.append(text)
+        size += added
+    return "[" + ",".join(kept) + "]"
+
+
 def read_history(app: App) -> list[dict[str, Any]]:
     kube = app.kube
     try:
@@ -118,8 +166,7 @@ def append_history(app: App, entry: HistoryEntry) -> None:
         entries = _parse_entries(cm or {})
         if entry.id and any(e.get("id") == entry.id for e in entries):
             return
-        entries = [doc, *entries][:HISTORY_LIMIT]
-        data = {HISTORY_KEY: json.dumps(entries, separators=(",", ":"))}
+        data = {HISTORY_KEY: _fit([doc, *entries])}
         try:
             if cm is None:
                 kube.write(

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from gx10slots.sandbox import apiproxy, tables
+from gx10slots.sandbox import apiproxy, protobuf, tables
 from gx10slots.sandbox import resources as res
 from gx10slots.sandbox.faults import FaultRule, Faults, RequestInfo
 from gx10slots.sandbox.patching import PatchError, apply_patch, patch_type
@@ -567,7 +567,10 @@ class _Handler(BaseHTTPRequestHandler):
             # Anonymous requests may read these, as system:public-info-viewer.
             return User("system:anonymous", ("system:unauthenticated",))
         scheme, _, credential = (header or "").partition(" ")
-        user = self.api.user_of(credential.strip()) if scheme == "Bearer" else None
+        # The scheme is case-insensitive (apiserver pkg/authentication/request/bearertoken:
+        # `strings.ToLower(parts[0]) != "bearer"`); the Python client's in-cluster loader sends
+        # "bearer".
+        user = self.api.user_of(credential.strip()) if scheme.lower() == "bearer" else None
         if user is None:
             raise StatusError(401, "Unauthorized", "Unauthorized")
         return user
@@ -611,6 +614,10 @@ class _Handler(BaseHTTPRequestHandler):
                 obj = yaml.safe_load(body)
             elif content_type == "application/json":
                 obj = json.loads(body)
+            elif content_type == protobuf.MEDIA_TYPE:
+                # kubectl's typed clients (create configmap/secret/...) send protobuf and no
+                # discovery answer can stop them: see gx10slots/sandbox/protobuf.py.
+                obj = self._decode_protobuf(body)
             else:
                 raise StatusError(
                     415,
@@ -623,6 +630,19 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(obj, dict):
             raise bad_request("the body of the request must be a JSON object")
         return obj
+
+    def _decode_protobuf(self, body: bytes) -> Obj:
+        try:
+            return protobuf.decode(body)
+        except protobuf.UnsupportedKind as err:
+            raise StatusError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/json, application/yaml (the sandbox decodes "
+                f"{protobuf.MEDIA_TYPE} only for ConfigMap, Secret, Namespace and "
+                f"ServiceAccount; got {err})",
+            ) from err
 
     # -- fault injection ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from gx10slots.sandbox.apiserver import ApiServer
 from gx10slots.sandbox.controller import Controller
+from gx10slots.sandbox.jobs import InClusterAccess, JobController
 from gx10slots.sandbox.kubelet import ProcessRuntime
 from gx10slots.sandbox.proxy import ServiceProxy
 from gx10slots.sandbox.resources import CONFIGMAPS, ENDPOINTSLICES, PODS, SERVICES
@@ -120,12 +121,15 @@ class DataPlane:
         self.runtime = ProcessRuntime(server.store, directory, engine=engine)
         server.log_source = self.runtime
         self.controller = Controller(server.store, self.runtime, tick=0.5)
+        self.runtime.in_cluster = InClusterAccess(server)
+        self.jobs = JobController(server.store)
         self.proxies: dict[str, ServiceProxy] = {}
         self.router = Router(self._production_wanted, router_lag_s)
         server.service_resolver = self.resolve
 
     def start(self) -> None:
         self.controller.start()
+        self.jobs.start()
         self.router.start()
 
     def _slice_backends(self, service: str, namespace: str = NAMESPACE) -> tuple[str, ...]:
@@ -188,6 +192,7 @@ class DataPlane:
         return urls
 
     def stop(self) -> None:
+        self.jobs.stop()
         self.router.stop()
         for proxy in self.proxies.values():
             proxy.stop()

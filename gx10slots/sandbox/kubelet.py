@@ -23,13 +23,16 @@ import sys
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from gx10slots.memory import gpu_memory_utilization, parse_quantity_bytes
 from gx10slots.sandbox.runtime import PodStatusWriter, terminated_state
 from gx10slots.sandbox.store import Obj, Store
+
+if TYPE_CHECKING:
+    from gx10slots.sandbox.jobs import InClusterAccess
 
 log = logging.getLogger("gx10slots.sandbox.kubelet")
 
@@ -93,14 +96,21 @@ class PodProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._supervise, name=f"kubelet-{self.name}", daemon=True
-        )
+        from gx10slots.sandbox.jobs import runs_to_completion
+
+        supervise = self.run_to_completion if runs_to_completion(pod) else self._supervise
+        self._thread = threading.Thread(target=supervise, name=f"kubelet-{self.name}", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
+
+    def run_to_completion(self) -> None:
+        """A Job's pod: its own command, once (gx10slots.sandbox.jobs)."""
+        from gx10slots.sandbox.jobs import run_to_completion
+
+        run_to_completion(self)
 
     def stop(self) -> None:
         self._stop.set()
@@ -266,6 +276,9 @@ class ProcessRuntime:
         self.directory = directory
         self.engine = engine
         self.status = PodStatusWriter(store)
+        # Set by the data plane: the API server's address, CA and service-account tokens, for
+        # the in-cluster credentials of Job pods (gx10slots.sandbox.jobs).
+        self.in_cluster: InClusterAccess | None = None
         self._pods: dict[str, PodProcess] = {}
         self._lock = threading.Lock()
 

@@ -17,6 +17,7 @@ import math
 import re
 import secrets
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -165,6 +166,17 @@ CLUSTERROLEBINDINGS = ResourceType(
     _RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False
 )
 ENDPOINTSLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+# batch/v1 Jobs, run to completion by gx10slots.sandbox.jobs (docs/manifests/job-deploy.yaml).
+JOBS = ResourceType(
+    "batch",
+    "v1",
+    "jobs",
+    "Job",
+    subresources=("status",),
+    categories=("all",),
+    tracks_generation=True,
+    status_subresource=True,
+)
 
 RESOURCES: tuple[ResourceType, ...] = (
     NAMESPACES,
@@ -186,6 +198,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     ROLEBINDINGS,
     CLUSTERROLES,
     CLUSTERROLEBINDINGS,
+    JOBS,
 )
 _RBAC_KINDS = (ROLES, ROLEBINDINGS, CLUSTERROLES, CLUSTERROLEBINDINGS)
 # Kinds whose DELETE answers with the object rather than a Status (ReturnDeletedObject).
@@ -547,6 +560,60 @@ def _default_secret(obj: Obj) -> None:
             data[k] = base64.b64encode(str(v).encode()).decode()
 
 
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def _default_job(obj: Obj, old: Obj | None) -> None:
+    """pkg/apis/batch/v1/defaults.go SetDefaults_Job, and the strategy's generateSelector
+    (pkg/registry/batch/job/strategy.go): the template labelled with the job's name and a
+    controller uid, the selector matching that uid. A real server uses metadata.uid; the sandbox
+    assigns uids in its store after defaulting, so the label holds its own UUID (the job
+    controller finds its pods by ownerReference either way)."""
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("completions", 1)
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    template = spec.setdefault("template", {})
+    if not isinstance(template, dict):
+        return
+    labels = template.setdefault("metadata", {}).setdefault("labels", {})
+    old_labels = (((old or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}
+    old_uid = (old_labels.get("labels") or {}).get(JOB_UID_LABEL)
+    if not spec.get("manualSelector") and isinstance(labels, dict):
+        uid = labels.get(JOB_UID_LABEL) or old_uid or str(uuid.uuid4())
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        labels.update(
+            {JOB_UID_LABEL: uid, JOB_NAME_LABEL: name, "controller-uid": uid, "job-name": name}
+        )
+        spec.setdefault("selector", {"matchLabels": {JOB_UID_LABEL: uid}})
+    if isinstance(template.get("spec"), dict):
+        default_pod_spec(template["spec"], pod=False)
+
+
+def _job_causes(obj: Obj, old: Obj | None) -> Iterator[Cause]:
+    """pkg/apis/batch/validation/validation.go: a Job's pods run to completion, and its pod
+    template is immutable once created (ValidateJobSpecUpdate: "field is immutable")."""
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    policy = (template.get("spec") or {}).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        yield Cause(
+            "spec.template.spec.restartPolicy",
+            "FieldValueNotSupported",
+            f'Unsupported value: {json.dumps(policy)}: supported values: "OnFailure", "Never"',
+        )
+    if isinstance(template.get("spec"), dict):
+        yield from _pod_spec_causes(template["spec"], "spec.template.spec")
+    if old is not None and ((old.get("spec") or {}).get("template") or {}) != template:
+        yield Cause("spec.template", "FieldValueInvalid", "Invalid value: field is immutable")
+
+
 def apply_defaults(rt: ResourceType, obj: Obj, old: Obj | None = None) -> None:
     """The apiserver's defaulting for ``obj`` (in place); runs on every write, as decoding does."""
     meta = obj.setdefault("metadata", {})
@@ -559,6 +626,8 @@ def apply_defaults(rt: ResourceType, obj: Obj, old: Obj | None = None) -> None:
         _default_service(obj, old)
     elif rt is SECRETS:
         _default_secret(obj)
+    elif rt is JOBS:
+        _default_job(obj, old)
     elif rt is NAMESPACES:
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
@@ -576,6 +645,8 @@ def initial_status(rt: ResourceType, obj: Obj) -> None:
         obj["status"] = {"phase": "Active"}
     elif rt is SERVICES:
         obj["status"] = {"loadBalancer": {}}
+    elif rt is JOBS:
+        obj["status"] = {}
 
 
 # -- events.k8s.io <-> core/v1 ----------------------------------------------------------------
@@ -1169,6 +1240,26 @@ def _binding_causes(obj: Obj, old: Obj | None) -> Iterator[Cause]:
 
 
 _SEMANTIC[ROLEBINDINGS.key] = _binding_causes
+_SEMANTIC[JOBS.key] = _job_causes
+
+# pkg/apis/core/validation/validation.go ValidateConfigMap: keys and values (data and binaryData)
+# may total core.MaxSecretSize = 1 MiB; the error names the whole object (path "").
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+
+
+def _configmap_causes(obj: Obj, old: Obj | None) -> Iterator[Cause]:
+    total = 0
+    for key, value in (obj.get("data") or {}).items():
+        total += len(str(key).encode()) + len(str(value).encode())
+    for key, value in (obj.get("binaryData") or {}).items():
+        total += len(str(key).encode()) + len(str(value)) * 3 // 4  # base64 in JSON
+    if total > CONFIGMAP_MAX_BYTES:
+        yield Cause(
+            "[]", "FieldValueTooLong", f"Too long: must have at most {CONFIGMAP_MAX_BYTES} bytes"
+        )
+
+
+_SEMANTIC[CONFIGMAPS.key] = _configmap_causes
 _SEMANTIC[CLUSTERROLEBINDINGS.key] = _binding_causes
 
 

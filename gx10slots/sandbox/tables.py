@@ -16,6 +16,7 @@ from gx10slots.sandbox.resources import (
     ENDPOINTS,
     ENDPOINTSLICES,
     EVENTS,
+    JOBS,
     LEASES,
     NAMESPACES,
     NODES,
@@ -377,6 +378,49 @@ _PRINTERS: dict[str, tuple[list[Column], Printer]] = {
         _slice,
     ),
 }
+
+
+def _job(job: Obj, at: datetime) -> list[Any]:
+    """pkg/printers/internalversion/printers.go printJob (1.32): the status is the last true
+    condition among Complete/Failed/FailureTarget/SuccessCriteriaMet, else Running."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    true = [c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"]
+    state = next(
+        (t for t in ("Failed", "Complete", "FailureTarget", "SuccessCriteriaMet") if t in true),
+        "Suspended" if spec.get("suspend") else "Running",
+    )
+    started, finished = (
+        parse_time(status.get("startTime")),
+        parse_time(status.get("completionTime")),
+    )
+    duration = human_duration(((finished or at) - started).total_seconds()) if started else ""
+    template = (spec.get("template") or {}).get("spec") or {}
+    containers = template.get("containers") or []
+    return [
+        job["metadata"]["name"],
+        state,
+        f"{status.get('succeeded', 0)}/{spec.get('completions', 1)}",
+        duration,
+        _age(job, at),
+        ",".join(str(c.get("name")) for c in containers),
+        ",".join(str(c.get("image")) for c in containers),
+        format_selector(selector_from_spec(spec.get("selector") or {})),
+    ]
+
+
+_PRINTERS[JOBS.key] = (
+    [
+        ("Name", "string", 0),
+        ("Status", "string", 0),
+        ("Completions", "string", 0),
+        ("Duration", "string", 0),
+        ("Age", "string", 0),
+        ("Containers", "string", 1),
+        ("Images", "string", 1),
+        ("Selector", "string", 1),
+    ],
+    _job,
+)
 _DEFAULT: tuple[list[Column], Printer] = (
     [("Name", "string", 0), ("Age", "string", 0)],
     lambda o, at: [o["metadata"]["name"], _age(o, at)],

@@ -243,3 +243,6 @@ def test_a_certificate_from_another_authority_is_exit_4_naming_tls(
         "status",
     )
     _check(result, 4, "certificate verify failed")
+    error = result.json()["error"]
+    assert error["type"] == "api-unreachable"
+    assert "TLS" in error["hint"] and "certificate-authority" in error["hint"]

@@ -275,3 +275,34 @@ def test_quantities_come_back_canonical(kubectl: Kubectl, tmp_path: Path) -> Non
     assert result.returncode != 0
     assert "cannot be handled as a Deployment: quantities must match" in result.stderr
     assert "NotFound" in kubectl("get", "deploy", "bad").stderr
+
+
+def test_create_configmap_and_secret_generic_send_protobuf_and_are_stored(
+    kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """kubectl's typed clients send these as application/vnd.kubernetes.protobuf (client-go >=
+    0.32 PrefersProtobuf); a real API server decodes them, and so does the sandbox."""
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)))
+    kubectl.ok("create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=n=3")
+    kubectl.ok("create", "configmap", "binary", f"--from-file=blob={blob}")
+    kubectl.ok(
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=hunter2",
+        f"--from-file={blob}",
+    )
+    settings = json.loads(kubectl.ok("get", "configmap", "settings", "-o", "json"))
+    assert settings["data"] == {"mode": "fast", "n": "3"}
+    assert settings["metadata"]["namespace"] == NAMESPACE
+    binary = json.loads(kubectl.ok("get", "configmap", "binary", "-o", "json"))
+    assert base64.b64decode(binary["binaryData"]["blob"]) == bytes(range(256))
+    creds = json.loads(kubectl.ok("get", "secret", "creds", "-o", "json"))
+    assert creds["type"] == "Opaque"
+    assert base64.b64decode(creds["data"]["password"]) == b"hunter2"
+    assert base64.b64decode(creds["data"]["blob.bin"]) == bytes(range(256))
+    # Created once: a second create is AlreadyExists, as on a real server.
+    again = kubectl("create", "configmap", "settings", "--from-literal=mode=slow")
+    assert again.returncode != 0 and "already exists" in again.stderr

@@ -1,0 +1,169 @@
+"""Every exception of the official client reaches the user translated (gx10slots.errors), chained
+with ``from``: a TLS failure is "unreachable" with a hint naming TLS and the CA, and the client's
+own argument checks (ApiTypeError/ApiValueError up to v35, pydantic ValidationError from v36) are
+a cluster error saying nothing was sent, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gx10slots.errors import ApiUnreachable, ClusterError
+from gx10slots.kube import client as kube_client
+from gx10slots.kube.client import Connection, Kube
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "1", "-subj", f"/CN={name}", "-addext",
+            "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
+    """An HTTPS server with its own self-signed certificate; counts the handshakes tried."""
+    cert, key = _certificate(tmp_path, "server")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    handshakes: list[int] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            handshakes.append(1)
+            conn.settimeout(2)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1024)
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}", handshakes
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def _kube(host: str, ca: Path | None = None) -> Kube:
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = host
+    configuration.retries = False
+    if ca is not None:
+        configuration.ssl_ca_cert = str(ca)
+    return Kube(Connection(client.ApiClient(configuration), host, "test"), "gx10")
+
+
+def test_a_wrong_ca_is_unreachable_naming_tls_and_is_not_retried(
+    tls_server: tuple[str, list[int]], tmp_path: Path
+) -> None:
+    url, handshakes = tls_server
+    other_ca, _ = _certificate(tmp_path, "someone-else")
+    kube = _kube(url, other_ca)
+    with pytest.raises(ApiUnreachable) as caught:
+        kube.read("read ConfigMap gx10/x", kube.api("core").read_namespaced_config_map, "x", "gx10")
+    error = caught.value
+    assert error.exit_code == 4
+    assert "TLS" in (error.hint or "") and "certificate-authority" in (error.hint or "")
+    assert "certificate verify failed" in error.message
+    assert error.__cause__ is not None  # chained with `from`
+    assert len(handshakes) == 1  # the same CA fails the same way: tried once
+
+
+def test_a_write_with_a_wrong_ca_is_not_an_unknown_outcome(
+    tls_server: tuple[str, list[int]], tmp_path: Path
+) -> None:
+    """The handshake failed before the request was sent: nothing changed, and saying "the write
+    may have been applied" would send the caller reading back for nothing."""
+    url, _ = tls_server
+    other_ca, _ = _certificate(tmp_path, "someone-else")
+    kube = _kube(url, other_ca)
+    with pytest.raises(ApiUnreachable) as caught:
+        kube.write(
+            "create ConfigMap gx10/x",
+            kube.api("core").create_namespaced_config_map,
+            "gx10",
+            {"metadata": {"name": "x"}},
+        )
+    assert not isinstance(caught.value, kube_client.WriteOutcomeUnknown)
+    assert "TLS" in (caught.value.hint or "")
+
+
+def test_an_argument_the_client_refuses_is_a_cluster_error_not_a_traceback() -> None:
+    """What `_content_type=` did with clients 30-35 (ApiTypeError) and what any unknown keyword
+    does with 36+ (pydantic ValidationError): translated, nothing sent."""
+    kube = _kube("http://127.0.0.1:9")
+    core = kube.api("core")
+    with pytest.raises(ClusterError) as caught:
+        kube.read("read ConfigMap gx10/x", core.read_namespaced_config_map, "x", "gx10", bogus=1)
+    assert caught.value.exit_code == 4
+    assert "refused the call" in caught.value.message
+    assert caught.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("name", ["ApiTypeError", "ApiValueError"])
+def test_the_older_clients_argument_errors_are_translated(name: str) -> None:
+    from kubernetes.client import exceptions
+
+    error_class = getattr(exceptions, name)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise error_class("Got an unexpected keyword argument '_content_type'")
+
+    kube = _kube("http://127.0.0.1:9")
+    with pytest.raises(ClusterError) as caught:
+        kube.write("patch Service gx10/gx10-model", refuse, [])
+    assert "refused the call" in caught.value.message
+    assert isinstance(caught.value.__cause__, error_class)
+
+
+def test_a_tls_error_after_the_handshake_leaves_a_write_unknown() -> None:
+    """A connection cut mid-answer (SSLEOFError) may come after the request was sent: the
+    write's outcome is unknown, so the caller reads back rather than assuming nothing changed."""
+    import urllib3.exceptions as u3
+    from kubernetes.client.exceptions import ApiException
+
+    def cut(*args: Any, **kwargs: Any) -> Any:
+        try:
+            raise u3.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+        except u3.SSLError as e:
+            raise ApiException(status=0, reason=f"SSLError\n{e}") from None
+
+    kube = _kube("https://127.0.0.1:9")
+    with pytest.raises(kube_client.WriteOutcomeUnknown) as caught:
+        kube.write("patch Service gx10/gx10-model", cut, [])
+    assert "TLS" in caught.value.message
+    with pytest.raises(ApiUnreachable) as read:
+        kube._call("read Service gx10/gx10-model", cut, (), {}, (1.0, 1.0), write=False)
+    assert not isinstance(read.value, kube_client.WriteOutcomeUnknown)
