@@ -132,8 +132,9 @@ def test_no_planted_secret_appears_in_any_output(planted: tuple[Sandbox, list[st
     run(0, "flip-back")
     run(0, "history")
     run(1, "smoke", "green", SLOTS_ENGINE_API_KEY=WRONG_ENGINE_KEY)  # the engine refuses it
-    run(1, "deploy", "sandbox/wrong-name", "--served-name", "v3")
-    run(0, "park")
+    # Into green, production's fallback since the flip-back: replaced, then parked, on purpose.
+    run(1, "deploy", "sandbox/wrong-name", "--served-name", "v3", "--replace-fallback")
+    run(0, "park", "--replace-fallback")
     # The key from a Secret named in the config, instead of the environment.
     box.api(
         "POST",
