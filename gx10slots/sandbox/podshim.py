@@ -54,6 +54,18 @@ def _private_namespace() -> None:
     _mount(None, "/", MS_REC | MS_PRIVATE)
 
 
+def _host_paths_needed() -> list[Path]:
+    """What the pod's process runs from on the host: the interpreter, the virtualenv, the source
+    of an editable install and PYTHONPATH. A real container brings them in its image; here they
+    live on the host, and a volume mounted over one of their parents (the Job manifest mounts an
+    emptyDir at /tmp, and a clone may live under /tmp) must not hide them."""
+    import gx10slots
+
+    candidates = {Path(sys.prefix), Path(sys.base_prefix), Path(gx10slots.__file__).parents[1]}
+    candidates |= {Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    return sorted({p.resolve() for p in candidates if p.is_dir()})
+
+
 def setup(spec: dict[str, Any]) -> None:
     mounts = list(spec.get("mounts") or [])
     sources = [Path(str(m["source"])) for m in mounts]
@@ -64,16 +76,27 @@ def setup(spec: dict[str, Any]) -> None:
 
     # A mount over /tmp would hide the sources that live under /tmp: those go last.
     mounts.sort(key=hides_a_source)
+    needed = _host_paths_needed()
     _private_namespace()
     hostname = str(spec.get("hostname") or "").encode()
     if hostname:
         _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
     for mount in mounts:
         target = str(mount["target"])
-        os.makedirs(target, exist_ok=True)
-        _mount(str(mount["source"]), target, MS_BIND | MS_REC)
-        if mount.get("readOnly"):
-            _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        hidden = [p for p in needed if Path(target) == p or Path(target) in p.parents]
+        # Held open across the mount, then bound back in place through /proc/self/fd.
+        held = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in hidden}
+        try:
+            os.makedirs(target, exist_ok=True)
+            _mount(str(mount["source"]), target, MS_BIND | MS_REC)
+            if mount.get("readOnly"):
+                _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+            for path, fd in held.items():
+                os.makedirs(path, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", str(path), MS_BIND | MS_REC)
+        finally:
+            for fd in held.values():
+                os.close(fd)
 
 
 def main(argv: list[str]) -> int:

@@ -40,6 +40,14 @@ def _adapted_job_manifest(sandbox: Sandbox, model: str = "org/model-v2") -> str:
     }
     container["args"] = [replaced.get(a, a) for a in container["args"]]
     assert model in container["args"] and "--guard=2s" in container["args"]
+    # A volume over the directory this checkout (and its .venv) lives in, as the manifest's /tmp
+    # emptyDir is for a checkout under /tmp: the pod must still run the installed `slots`.
+    above = str(Path(__file__).resolve().parents[3])
+    if above != "/" and above not in {m["mountPath"] for m in container["volumeMounts"]}:
+        container["volumeMounts"].append({"name": "over-the-checkout", "mountPath": above})
+        job["spec"]["template"]["spec"]["volumes"].append(
+            {"name": "over-the-checkout", "emptyDir": {}}
+        )
     return yaml.safe_dump_all(docs)
 
 
