@@ -105,7 +105,19 @@ def parse_micro(text: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    try:
+        parsed = (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).astimezone(
+            UTC
+        )
+    except OverflowError:  # year 1 or 9999 moved across midnight by its offset
+        return _EARLIEST if parsed.year < 5000 else _LATEST
+    # A record from the edge of the calendar (hostile, or a broken clock): clamped, so that
+    # adding a lease duration to it can never overflow.
+    return min(max(parsed, _EARLIEST), _LATEST)
+
+
+_EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def record_duration_s(spec: Mapping[str, Any], default: int) -> int:

@@ -340,3 +340,21 @@ def test_release_removes_what_the_holder_published() -> None:
     assert released["spec"]["holderIdentity"] is None
     assert COMMAND not in released["metadata"]["annotations"]
     assert HOLDER_PROCESS not in released["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    "renew_time", ["9999-12-31T23:59:59.000000Z", "0001-01-01T00:00:00.000000+01:00"]
+)
+def test_a_lease_from_the_edge_of_the_calendar_is_shown_not_a_crash(renew_time: str) -> None:
+    lease = {
+        "metadata": {"name": "gx10slots-lock"},
+        "spec": {
+            "holderIdentity": "someone@elsewhere:1",
+            "acquireTime": renew_time,
+            "renewTime": renew_time,
+            "leaseDurationSeconds": 3600,
+        },
+    }
+    view = lease_view(lease)
+    assert view is not None and view["holder"] == "someone@elsewhere:1"
+    assert view["expires"] is not None

@@ -128,6 +128,11 @@ def mark_done(
         marker, state = _run_marker(obj)
         if not run or marker != run or state != SWITCHING:
             return  # done already, or another run wrote the flag since
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        if flag_state(obj, config).value != annotations.get(ACTIVE):
+            # Someone moved the flag by hand since (the annotations are still ours): what this
+            # run switched is gone, and "done" must not be written over their change.
+            return
         core = app.kube.api("core")
         if config.flag.kind == "service-selector":
             fn, what = core.patch_namespaced_service, "Service"
@@ -472,6 +477,11 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                     # With an identity, production must list exactly the target's names.
                     served_names=target.served_names if mine else (),
                 )
+                # The round took seconds: someone may have moved the flag meanwhile, and a
+                # lagging router would still answer from the target. Never "verified" then.
+                moved = _flag_moved(app, slot) if verdict.passed else None
+                if moved is not None:
+                    return False, moved
                 if verdict.passed and mine:
                     return True, f"{detail}; known answer to {mine[0]}: {verdict.detail}"
                 if verdict.passed:
