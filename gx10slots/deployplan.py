@@ -210,7 +210,7 @@ def plan_deploy(
         annotations[MODEL_ANNOTATION] = model
         annotations[DEPLOYED_AT] = rfc3339(now)
         annotations[DEPLOYED_BY] = by
-    memory = slot_memory(new, target, node_capacity_gib)
+    memory = slot_memory(new, target, node_capacity_gib, config.engine)
     return DeployPlan(
         slot=slot,
         deployment=new,

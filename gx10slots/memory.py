@@ -44,6 +44,10 @@ def gib(text: str | int | float) -> float:
     return round(parse_quantity_bytes(text) / GIB, 2)
 
 
+# vLLM's own default when --gpu-memory-utilization is not given.
+VLLM_DEFAULT_FRACTION = 0.9
+
+
 def gpu_memory_utilization(args: Sequence[str]) -> float | None:
     """vLLM's ``--gpu-memory-utilization`` from a container's command/args, if set."""
     for index, arg in enumerate(args):
@@ -83,6 +87,7 @@ def slot_memory(
     deployment: Mapping[str, Any],
     container: Mapping[str, Any] | None,
     node_capacity_gib: float | None,
+    engine: str | None = None,
 ) -> SlotMemory:
     """A slot's memory as its Deployment declares it. vLLM reserves its utilisation fraction of
     the device's *total* memory at start, whatever the container's limit says
@@ -111,8 +116,15 @@ def slot_memory(
             declared = None
         if declared is not None and not (math.isfinite(declared) and declared > 0):
             declared = None
-    args = [*((container or {}).get("command") or []), *((container or {}).get("args") or [])]
-    fraction = gpu_memory_utilization([str(a) for a in args])
+    from gx10slots.servednames import container_argv
+
+    # As the process receives them: `$(GMU)` in the args is the container's env value.
+    args = container_argv(container)
+    fraction = gpu_memory_utilization(args)
+    if fraction is None and engine == "vllm":
+        # Not on the command line: vLLM reserves its default (vllm/config/cache.py
+        # ``gpu_memory_utilization: float = 0.9``), not nothing.
+        fraction = VLLM_DEFAULT_FRACTION
     reserved = round(fraction * node_capacity_gib, 2) if fraction and node_capacity_gib else None
     return SlotMemory(found.get("limits"), declared, fraction, reserved)
 
@@ -121,6 +133,7 @@ def slot_budget_gib(
     deployment: Mapping[str, Any],
     container: Mapping[str, Any] | None,
     node_capacity_gib: float | None,
+    engine: str | None = None,
 ) -> float | None:
     """The most the slot will take (see :class:`SlotMemory`)."""
-    return slot_memory(deployment, container, node_capacity_gib).budget_gib
+    return slot_memory(deployment, container, node_capacity_gib, engine).budget_gib

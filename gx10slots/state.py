@@ -221,7 +221,7 @@ def slot_state(
         and observed is not None
         and observed >= generation,
         revision=revision,
-        memory_gib=slot_budget_gib(deployment, container, node_capacity_gib),
+        memory_gib=slot_budget_gib(deployment, container, node_capacity_gib, config.engine),
         smoke=record if record and record.revision == revision else None,
     )
 

@@ -386,3 +386,35 @@ def test_the_old_revisions_oomkilled_pod_is_not_the_new_rollout() -> None:
     )
     assert rollout_verdict(d, [oom], "engine").state == "waiting"
     assert rollout_verdict(d, [pod("new", template, ready=True)], "engine").state == "done"
+
+
+def _vllm_container(args: list[str], env: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {
+        "name": "engine",
+        "command": ["vllm"],
+        "args": ["serve", "$(MODEL)", *args],
+        "env": [{"name": "MODEL", "value": "org/m"}, *(env or [])],
+        "resources": {"limits": {"memory": "56Gi"}, "requests": {"memory": "56Gi"}},
+    }
+
+
+def test_vllm_without_a_fraction_reserves_its_default_not_nothing() -> None:
+    """vLLM's default --gpu-memory-utilization is 0.9: 115.2 GiB of a 128 GiB node, far above a
+    56 GiB limit; with the fraction unknown the gate must not say "fits"."""
+    from gx10slots.memory import slot_memory
+
+    memory = slot_memory({}, _vllm_container([]), 128, "vllm")
+    assert memory.reserved_gib == 115.2
+    with pytest.raises(Refused, match=r"115\.2 GiB"):
+        gate(memory)
+    # Another engine takes what its limit says.
+    assert slot_memory({}, _vllm_container([]), 128, "sglang").reserved_gib is None
+
+
+def test_a_fraction_given_through_an_env_reference_is_read() -> None:
+    from gx10slots.memory import slot_memory
+
+    container = _vllm_container(
+        ["--gpu-memory-utilization", "$(GMU)"], [{"name": "GMU", "value": "0.45"}]
+    )
+    assert slot_memory({}, container, 128, "vllm").reserved_gib == 57.6
