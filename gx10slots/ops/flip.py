@@ -38,6 +38,7 @@ from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.plan import FlipPlan, Mode, clean_reason, distinguishing_names, plan_flip
 from gx10slots.servednames import identity_name
 from gx10slots.state import (
+    ACTION,
     ACTIVE,
     CHANGED_AT,
     CHANGED_BY,
@@ -526,7 +527,9 @@ def record_flip(
         reason=reason,
         result=result,
         detail=detail,
-        id=entry_id or plan.run or new_entry_id(),
+        # A failure is recorded under an id of its own: the run may still be completed (and
+        # verified) later, and that record, under the run's id, must not be taken for a repeat.
+        id=entry_id or (plan.run if result == "ok" else "") or new_entry_id(),
     )
     append_history(app, entry)
     emit_event(
@@ -802,7 +805,10 @@ def _stand_down_after_outside_move(
     # revision flip-back trusts), or the next flip-back would aim at the wrong slot.
     before = (switched.before or {}).get("metadata", {}).get("annotations") or {}
     restore = (
-        {key: str(before.get(key) or "") for key in (ACTIVE, PREVIOUS, PREVIOUS_REVISION)}
+        {
+            key: str(before.get(key) or "")
+            for key in (ACTIVE, PREVIOUS, PREVIOUS_REVISION, CHANGED_AT, ACTION)
+        }
         if value == plan.source and before.get(ACTIVE) == value
         else {}
     )
