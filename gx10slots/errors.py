@@ -157,3 +157,9 @@ class StateUnknown(ClusterError):
 class Interrupted(SlotsError):
     exit_code = 130
     kind = "interrupted"
+
+    def __init__(self, message: str, *, hint: str | None = None, reported: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        # The message already says where production is (read back): callers that wrap it must
+        # not add a claim of their own.
+        self.reported = reported

@@ -208,7 +208,7 @@ def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
         with hold(app, holder=by, break_lock=request.break_lock) as lock:
             return _deploy_locked(app, request, lock, by, why)
     except Interrupted as exc:
-        if "production" in exc.message:
+        if exc.reported:
             raise
         raise Interrupted(
             f"{exc.message}; production untouched (deploy changes only the standby before its flip)"
@@ -505,7 +505,8 @@ def _deploy_locked(
     except Interrupted as exc:
         raise Interrupted(
             f"{exc.message}; the standby {plan.slot} was left as it is "
-            f"({'updated to' if written else 'running'} {request.model}); production untouched"
+            f"({'updated to' if written else 'running'} {request.model}); production untouched",
+            reported=True,
         ) from exc
     except CheckFailed as exc:
         parked = _park(app, plan, request) if request.park_on_failure else ""

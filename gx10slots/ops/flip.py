@@ -586,11 +586,13 @@ def flip(
             with hold(app, holder=by, break_lock=break_lock) as own:
                 return _flip_locked(app, mode, own, force=force, by=by, why=why, rename=rename)
         except (Interrupted, KeyboardInterrupt) as exc:
-            if isinstance(exc, Interrupted) and "production" in exc.message:
+            if isinstance(exc, Interrupted) and exc.reported:
                 raise
             message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
             # Stopped while taking (or giving back) the lease: say where production is.
-            raise Interrupted(message + "; " + where_production_is(app, None)) from exc
+            raise Interrupted(
+                message + "; " + where_production_is(app, None), reported=True
+            ) from exc
     return _flip_locked(app, mode, lock, force=force, by=by, why=why, rename=rename)
 
 
@@ -637,10 +639,13 @@ def _flip_locked(
         message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
         if done:  # stopped on the way out: the run is finished
             raise Interrupted(
-                f"{message}; production is on {plan.target} (switched, verified and recorded)"
+                f"{message}; production is on {plan.target} (switched, verified and recorded)",
+                reported=True,
             ) from exc
         where = where_production_is(app, switched, verified=verified)
-        raise Interrupted(message + "; " + where, hint=_after_interruption(mode, switched)) from exc
+        raise Interrupted(
+            message + "; " + where, hint=_after_interruption(mode, switched), reported=True
+        ) from exc
     except ClusterError as exc:
         if not verified:
             raise

@@ -250,7 +250,8 @@ def watch(
         raise Interrupted(
             f"interrupted: the guard stopped watching slot {target.guarded} after "
             f"{tally.checks} check(s); nothing was changed (production stays on "
-            f"{target.guarded})"
+            f"{target.guarded})",
+            reported=True,
         ) from None
     if unread_flag:
         warnings.append(f"{unread_flag} check(s) could not read the flag")
@@ -516,7 +517,8 @@ class ClusterPorts:
             message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
             raise Interrupted(
                 f"{message} while the guard was flipping back; "
-                + where_production_is(app, switched)
+                + where_production_is(app, switched),
+                reported=True,
             ) from None
         except SlotsError as exc:
             exc.message = f"the guard tripped ({summary}) and flipping back failed: {exc.message}"

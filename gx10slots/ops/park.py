@@ -56,7 +56,8 @@ def park(
             return _park_locked(app, slot, lock, by, why, replace_fallback)
     except Interrupted as exc:
         raise Interrupted(
-            f"{exc.message}; production untouched (park never touches the active slot)"
+            f"{exc.message}; production untouched (park never touches the active slot)",
+            reported=True,
         ) from exc
 
 
