@@ -270,6 +270,9 @@ def switch(
 # answer round after round, is decisive too: the window is only for routers that are slow.
 VERIFY_CONNECTIONS = 3
 DECISIVE_FAILURES = 3
+# ...and for at least this long: a gateway that answers 503 while it reconfigures for a second or
+# two is a slow router, not a failing target.
+DECISIVE_AFTER_S = 3.0
 VERIFY_ROUND_S = 0.2
 MODELS_BODY_CAP = 1024 * 1024  # a /v1/models answer is read no further (hostile peers)
 STOOD_DOWN = "someone else moved the flag"
@@ -424,6 +427,7 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
     detail = "not checked"
     server_errors = 0  # rounds in a row where every answer through production was a 5xx
     failed_answers = 0  # rounds in a row where the target answered as itself, then failed
+    failing_since: float | None = None  # when the current run of failed rounds began
     identity_note = ""
     while True:
         moved = _flag_moved(app, slot)
@@ -493,7 +497,15 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                 # It answered as itself and failed its known answer: the target is failing.
                 failed_answers += 1
             streak = max(server_errors, failed_answers)
-            if streak >= DECISIVE_FAILURES:
+            if streak == 0:
+                failing_since = None
+            elif failing_since is None:
+                failing_since = time.monotonic()
+            if (
+                streak >= DECISIVE_FAILURES
+                and failing_since is not None
+                and time.monotonic() - failing_since >= DECISIVE_AFTER_S
+            ):
                 return False, f"{detail} ({streak} times in a row: not waiting out the window)"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
