@@ -466,6 +466,22 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                     + ")"
                     + (f"; {detail}" if config.flag.kind == "service-selector" else "")
                 )
+            elif ok and theirs:
+                # The target has no name of its own, the slot production left has: production
+                # must no longer answer as that slot.
+                answers = _who_answers(app, endpoint, None, theirs[0], VERIFY_PROBE_TIMEOUT_S)
+                ok = answers.other == 0 and answers.server_errors == 0
+                detail = (
+                    f"{answers.other}/{VERIFY_CONNECTIONS} answers through production came from "
+                    f"{other.name} ({answers.server_errors} 5xx"
+                    + (f"; last: {answers.detail}" if answers.detail else "")
+                    + ")"
+                    + (f"; {detail}" if config.flag.kind == "service-selector" else "")
+                )
+                identity_note = (
+                    f"; slot {slot} serves no name of its own, so answers were attributed by "
+                    f"the absence of {other.name}'s identity ({theirs[0]})"
+                )
             elif ok:
                 identity_note = (
                     f"; answers cannot be attributed: slot {slot} serves no name of its own "
