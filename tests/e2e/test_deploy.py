@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from tests.e2e.conftest import Sandbox
+from tests.e2e.conftest import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -235,7 +236,26 @@ def test_an_unknown_budget_is_refused_unless_allowed(sandbox: Sandbox) -> None:
         ],
         "application/json-patch+json",
     )
+    # The controller writes the status of that change a moment later: settled first, so that
+    # any change of resourceVersion after it is the deploy's.
+    wait_for(
+        lambda: (lambda d: d["status"].get("observedGeneration") == d["metadata"]["generation"])(
+            sandbox.get("deployment", "gx10-green")
+        ),
+        what="the controller to observe the patched template",
+    )
     before = sandbox.versions()
+    # vLLM (the sandbox's engine) without --gpu-memory-utilization reserves its default 0.9 of
+    # the node: known, and too much beside the active slot.
+    too_much = sandbox.cli("deploy", "org/model-v2")
+    assert too_much.code == 3, too_much.err
+    assert "115.2 GiB" in too_much.err
+    assert sandbox.versions() == before
+    # An engine that reserves nothing of its own: with no limit, the budget is unknown.
+    path = sandbox.dir / "slots.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["engine"] = "openai"
+    path.write_text(yaml.safe_dump(config))
     refused = sandbox.cli("deploy", "org/model-v2")
     assert refused.code == 3, refused.err
     assert "memory unknown: slot green has no memory budget" in refused.err
