@@ -208,46 +208,16 @@ def _strip_type(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
 
 
-def _protobuf_fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) pairs of one protobuf message: varints and length-delimited."""
-    pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        value = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-
-    while pos < len(data):
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            yield number, varint()
-        elif wire == 2:
-            length = varint()
-            yield number, data[pos : pos + length]
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-
-
 def _token_request_spec_from_protobuf(body: bytes) -> Obj:
     """spec of an authentication.k8s.io/v1 TokenRequest inside the k8s protobuf envelope
     (magic ``k8s\\0``, then runtime.Unknown whose field 2 holds the object)."""
     if not body.startswith(b"k8s\x00"):
         raise ValueError("not a Kubernetes protobuf envelope")
-    raw = next((v for n, v in _protobuf_fields(body[4:]) if n == 2), b"")
+    raw = next((v for n, v in protobuf.fields(body[4:]) if n == 2), b"")
     spec: Obj = {}
-    for number, value in _protobuf_fields(raw if isinstance(raw, bytes) else b""):
+    for number, value in protobuf.fields(raw if isinstance(raw, bytes) else b""):
         if number == 2 and isinstance(value, bytes):  # TokenRequest.spec
-            for field_number, field_value in _protobuf_fields(value):
+            for field_number, field_value in protobuf.fields(value):
                 if field_number == 1 and isinstance(field_value, bytes):
                     spec.setdefault("audiences", []).append(field_value.decode())
                 elif field_number == 4 and isinstance(field_value, int):
