@@ -26,7 +26,7 @@ from gx10slots.guard.rules import (
     trip_summary,
 )
 from gx10slots.slots import FlagState
-from gx10slots.smoke.live import Observation
+from gx10slots.smoke import Observation
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import httpx
-
 from gx10slots import console
 from gx10slots.app import App
 from gx10slots.errors import (
@@ -41,12 +39,7 @@ from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_flag_object
 from gx10slots.ops.smoke import invalidate_smoke
 from gx10slots.slots import FlagState, flag_state
-from gx10slots.smoke._failure import ProbeFailure
-from gx10slots.smoke.live import Observation, observe
-from gx10slots.smoke.profiles import get_profile
-from gx10slots.smoke.progress import (
-    parse_prometheus,
-)
+from gx10slots.smoke import Observation, get_profile, observe, running_requests
 
 # Reading the wedged slot's running gauge after the flip-back is best effort and quick.
 IN_FLIGHT_TIMEOUT_S = 3.0
@@ -222,23 +215,14 @@ class ClusterPorts:
 
     def _running_on(self, slot: str) -> float | None:
         """The slot's running-requests gauge, read on the slot itself (requests stranded there)."""
-
-        gauge, path = self.profile.requests_running_metric, self.profile.metrics_path
-        if gauge is None or path is None or self.profile.metrics_format != "prometheus":
-            return None
         try:
             endpoint = slot_endpoint(self.app, slot)
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            with httpx.Client(
-                base_url=endpoint,
-                headers=headers,
-                timeout=IN_FLIGHT_TIMEOUT_S,
-                trust_env=False,
-                transport=self.transport,
-            ) as client:
-                response = client.get(path)
-            if response.status_code != 200:
-                return None
-            return parse_prometheus(response.text[: 4 * 1024 * 1024]).get(gauge)
-        except (SlotsError, httpx.HTTPError, ProbeFailure):
+        except SlotsError:
             return None  # best effort: reported as unknown
+        return running_requests(
+            endpoint,
+            self.profile,
+            api_key=self.api_key,
+            timeout_s=IN_FLIGHT_TIMEOUT_S,
+            transport=self.transport,
+        )

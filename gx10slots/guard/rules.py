@@ -29,7 +29,7 @@ from gx10slots.durations import format_duration
 from gx10slots.errors import Refused, UsageError
 from gx10slots.flip.rules import plan_flip
 from gx10slots.slots import CHANGED_AT, CHANGED_BY, REASON, FlagState, SlotState
-from gx10slots.smoke.live import Observation
+from gx10slots.smoke import Observation
 
 # The error share is taken over the guard's last SHARE_WINDOW probes, once there are SHARE_MIN.
 SHARE_WINDOW = 10

@@ -51,7 +51,7 @@ REPORT_CAP_BYTES = 16 * 1024 * 1024  # as smoke.report.MAX_REPORT_BYTES
 def load_baseline(slot: SlotState, report_dir: str) -> tuple[Baseline | None, str]:
     """The slot's passing smoke report for its current revision, and a note saying which."""
     from gx10slots.errors import UsageError
-    from gx10slots.smoke.report import Report, latest_report
+    from gx10slots.smoke import Report, latest_report
 
     folder = Path(report_dir)
     report: Report | None = None
@@ -259,7 +259,7 @@ def _write_report(
 ) -> str | None:
     """``<report-dir>/<UTC timestamp>-guard-<slot>.json``: the document and every check."""
     from gx10slots.fileio import atomic_write
-    from gx10slots.smoke.report import file_timestamp
+    from gx10slots.smoke import file_timestamp
 
     folder = Path(report_dir)
     path = folder / f"{file_timestamp(started_at)}-guard-{slot}.json"

@@ -26,6 +26,7 @@ from gx10slots.smoke.progress import (
     ProgressSample,
     StallVerdict,
     Verdict,
+    parse_prometheus,
     sample_of,
     scrape,
     stall_verdict,
@@ -33,6 +34,9 @@ from gx10slots.smoke.progress import (
 from gx10slots.smoke.redact import Redactor
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import SuiteSettings
+
+# A metrics page is a few KB; reading the gauge never needs more than this.
+MAX_GAUGE_READ_CHARS = 4 * 1024 * 1024
 
 StallState = Literal["progressing", "idle", "stalled", "inconclusive", "unavailable"]
 
@@ -209,3 +213,33 @@ _STATES: dict[Verdict, StallState] = {
     Verdict.STALLED: "stalled",
     Verdict.INCONCLUSIVE: "inconclusive",
 }
+
+
+def running_requests(
+    endpoint: str,
+    profile: EngineProfile,
+    *,
+    api_key: str | None,
+    timeout_s: float,
+    transport: httpx.BaseTransport | None = None,
+) -> float | None:
+    """The engine's running-requests gauge, read once; None when it cannot be read (best
+    effort: the engine has no such gauge, does not answer, or answers something else)."""
+    gauge, path = profile.requests_running_metric, profile.metrics_path
+    if gauge is None or path is None or profile.metrics_format != "prometheus":
+        return None
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(
+            base_url=endpoint,
+            headers=headers,
+            timeout=timeout_s,
+            trust_env=False,
+            transport=transport,
+        ) as client:
+            response = client.get(path)
+        if response.status_code != 200:
+            return None
+        return parse_prometheus(response.text[:MAX_GAUGE_READ_CHARS]).get(gauge)
+    except (httpx.HTTPError, ProbeFailure):
+        return None
