@@ -19,7 +19,7 @@ from gx10slots.errors import (
 )
 from gx10slots.flip.rules import clean_reason
 from gx10slots.flip.run import Switched, mark_done, record_flip, switch, where_production_is
-from gx10slots.flip.run import verify as verify_production
+from gx10slots.flip.verify import verify as verify_production
 from gx10slots.guard.loop import RevertBlocked, RevertResult
 from gx10slots.guard.rules import (
     CheckRecord,
