@@ -17,7 +17,7 @@ from gx10slots.kube.values import now_utc
 from gx10slots.memory import SlotMemory
 from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.slots import revision_of
-from tests.test_state import CONFIG
+from tests.helpers.config import CONFIG
 
 
 def current(replicas: int = 0) -> dict[str, Any]:

@@ -36,8 +36,8 @@ from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRec
 from gx10slots.smoke.live import Observation, observe
 from gx10slots.smoke.profiles import VLLM, get_profile
 from gx10slots.smoke.settings import SuiteSettings
-from tests.smoke.fakes import FakeEngine, hang_forever
-from tests.test_config import valid
+from tests.helpers.config import valid
+from tests.helpers.engines import FakeEngine, hang_forever
 
 TARGET = Target("green", "blue", "new-model", "new-model", "rev-green", "old-model")
 SETTINGS = GuardSettings(

@@ -29,7 +29,7 @@ from gx10slots.guard.rules import (
 from gx10slots.slots import CHANGED_AT, CHANGED_BY, PREVIOUS, REASON, FlagState, SlotState
 from gx10slots.smoke.live import Observation, progress_verdict
 from gx10slots.smoke.progress import ProgressSample, Verdict
-from tests.test_config import valid
+from tests.helpers.config import valid
 
 CONFIG = parse_config(valid())
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from gx10slots.kube.values import now_utc
 from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.servednames import alias_blocker, expand, served_names, with_names
 from gx10slots.slots import SlotState, slot_state
-from tests.test_state import CONFIG
+from tests.helpers.config import CONFIG
 
 
 def container(args: list[str], env: dict[str, str], command: list[str] | None = None) -> Any:

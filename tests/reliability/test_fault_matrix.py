@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from tests.reliability.harness import CaseResult, Rig, SandboxPool
-from tests.reliability.matrix import (
+from tests.helpers.harness import CaseResult, Rig, SandboxPool
+from tests.helpers.matrix import (
     QUICK,
     QUICK_STATE,
     Case,

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import Sandbox
-from tests.reliability.test_hostile_cluster import TOKEN, _config, _kubeconfig
-from tests.reliability.test_hostile_engine import _read_request, hostile
+from tests.helpers.config import KUBECONFIG_TOKEN, kubeconfig_doc, write_config
+from tests.helpers.hostile import hostile, read_request
+from tests.helpers.sandbox import Sandbox
 
 MEMORY_LIMIT = 1024 * 1024 * 1024  # address space of the tool's process
 DEADLINE_S = 25.0
@@ -64,7 +64,7 @@ def _expect(outcome: tuple[int, str, str, float], code: int, *needles: str) -> N
     exit_code, out, err, _ = outcome
     assert exit_code == code, (exit_code, err[-2000:])
     assert "Traceback" not in err + out and "MemoryError" not in err + out
-    assert TOKEN not in err + out
+    assert KUBECONFIG_TOKEN not in err + out
     error = json.loads(out)["error"]
     for needle in needles:
         assert needle in error["message"], error["message"]
@@ -97,7 +97,7 @@ def test_a_300_mb_config_is_refused_without_reading_it(tmp_path: Path) -> None:
 
 
 def test_a_kubeconfig_that_is_a_fifo_or_a_device_is_refused(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+    config = write_config(tmp_path)
     for path in (str(_fifo(tmp_path, "kubeconfig")), "/dev/zero"):
         outcome = _slots(tmp_path, "--config", str(config), "--kubeconfig", path, "status")
         _expect(outcome, 2, "kubeconfig", "not a regular file")
@@ -113,9 +113,9 @@ def test_a_token_file_that_never_ends_is_refused(tmp_path: Path, token_file: str
             handle.truncate(50 * 1024 * 1024)
         token_file = str(huge)
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(tokenFile=token_file)))
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(tokenFile=token_file)))
     outcome = _slots(
-        tmp_path, "--config", str(_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
+        tmp_path, "--config", str(write_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
     )
     _expect(outcome, 2, "tokenFile")
 
@@ -137,7 +137,7 @@ def test_a_credential_plugin_that_never_exits_is_stopped_at_its_deadline(
     if kind != "exec":  # the legacy gcp provider's token command
         user = {"auth-provider": {"name": "gcp", "config": {"cmd-path": str(plugin)}}}
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(**user)))
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(**user)))
     # The deadline shortened to a second for the test (the default is 30 s).
     program = (
         "import gx10slots.kube.kubeconfig as k; k.EXEC_TIMEOUT_S = 1.0\n"
@@ -146,7 +146,7 @@ def test_a_credential_plugin_that_never_exits_is_stopped_at_its_deadline(
     outcome = _slots(
         tmp_path,
         "--config",
-        str(_config(tmp_path)),
+        str(write_config(tmp_path)),
         "--kubeconfig",
         str(kubeconfig),
         "status",
@@ -157,7 +157,7 @@ def test_a_credential_plugin_that_never_exits_is_stopped_at_its_deadline(
 
 
 def _huge_answer(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
+    read_request(conn)
     conn.sendall(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         b'Content-Length: 3000000000\r\n\r\n{"items": ["'
@@ -168,7 +168,7 @@ def _huge_answer(conn: socket.socket, stop: threading.Event) -> None:
 
 
 def _huge_chunked(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
+    read_request(conn)
     conn.sendall(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
@@ -184,9 +184,14 @@ def test_an_api_answer_of_gigabytes_is_refused_with_memory_bounded(
 ) -> None:
     with hostile(behaviour) as url:  # type: ignore[arg-type]
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url)))
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url)))
         outcome = _slots(
-            tmp_path, "--config", str(_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
+            tmp_path,
+            "--config",
+            str(write_config(tmp_path)),
+            "--kubeconfig",
+            str(kubeconfig),
+            "status",
         )
     _expect(outcome, 4, "MiB limit")
 
@@ -210,7 +215,7 @@ def test_every_count_in_the_config_has_a_documented_maximum(tmp_path: Path, case
     from gx10slots.errors import ConfigError
 
     section, key, value = UNBOUNDED[case]
-    doc = yaml.safe_load(_config(tmp_path).read_text())
+    doc = yaml.safe_load(write_config(tmp_path).read_text())
     doc.setdefault(section, {})[key] = value
     path = tmp_path / "slots.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -234,7 +239,7 @@ def test_the_largest_burst_against_a_silent_engine_ends_within_its_timeout() -> 
     from gx10slots.smoke.profiles import VLLM
     from gx10slots.smoke.settings import SuiteSettings
     from gx10slots.smoke.suite import run_suite
-    from tests.reliability.test_hostile_engine import silent
+    from tests.helpers.hostile import silent
 
     settings = SuiteSettings(probes=("burst",), burst=MAX_BURST, probe_timeout_s=2.0, deadline_s=5)
     with hostile(silent) as endpoint:
@@ -352,7 +357,7 @@ def test_a_watch_event_that_never_ends_is_refused_with_memory_bounded(
 
     with hostile(functools.partial(_endless_watch, chunked=chunked)) as url:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url)))
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url)))
         kube = Kube(connect(str(kubeconfig), None), "gx10")
         watcher = Watcher(kube)
         tracemalloc.start()

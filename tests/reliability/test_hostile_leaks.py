@@ -28,10 +28,10 @@ import yaml
 
 from gx10slots.kube import client as kube_client
 from gx10slots.sandbox import cluster
-from tests.cli_helpers import run_cli
-from tests.e2e.conftest import NS, Sandbox
-from tests.reliability.test_hostile_cluster import _config, _kubeconfig
-from tests.reliability.test_hostile_engine import hostile
+from tests.helpers.cli import run_cli
+from tests.helpers.config import kubeconfig_doc, write_config
+from tests.helpers.hostile import hostile
+from tests.helpers.sandbox import NS, Sandbox
 
 ENGINE_KEY = "engine-key-5b0c2e7d91a4f368"
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[31m"
@@ -266,7 +266,7 @@ def test_credentials_echoed_by_the_api_server_never_reach_any_output(
         user = {"username": "admin", "password": PASSWORD}
     with hostile(_echoing_api_server(status)) as url:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url, **user)))
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url, **user)))
         for mode in (("-o", "json"), ()):
             result = run_cli(
                 capsys,
@@ -274,7 +274,7 @@ def test_credentials_echoed_by_the_api_server_never_reach_any_output(
                 "-v",
                 *mode,
                 "--config",
-                str(_config(tmp_path)),
+                str(write_config(tmp_path)),
                 "--kubeconfig",
                 str(kubeconfig),
                 "status",

@@ -32,7 +32,7 @@ from gx10slots.sandbox.rbac import (
     rule_allows,
     service_account_user,
 )
-from tests.e2e.conftest import NS, Sandbox
+from tests.helpers.sandbox import NS, Sandbox
 
 RBAC_YAML = Path(__file__).resolve().parents[2] / "docs" / "manifests" / "rbac.yaml"
 SA = service_account_user("gx10", "gx10slots")

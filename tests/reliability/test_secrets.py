@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from gx10slots.sandbox import cluster
-from tests.e2e.conftest import NS, Sandbox
+from tests.helpers.sandbox import NS, Sandbox
 
 ENGINE_KEY = "engine-key-7d2e91c4b0a35f68"
 WRONG_ENGINE_KEY = "wrong-engine-key-51a9c3e0d7"

@@ -17,8 +17,7 @@ from gx10slots.smoke.report import Report, Summary
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import PROBE_NAMES, SuiteSettings
 from gx10slots.smoke.suite import run_suite
-
-from .fakes import BASE, FAST, FakeEngine, hang_forever
+from tests.helpers.engines import BASE, FAST, FakeEngine, hang_forever
 
 TOOLS = dataclasses.replace(FAST, tool_call=True)
 
