@@ -38,17 +38,9 @@ from gx10slots.smoke.profiles import VLLM, get_profile
 from gx10slots.smoke.settings import SuiteSettings
 from tests.helpers.config import valid
 from tests.helpers.engines import FakeEngine, hang_forever
+from tests.helpers.guard import SETTINGS
 
 TARGET = Target("green", "blue", "new-model", "new-model", "rev-green", "old-model")
-SETTINGS = GuardSettings(
-    window_s=60.0,
-    interval_s=30.0,
-    failures=3,
-    probe_timeout_s=10.0,
-    error_share=0.2,
-    ttft_ratio=3.0,
-    ttft_floor_ms=1000.0,
-)
 OK = Observation(True, "answered 'pong'", ttft_ms=40.0, stall="progressing")
 WEDGED = Observation(
     False,

@@ -13,7 +13,6 @@ from gx10slots.guard.rules import (
     SHARE_MIN,
     SHARE_WINDOW,
     Baseline,
-    GuardSettings,
     Share,
     Tally,
     Target,
@@ -30,18 +29,10 @@ from gx10slots.slots import CHANGED_AT, CHANGED_BY, PREVIOUS, REASON, FlagState,
 from gx10slots.smoke.live import Observation, progress_verdict
 from gx10slots.smoke.progress import ProgressSample, Verdict
 from tests.helpers.config import valid
+from tests.helpers.guard import SETTINGS
 
 CONFIG = parse_config(valid())
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-SETTINGS = GuardSettings(
-    window_s=60.0,
-    interval_s=30.0,
-    failures=3,
-    probe_timeout_s=10.0,
-    error_share=0.2,
-    ttft_ratio=3.0,
-    ttft_floor_ms=1000.0,
-)
 OK = Observation(True, "answered", ttft_ms=50.0, stall="progressing")
 BAD = Observation(False, "timed out after 10.0 s waiting for the first token", timed_out=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,19 @@ def kubeconfig_doc(server: str = "https://127.0.0.1:6443", **user: Any) -> dict[
         "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "gx10"}}],
         "current-context": "x",
     }
+
+
+def self_signed(directory: Path, name: str) -> tuple[bytes, bytes]:
+    """A fresh EC key pair and its self-signed certificate for CN ``name``: (cert PEM, key PEM),
+    also left in ``directory`` as NAME.crt and NAME.key."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return cert.read_bytes(), key.read_bytes()

@@ -21,7 +21,6 @@ Invariants (issue 7):
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -40,7 +39,7 @@ from gx10slots.kube import client as kube_client
 from gx10slots.sandbox import cluster
 from tests.helpers.cli import Result, run_cli
 from tests.helpers.matrix import EARLIER_ACTION, HISTORY_FAULTS, TOOL_TIMEOUT_S, Case
-from tests.helpers.sandbox import NS, Sandbox
+from tests.helpers.sandbox import NS, Sandbox, clean_env
 from tests.helpers.wait import poll
 
 LEASE_S = 3  # SLOTS_LEASE_DURATION for every run of the matrix: a killed holder costs seconds
@@ -49,22 +48,6 @@ GREEN_SERVED = "sandbox-v2"
 START = {"flip": "blue", "flip-back": "green", "deploy": "blue", "park": "blue"}
 INTENDED = {"flip": "green", "flip-back": "blue", "deploy": "green", "park": "blue"}
 _ANNOTATIONS = ("gx10slots.io/active", "gx10slots.io/previous")
-
-
-def clean_env(directory: Path, **extra: str) -> dict[str, str]:
-    """The environment of a `slots` subprocess: this sandbox, nothing of the caller's."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SLOTS_") and k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
-    }
-    env.update(
-        KUBECONFIG=str(directory / "kubeconfig"),
-        SLOTS_CONFIG=str(directory / "slots.yaml"),
-        HOME=str(directory),
-    )
-    env.update(extra)
-    return env
 
 
 def run_slots(

@@ -12,15 +12,39 @@ from collections.abc import Callable, Iterator
 Behaviour = Callable[[socket.socket, threading.Event], None]
 
 
-def read_request(conn: socket.socket) -> None:
+def read_request(conn: socket.socket) -> bytes:
+    """The request's head (request line and headers); empty if the client left before it ended."""
     conn.settimeout(5)
     data = b""
     with contextlib.suppress(OSError):
         while b"\r\n\r\n" not in data:
             chunk = conn.recv(65536)
             if not chunk:
-                return
+                return b""
             data += chunk
+    return data if b"\r\n\r\n" in data else b""
+
+
+def target(head: bytes) -> bytes:
+    """The path (and query) a request head asks for."""
+    return head.split(b" ", 2)[1]
+
+
+# What an engine that is up answers to its health check, model list and metrics.
+UP = {
+    b"/health": b"{}",
+    b"/metrics": b"",
+    b"/v1/models": b'{"object": "list", "data": [{"id": "sandbox-ok"}]}',
+}
+
+
+def respond(conn: socket.socket, body: bytes, status: int = 200) -> None:
+    """One whole JSON response, then the connection closes."""
+    conn.sendall(
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
 
 
 def silent(conn: socket.socket, stop: threading.Event) -> None:

@@ -41,6 +41,22 @@ def _path(kind: str, name: str) -> str:
     }[kind]
 
 
+def clean_env(directory: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `slots` subprocess: this sandbox, nothing of the caller's."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLOTS_") and k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
+    }
+    env.update(
+        KUBECONFIG=str(directory / "kubeconfig"),
+        SLOTS_CONFIG=str(directory / "slots.yaml"),
+        HOME=str(directory),
+    )
+    env.update(extra)
+    return env
+
+
 @dataclass
 class Sandbox:
     dir: Path
@@ -74,6 +90,18 @@ class Sandbox:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+        )
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 180.0
+    ) -> subprocess.CompletedProcess[str]:
+        """`slots ...` as a separate process, to its end, in ``clean_env`` plus ``env``."""
+        return subprocess.run(
+            [sys.executable, "-m", "gx10slots", *args],
+            env=clean_env(self.dir, **(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -161,6 +189,20 @@ class Sandbox:
         config = yaml.safe_load(path.read_text())
         config.setdefault(section, {}).update(settings)
         path.write_text(yaml.safe_dump(config))
+
+    def set_endpoint(self, slot: str, endpoint: str) -> None:
+        """Point the config's ``slot`` at another engine (a hostile one, say)."""
+        path = self.dir / "slots.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["slots"][slot]["endpoint"] = endpoint
+        path.write_text(yaml.safe_dump(config))
+
+    def create_secret(self, name: str, key: str, value: bytes) -> None:
+        """A Secret through the JSON API (kubectl sends Secrets as protobuf, which the sandbox
+        does not decode)."""
+        data = {key: base64.b64encode(value).decode()}
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data}
+        self.api("POST", f"/api/v1/namespaces/{NS}/secrets", body)
 
     def set_smoke(self, **settings: Any) -> None:
         self.set_config("smoke", **settings)

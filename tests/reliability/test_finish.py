@@ -25,8 +25,7 @@ from gx10slots.app import App, GlobalOptions
 from gx10slots.config import parse_config
 from gx10slots.flip.unfinished import find_unfinished
 from tests.helpers.config import valid
-from tests.helpers.harness import clean_env
-from tests.helpers.sandbox import NS, Sandbox
+from tests.helpers.sandbox import NS, Sandbox, clean_env
 from tests.helpers.wait import poll
 
 HISTORY_PATH = f"/api/v1/namespaces/{NS}/configmaps/gx10slots-history"

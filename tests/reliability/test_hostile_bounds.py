@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.helpers.config import KUBECONFIG_TOKEN, kubeconfig_doc, write_config
-from tests.helpers.hostile import hostile, read_request
+from tests.helpers.hostile import UP, hostile, read_request, respond, target
 from tests.helpers.sandbox import Sandbox
 
 MEMORY_LIMIT = 1024 * 1024 * 1024  # address space of the tool's process
@@ -254,25 +254,12 @@ def _up_then_endless_streams(conn: socket.socket, stop: threading.Event) -> None
     """An engine that is up (health, model list) and answers every generation with an endless
     event stream at full speed: the probes keep the event loop busy parsing frames, which is
     when a signal lands inside a probe's code rather than in the loop's idle wait."""
-    conn.settimeout(5)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    path = data.split(b" ", 2)[1]
+    data = read_request(conn)
+    if not data:
+        return
+    path = target(data)
     if path in (b"/health", b"/v1/models", b"/metrics"):
-        body = {
-            b"/health": b"{}",
-            b"/metrics": b"",
-            b"/v1/models": b'{"object": "list", "data": [{"id": "sandbox-ok"}]}',
-        }[path]
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        respond(conn, UP[path])
         return
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
     frame = b'data: {"choices":[{"delta":{"content":"pong "}}]}\n\n'
@@ -286,11 +273,8 @@ def test_a_signal_during_the_probes_ends_the_smoke_at_once(
     sandbox: Sandbox, signum: signal.Signals
 ) -> None:
     with hostile(_up_then_endless_streams) as endpoint:
-        path = sandbox.dir / "slots.yaml"
-        config = yaml.safe_load(path.read_text())
-        config["slots"]["blue"]["endpoint"] = endpoint
-        config["smoke"].update(probe_timeout="60s", deadline="5m", burst=64)
-        path.write_text(yaml.safe_dump(config))
+        sandbox.set_endpoint("blue", endpoint)
+        sandbox.set_smoke(probe_timeout="60s", deadline="5m", burst=64)
         process = sandbox.spawn("-o", "json", "smoke", "blue")
         assert process.stderr is not None
         seen = ""
@@ -317,20 +301,12 @@ def test_a_signal_during_the_probes_ends_the_smoke_at_once(
 
 def _endless_watch(conn: socket.socket, stop: threading.Event, chunked: bool = False) -> None:
     """Lists answer normally; a watch sends one event line that never ends."""
-    conn.settimeout(5)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    target = data.split(b" ", 2)[1]
-    if b"watch=true" not in target.lower():
-        body = b'{"kind": "DeploymentList", "metadata": {"resourceVersion": "7"}, "items": []}'
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
+    data = read_request(conn)
+    if not data:
+        return
+    if b"watch=true" not in target(data).lower():
+        respond(
+            conn, b'{"kind": "DeploymentList", "metadata": {"resourceVersion": "7"}, "items": []}'
         )
         return
     framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Connection: close\r\n"

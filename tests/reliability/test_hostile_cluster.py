@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import yaml
 
 from gx10slots.kube import client as kube_client
 from tests.helpers.cli import Result, run_cli
-from tests.helpers.config import KUBECONFIG_TOKEN, kubeconfig_doc, write_config
+from tests.helpers.config import KUBECONFIG_TOKEN, kubeconfig_doc, self_signed, write_config
 from tests.helpers.hostile import hostile, silent
 from tests.helpers.sandbox import Sandbox
 
@@ -148,20 +147,6 @@ def test_an_api_server_that_never_answers_is_exit_4_within_the_timeout(
     assert elapsed < 4 * 1.0 + 6, elapsed  # attempts x timeout + backoff
 
 
-def _self_signed_certificate(directory: Path) -> bytes:
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "1", "-subj", "/CN=someone-else",
-            "-keyout", str(directory / "other.key"), "-out", str(directory / "other.pem"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )  # fmt: skip
-    return (directory / "other.pem").read_bytes()
-
-
 def _sandbox_kubeconfig(box: Sandbox) -> dict[str, Any]:
     return dict(yaml.safe_load((box.dir / "kubeconfig").read_text()))
 
@@ -175,16 +160,7 @@ def test_a_wrong_token_is_exit_4_unauthorized_without_echoing_it(
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
     for args in (("status",), ("flip",), ("history",)):
-        result = run_cli(
-            sandbox.capsys,
-            "--config",
-            str(sandbox.dir / "slots.yaml"),
-            "--kubeconfig",
-            str(path),
-            "-o",
-            "json",
-            *args,
-        )
+        result = _run(sandbox.capsys, sandbox.dir / "slots.yaml", path, *args)
         _check(result, 4, "401 Unauthorized")
         assert "credentials" in result.json()["error"]["hint"]
 
@@ -194,22 +170,13 @@ def test_a_certificate_from_another_authority_is_exit_4_naming_tls(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     kubeconfig = _sandbox_kubeconfig(sandbox)
-    other = _self_signed_certificate(tmp_path)
+    other, _ = self_signed(tmp_path, "someone-else")
     kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(
         other
     ).decode()
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
-    result = run_cli(
-        sandbox.capsys,
-        "--config",
-        str(sandbox.dir / "slots.yaml"),
-        "--kubeconfig",
-        str(path),
-        "-o",
-        "json",
-        "status",
-    )
+    result = _run(sandbox.capsys, sandbox.dir / "slots.yaml", path, "status")
     _check(result, 4, "certificate verify failed")
     error = result.json()["error"]
     assert error["type"] == "api-unreachable"

@@ -87,14 +87,9 @@ def test_each_generation_probe_alone_respects_its_timeout(behaviour: Behaviour) 
 
 @pytest.mark.e2e
 def test_slots_smoke_against_a_silent_engine_exits_1_with_a_report(sandbox: Sandbox) -> None:
-    import yaml
-
     with hostile(silent) as endpoint:
-        path = sandbox.dir / "slots.yaml"
-        config = yaml.safe_load(path.read_text())
-        config["slots"]["blue"]["endpoint"] = endpoint
-        config["smoke"].update(probe_timeout="1s", deadline="10s")
-        path.write_text(yaml.safe_dump(config))
+        sandbox.set_endpoint("blue", endpoint)
+        sandbox.set_smoke(probe_timeout="1s", deadline="10s")
         started = time.monotonic()
         result = sandbox.cli("-o", "json", "smoke", "blue")
         elapsed = time.monotonic() - started
