@@ -30,13 +30,14 @@ from tests.helpers.sandbox import Sandbox
 
 MEMORY_LIMIT = 1024 * 1024 * 1024  # address space of the tool's process
 DEADLINE_S = 25.0
+Outcome = tuple[int, str, str, float]  # exit code, stdout, stderr, seconds
 
 
 def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def _slots(tmp_path: Path, *args: str, code: str | None = None) -> tuple[int, str, str, float]:
+def _slots(tmp_path: Path, *args: str, code: str | None = None) -> Outcome:
     """`slots -o json ARGS` in a bounded process: (exit code, stdout, stderr, seconds)."""
     env = {
         k: v
@@ -60,7 +61,17 @@ def _slots(tmp_path: Path, *args: str, code: str | None = None) -> tuple[int, st
     return done.returncode, done.stdout, done.stderr, time.monotonic() - started
 
 
-def _expect(outcome: tuple[int, str, str, float], code: int, *needles: str) -> None:
+def _status(
+    tmp_path: Path, kubeconfig: Path, code: str | None = None
+) -> tuple[int, str, str, float]:
+    """`slots status` with the minimal config and ``kubeconfig``, bounded as ``_slots``."""
+    config = write_config(tmp_path)
+    return _slots(
+        tmp_path, "--config", str(config), "--kubeconfig", str(kubeconfig), "status", code=code
+    )
+
+
+def _expect(outcome: Outcome, code: int, *needles: str) -> None:
     exit_code, out, err, _ = outcome
     assert exit_code == code, (exit_code, err[-2000:])
     assert "Traceback" not in err + out and "MemoryError" not in err + out
@@ -114,9 +125,7 @@ def test_a_token_file_that_never_ends_is_refused(tmp_path: Path, token_file: str
         token_file = str(huge)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(tokenFile=token_file)))
-    outcome = _slots(
-        tmp_path, "--config", str(write_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
-    )
+    outcome = _status(tmp_path, kubeconfig)
     _expect(outcome, 2, "tokenFile")
 
 
@@ -143,15 +152,7 @@ def test_a_credential_plugin_that_never_exits_is_stopped_at_its_deadline(
         "import gx10slots.kube.kubeconfig as k; k.EXEC_TIMEOUT_S = 1.0\n"
         "from gx10slots.cli import main; main()"
     )
-    outcome = _slots(
-        tmp_path,
-        "--config",
-        str(write_config(tmp_path)),
-        "--kubeconfig",
-        str(kubeconfig),
-        "status",
-        code=program,
-    )
+    outcome = _status(tmp_path, kubeconfig, code=program)
     _expect(outcome, 2, "did not finish within 1 s")
     assert outcome[3] < 10
 
@@ -185,14 +186,7 @@ def test_an_api_answer_of_gigabytes_is_refused_with_memory_bounded(
     with hostile(behaviour) as url:  # type: ignore[arg-type]
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url)))
-        outcome = _slots(
-            tmp_path,
-            "--config",
-            str(write_config(tmp_path)),
-            "--kubeconfig",
-            str(kubeconfig),
-            "status",
-        )
+        outcome = _status(tmp_path, kubeconfig)
     _expect(outcome, 4, "MiB limit")
 
 
