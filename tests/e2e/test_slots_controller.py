@@ -17,7 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import NS, Sandbox, wait_for
+from tests.helpers.sandbox import NS, Sandbox
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
