@@ -30,6 +30,7 @@ from gx10slots.smoke.live import Observation, progress_verdict
 from gx10slots.smoke.progress import ProgressSample, Verdict
 from tests.helpers.config import valid
 from tests.helpers.guard import SETTINGS
+from tests.helpers.objects import slot
 
 CONFIG = parse_config(valid())
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -199,20 +200,6 @@ def test_stand_down_names_who_moved_production() -> None:
     assert reason.startswith("production is on blue now, not on green (changed by alice@ops:1")
     assert "at T: manual" in reason
     assert "standing down" in reason
-
-
-def slot(name: str, *, replicas: int = 1, available: int = 1, model: str = "m") -> SlotState:
-    return SlotState(
-        name=name,
-        exists=True,
-        model=model,
-        served_name=model,
-        replicas=replicas,
-        ready=available,
-        available=available,
-        generation_observed=True,
-        revision=f"rev-{name}",
-    )
 
 
 def flag_obj(value: str, previous: str) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Kubernetes objects as the pure rules read them: a slot's Deployment and the flag's Service
-(for ``CONFIG`` in tests/helpers/config.py)."""
+(for ``CONFIG`` in tests/helpers/config.py); a slot's state as read from them."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from gx10slots.slots import SlotState, SmokeRecord
 
 
 def deployment(
@@ -58,3 +60,28 @@ def service(
         },
         "spec": {"selector": selector},
     }
+
+
+def slot(
+    name: str,
+    model: str = "m",
+    *,
+    replicas: int = 1,
+    available: int | None = None,
+    smoke: SmokeRecord | None = None,
+) -> SlotState:
+    """A slot that exists, serves ``model`` under that name, with ``available`` of its
+    ``replicas`` ready (all of them unless said)."""
+    available = replicas if available is None else available
+    return SlotState(
+        name=name,
+        exists=True,
+        model=model,
+        served_name=model,
+        replicas=replicas,
+        ready=available,
+        available=available,
+        generation_observed=True,
+        revision=f"rev-{name}",
+        smoke=smoke,
+    )
