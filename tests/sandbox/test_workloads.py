@@ -154,6 +154,14 @@ def test_a_refused_rollout_runs_out_its_progress_deadline(apps: Any, core: Any) 
     assert not core.list_namespaced_pod(NAMESPACE).items
 
 
+def _forbidden(core: Any, pod: dict[str, Any]) -> str:
+    """The message of the 403 that creating ``pod`` meets."""
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod(NAMESPACE, pod)
+    assert refused.value.status == 403
+    return str(json.loads(str(refused.value.body))["message"])
+
+
 def test_quota_refuses_a_pod_created_through_the_api(core: Any) -> None:
     core.create_namespaced_resource_quota(NAMESPACE, _quota(**{"limits.memory": "64Gi"}))
     pod = {
@@ -166,20 +174,14 @@ def test_quota_refuses_a_pod_created_through_the_api(core: Any) -> None:
             ]
         },
     }
-    with pytest.raises(ApiException) as refused:
-        core.create_namespaced_pod(NAMESPACE, pod)
-    assert refused.value.status == 403
-    assert json.loads(str(refused.value.body))["message"] == (
+    assert _forbidden(core, pod) == (
         'pods "big" is forbidden: exceeded quota: gpu-memory, requested: limits.memory=80Gi, '
         "used: limits.memory=0, limited: limits.memory=64Gi"
     )
     # A quota on limits.memory makes every container state it (pods.go Constraints).
     no_limit = {**pod, "metadata": {"name": "small"}}
     no_limit["spec"] = {"containers": [{"name": "engine", "image": "x"}]}
-    with pytest.raises(ApiException) as refused:
-        core.create_namespaced_pod(NAMESPACE, no_limit)
-    assert refused.value.status == 403
-    assert json.loads(str(refused.value.body))["message"] == (
+    assert _forbidden(core, no_limit) == (
         'pods "small" is forbidden: failed quota: gpu-memory: '
         "must specify limits.memory for: engine"
     )
