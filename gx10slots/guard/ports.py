@@ -187,7 +187,7 @@ class ClusterPorts:
         ):
             warnings.append(f"could not mark the smoke of {plan.source} as failed")
         try:
-            record_flip(
+            warnings += record_flip(
                 self.app,
                 plan,
                 action="auto-revert",
