@@ -107,9 +107,10 @@ def parse_answer(gate: GateQuery, status: int, body: bytes) -> GateReading:
     except ValueError:
         doc = None
     if isinstance(doc, Mapping) and doc.get("status") == "error":
-        kind = excerpt(str(doc.get("errorType") or "error"), 40)
+        error_type = excerpt(str(doc.get("errorType") or "error"), 40)
         return GateReading(
-            gate, error=f"Prometheus refused the query: {kind}: {excerpt(str(doc.get('error')))}"
+            gate,
+            error=f"Prometheus refused the query: {error_type}: {excerpt(str(doc.get('error')))}",
         )
     if status != 200:
         return GateReading(gate, error=f"HTTP {status}: {excerpt(body)}")
