@@ -79,8 +79,8 @@ class PrometheusGates:
     def query(self, gate: GateQuery, timeout_s: float) -> GateReading:
         deadline = self._clock() + timeout_s
         # Prometheus stops evaluating at its own `timeout` too, so a heavy query costs it nothing
-        # after we have given up.
-        params = {"query": gate.query, "timeout": f"{max(timeout_s, 0.001):.3f}s"}
+        # after we have given up. Its durations take no fractions ("1.5s" is refused): whole ms.
+        params = {"query": gate.query, "timeout": f"{max(int(timeout_s * 1000), 1)}ms"}
         try:
             with self._client.stream(
                 "GET", "/api/v1/query", params=params, timeout=httpx.Timeout(timeout_s)

@@ -1,0 +1,54 @@
+"""Gates on real traffic through a real Prometheus (Debian's package) scraping a fake API that
+exports ``ai_ir_failures_total``: the client reads what Prometheus computes, and `slots guard`
+flips back when the API's failure rate rises while the probes still pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gx10slots.config import GateQuery, PrometheusConfig
+from gx10slots.guard.prometheus import PrometheusGates
+from gx10slots.guard.rules import gate_verdict
+from tests.prometheus_server import FakeApi, Prometheus, fake_api, prometheus
+
+pytestmark = pytest.mark.e2e
+
+# rate() over five 1 s scrapes: follows a change within a few seconds.
+ERRORS = GateQuery("errors", "sum(rate(ai_ir_failures_total[5s]))", max=0.5)
+MISSING = GateQuery("missing", "sum(rate(ai_ir_timeouts_total[5s]))", max=0.5)
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    with fake_api() as server:
+        yield server
+
+
+@pytest.fixture
+def prom(tmp_path: Path, api: FakeApi) -> Iterator[Prometheus]:
+    with prometheus(tmp_path / "prometheus", [api.target]) as server:
+        # Data for the rate: at least two scrapes of the fake API.
+        server.wait_for(
+            "count_over_time(ai_ir_failures_total[1m])", lambda v: bool(v) and v[0] >= 2
+        )
+        yield server
+
+
+def test_the_client_reads_a_rising_failure_rate_and_reports_no_data(
+    api: FakeApi, prom: Prometheus
+) -> None:
+    gates = PrometheusGates(PrometheusConfig(prom.url, (ERRORS, MISSING), 5.0))
+    errors, missing = gates.read()
+    assert gate_verdict(errors) == ("ok", "gate errors: 0")
+    assert gate_verdict(missing) == ("no-data", "gate missing: no data (empty result)")
+
+    api.set_failure_rate(3.0)
+    # Prometheus sees it within a few scrapes; so does the gate, read the same way as the guard.
+    prom.wait_for(ERRORS.query, lambda v: bool(v) and v[0] > ERRORS.max)
+    [errors] = PrometheusGates(PrometheusConfig(prom.url, (ERRORS,), 5.0)).read()
+    state, detail = gate_verdict(errors)
+    assert state == "breach"
+    assert detail.startswith("gate errors: ") and "above max 0.5" in detail
