@@ -4,6 +4,7 @@ flips back when the API's failure rate rises while the probes still pass."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 from gx10slots.config import GateQuery, PrometheusConfig
 from gx10slots.guard.prometheus import PrometheusGates
 from gx10slots.guard.rules import gate_verdict
+from tests.e2e.conftest import Sandbox, wait_for
 from tests.prometheus_server import FakeApi, Prometheus, fake_api, prometheus
+from tests.webhook_receiver import receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -52,3 +55,49 @@ def test_the_client_reads_a_rising_failure_rate_and_reports_no_data(
     state, detail = gate_verdict(errors)
     assert state == "breach"
     assert detail.startswith("gate errors: ") and "above max 0.5" in detail
+
+
+def test_the_guard_flips_back_when_the_api_failure_rate_rises_while_probes_pass(
+    two_warm_slots: Sandbox, api: FakeApi, prom: Prometheus
+) -> None:
+    box = two_warm_slots
+    box.set_config(
+        "guard",
+        interval="1s",
+        failures=2,
+        prometheus={
+            "url": prom.url,
+            "timeout": "2s",
+            "queries": [{"name": ERRORS.name, "query": ERRORS.query, "max": ERRORS.max}],
+        },
+    )
+    with receiver() as team:
+        box.set_config("notify", webhooks=[{"url": team.url}])
+        guard = box.spawn("-o", "json", "flip", "--guard", "90s")
+        try:
+            # The flip is done (and told) before the guard's first check.
+            wait_for(lambda: "flip" in team.events(), timeout=60, what="the flip notification")
+            assert box.flag() == "green"
+            api.set_failure_rate(3.0)  # the clients' requests start failing through the API
+            out, err = guard.communicate(timeout=120)
+        finally:
+            if guard.poll() is None:
+                guard.kill()
+                guard.communicate()
+        assert guard.returncode == 1, err
+        assert box.answering_slot() == "blue"
+        assert team.events() == ["flip", "auto-revert"]
+    doc = json.loads(out)
+    assert doc["guard"]["result"] == "tripped"
+    streak = doc["guard"]["evidence"]
+    assert len(streak) == 2
+    for check in streak:
+        assert check["probe"]["passed"]  # the slot's own probes kept answering
+        assert [g["state"] for g in check["gates"]] == ["breach"]
+        assert any(r.startswith("gate errors: ") and "above max 0.5" in r for r in check["reasons"])
+    [entry, *_] = box.history()
+    assert (entry["action"], entry["from"], entry["to"]) == ("auto-revert", "green", "blue")
+    assert "gate errors" in entry["reason"]
+    revert = team.bodies("auto-revert")[0]
+    assert revert["text"].startswith("[gx10] production automatically reverted green → blue")
+    assert team.url not in out + err
