@@ -94,6 +94,7 @@ class FakePorts:
     ) -> None:
         self.observations = list(observations)
         self.gate_readings = list(gates)  # per check, like observations (the last repeats)
+        self.gates_asked = 0
         self.check_cost = check_cost
         self.flags = flags
         self.reverts = list(reverts)
@@ -125,6 +126,7 @@ class FakePorts:
         return self.observations[min(index, len(self.observations) - 1)]
 
     def gates(self) -> Sequence[GateReading]:
+        self.gates_asked += 1
         index = len(self.checks_at) - 1
         return (
             self.gate_readings[min(index, len(self.gate_readings) - 1)]
@@ -192,6 +194,14 @@ def test_a_prometheus_gate_in_breach_trips_the_guard_while_the_probes_pass(
     first = outcome.records[0].to_dict()["gates"][0]
     assert (first["state"], first["detail"]) == ("no-data", "gate errors: no data (empty result)")
     assert "gate errors: no data (empty result)" in capsys.readouterr().err
+
+
+def test_gates_are_not_asked_when_the_probe_already_failed() -> None:
+    ports = FakePorts([OK, WEDGED], gates=[[GateReading(ERRORS, (0.02,))]], reverts=[REVERTED])
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "tripped"
+    assert ports.gates_asked == 1  # the first check only: the wedged ones did not wait for it
+    assert [len(r.gates) for r in outcome.records] == [1, 0, 0, 0]
 
 
 def test_an_unavailable_prometheus_never_trips_the_guard() -> None:

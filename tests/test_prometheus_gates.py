@@ -217,7 +217,7 @@ def test_the_config_section() -> None:
             queries=[{"name": "errors", "query": ERRORS.query, "max": 0.1}],
         )
     )
-    assert config.guard.prometheus == PrometheusConfig("http://prometheus:9090", (ERRORS,), 5.0)
+    assert config.guard.prometheus == PrometheusConfig("http://prometheus:9090", (ERRORS,), 2.0)
     assert parse_config(valid()).guard.prometheus.url is None  # no gates by default
 
 

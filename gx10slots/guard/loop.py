@@ -149,7 +149,9 @@ def watch(
                 console.progress(f"guard {target.guarded}: {moved}")
                 return WatchOutcome("stood-down", tally, records, stood_down=moved)
             observation = ports.observe(settings.probe_timeout_s)
-            gates = tuple(ports.gates())
+            # Gates on real traffic only for a slot that answered: a failed probe fails the check
+            # anyway, and a wedged slot must be left without waiting for Prometheus.
+            gates = tuple(ports.gates()) if observation.passed else ()
             share = tally.add_probe(observation)
             reasons = judge_check(observation, share, settings, baseline, gates)
             tally.add_check(not reasons)
