@@ -27,8 +27,6 @@ from gx10slots.limits import (
     MAX_MODEL_LEN,
     MAX_TOKENS,
 )
-from gx10slots.notify import EVENTS as NOTIFY_EVENTS
-from gx10slots.notify import WEBHOOK_URL
 from gx10slots.smoke.profiles import PROFILES as ENGINES
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
@@ -42,6 +40,18 @@ GUARD_MODES: tuple[GuardMode, ...] = ("act", "observe")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The events `notify.webhooks` receive (gx10slots.notify sends them).
+NOTIFY_EVENTS: tuple[str, ...] = (
+    "deploy",
+    "flip",
+    "flip-back",
+    "auto-revert",
+    "smoke-failed",
+    "would-revert",
+)
+# A webhook URL: http(s), a host, then no whitespace or control character anywhere. The config
+# checks a literal URL with it, gx10slots.notify one read from the environment.
+WEBHOOK_URL = re.compile(r"^https?://[^\s/?#]+(?:[/?#][^\s\x00-\x1f\x7f]*)?$")
 # Webhooks, gate queries: a longer list is a generated mistake, and each costs time per event.
 MAX_LIST_ITEMS = 16
 # A PromQL gate's name shows in reasons and reports; its query is sent as a URL parameter.

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -37,25 +36,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gx10slots import console, scrub
+from gx10slots.config import NOTIFY_EVENTS, WEBHOOK_URL
 
 if TYPE_CHECKING:
     import httpx
 
     from gx10slots.config import Config, WebhookConfig
 
-# Every event a webhook can receive (``notify.webhooks[].events`` chooses among them).
-EVENTS: tuple[str, ...] = (
-    "deploy",
-    "flip",
-    "flip-back",
-    "auto-revert",
-    "smoke-failed",
-    "would-revert",
-)
-
-# A webhook URL: http(s), a host, then no whitespace or control character anywhere. The config
-# checks a literal URL with it, sending checks one read from the environment.
-WEBHOOK_URL = re.compile(r"^https?://[^\s/?#]+(?:[/?#][^\s\x00-\x1f\x7f]*)?$")
+# Every event a webhook can receive, and what a webhook URL must look like: the config's schema.
+EVENTS = NOTIFY_EVENTS
 
 # One event, all its webhooks, every retry: at most this long (plus a thread join's grace).
 BUDGET_S = 2.0

@@ -15,7 +15,7 @@ from gx10slots.config import Config, parse_config
 from gx10slots.errors import ConfigError
 from gx10slots.notify import BUDGET_S, EVENTS, notify, payload, summary
 from tests.test_config import valid
-from tests.webhook_receiver import closed_port_url, receiver
+from tests.webhook_receiver import closed_port_url, dribbling, receiver
 
 # Generous: the budget plus a thread join's grace and a loaded CI machine's scheduling.
 BOUND_S = BUDGET_S + 2.0
@@ -90,6 +90,17 @@ def test_a_hanging_receiver_costs_at_most_the_budget() -> None:
     )
     assert "timed out" in warnings[0] or "no answer" in warnings[0]
     assert healthy.events() == ["flip"]  # the hanging one did not hold the other back
+
+
+def test_a_receiver_that_answers_one_byte_at_a_time_is_cut_off_at_the_budget() -> None:
+    # Each read completes well within its timeout; only the overall budget ends it.
+    with dribbling() as url:
+        started = time.monotonic()
+        [warning] = notify(config_with({"url": url}), "flip", FLIP)
+        elapsed = time.monotonic() - started
+    assert elapsed < BOUND_S
+    assert warning.startswith("notification not delivered to webhook #1 (127.0.0.1): ")
+    assert url not in warning
 
 
 def test_a_client_error_is_not_retried_and_a_redirect_not_followed() -> None:

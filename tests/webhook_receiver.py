@@ -115,3 +115,44 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook-secret-path"
+
+
+@contextmanager
+def dribbling() -> Iterator[str]:
+    """A URL whose server accepts, reads the request, then sends its status line one byte every
+    0.3 s, forever: every read completes within any per-read timeout, the answer never does."""
+    import socket
+
+    stop = threading.Event()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.2)
+            for byte in iter(lambda: b"H", None):
+                if stop.wait(0.3):
+                    return
+                try:
+                    conn.sendall(byte)
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/drip-secret-path"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
