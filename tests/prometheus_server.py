@@ -137,9 +137,7 @@ def prometheus(directory: Path, targets: list[str]) -> Iterator[Prometheus]:
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {"job_name": "fake-api", "static_configs": [{"targets": targets}]}
-                ],
+                "scrape_configs": [{"job_name": "gx10", "static_configs": [{"targets": targets}]}],
             }
         )
     )

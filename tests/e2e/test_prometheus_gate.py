@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gx10slots.config import GateQuery, PrometheusConfig
@@ -58,20 +59,28 @@ def test_the_client_reads_a_rising_failure_rate_and_reports_no_data(
 
 
 def test_the_guard_flips_back_when_the_api_failure_rate_rises_while_probes_pass(
-    two_warm_slots: Sandbox, api: FakeApi, prom: Prometheus
+    two_warm_slots: Sandbox, api: FakeApi, tmp_path: Path
 ) -> None:
     box = two_warm_slots
-    box.set_config(
-        "guard",
-        interval="1s",
-        failures=2,
-        prometheus={
-            "url": prom.url,
-            "timeout": "2s",
-            "queries": [{"name": ERRORS.name, "query": ERRORS.query, "max": ERRORS.max}],
-        },
-    )
-    with receiver() as team:
+    # Prometheus scrapes the fake API and both slots' model servers (vLLM's metric names).
+    slots = [httpx.URL(box.info["slots"][slot]) for slot in ("blue", "green")]
+    targets = [api.target, *(f"{url.host}:{url.port}" for url in slots)]
+    with prometheus(tmp_path / "prometheus", targets) as prom, receiver() as team:
+        prom.wait_for("count_over_time(ai_ir_failures_total[1m])", lambda v: bool(v) and v[0] >= 2)
+        prom.wait_for("count(vllm:num_requests_waiting)", lambda v: v == [2.0])
+        box.set_config(
+            "guard",
+            interval="1s",
+            failures=2,
+            prometheus={
+                "url": prom.url,
+                "timeout": "2s",
+                "queries": [
+                    {"name": ERRORS.name, "query": ERRORS.query, "max": ERRORS.max},
+                    {"name": "queue", "query": "max(vllm:num_requests_waiting)", "max": 50},
+                ],
+            },
+        )
         box.set_config("notify", webhooks=[{"url": team.url}])
         guard = box.spawn("-o", "json", "flip", "--guard", "90s")
         try:
@@ -93,7 +102,7 @@ def test_the_guard_flips_back_when_the_api_failure_rate_rises_while_probes_pass(
     assert len(streak) == 2
     for check in streak:
         assert check["probe"]["passed"]  # the slot's own probes kept answering
-        assert [g["state"] for g in check["gates"]] == ["breach"]
+        assert [g["state"] for g in check["gates"]] == ["breach", "ok"]
         assert any(r.startswith("gate errors: ") and "above max 0.5" in r for r in check["reasons"])
     [entry, *_] = box.history()
     assert (entry["action"], entry["from"], entry["to"]) == ("auto-revert", "green", "blue")
