@@ -4,6 +4,8 @@ exception), and that a webhook URL never shows."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from typing import Any
 
@@ -14,8 +16,9 @@ from gx10slots import scrub
 from gx10slots.config import Config, parse_config
 from gx10slots.errors import ConfigError
 from gx10slots.notify import BUDGET_S, EVENTS, notify, payload, summary
+from tests.reliability.test_hostile_engine import endless, hostile
 from tests.test_config import valid
-from tests.webhook_receiver import closed_port_url, dribbling, receiver
+from tests.webhook_receiver import closed_port_url, receiver
 
 # Generous: the budget plus a thread join's grace and a loaded CI machine's scheduling.
 BOUND_S = BUDGET_S + 2.0
@@ -92,15 +95,29 @@ def test_a_hanging_receiver_costs_at_most_the_budget() -> None:
     assert healthy.events() == ["flip"]  # the hanging one did not hold the other back
 
 
+def status_line_one_byte_at_a_time(conn: socket.socket, stop: threading.Event) -> None:
+    conn.recv(65536)
+    for byte in b"HTTP/1.1 200 OK\r\n" * 100:
+        if stop.wait(0.3):
+            return
+        conn.sendall(bytes([byte]))
+
+
 def test_a_receiver_that_answers_one_byte_at_a_time_is_cut_off_at_the_budget() -> None:
     # Each read completes well within its timeout; only the overall budget ends it.
-    with dribbling() as url:
+    with hostile(status_line_one_byte_at_a_time) as url:
         started = time.monotonic()
-        [warning] = notify(config_with({"url": url}), "flip", FLIP)
+        [warning] = notify(config_with({"url": url + "/secret-path"}), "flip", FLIP)
         elapsed = time.monotonic() - started
     assert elapsed < BOUND_S
-    assert warning.startswith("notification not delivered to webhook #1 (127.0.0.1): ")
-    assert url not in warning
+    assert warning == "notification not delivered to webhook #1 (127.0.0.1): no answer within 2 s"
+
+
+def test_the_answer_body_is_never_read() -> None:
+    with hostile(endless) as url:  # 200, then a body that never ends
+        started = time.monotonic()
+        assert notify(config_with({"url": url + "/secret-path"}), "flip", FLIP) == []
+        assert time.monotonic() - started < BOUND_S
 
 
 def test_a_client_error_is_not_retried_and_a_redirect_not_followed() -> None:
