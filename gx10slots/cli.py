@@ -663,7 +663,14 @@ def deploy(
         break_lock=break_lock,
         rename=rename,
     )
-    result = run_deploy(app, request)
+    if dry_run or app.options.verbosity < 0:
+        result = run_deploy(app, request)
+    else:
+        from gx10slots.progress import Reporter
+
+        # A live line on a terminal; timestamped lines and "still waiting" heartbeats on a pipe.
+        with Reporter() as reporter:
+            result = run_deploy(app, request, reporter)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
     code = _guarded(app, result, result.get("flip"), guard_for, report_dir)
     _emit_guarded(ctx, app, result, deploy_summary(result), code)
