@@ -227,18 +227,66 @@ cli.params[:0] = _global_options(late=False)
 
 
 @cli.command()
+@click.option(
+    "-w",
+    "--watch",
+    is_flag=True,
+    help="Redraw on every change (slots, flag, leases) until Ctrl-C; on a pipe, or with -o "
+    "json|yaml, one status after another.",
+)
 @click.pass_context
-def status(ctx: click.Context) -> None:
-    """Both slots, the flag, the previous slot, and warnings."""
+def status(ctx: click.Context, watch: bool) -> None:
+    """Both slots, the flag, the fallback's protection, who holds the lock, and warnings."""
     from gx10slots.ops.status import status as read_status
-    from gx10slots.render import emit, status_table
+    from gx10slots.render import status_text
 
     app = _app(ctx)
+    if watch:
+        _watch_status(app)
+        return
     doc = read_status(app)
     if app.options.document:
+        from gx10slots.render import emit
+
         emit(doc, app.options.output)
     else:
-        status_table(doc, wide=app.options.output == "wide")
+        click.echo(status_text(doc, wide=app.options.output == "wide"))
+
+
+def _watch_status(app: App) -> None:
+    """`status --watch`: on a terminal the screen is redrawn; on a pipe (or -o json|yaml) each
+    change is printed after the last, stamped with its time. Ctrl-C ends it: exit 0."""
+    from datetime import UTC, datetime
+
+    from gx10slots.ops.statuswatch import watch_status
+    from gx10slots.render import format_document, status_text
+
+    output = app.options.output
+    redraw = sys.stdout.isatty() and not app.options.document
+    shown: list[str] = []
+
+    def draw(doc: dict[str, Any]) -> None:
+        if app.options.document:
+            text = format_document(doc, output).rstrip("\n")
+            text = f"---\n{text}" if output == "yaml" else text
+        else:
+            text = status_text(doc, wide=output == "wide")
+        if shown and shown[-1] == text:
+            return  # a re-list or an unrelated change: nothing the operator would see differs
+        shown[:] = [text]
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if redraw:
+            # Home and clear, as `watch` does: the table stays in place, changing as it changes.
+            sys.stdout.write(f"\x1b[H\x1b[2J{at}  slots status --watch (Ctrl-C to stop)\n\n")
+        elif not app.options.document:
+            sys.stdout.write(f"--- {at}\n")
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    try:
+        watch_status(app, draw)
+    except Interrupted:
+        return  # Ctrl-C (or SIGTERM) is how a watch ends: nothing to undo, exit 0
 
 
 def _safe(text: str) -> str:
@@ -483,14 +531,14 @@ def guard(
 def history(ctx: click.Context, limit: int) -> None:
     """The flip/deploy audit log, newest first."""
     from gx10slots.ops.history import history as read_history
-    from gx10slots.render import emit, history_table
+    from gx10slots.render import emit, history_text
 
     app = _app(ctx)
     entries = read_history(app, limit)
     if app.options.document:
         emit(entries, app.options.output)
     else:
-        history_table(entries, wide=app.options.output == "wide")
+        click.echo(history_text(entries, wide=app.options.output == "wide"))
 
 
 @cli.command()

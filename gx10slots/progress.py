@@ -144,8 +144,12 @@ def _doing(state: State) -> str:
 def live_line(state: State, now: float, width: int) -> str:
     """The terminal's live line: one row, never wider than the terminal (a wrapped row could
     not be redrawn in place), so this one transient line may be cut."""
-    phase = f"{state.phase} " if state.phase else ""
-    text = f"… {phase}{elapsed(now - state.started)}: {_doing(state)}"
+    parts = [f"… {state.phase or 'working'}", elapsed(now - state.started)]
+    if state.waiting:
+        parts.append(state.waiting)
+    if state.engine:
+        parts.append(f"engine: {state.engine}")
+    text = " · ".join(parts)
     limit = max(10, width - 1)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -51,10 +51,6 @@ def format_table(
     )
 
 
-def _print(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
 def _cell(value: Any) -> str:
     """A table cell. Values come from the cluster, where anyone with write access may have put
     them: control characters are shown escaped, never sent to the terminal."""
@@ -134,10 +130,6 @@ def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
     return "\n".join(lines)
 
 
-def status_table(doc: dict[str, Any], *, wide: bool = False) -> None:
-    _print(status_text(doc, wide=wide))
-
-
 def fallback_line(fallback: dict[str, Any] | None) -> str:
     """Production's fallback (the slot `flip-back` returns to) and whether it is protected."""
     if not fallback or not fallback.get("slot"):
@@ -211,10 +203,6 @@ def history_text(entries: list[dict[str, Any]], *, wide: bool = False) -> str:
     keys = ("at", "action", "from", "to", "model", "by", "result", "reason")
     rows = [[_cell(entry.get(key)) for key in keys] for entry in entries]
     return format_table(HISTORY_COLUMNS, rows, wide=wide)
-
-
-def history_table(entries: list[dict[str, Any]], *, wide: bool = False) -> None:
-    _print(history_text(entries, wide=wide))
 
 
 def deploy_summary(result: dict[str, Any]) -> str:
