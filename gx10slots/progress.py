@@ -144,14 +144,15 @@ def _doing(state: State) -> str:
 def live_line(state: State, now: float, width: int) -> str:
     """The terminal's live line: one row, never wider than the terminal (a wrapped row could
     not be redrawn in place), so this one transient line may be cut."""
-    parts = [f"… {state.phase or 'working'}", elapsed(now - state.started)]
+    # ASCII only: a terminal's encoding is not known to be UTF-8.
+    parts = [f"[{elapsed(now - state.started)}] {state.phase or 'working'}"]
     if state.waiting:
         parts.append(state.waiting)
     if state.engine:
         parts.append(f"engine: {state.engine}")
-    text = " · ".join(parts)
+    text = " | ".join(parts)
     limit = max(10, width - 1)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def heartbeat_due(state: State, now: float, every: float = HEARTBEAT_S) -> bool:

@@ -103,5 +103,5 @@ def test_on_a_terminal_lines_print_above_the_live_line() -> None:
         reporter.tick()
     text = out.getvalue()
     assert "\r\x1b[Kslot green: applied\n" in text  # the live line cleared, the line, redrawn
-    assert "\r\x1b[K… rollout of green · 5s" in text
+    assert "\r\x1b[K[5s] rollout of green" in text
     assert "2026-" not in text  # no timestamps on a terminal: the live line shows the time

@@ -54,6 +54,8 @@ from gx10slots.slots import (
 
 CAS_ATTEMPTS = 3
 LOG_LINES = 20
+# For the engine's load progress: enough lines to see past its access log of health probes.
+ENGINE_LOG_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,8 @@ def _already_in_production(
     }
 
 
-def _log_tail(app: App, pod: str) -> str:
-    """The last LOG_LINES lines of the pod's engine container (bounded by the client)."""
+def _log_tail(app: App, pod: str, lines: int = LOG_LINES) -> str:
+    """The last ``lines`` lines of the pod's engine container (bounded by the client)."""
     kube = app.kube
     return kube.read_text(
         f"read logs of {pod}",
@@ -328,7 +330,7 @@ def _log_tail(app: App, pod: str) -> str:
         pod,
         kube.namespace,
         container=app.config.container,
-        tail_lines=LOG_LINES,
+        tail_lines=lines,
     )
 
 
@@ -379,7 +381,7 @@ def wait_for_rollout(
                 next_log_read = time.monotonic() + LOG_POLL_S
                 # Best effort: no container yet, or logs not readable; ask again later.
                 with contextlib.suppress(SlotsError):
-                    hooks.engine_log(_log_tail(app, loading_pod))
+                    hooks.engine_log(_log_tail(app, loading_pod, ENGINE_LOG_LINES))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 pod = next(iter(pods), None)
