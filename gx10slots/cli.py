@@ -742,7 +742,7 @@ def completion(shell: str) -> None:
     # answers from the command tree (slot names are the choices of each slot argument/option).
     complete = get_completion_class(shell)
     assert complete is not None, "click ships bash, zsh and fish"
-    click.echo(complete(cli, {}, "slots", "_SLOTS_COMPLETE").source())
+    click.echo(complete(cli, {}, "slots", "_SLOTS_COMPLETE").source(), nl=False)
 
 
 @cli.group()
