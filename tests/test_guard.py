@@ -25,26 +25,15 @@ from gx10slots.errors import (
 )
 from gx10slots.flip.rules import FlipPlan
 from gx10slots.flip.run import Switched
-from gx10slots.guard import loop as guard_mod
-from gx10slots.guard.loop import (
-    ClusterPorts,
-    GuardRequest,
-    RevertBlocked,
-    RevertResult,
-    exit_code,
-    observe,
-    watch,
-)
-from gx10slots.guard.rules import (
-    SHARE_WINDOW,
-    CheckRecord,
-    GuardSettings,
-    Observation,
-    Share,
-    Target,
-)
+from gx10slots.guard import ports as ports_mod
+from gx10slots.guard import run as run_mod
+from gx10slots.guard.loop import GuardRequest, RevertBlocked, RevertResult, watch
+from gx10slots.guard.ports import ClusterPorts
+from gx10slots.guard.rules import SHARE_WINDOW, CheckRecord, GuardSettings, Share, Target
+from gx10slots.guard.run import exit_code
 from gx10slots.ops.read import Snapshot
 from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRecord
+from gx10slots.smoke.live import Observation, observe
 from gx10slots.smoke.profiles import VLLM, get_profile
 from gx10slots.smoke.settings import SuiteSettings
 from tests.smoke.fakes import FakeEngine, hang_forever
@@ -301,16 +290,43 @@ def test_observe_a_healthy_engine() -> None:
     assert not obs.timed_out
 
 
-def test_observe_a_wedged_engine_sees_the_timeout_and_the_stall() -> None:
+def test_observe_a_wedged_engine_is_judged_at_the_stall_not_at_the_timeout() -> None:
     engine = FakeEngine()
     engine.running = 1.0
     engine.routes["/v1/chat/completions"] = hang_forever
+    # A 5 s timeout, a 0.2 s stall window: the verdict comes from the stall (a probe that ran to
+    # its timeout would say "timed out after 5.0 s").
+    obs = observe(
+        "http://engine.test",
+        "m",
+        VLLM,
+        SUITE,
+        api_key=None,
+        timeout_s=5.0,
+        stall_window_s=0.2,
+        sample_every_s=0.02,
+        transport=httpx.MockTransport(engine),
+    )
+    assert not obs.passed
+    assert obs.timed_out  # abandoned: the engine may still count it as running
+    assert obs.detail == "no answer: the engine stalled while the probe waited"
+    assert obs.stall == "stalled", obs.stall_detail
+    assert obs.running == 1.0
+
+
+def test_observe_a_hung_engine_without_metrics_sees_the_timeout() -> None:
+    engine = FakeEngine()
+    engine.routes["/v1/chat/completions"] = hang_forever
+
+    async def no_metrics(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404)
+
+    engine.routes["/metrics"] = no_metrics
     obs = look(engine, timeout_s=0.3)
     assert not obs.passed
     assert obs.timed_out
     assert obs.detail.startswith("timed out after 0.3 s")
-    assert obs.stall == "stalled", obs.stall_detail
-    assert obs.running == 1.0
+    assert obs.stall == "unavailable"
 
 
 def test_observe_an_erroring_engine() -> None:
@@ -402,15 +418,15 @@ def wired(
         calls["verify"].append((slot, served))
         return calls.get("verified", (True, "answered readiness, identity, known-answer"))
 
-    monkeypatch.setattr(guard_mod, "hold", fake_lock)
-    monkeypatch.setattr(guard_mod, "switch", fake_switch)
-    monkeypatch.setattr(guard_mod, "verify_production", fake_verify)
+    monkeypatch.setattr(ports_mod, "hold", fake_lock)
+    monkeypatch.setattr(ports_mod, "switch", fake_switch)
+    monkeypatch.setattr(ports_mod, "verify_production", fake_verify)
     monkeypatch.setattr(
-        guard_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
+        ports_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
     )
     monkeypatch.setattr(ClusterPorts, "_running_on", lambda self, slot: 2.0)
     monkeypatch.setattr(ClusterPorts, "_fallback_answers", lambda self: calls.get("fallback"))
-    monkeypatch.setattr(guard_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
+    monkeypatch.setattr(ports_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
     ports = ClusterPorts(make_app(tmp_path), TARGET, SETTINGS, by="guard:me@host:1")
     monkeypatch.setattr(ports, "flag", lambda: flag("green"))
     yield ports, calls
@@ -493,7 +509,7 @@ def test_a_held_lease_blocks_the_flip_back(
     def held(*args: Any, **kw: Any) -> Any:
         raise LockHeld("bob@ops:7", "T")
 
-    monkeypatch.setattr(guard_mod, "hold", held)
+    monkeypatch.setattr(ports_mod, "hold", held)
     with pytest.raises(RevertBlocked, match="held by bob@ops:7"):
         ports.revert("tripped", STREAK)
     assert calls["switch"] == []
@@ -507,7 +523,7 @@ def test_a_failed_history_write_does_not_hide_a_done_flip_back(
     def broken(app: App, plan: FlipPlan, **kw: Any) -> None:
         raise ApiUnreachable("no answer")
 
-    monkeypatch.setattr(guard_mod, "record_flip", broken)
+    monkeypatch.setattr(ports_mod, "record_flip", broken)
     result = ports.revert("tripped", STREAK)
     assert result.verified
     assert not result.recorded
@@ -563,11 +579,9 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         "summary": {"ttft_ms_p50": 30, "ttft_ms_p95": 900, "requests": 8, "failures": 0},
     }
     (reports / "20260101T000000Z-green.json").write_text(json.dumps(smoke))
-    monkeypatch.setattr(guard_mod, "snapshot", fake_snapshot)
-    monkeypatch.setattr(
-        guard_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw)
-    )
-    monkeypatch.setattr(guard_mod, "read_flag_object", lambda app: {"metadata": {}})
+    monkeypatch.setattr(run_mod, "snapshot", fake_snapshot)
+    monkeypatch.setattr(run_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw))
+    monkeypatch.setattr(run_mod, "read_flag_object", lambda app: {"metadata": {}})
     state["announced"] = []
 
     class Announcement:
@@ -578,14 +592,14 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         state["announced"].append(("held", by, window_s))
         return Announcement()
 
-    monkeypatch.setattr(guard_mod, "announce_watch", announce)
+    monkeypatch.setattr(run_mod, "announce_watch", announce)
     state["app"] = make_app(tmp_path)
     state["reports"] = reports
     yield state
 
 
 def run_guard(state: dict[str, Any], ports: FakePorts, **request: Any) -> dict[str, Any]:
-    return guard_mod.guard(
+    return run_mod.guard(
         state["app"], GuardRequest(window_s=60, interval_s=30, **request), ports=ports
     )
 
