@@ -154,3 +154,43 @@ def test_completion_offers_slot_names_where_a_slot_is_an_argument(
         "green",
     ]
     assert "json" in [c.value for c in complete.get_completions(["status", "-o"], "")]
+
+
+def test_every_global_option_after_the_subcommand_reaches_the_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gx10slots.app import App
+    from gx10slots.errors import Refused
+
+    seen: list[App] = []
+
+    def fake_status(app: App) -> None:
+        seen.append(app)
+        raise Refused("stop here")
+
+    monkeypatch.setattr("gx10slots.ops.status.status", fake_status)
+    result = run_cli(
+        capsys,
+        "-v",
+        "--namespace",
+        "before",
+        "status",
+        "-v",
+        "-n",
+        "after",
+        "--context",
+        "ctx2",
+        "--kubeconfig",
+        "kc2",
+        "--config",
+        "c2.yaml",
+        "-o",
+        "wide",
+    )
+    assert result.code == 3 and "stop here" in result.err
+    options = seen[0].options
+    assert (options.namespace, options.context, options.kubeconfig) == ("after", "ctx2", "kc2")
+    assert (options.config_path, options.output, options.verbosity) == ("c2.yaml", "wide", 2)
+    # -q after the subcommand counts against -v before it, as the two would before it.
+    run_cli(capsys, "-v", "status", "-q", "-q")
+    assert seen[1].options.verbosity == -1
