@@ -6,6 +6,8 @@ import io
 import itertools
 from datetime import UTC, datetime
 
+import pytest
+
 from gx10slots import console
 from gx10slots.progress import HEARTBEAT_S, Reporter, State, engine_progress, live_line
 
@@ -93,7 +95,8 @@ def test_on_a_pipe_engine_progress_is_a_line_when_it_changes() -> None:
     assert "(engine: loading weights 40% (2/5 shards))" in out.getvalue().splitlines()[-1]
 
 
-def test_on_a_terminal_lines_print_above_the_live_line() -> None:
+def test_on_a_terminal_lines_print_above_the_live_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "_verbosity", 0)  # whatever -v/-q an earlier command left
     clock, out = _Clock(), io.StringIO()
     reporter = _reporter(clock, out, tty=True)
     with reporter:
