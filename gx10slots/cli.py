@@ -356,13 +356,17 @@ def _guarded(
     flipped: dict[str, Any] | None,
     guard_for: float | None,
     report_dir: str | None = None,
+    *,
+    break_lock: bool = False,
 ) -> int:
     """`--guard`: guard the slot the flip made active, into ``result["guard"]``; the exit code."""
     if guard_for is None or not flipped or not flipped.get("to"):
         return 0
     from gx10slots.guard.run import exit_code, guard_after_flip
 
-    result["guard"] = guard_after_flip(app, flipped, guard_for, report_dir=report_dir)
+    result["guard"] = guard_after_flip(
+        app, flipped, guard_for, report_dir=report_dir, break_lock=break_lock
+    )
     return exit_code(result["guard"])
 
 
@@ -399,7 +403,7 @@ def _flip_command(
         break_lock=break_lock,
         rename=rename,
     )
-    code = _guarded(app, result, result, guard_for)
+    code = _guarded(app, result, result, guard_for, break_lock=break_lock)
     _emit_guarded(ctx, app, result, flip_summary(result), code)
 
 
@@ -769,7 +773,7 @@ def deploy(
         with Reporter() as reporter:
             result = run_deploy(app, request, reporter)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
-    code = _guarded(app, result, result.get("flip"), guard_for, report_dir)
+    code = _guarded(app, result, result.get("flip"), guard_for, report_dir, break_lock=break_lock)
     _emit_guarded(ctx, app, result, deploy_summary(result), code)
 
 
