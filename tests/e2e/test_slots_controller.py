@@ -19,6 +19,7 @@ import yaml
 
 from tests.helpers.sandbox import NS, Sandbox
 from tests.helpers.wait import wait_for
+from tests.helpers.webhooks import Receiver, receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -73,6 +74,13 @@ class Controller:
 
 
 @pytest.fixture
+def team() -> Iterator[Receiver]:
+    """The team's webhook receiver on 127.0.0.1."""
+    with receiver() as made:
+        yield made
+
+
+@pytest.fixture
 def controllers(sandbox: Sandbox, tmp_path: Path) -> Iterator[list[Controller]]:
     started: list[Controller] = []
     yield started
@@ -94,9 +102,10 @@ def engine_started_at(box: Sandbox, deployment: str) -> float:
 
 
 def test_a_wedge_after_a_flip_is_back_on_the_fallback_within_15_s(
-    sandbox: Sandbox, controllers: list[Controller], tmp_path: Path
+    sandbox: Sandbox, controllers: list[Controller], team: Receiver, tmp_path: Path
 ) -> None:
     box = sandbox
+    box.set_config("notify", webhooks=[{"url": team.url}])
     controller = Controller(box, tmp_path / "controller.err")
     controllers.append(controller)
     wait_for(lambda: "leading" in controller.text(), timeout=60, what="the controller to lead")
@@ -128,6 +137,11 @@ def test_a_wedge_after_a_flip_is_back_on_the_fallback_within_15_s(
         "ok",
     )
     assert entry["by"].startswith("controller:")
+    # The team heard of the flip and of the revert (the controller's, by its own name).
+    wait_for(lambda: "auto-revert" in team.events(), what="the auto-revert's notification")
+    assert "flip" in team.events()
+    (revert,) = team.bodies("auto-revert")
+    assert revert["by"] == entry["by"]
     assert controller.metric("gx10slots_auto_reverts_total") == 1
     # The gauges follow at the controller's next read of the flag.
     wait_for(
@@ -139,9 +153,10 @@ def test_a_wedge_after_a_flip_is_back_on_the_fallback_within_15_s(
 
 
 def test_observe_mode_says_what_it_would_do_and_changes_nothing(
-    sandbox: Sandbox, controllers: list[Controller], tmp_path: Path
+    sandbox: Sandbox, controllers: list[Controller], team: Receiver, tmp_path: Path
 ) -> None:
     box = sandbox
+    box.set_config("notify", webhooks=[{"url": team.url}])
     controller = Controller(box, tmp_path / "controller.err", "--mode", "observe")
     controllers.append(controller)
     wait_for(lambda: "leading" in controller.text(), timeout=60, what="the controller to lead")
@@ -155,6 +170,7 @@ def test_observe_mode_says_what_it_would_do_and_changes_nothing(
     assert box.flag() == "green"
     assert box.history()[0]["action"] == "flip"
     assert controller.metric("gx10slots_would_reverts_total") == 1
+    wait_for(lambda: "would-revert" in team.events(), what="the would-revert notification")
     assert controller.metric("gx10slots_auto_reverts_total") == 0
 
 
