@@ -10,7 +10,10 @@ stuck router that keeps routing where it did when the sandbox came up):
 - ``service-selector`` flag: the ready endpoints of the production Service's EndpointSlices
   (discovery.k8s.io/v1, label ``kubernetes.io/service-name``), which the endpoint controller
   keeps in step with the Service's selector;
-- ``configmap`` flag: the ready endpoints of the slot Service the flag ConfigMap's key names.
+- ``configmap`` flag: the ready endpoints of the slot Service the flag ConfigMap's key names;
+- ``httproute`` flag: the weights of the HTTPRoute's backendRefs to the slot Services, and their
+  ready endpoints, as a Gateway would (:mod:`gx10slots.sandbox.routing`: weight 0 gets nothing,
+  split weights split the requests, no weight above 0 is a 500).
 
 Streams in flight finish on their old backend either way.
 """
@@ -22,16 +25,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from gx10slots.sandbox.apiserver import ApiServer
 from gx10slots.sandbox.controller import Controller
 from gx10slots.sandbox.jobs import InClusterAccess, JobController
 from gx10slots.sandbox.kubelet import ProcessRuntime
 from gx10slots.sandbox.proxy import ServiceProxy
-from gx10slots.sandbox.resources import CONFIGMAPS, ENDPOINTSLICES, PODS, SERVICES
+from gx10slots.sandbox.resources import CONFIGMAPS, ENDPOINTSLICES, HTTPROUTES, PODS, SERVICES
+from gx10slots.sandbox.routing import Picker, Routing, ServiceView, from_httproute
 from gx10slots.sandbox.seed import (
     FLAG_CONFIGMAP,
     FLAG_KEY,
+    FLAG_ROUTE,
     NAMESPACE,
     PRODUCTION_SERVICE,
     deployment_name,
@@ -50,17 +56,20 @@ ROUTER_PERIOD_S = 0.05
 DEFAULT_ROUTER_LAG_S = 1.0
 
 
-class Router:
+T = TypeVar("T")
+
+
+class Router(Generic[T]):
     """Production's routing decision, following ``desired()`` through a delay line of ``lag_s``
     seconds (None: frozen once :meth:`go_live` is called). Until then it follows at once, so the
     sandbox starts serving without waiting out the lag."""
 
-    def __init__(self, desired: Callable[[], tuple[str, ...]], lag_s: float | None) -> None:
+    def __init__(self, desired: Callable[[], T], lag_s: float | None, initial: T) -> None:
         self._desired = desired
         self.lag_s = lag_s
-        self._applied: tuple[str, ...] = ()
-        self._pending: deque[tuple[float, tuple[str, ...]]] = deque()
-        self._last: tuple[str, ...] | None = None
+        self._applied: T = initial
+        self._pending: deque[tuple[float, T]] = deque()
+        self._last: T | None = None
         self._live = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -78,9 +87,9 @@ class Router:
         with self._lock:
             self._live = True
 
-    def backends(self) -> list[str]:
+    def current(self) -> T:
         with self._lock:
-            return list(self._applied)
+            return self._applied
 
     def step(self) -> None:
         try:
@@ -124,7 +133,8 @@ class DataPlane:
         self.runtime.in_cluster = InClusterAccess(server)
         self.jobs = JobController(server.store)
         self.proxies: dict[str, ServiceProxy] = {}
-        self.router = Router(self._production_wanted, router_lag_s)
+        self.router = Router(self._production_wanted, router_lag_s, Routing())
+        self._picker = Picker()
         server.service_resolver = self.resolve
 
     def start(self) -> None:
@@ -152,18 +162,40 @@ class DataPlane:
                     urls.append(url)
         return tuple(sorted(urls))
 
-    def _production_wanted(self) -> tuple[str, ...]:
+    def _service_view(self, service: str) -> ServiceView | None:
+        svc = self.server.store.find(SERVICES, NAMESPACE, service)
+        if svc is None:
+            return None
+        ports = tuple(
+            p["port"]
+            for p in (svc.get("spec") or {}).get("ports") or []
+            if isinstance(p, dict) and isinstance(p.get("port"), int)
+        )
+        return ServiceView(ports, self._slice_backends(service))
+
+    def _production_wanted(self) -> Routing:
         if self.flag == "configmap":
             cm = self.server.store.find(CONFIGMAPS, NAMESPACE, FLAG_CONFIGMAP) or {}
             slot = (cm.get("data") or {}).get(FLAG_KEY)
             if slot not in ("blue", "green"):
-                return ()
-            return self._slice_backends(deployment_name(str(slot)))
-        return self._slice_backends(PRODUCTION_SERVICE)
+                return Routing.single(PRODUCTION_SERVICE, ())
+            return Routing.single(
+                deployment_name(str(slot)), self._slice_backends(deployment_name(str(slot)))
+            )
+        if self.flag == "httproute":
+            route = self.server.store.find(HTTPROUTES, NAMESPACE, FLAG_ROUTE)
+            return from_httproute(route, FLAG_ROUTE, NAMESPACE, self._service_view)
+        return Routing.single(PRODUCTION_SERVICE, self._slice_backends(PRODUCTION_SERVICE))
+
+    def production_serves(self) -> bool:
+        """Whether the router, as applied now, sends some request to a ready endpoint."""
+        return self.router.current().serves()
 
     def backends(self, service: str, namespace: str = NAMESPACE) -> list[str]:
+        """The endpoints a request to ``service`` may go to now; for production, the router's
+        choice for this request (raises ``NoRoute`` when the router answers it itself)."""
         if service == PRODUCTION_SERVICE and namespace == NAMESPACE:
-            return self.router.backends()
+            return self._picker.endpoints(self.router.current(), PRODUCTION_SERVICE)
         store = self.server.store
         svc = store.find(SERVICES, namespace, service)
         selector = ((svc or {}).get("spec") or {}).get("selector") or {}
@@ -175,7 +207,12 @@ class DataPlane:
 
     def resolve(self, namespace: str, service: str) -> str | None:
         """For the API server's service proxy: the Service's proxy URL, None without backends."""
-        if namespace != NAMESPACE or not self.backends(service, namespace):
+        if namespace != NAMESPACE:
+            return None
+        if service == PRODUCTION_SERVICE:
+            if not self.production_serves():
+                return None
+        elif not self.backends(service, namespace):
             return None
         return self.service_endpoints({service: service})[service]
 
