@@ -220,7 +220,7 @@ def _guarded(
     """`--guard`: guard the slot the flip made active, into ``result["guard"]``; the exit code."""
     if guard_for is None or not flipped or not flipped.get("to"):
         return 0
-    from gx10slots.ops.guard import exit_code, guard_after_flip
+    from gx10slots.guard.loop import exit_code, guard_after_flip
 
     result["guard"] = guard_after_flip(app, flipped, guard_for, report_dir=report_dir)
     return exit_code(result["guard"])
@@ -244,7 +244,7 @@ def _flip_command(
     break_lock: bool = False,
     rename: bool = False,
 ) -> None:
-    from gx10slots.ops.flip import flip as run_flip
+    from gx10slots.flip.run import flip as run_flip
     from gx10slots.render import flip_summary
 
     if dry_run and guard_for is not None:
@@ -355,8 +355,8 @@ def guard(
     Exit 0: the window passed (or it stood down); 1: it tripped and production is back on the
     previous slot (verified); 3: refused, the previous slot is not warm.
     """
-    from gx10slots.ops.guard import GuardRequest, exit_code
-    from gx10slots.ops.guard import guard as run_guard
+    from gx10slots.guard.loop import GuardRequest, exit_code
+    from gx10slots.guard.loop import guard as run_guard
     from gx10slots.render import guard_summary
 
     app = _app(ctx)
@@ -544,8 +544,8 @@ def deploy(
     (flip.protect_fallback_for after a flip, and while a guard watches) unless
     --replace-fallback.
     """
-    from gx10slots.ops.deploy import DeployRequest
-    from gx10slots.ops.deploy import deploy as run_deploy
+    from gx10slots.deploy.run import DeployRequest
+    from gx10slots.deploy.run import deploy as run_deploy
     from gx10slots.ops.smoke import parse_formats
     from gx10slots.render import deploy_summary
 

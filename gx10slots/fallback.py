@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from gx10slots.durations import format_duration
 from gx10slots.errors import Refused
-from gx10slots.lock import (
+from gx10slots.kube.lease import (
     HOLDER_PROCESS,
     LEASE_DURATION_S,
     Here,
@@ -47,7 +47,7 @@ from gx10slots.lock import (
     parse_micro,
     record_duration_s,
 )
-from gx10slots.state import (
+from gx10slots.slots import (
     ACTION,
     CHANGED_AT,
     PREVIOUS_REVISION,

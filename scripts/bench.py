@@ -557,7 +557,7 @@ def _first_ready(
     its Pods replayed in arrival order, judged by the rule `slots deploy` applies
     (``deployplan.rollout_verdict``: the new pod Ready, the Deployment counting it updated and
     available)."""
-    from gx10slots.deployplan import rollout_verdict
+    from gx10slots.deploy.rules import rollout_verdict
 
     merged = sorted(
         [(at, "deployment", kind, obj) for at, kind, obj in deployment_events]
@@ -1131,7 +1131,7 @@ DIAGNOSTIC = "slots flip-back --force, imports first"
 # time they were done goes to stderr (CLOCK_MONOTONIC, comparable with the benchmark's clock).
 _PREIMPORT = """
 import sys, time
-import gx10slots.cli, gx10slots.ops.flip, gx10slots.render, gx10slots.smoke.suite
+import gx10slots.cli, gx10slots.flip.run, gx10slots.render, gx10slots.smoke.suite
 from kubernetes import config
 from kubernetes.client import AppsV1Api, CoordinationV1Api, CoreV1Api, EventsV1Api
 sys.stderr.write("IMPORTED %r\\n" % time.clock_gettime(time.CLOCK_MONOTONIC))

@@ -23,17 +23,10 @@ from gx10slots.errors import (
     Refused,
     StateUnknown,
 )
-from gx10slots.guardrules import (
-    SHARE_WINDOW,
-    CheckRecord,
-    GuardSettings,
-    Observation,
-    Share,
-    Target,
-)
-from gx10slots.ops import guard as guard_mod
-from gx10slots.ops.flip import Switched
-from gx10slots.ops.guard import (
+from gx10slots.flip.rules import FlipPlan
+from gx10slots.flip.run import Switched
+from gx10slots.guard import loop as guard_mod
+from gx10slots.guard.loop import (
     ClusterPorts,
     GuardRequest,
     RevertBlocked,
@@ -42,11 +35,18 @@ from gx10slots.ops.guard import (
     observe,
     watch,
 )
+from gx10slots.guard.rules import (
+    SHARE_WINDOW,
+    CheckRecord,
+    GuardSettings,
+    Observation,
+    Share,
+    Target,
+)
 from gx10slots.ops.read import Snapshot
-from gx10slots.plan import FlipPlan
+from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRecord
 from gx10slots.smoke.profiles import VLLM, get_profile
 from gx10slots.smoke.settings import SuiteSettings
-from gx10slots.state import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRecord
 from tests.smoke.fakes import FakeEngine, hang_forever
 from tests.test_config import valid
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from gx10slots.config import parse_config
 from gx10slots.memory import gib, gpu_memory_utilization, slot_budget_gib
-from gx10slots.state import (
+from gx10slots.slots import (
     flag_state,
     flux_flip_blocker,
     now_utc,
@@ -195,7 +195,7 @@ def test_memory_budget_sources_in_order() -> None:
 
 
 def test_flux_owned_slot_deployment_is_a_drift_risk_unless_annotated() -> None:
-    from gx10slots.state import flux_deploy_blocker
+    from gx10slots.slots import flux_deploy_blocker
 
     d = deployment()
     assert flux_deploy_blocker(d, "green") is None

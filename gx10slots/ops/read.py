@@ -9,7 +9,7 @@ from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
 from gx10slots.errors import ApiError, NotFound
 from gx10slots.memory import gib
-from gx10slots.state import FlagState, SlotState, flag_state, slot_state
+from gx10slots.slots import FlagState, SlotState, flag_state, slot_state
 
 
 @dataclass(frozen=True)

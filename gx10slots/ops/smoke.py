@@ -18,11 +18,11 @@ from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
 from gx10slots.errors import ClusterError, Conflict, Invalid, LockHeld, UsageError
 from gx10slots.kube.client import FIELD_MANAGER
-from gx10slots.lock import Lock
+from gx10slots.kube.lease import Lock
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
 from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_deployment, snapshot
-from gx10slots.state import (
+from gx10slots.slots import (
     SMOKE_AT,
     SMOKE_PASSED,
     SMOKE_REPORT,

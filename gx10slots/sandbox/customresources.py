@@ -260,13 +260,13 @@ def _httproute_cel_causes(obj: Obj) -> Iterator[Cause]:
         for b, ref in enumerate(refs if isinstance(refs, list) else []):
             if not isinstance(ref, dict):
                 continue
-            if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service":
-                if "port" not in ref:
-                    yield Cause(
-                        f"spec.rules[{r}].backendRefs[{b}]",
-                        "FieldValueInvalid",
-                        'Invalid value: "object": Must have port for Service reference',
-                    )
+            core_service = ref.get("group", "") == "" and ref.get("kind", "Service") == "Service"
+            if core_service and "port" not in ref:
+                yield Cause(
+                    f"spec.rules[{r}].backendRefs[{b}]",
+                    "FieldValueInvalid",
+                    'Invalid value: "object": Must have port for Service reference',
+                )
 
 
 def schema_causes(crd: CustomResource, obj: Obj) -> list[Cause]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gx10slots.config import Config, parse_config
-from gx10slots.lock import LEASE_NAME
+from gx10slots.kube.lease import LEASE_NAME
 from gx10slots.ops.audit import HISTORY_CONFIGMAP
 from gx10slots.servednames import alias_blocker, identity_name, served_names
 

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gx10slots.config import SLOT_NAMES, Config
+from gx10slots.kube.quantity import canonical_pod_spec
 from gx10slots.memory import slot_budget_gib
-from gx10slots.quantity import canonical_pod_spec
 from gx10slots.servednames import identity_name, served_names
 
 ANNOTATION_PREFIX = "gx10slots.io/"

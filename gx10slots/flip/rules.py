@@ -17,7 +17,7 @@ from typing import Any, Literal
 from gx10slots.config import SLOT_NAMES, Config
 from gx10slots.errors import Refused
 from gx10slots.servednames import identity_name, is_identity
-from gx10slots.state import (
+from gx10slots.slots import (
     ACTION,
     ACTIVE,
     CHANGED_AT,
@@ -128,7 +128,7 @@ def flag_patch(
         annotations[ACTION] = action
     if run:
         # In the same patch as the flag: a run stopped after this write is found by the flag
-        # object alone (gx10slots/ops/unfinished.py).
+        # object alone (gx10slots/flip/unfinished.py).
         annotations[RUN_ID] = run
         annotations[RUN_STATE] = SWITCHING
     if metadata.get("annotations") is None:

@@ -27,9 +27,9 @@ from typing import Any, Literal
 from gx10slots.config import Config, GuardConfig
 from gx10slots.durations import format_duration
 from gx10slots.errors import Refused, UsageError
-from gx10slots.plan import plan_flip
+from gx10slots.flip.rules import plan_flip
+from gx10slots.slots import CHANGED_AT, CHANGED_BY, REASON, FlagState, SlotState
 from gx10slots.smoke.progress import ProgressSample, StallVerdict, Verdict, stall_verdict
-from gx10slots.state import CHANGED_AT, CHANGED_BY, REASON, FlagState, SlotState
 
 # The error share is taken over the guard's last SHARE_WINDOW probes, once there are SHARE_MIN.
 SHARE_WINDOW = 10

@@ -49,7 +49,7 @@ from gx10slots.errors import (
 )
 from gx10slots.kube.client import Kube
 
-log = logging.getLogger("gx10slots.lock")
+log = logging.getLogger("gx10slots.kube.lease")
 
 LEASE_NAME = "gx10slots-lock"
 LEASE_DURATION_S = 30

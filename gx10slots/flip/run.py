@@ -29,15 +29,15 @@ from gx10slots.errors import (
     SlotsError,
     StateUnknown,
 )
+from gx10slots.flip.rules import FlipPlan, Mode, clean_reason, distinguishing_names, plan_flip
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
-from gx10slots.lock import Lock, holder_identity
+from gx10slots.kube.lease import Lock, holder_identity
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
 from gx10slots.ops.engine import probe_access, production_endpoint, quick_probe, slot_endpoint
 from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_flag_object, snapshot
-from gx10slots.plan import FlipPlan, Mode, clean_reason, distinguishing_names, plan_flip
 from gx10slots.servednames import identity_name
-from gx10slots.state import (
+from gx10slots.slots import (
     ACTION,
     ACTIVE,
     CHANGED_AT,
@@ -280,7 +280,7 @@ STOOD_DOWN = "someone else moved the flag"
 
 def _slot_states(app: App, slot: str) -> tuple[SlotState, SlotState]:
     from gx10slots.ops.read import read_deployment
-    from gx10slots.state import slot_state
+    from gx10slots.slots import slot_state
 
     config = app.config
     other = other_slot(slot)
@@ -590,8 +590,8 @@ def flip(
     rename: bool = False,
 ) -> dict[str, Any]:
     """Flip or flip back; ``lock`` lets `deploy --flip` flip under the lease it already holds;
-    ``break_lock`` takes over a lease nobody renews (see gx10slots.lock); ``rename`` lets the flip
-    drop names production serves now."""
+    ``break_lock`` takes over a lease nobody renews (see gx10slots.kube.lease); ``rename`` lets
+    the flip drop names production serves now."""
     by = lock.holder if lock else holder_identity()
     why = clean_reason(reason) or f"slots {mode}"
     if dry_run:
@@ -627,7 +627,7 @@ def flip(
 def _flip_locked(
     app: App, mode: Mode, lock: Lock, *, force: bool, by: str, why: str, rename: bool = False
 ) -> dict[str, Any]:
-    from gx10slots.ops.unfinished import settle_unfinished
+    from gx10slots.flip.unfinished import settle_unfinished
 
     started = time.monotonic()
     switched: Switched | None = None

@@ -3,7 +3,7 @@
 Each check, every interval: is the flag still on the guarded slot (if not, someone else flipped:
 stand down, exit 0)? Then one streamed known-answer generation through the production endpoint,
 with its own timeout, while the engine's ``/metrics`` are sampled for the progress rule. The
-decisions are pure (``gx10slots.guardrules``); this module does the I/O around them.
+decisions are pure (``gx10slots.guard.rules``); this module does the I/O around them.
 
 The guard holds no lock while it watches, so an operator's `slots flip-back` is never blocked. It
 holds only the Lease ``gx10slots-guard``, an announcement that it watches: while that is held,
@@ -42,7 +42,10 @@ from gx10slots.errors import (
     SlotsError,
     StateUnknown,
 )
-from gx10slots.guardrules import (
+from gx10slots.flip.rules import FlipPlan, clean_reason
+from gx10slots.flip.run import Switched, mark_done, record_flip, switch, where_production_is
+from gx10slots.flip.run import verify as verify_production
+from gx10slots.guard.rules import (
     Baseline,
     CheckRecord,
     GuardSettings,
@@ -60,7 +63,7 @@ from gx10slots.guardrules import (
     trip_summary,
     ttft_limit_ms,
 )
-from gx10slots.lock import Lock, holder_identity
+from gx10slots.kube.lease import Lock, holder_identity
 from gx10slots.ops.engine import (
     probe_access,
     production_endpoint,
@@ -68,12 +71,10 @@ from gx10slots.ops.engine import (
     slot_endpoint,
     suite_settings,
 )
-from gx10slots.ops.flip import Switched, mark_done, record_flip, switch, where_production_is
-from gx10slots.ops.flip import verify as verify_production
 from gx10slots.ops.lease import GUARD_LEASE, WATCH_UNTIL, hold
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.ops.smoke import invalidate_smoke
-from gx10slots.plan import FlipPlan, clean_reason
+from gx10slots.slots import FlagState, SlotState, flag_state, now_utc, rfc3339
 from gx10slots.smoke._failure import ProbeFailure
 from gx10slots.smoke._http import describe_transport_error
 from gx10slots.smoke._transport import as_async_transport
@@ -91,7 +92,6 @@ from gx10slots.smoke.progress import (
 from gx10slots.smoke.redact import Redactor
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import SuiteSettings
-from gx10slots.state import FlagState, SlotState, flag_state, now_utc, rfc3339
 
 # Reading the wedged slot's running gauge after the flip-back is best effort and quick.
 IN_FLIGHT_TIMEOUT_S = 3.0
