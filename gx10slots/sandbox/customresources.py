@@ -280,6 +280,19 @@ def schema_causes(crd: CustomResource, obj: Obj) -> list[Cause]:
     return causes
 
 
+def findings(crd: CustomResource, obj: Obj) -> tuple[list[tuple[list[Any], str, Obj]], list[Cause]]:
+    """The fields pruning drops (path, name, the map holding it) and the violations of the
+    object as it will be stored, without them."""
+    unknown = unknown_fields(crd.schema, obj)
+    pruned = copy.deepcopy(obj)
+    for parts, name, _ in unknown:
+        container: Any = pruned
+        for part in parts:
+            container = container[part]
+        container.pop(name, None)
+    return unknown, schema_causes(crd, pruned)
+
+
 # -- printing ----------------------------------------------------------------------------------
 
 

@@ -878,14 +878,7 @@ def _schema_findings(
     """Unknown fields (path, name, the map holding it) and the other schema violations."""
     crd = customresources.definition(rt)
     if crd is not None:
-        unknown = customresources.unknown_fields(crd.schema, obj)
-        pruned = copy.deepcopy(obj)
-        for parts, name, _ in unknown:  # validated as it will be stored: without them
-            container: Any = pruned
-            for part in parts:
-                container = container[part]
-            container.pop(name, None)
-        return unknown, customresources.schema_causes(crd, pruned)
+        return customresources.findings(crd, obj)
     try:
         validator = _validator(str(obj.get("apiVersion")), str(obj.get("kind")))
     except (FileNotFoundError, kv.SchemaNotFoundError, kv.VersionNotSupportedError):
