@@ -38,7 +38,7 @@ class Routes:
     """CustomObjectsApi, bound to the HTTPRoutes of the test namespace."""
 
     def __init__(self, api: Any) -> None:
-        self.api = client.CustomObjectsApi(api)
+        self.api: Any = client.CustomObjectsApi(api)
 
     def create(self, body: dict, **kw: Any) -> dict:
         return dict(
@@ -80,7 +80,7 @@ def weights(route: dict) -> list[int]:
 
 
 def test_discovery_lists_httproutes_like_the_crd(api: Any) -> None:
-    groups = {g.name: g for g in client.ApisApi(api).get_api_versions().groups}
+    groups: dict[str, Any] = {g.name: g for g in client.ApisApi(api).get_api_versions().groups}
     assert groups[GROUP].preferred_version.group_version == f"{GROUP}/{VERSION}"
     listing = client.CustomObjectsApi(api).get_api_resources(GROUP, VERSION)
     resources = {r.name: r for r in listing.resources}
@@ -175,10 +175,7 @@ def test_the_schema_limits_hold(routes: Routes) -> None:
         causes = {(c["field"], c["message"]) for c in _failure(info.value)["details"]["causes"]}
         assert expected[case] in causes, (case, causes)
     assert (
-        client.CustomObjectsApi(routes.api.api_client).list_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL
-        )["items"]
-        == []
+        routes.api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"] == []
     )
 
 
@@ -218,7 +215,7 @@ def test_json_patch_with_test_ops_is_a_compare_and_swap_of_the_weights(routes: R
     with pytest.raises(client.ApiException) as info:
         routes.patch(flip)
     assert info.value.status == 422
-    assert "testing value /metadata/resourceVersion failed" in info.value.body
+    assert "testing value /metadata/resourceVersion failed" in str(info.value.body)
     assert weights(routes.get()) == [0, 100]
 
 

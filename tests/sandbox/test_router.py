@@ -23,7 +23,7 @@ def test_the_router_applies_a_change_only_after_its_lag(monkeypatch: pytest.Monk
     clock = _Clock()
     monkeypatch.setattr(time, "monotonic", clock)
     wanted = [("blue-pod",)]
-    router = Router(lambda: wanted[0], 1.0, ())
+    router = Router[tuple[str, ...]](lambda: wanted[0], 1.0, ())
     router.go_live()
     assert router.current() == ("blue-pod",)  # before going live it follows at once
     wanted[0] = ("green-pod",)
@@ -40,7 +40,7 @@ def test_a_stuck_router_never_follows(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
     monkeypatch.setattr(time, "monotonic", clock)
     wanted = [("blue-pod",)]
-    router = Router(lambda: wanted[0], None, ())
+    router = Router[tuple[str, ...]](lambda: wanted[0], None, ())
     router.go_live()
     wanted[0] = ("green-pod",)
     for _ in range(5):
