@@ -19,6 +19,7 @@ import yaml
 
 from gx10slots.durations import parse_duration
 from gx10slots.errors import ConfigError
+from gx10slots.flags import KINDS as FLAG_KINDS
 from gx10slots.limits import (
     MAX_BURST,
     MAX_DURATION_S,
@@ -28,20 +29,14 @@ from gx10slots.limits import (
 )
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
-FLAG_KINDS = ("service-selector", "configmap")
 ENGINES = ("vllm", "llama-server", "llama-cpp-python", "sglang", "ollama", "trtllm", "openai")
 ACCESS_MODES = ("direct", "apiserver-proxy")
 
-FlagKind = Literal["service-selector", "configmap"]
 AccessMode = Literal["direct", "apiserver-proxy"]
 
 # RFC 1123 DNS label / subdomain, as the API server checks object names.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-# A qualified label key: optional DNS-subdomain prefix, then a name of [A-Za-z0-9_.-].
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A protection longer than a week is a typo (1000h for 100h), not a policy.
 MAX_PROTECT_FALLBACK_S = 7 * 24 * 3600.0
@@ -58,7 +53,7 @@ class SlotConfig:
 
 @dataclass(frozen=True)
 class FlagConfig:
-    kind: FlagKind
+    kind: str  # a name in gx10slots.flags.KINDS
     name: str
     key: str
     endpoint: str | None
@@ -345,15 +340,16 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         top.fail("slots.green.deployment", "must differ from slots.blue.deployment")
 
     f = top.child("flag", required=True)
-    kind = f.choice("kind", FLAG_KINDS)
+    kind = f.choice("kind", tuple(FLAG_KINDS))
+    flag_kind = FLAG_KINDS[kind]
     flag_name = f.string("name", pattern=_DNS_SUBDOMAIN, what="an object name")
-    key = f.string(
-        "key",
-        "gx10slots.io/slot" if kind == "service-selector" else "active-slot",
-        pattern=_LABEL_KEY if kind == "service-selector" else re.compile(r"^[-._a-zA-Z0-9]+$"),
-        what="a label key" if kind == "service-selector" else "a ConfigMap key",
-    )
-    if kind == "service-selector":
+    if flag_kind.key_what:
+        key = f.string(
+            "key", flag_kind.default_key, pattern=flag_kind.key_pattern, what=flag_kind.key_what
+        )
+    else:
+        key = ""
+    if flag_kind.flag_is_service:
         flag_service = flag_name
     elif access == "apiserver-proxy" or f.has("service"):
         flag_service = f.string(
@@ -364,7 +360,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     else:
         flag_service = ""
     flag = FlagConfig(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         name=flag_name,
         key=key,
         endpoint=f.url("endpoint", required=access == "direct"),

@@ -36,19 +36,13 @@ from gx10slots.fallback import check_fallback
 from gx10slots.flip.rules import check_names_kept, clean_reason
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
+from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
 from gx10slots.ops.engine import probe_access
 from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
 from gx10slots.servednames import identity_name, is_identity
-from gx10slots.slots import (
-    flux_deploy_blocker,
-    now_utc,
-    other_slot,
-    revision_of,
-    rfc3339,
-    slot_state,
-)
+from gx10slots.slots import flux_deploy_blocker, other_slot, revision_of, slot_state
 
 CAS_ATTEMPTS = 3
 LOG_LINES = 20

@@ -29,9 +29,11 @@ from gx10slots.errors import (
     SlotsError,
     StateUnknown,
 )
+from gx10slots.flags import kind_of
 from gx10slots.flip.rules import FlipPlan, Mode, clean_reason, distinguishing_names, plan_flip
-from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
+from gx10slots.kube.client import WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
+from gx10slots.kube.values import annotation_pointer, now_utc, rfc3339
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
 from gx10slots.ops.engine import probe_access, production_endpoint, quick_probe, slot_endpoint
 from gx10slots.ops.lease import hold
@@ -50,9 +52,7 @@ from gx10slots.slots import (
     SWITCHING,
     SlotState,
     flag_state,
-    now_utc,
     other_slot,
-    rfc3339,
 )
 
 CAS_ATTEMPTS = 3
@@ -69,20 +69,7 @@ class Switched:
 
 
 def _write_flag(app: App, plan: FlipPlan) -> dict[str, Any]:
-    config, kube = app.config, app.kube
-    core = kube.api("core")
-    if config.flag.kind == "service-selector":
-        fn, what = core.patch_namespaced_service, "Service"
-    else:
-        fn, what = core.patch_namespaced_config_map, "ConfigMap"
-    return kube.write(
-        f"patch {what} {config.namespace}/{config.flag.name}",
-        fn,
-        config.flag.name,
-        config.namespace,
-        plan.patch,
-        field_manager=FIELD_MANAGER,
-    )
+    return kind_of(app.config).patch(app, plan.patch, "")
 
 
 def _settle_by_reading_back(app: App, plan: FlipPlan, by: str, at: str) -> dict[str, Any] | None:
@@ -134,33 +121,21 @@ def mark_done(
             # Someone moved the flag by hand since (the annotations are still ours): what this
             # run switched is gone, and "done" must not be written over their change.
             return
-        core = app.kube.api("core")
-        if config.flag.kind == "service-selector":
-            fn, what = core.patch_namespaced_service, "Service"
-        else:
-            fn, what = core.patch_namespaced_config_map, "ConfigMap"
         patch = [
             {
                 "op": "test",
                 "path": "/metadata/resourceVersion",
                 "value": obj["metadata"]["resourceVersion"],
             },
-            {"op": "test", "path": _annotation_pointer(RUN_ID), "value": run},
-            {"op": "replace", "path": _annotation_pointer(RUN_STATE), "value": DONE},
+            {"op": "test", "path": annotation_pointer(RUN_ID), "value": run},
+            {"op": "replace", "path": annotation_pointer(RUN_STATE), "value": DONE},
             *(
-                {"op": "add", "path": _annotation_pointer(key), "value": value}
+                {"op": "add", "path": annotation_pointer(key), "value": value}
                 for key, value in (also or {}).items()
             ),
         ]
         try:
-            app.kube.write(
-                f"patch {what} {config.namespace}/{config.flag.name} (mark run {run} done)",
-                fn,
-                config.flag.name,
-                config.namespace,
-                patch,
-                field_manager=FIELD_MANAGER,
-            )
+            kind_of(config).patch(app, patch, f" (mark run {run} done)")
             return
         except (ApiError, WriteOutcomeUnknown) as exc:
             # Landed with a lost answer, or the object moved (409/422): read back and decide.
@@ -173,10 +148,6 @@ def mark_done(
                 f"marking the run {run} done on the flag failed: {exc.message}"
             ) from exc
     raise ClusterError(f"marking the run {run} done on the flag failed: the flag kept changing")
-
-
-def _annotation_pointer(key: str) -> str:
-    return "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
 
 
 def switch(
@@ -320,44 +291,6 @@ def _target_gone(target: SlotState) -> str | None:
     return None
 
 
-def _endpoint_slices_on(app: App, slot: str) -> tuple[bool, str]:
-    """For a selector flag: the production Service's EndpointSlices list ready endpoints, and
-    only the target slot's pods."""
-    config, kube = app.config, app.kube
-    try:
-        listed = kube.read(
-            f"list EndpointSlices of Service {config.namespace}/{config.flag.service}",
-            kube.api("custom").list_namespaced_custom_object,
-            "discovery.k8s.io",
-            "v1",
-            config.namespace,
-            "endpointslices",
-            label_selector=f"kubernetes.io/service-name={config.flag.service}",
-        )
-    except Interrupted:
-        raise
-    except SlotsError as exc:
-        return False, f"cannot read the production EndpointSlices: {exc.message}"
-    prefix = config.slot(slot).deployment + "-"
-    ready: list[str] = []
-    strangers: list[str] = []
-    items = listed.get("items") if isinstance(listed, dict) else None
-    for es in (items if isinstance(items, list) else [])[:100]:
-        for endpoint in (es.get("endpoints") if isinstance(es, dict) else None) or []:
-            if not isinstance(endpoint, dict):
-                continue
-            name = str((endpoint.get("targetRef") or {}).get("name") or "?")[:100]
-            if not name.startswith(prefix):
-                strangers.append(name)  # ready or not: the selector still matches it
-            elif (endpoint.get("conditions") or {}).get("ready") is not False:
-                ready.append(name)  # discovery/v1: a nil ready condition means ready
-    if strangers:
-        return False, f"the production EndpointSlices still list {', '.join(strangers[:5])}"
-    if not ready:
-        return False, "the production EndpointSlices list no ready endpoint"
-    return True, f"EndpointSlices name only {slot}'s pods ({', '.join(ready[:5])})"
-
-
 @dataclass(frozen=True)
 class _Answers:
     target: int
@@ -421,7 +354,7 @@ def _who_answers(
 def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tuple[bool, str]:
     """Production reaches ``slot``'s pods: see the evidence listed above. Returns at the first
     decisive failure, else when the evidence holds, else when the window ends."""
-    config = app.config
+    kind = kind_of(app.config)
     deadline = time.monotonic() + window_s
     endpoint = production_endpoint(app)
     detail = "not checked"
@@ -448,8 +381,9 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
             mine = distinguishing_names(target, other)
             theirs = distinguishing_names(other, target)
             ok = True
-            if config.flag.kind == "service-selector":
-                ok, detail = _endpoint_slices_on(app, slot)
+            routing = kind.routes_to(app, slot)
+            if routing is not None:
+                ok, detail = routing
             if ok and mine:
                 answers = _who_answers(
                     app, endpoint, mine[0], theirs[0] if theirs else None, VERIFY_PROBE_TIMEOUT_S
@@ -464,7 +398,7 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                     f"{slot} ({answers.other} from {other.name}, {answers.server_errors} 5xx"
                     + (f"; last: {answers.detail}" if answers.detail else "")
                     + ")"
-                    + (f"; {detail}" if config.flag.kind == "service-selector" else "")
+                    + (f"; {detail}" if routing is not None else "")
                 )
             elif ok and theirs:
                 # The target has no name of its own, the slot production left has: production
@@ -476,7 +410,7 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                     f"{other.name} ({answers.server_errors} 5xx"
                     + (f"; last: {answers.detail}" if answers.detail else "")
                     + ")"
-                    + (f"; {detail}" if config.flag.kind == "service-selector" else "")
+                    + (f"; {detail}" if routing is not None else "")
                 )
                 identity_note = (
                     f"; slot {slot} serves no name of its own, so answers were attributed by "
@@ -487,7 +421,7 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                     f"; answers cannot be attributed: slot {slot} serves no name of its own "
                     f"(wire {identity_name(slot)}: docs/concepts.md)"
                 )
-                if config.flag.kind != "service-selector":
+                if routing is None:
                     identity_note = "; NOT verified that the router follows" + identity_note
             if ok:
                 verdict = quick_probe(
@@ -507,7 +441,7 @@ def verify(app: App, slot: str, served_name: str | None, window_s: float) -> tup
                     return True, f"{detail}; known answer to {mine[0]}: {verdict.detail}"
                 if verdict.passed:
                     console.progress("warning: " + identity_note.lstrip("; "))
-                    base = f"{detail}; " if config.flag.kind == "service-selector" else ""
+                    base = f"{detail}; " if routing is not None else ""
                     return True, base + verdict.detail + identity_note
                 detail = f"slot {slot} answered but failed: {verdict.detail}"
                 # It answered as itself and failed its known answer: the target is failing.

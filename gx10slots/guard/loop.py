@@ -64,6 +64,7 @@ from gx10slots.guard.rules import (
     ttft_limit_ms,
 )
 from gx10slots.kube.lease import Lock, holder_identity
+from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.ops.engine import (
     probe_access,
     production_endpoint,
@@ -74,7 +75,7 @@ from gx10slots.ops.engine import (
 from gx10slots.ops.lease import GUARD_LEASE, WATCH_UNTIL, hold
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.ops.smoke import invalidate_smoke
-from gx10slots.slots import FlagState, SlotState, flag_state, now_utc, rfc3339
+from gx10slots.slots import FlagState, SlotState, flag_state
 from gx10slots.smoke._failure import ProbeFailure
 from gx10slots.smoke._http import describe_transport_error
 from gx10slots.smoke._transport import as_async_transport

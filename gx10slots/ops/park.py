@@ -19,6 +19,7 @@ from gx10slots.fallback import check_fallback
 from gx10slots.flip.rules import clean_reason
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
+from gx10slots.kube.values import now_utc, parse_rfc3339, rfc3339
 from gx10slots.ops.audit import (
     HistoryEntry,
     append_history,
@@ -28,7 +29,7 @@ from gx10slots.ops.audit import (
 )
 from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import read_deployment, snapshot
-from gx10slots.slots import ANNOTATION_PREFIX, now_utc, other_slot, parse_rfc3339, rfc3339
+from gx10slots.slots import ANNOTATION_PREFIX, other_slot
 
 CAS_ATTEMPTS = 3
 PARKED_BY = ANNOTATION_PREFIX + "parked-by"

@@ -19,6 +19,7 @@ from gx10slots.config import SLOT_NAMES
 from gx10slots.errors import ClusterError, Conflict, Invalid, LockHeld, UsageError
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.kube.lease import Lock
+from gx10slots.kube.values import annotation_pointer, now_utc, rfc3339
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
 from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_deployment, snapshot
@@ -27,10 +28,8 @@ from gx10slots.slots import (
     SMOKE_PASSED,
     SMOKE_REPORT,
     SMOKE_REVISION,
-    now_utc,
     other_slot,
     revision_of,
-    rfc3339,
     slot_state,
 )
 
@@ -199,7 +198,10 @@ def _record_locked(
         if current["metadata"].get("annotations") is None:
             ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
         else:
-            ops += [{"op": "add", "path": _pointer(k), "value": v} for k, v in annotations.items()]
+            ops += [
+                {"op": "add", "path": annotation_pointer(k), "value": v}
+                for k, v in annotations.items()
+            ]
         lock.check()
         try:
             kube.write(
@@ -240,9 +242,13 @@ def invalidate_smoke(app: App, slot: str, why: str, lock: Lock) -> bool:
                         "path": "/metadata/resourceVersion",
                         "value": current["metadata"]["resourceVersion"],
                     },
-                    {"op": "replace", "path": _pointer(SMOKE_PASSED), "value": "false"},
-                    {"op": "add", "path": _pointer(SMOKE_AT), "value": rfc3339(now_utc())},
-                    {"op": "add", "path": _pointer(SMOKE_REPORT), "value": why[:250]},
+                    {"op": "replace", "path": annotation_pointer(SMOKE_PASSED), "value": "false"},
+                    {
+                        "op": "add",
+                        "path": annotation_pointer(SMOKE_AT),
+                        "value": rfc3339(now_utc()),
+                    },
+                    {"op": "add", "path": annotation_pointer(SMOKE_REPORT), "value": why[:250]},
                 ],
                 field_manager=FIELD_MANAGER,
             )
@@ -250,7 +256,3 @@ def invalidate_smoke(app: App, slot: str, why: str, lock: Lock) -> bool:
         except (Conflict, Invalid):
             continue
     return False
-
-
-def _pointer(annotation: str) -> str:
-    return "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")

@@ -44,6 +44,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gx10slots.kube.values import now_utc, parse_rfc3339, rfc3339
 from gx10slots.sandbox.resources import (
     CONFIGMAPS,
     JOB_NAME_LABEL,
@@ -54,7 +55,7 @@ from gx10slots.sandbox.resources import (
     admit_create,
 )
 from gx10slots.sandbox.runtime import terminated_state
-from gx10slots.sandbox.store import Obj, StatusError, Store, now, parse_time, rfc3339
+from gx10slots.sandbox.store import Obj, StatusError, Store
 
 if TYPE_CHECKING:
     from gx10slots.sandbox.kubelet import PodProcess, ProcessRuntime
@@ -163,7 +164,7 @@ class JobController:
             if phase in (None, "Pending", "Running")
         ]
         status = copy.deepcopy(job.get("status") or {})
-        started = parse_time(status.get("startTime")) or now()
+        started = parse_rfc3339(status.get("startTime")) or now_utc()
         deadline = spec.get("activeDeadlineSeconds")
         condition: list[Obj] = []
         if succeeded >= int(spec.get("completions") or 1):
@@ -184,7 +185,7 @@ class JobController:
                 _condition("FailureTarget", reason, message),
                 _condition("Failed", reason, message),
             ]
-        elif isinstance(deadline, int) and now() - started > timedelta(seconds=deadline):
+        elif isinstance(deadline, int) and now_utc() - started > timedelta(seconds=deadline):
             reason, message = "DeadlineExceeded", "Job was active longer than specified deadline"
             condition = [
                 _condition("FailureTarget", reason, message),
