@@ -220,7 +220,7 @@ def _guarded(
     """`--guard`: guard the slot the flip made active, into ``result["guard"]``; the exit code."""
     if guard_for is None or not flipped or not flipped.get("to"):
         return 0
-    from gx10slots.guard.loop import exit_code, guard_after_flip
+    from gx10slots.guard.run import exit_code, guard_after_flip
 
     result["guard"] = guard_after_flip(app, flipped, guard_for, report_dir=report_dir)
     return exit_code(result["guard"])
@@ -355,8 +355,9 @@ def guard(
     Exit 0: the window passed (or it stood down); 1: it tripped and production is back on the
     previous slot (verified); 3: refused, the previous slot is not warm.
     """
-    from gx10slots.guard.loop import GuardRequest, exit_code
-    from gx10slots.guard.loop import guard as run_guard
+    from gx10slots.guard.loop import GuardRequest
+    from gx10slots.guard.run import exit_code
+    from gx10slots.guard.run import guard as run_guard
     from gx10slots.render import guard_summary
 
     app = _app(ctx)

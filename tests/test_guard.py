@@ -25,26 +25,15 @@ from gx10slots.errors import (
 )
 from gx10slots.flip.rules import FlipPlan
 from gx10slots.flip.run import Switched
-from gx10slots.guard import loop as guard_mod
-from gx10slots.guard.loop import (
-    ClusterPorts,
-    GuardRequest,
-    RevertBlocked,
-    RevertResult,
-    exit_code,
-    observe,
-    watch,
-)
-from gx10slots.guard.rules import (
-    SHARE_WINDOW,
-    CheckRecord,
-    GuardSettings,
-    Observation,
-    Share,
-    Target,
-)
+from gx10slots.guard import ports as ports_mod
+from gx10slots.guard import run as run_mod
+from gx10slots.guard.loop import GuardRequest, RevertBlocked, RevertResult, watch
+from gx10slots.guard.ports import ClusterPorts
+from gx10slots.guard.rules import SHARE_WINDOW, CheckRecord, GuardSettings, Share, Target
+from gx10slots.guard.run import exit_code
 from gx10slots.ops.read import Snapshot
 from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRecord
+from gx10slots.smoke.live import Observation, observe
 from gx10slots.smoke.profiles import VLLM, get_profile
 from gx10slots.smoke.settings import SuiteSettings
 from tests.smoke.fakes import FakeEngine, hang_forever
@@ -402,15 +391,15 @@ def wired(
         calls["verify"].append((slot, served))
         return calls.get("verified", (True, "answered readiness, identity, known-answer"))
 
-    monkeypatch.setattr(guard_mod, "hold", fake_lock)
-    monkeypatch.setattr(guard_mod, "switch", fake_switch)
-    monkeypatch.setattr(guard_mod, "verify_production", fake_verify)
+    monkeypatch.setattr(ports_mod, "hold", fake_lock)
+    monkeypatch.setattr(ports_mod, "switch", fake_switch)
+    monkeypatch.setattr(ports_mod, "verify_production", fake_verify)
     monkeypatch.setattr(
-        guard_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
+        ports_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
     )
     monkeypatch.setattr(ClusterPorts, "_running_on", lambda self, slot: 2.0)
     monkeypatch.setattr(ClusterPorts, "_fallback_answers", lambda self: calls.get("fallback"))
-    monkeypatch.setattr(guard_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
+    monkeypatch.setattr(ports_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
     ports = ClusterPorts(make_app(tmp_path), TARGET, SETTINGS, by="guard:me@host:1")
     monkeypatch.setattr(ports, "flag", lambda: flag("green"))
     yield ports, calls
@@ -493,7 +482,7 @@ def test_a_held_lease_blocks_the_flip_back(
     def held(*args: Any, **kw: Any) -> Any:
         raise LockHeld("bob@ops:7", "T")
 
-    monkeypatch.setattr(guard_mod, "hold", held)
+    monkeypatch.setattr(ports_mod, "hold", held)
     with pytest.raises(RevertBlocked, match="held by bob@ops:7"):
         ports.revert("tripped", STREAK)
     assert calls["switch"] == []
@@ -507,7 +496,7 @@ def test_a_failed_history_write_does_not_hide_a_done_flip_back(
     def broken(app: App, plan: FlipPlan, **kw: Any) -> None:
         raise ApiUnreachable("no answer")
 
-    monkeypatch.setattr(guard_mod, "record_flip", broken)
+    monkeypatch.setattr(ports_mod, "record_flip", broken)
     result = ports.revert("tripped", STREAK)
     assert result.verified
     assert not result.recorded
@@ -563,11 +552,9 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         "summary": {"ttft_ms_p50": 30, "ttft_ms_p95": 900, "requests": 8, "failures": 0},
     }
     (reports / "20260101T000000Z-green.json").write_text(json.dumps(smoke))
-    monkeypatch.setattr(guard_mod, "snapshot", fake_snapshot)
-    monkeypatch.setattr(
-        guard_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw)
-    )
-    monkeypatch.setattr(guard_mod, "read_flag_object", lambda app: {"metadata": {}})
+    monkeypatch.setattr(run_mod, "snapshot", fake_snapshot)
+    monkeypatch.setattr(run_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw))
+    monkeypatch.setattr(run_mod, "read_flag_object", lambda app: {"metadata": {}})
     state["announced"] = []
 
     class Announcement:
@@ -578,14 +565,14 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         state["announced"].append(("held", by, window_s))
         return Announcement()
 
-    monkeypatch.setattr(guard_mod, "announce_watch", announce)
+    monkeypatch.setattr(run_mod, "announce_watch", announce)
     state["app"] = make_app(tmp_path)
     state["reports"] = reports
     yield state
 
 
 def run_guard(state: dict[str, Any], ports: FakePorts, **request: Any) -> dict[str, Any]:
-    return guard_mod.guard(
+    return run_mod.guard(
         state["app"], GuardRequest(window_s=60, interval_s=30, **request), ports=ports
     )
 

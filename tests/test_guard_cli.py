@@ -10,7 +10,7 @@ import yaml
 
 from gx10slots.config import GuardConfig, parse_config
 from gx10slots.errors import ConfigError, Refused
-from gx10slots.guard import loop as guard_mod
+from gx10slots.guard import run as guard_mod
 from tests.cli_helpers import run_cli
 from tests.test_config import valid
 

@@ -3,8 +3,8 @@
 The guard watches the active slot for a window after a flip. Each *check* reads the flag (still
 ours?) and makes one :class:`Observation` of production; :func:`judge_check` turns it into reasons
 to fail; a :class:`Tally` counts consecutive failed checks; :func:`next_check_at` says when to look
-again; :func:`start_gate` decides whether guarding makes sense at all. ``ops/guard.py`` does the
-I/O around these.
+again; :func:`start_gate` decides whether guarding makes sense at all. The rest of
+``gx10slots.guard`` does the I/O around these.
 
 A check fails when any of these holds:
 
@@ -22,14 +22,14 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from gx10slots.config import Config, GuardConfig
 from gx10slots.durations import format_duration
 from gx10slots.errors import Refused, UsageError
 from gx10slots.flip.rules import plan_flip
 from gx10slots.slots import CHANGED_AT, CHANGED_BY, REASON, FlagState, SlotState
-from gx10slots.smoke.progress import ProgressSample, StallVerdict, Verdict, stall_verdict
+from gx10slots.smoke import Observation
 
 # The error share is taken over the guard's last SHARE_WINDOW probes, once there are SHARE_MIN.
 SHARE_WINDOW = 10
@@ -43,8 +43,6 @@ MIN_CONFIRM_S = 1.0
 STALL_WINDOW_FRACTION = 0.5
 # A wait that returns a hair early must not produce a second check at the deadline.
 _EPSILON_S = 0.01
-
-StallState = Literal["progressing", "idle", "stalled", "inconclusive", "unavailable"]
 
 
 @dataclass(frozen=True)
@@ -108,50 +106,6 @@ def resolve_settings(
         ttft_ratio=config.ttft_ratio,
         ttft_floor_ms=config.ttft_floor_s * 1000.0,
     )
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One look at production: the known-answer probe and the progress rule."""
-
-    passed: bool
-    detail: str
-    ttft_ms: float | None = None
-    timed_out: bool = False
-    stall: StallState = "unavailable"
-    stall_detail: str = ""
-    running: float | None = None  # the engine's running-requests gauge at the last sample
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "detail": self.detail,
-            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
-            "timed_out": self.timed_out,
-            "progress": self.stall,
-            "progress_detail": self.stall_detail,
-            "running": self.running,
-        }
-
-
-def progress_verdict(
-    samples: Sequence[ProgressSample], window_s: float, counter: str, gauge: str
-) -> StallVerdict:
-    """The progress rule over one check's samples (oldest first).
-
-    A moving counter anywhere is progress. Otherwise only the trailing run of samples with
-    requests running counts: the first sample may be taken before the probe reached the engine
-    (nothing running yet), and that must not hide a wedge that follows.
-    """
-    overall = stall_verdict(samples, window_s, counter, gauge)
-    if overall.verdict is not Verdict.IDLE:
-        return overall
-    trailing: list[ProgressSample] = []
-    for sample in samples:
-        trailing = [] if sample.running == 0 else [*trailing, sample]
-    if not trailing:
-        return overall
-    return stall_verdict(trailing, window_s, counter, gauge)
 
 
 @dataclass(frozen=True)

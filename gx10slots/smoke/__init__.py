@@ -8,10 +8,18 @@ Modules, one concept each: ``profiles`` (what each engine means by ready, its me
 ``context`` (running one probe) and ``chat`` (the chat endpoint, streamed or not), ``checks`` and
 ``wire`` (pure judgements and the OpenAI wire format), ``_http`` (byte-budgeted reading),
 ``progress`` (token counters and the stall verdict), ``redact`` (keeping the API key out),
-``report`` (JSON, Markdown, JUnit, files), ``suite`` (the order and the deadline).
+``report`` (JSON, Markdown, JUnit, files), ``suite`` (the order and the deadline), ``live`` (one
+live look at a serving engine: what the guard and the controller judge production by).
 """
 
 from gx10slots.smoke.context import ProbeContext
+from gx10slots.smoke.live import (
+    Observation,
+    StallState,
+    observe,
+    progress_verdict,
+    running_requests,
+)
 from gx10slots.smoke.probes import watch_for_stall
 from gx10slots.smoke.profiles import PROFILES, EngineProfile, get_profile, readiness_state
 from gx10slots.smoke.progress import ProgressSample, StallVerdict, Verdict, stall_verdict
@@ -19,6 +27,7 @@ from gx10slots.smoke.report import (
     FORMATS,
     Report,
     Summary,
+    file_timestamp,
     latest_report,
     write_reports,
 )
@@ -31,19 +40,25 @@ __all__ = [
     "PROBE_NAMES",
     "PROFILES",
     "EngineProfile",
+    "Observation",
     "ProbeContext",
     "ProbeResult",
     "ProgressSample",
     "Report",
+    "StallState",
     "StallVerdict",
     "SuiteSettings",
     "Summary",
     "Verdict",
+    "file_timestamp",
     "get_profile",
     "latest_report",
+    "observe",
+    "progress_verdict",
     "readiness_state",
     "run_suite",
     "run_suite_async",
+    "running_requests",
     "stall_verdict",
     "watch_for_stall",
     "write_reports",
