@@ -13,13 +13,15 @@ stuck router that keeps routing where it did when the sandbox came up):
 - ``configmap`` flag: the ready endpoints of the slot Service the flag ConfigMap's key names;
 - ``httproute`` flag: the weights of the HTTPRoute's backendRefs to the slot Services, and their
   ready endpoints, as a Gateway would (:mod:`gx10slots.sandbox.routing`: weight 0 gets nothing,
-  split weights split the requests, no weight above 0 is a 500).
+  split weights split the requests, no weight above 0 is a 500); once it routes by a generation
+  of the route it writes the route's ``status.parents`` (Accepted, ResolvedRefs), as Gateways do.
 
 Streams in flight finish on their old backend either way.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -27,23 +29,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from gx10slots.kube.values import rfc3339
 from gx10slots.sandbox.apiserver import ApiServer
 from gx10slots.sandbox.controller import Controller
 from gx10slots.sandbox.jobs import InClusterAccess, JobController
 from gx10slots.sandbox.kubelet import ProcessRuntime
 from gx10slots.sandbox.proxy import ServiceProxy
 from gx10slots.sandbox.resources import CONFIGMAPS, ENDPOINTSLICES, HTTPROUTES, PODS, SERVICES
-from gx10slots.sandbox.routing import Picker, Routing, ServiceView, from_httproute
+from gx10slots.sandbox.routing import Picker, Routing, ServiceView, from_httproute, route_status
 from gx10slots.sandbox.seed import (
     FLAG_CONFIGMAP,
     FLAG_KEY,
     FLAG_ROUTE,
+    GATEWAY,
     NAMESPACE,
     PRODUCTION_SERVICE,
     deployment_name,
 )
 from gx10slots.sandbox.selectors import selector_from_spec
 from gx10slots.sandbox.store import Obj
+
+log = logging.getLogger(__name__)
 
 
 def _ready(pod: Obj) -> bool:
@@ -64,8 +70,15 @@ class Router(Generic[T]):
     seconds (None: frozen once :meth:`go_live` is called). Until then it follows at once, so the
     sandbox starts serving without waiting out the lag."""
 
-    def __init__(self, desired: Callable[[], T], lag_s: float | None, initial: T) -> None:
+    def __init__(
+        self,
+        desired: Callable[[], T],
+        lag_s: float | None,
+        initial: T,
+        applied: Callable[[T], None] | None = None,
+    ) -> None:
         self._desired = desired
+        self._on_applied = applied  # told of each routing once it is in force
         self.lag_s = lag_s
         self._applied: T = initial
         self._pending: deque[tuple[float, T]] = deque()
@@ -98,17 +111,24 @@ class Router(Generic[T]):
             return
         now = time.monotonic()
         with self._lock:
+            before = self._applied
             if not self._live:
                 self._applied, self._last = desired, desired
-                return
-            if desired != self._last:
-                self._last = desired
-                self._pending.append((now, desired))
-            if self.lag_s is None:
-                self._pending.clear()  # a stuck router: it never applies anything again
-                return
-            while self._pending and self._pending[0][0] <= now - self.lag_s:
-                self._applied = self._pending.popleft()[1]
+            else:
+                if desired != self._last:
+                    self._last = desired
+                    self._pending.append((now, desired))
+                if self.lag_s is None:
+                    self._pending.clear()  # a stuck router: it never applies anything again
+                else:
+                    while self._pending and self._pending[0][0] <= now - self.lag_s:
+                        self._applied = self._pending.popleft()[1]
+            applied = self._applied
+        if self._on_applied is not None and applied != before:
+            try:
+                self._on_applied(applied)
+            except Exception:  # a failed status write must not stop the routing
+                log.debug("sandbox router: reporting the routing failed", exc_info=True)
 
     def _run(self) -> None:
         while not self._stop.wait(ROUTER_PERIOD_S):
@@ -133,7 +153,12 @@ class DataPlane:
         self.runtime.in_cluster = InClusterAccess(server)
         self.jobs = JobController(server.store)
         self.proxies: dict[str, ServiceProxy] = {}
-        self.router = Router(self._production_wanted, router_lag_s, Routing())
+        self.router = Router(
+            self._production_wanted,
+            router_lag_s,
+            Routing(),
+            self._report_route_status if flag == "httproute" else None,
+        )
         self._picker = Picker()
         server.service_resolver = self.resolve
 
@@ -186,6 +211,20 @@ class DataPlane:
             route = self.server.store.find(HTTPROUTES, NAMESPACE, FLAG_ROUTE)
             return from_httproute(route, FLAG_ROUTE, NAMESPACE, self._service_view)
         return Routing.single(PRODUCTION_SERVICE, self._slice_backends(PRODUCTION_SERVICE))
+
+    def _report_route_status(self, routing: Routing) -> None:
+        """As a Gateway does once it routes by a route: ``status.parents`` says so, at the
+        generation it follows (a new resourceVersion for the route, as in a cluster)."""
+        at = rfc3339()
+
+        def write(route: Obj) -> Obj | None:
+            status = route_status(route, routing, GATEWAY, at)
+            if status is None or route.get("status") == status:
+                return None
+            route["status"] = status
+            return route
+
+        self.server.store.mutate(HTTPROUTES, NAMESPACE, FLAG_ROUTE, write)
 
     def production_serves(self) -> bool:
         """Whether the router, as applied now, sends some request to a ready endpoint."""

@@ -44,12 +44,14 @@ class NoRoute(Exception):
 
 @dataclass(frozen=True)
 class Backend:
-    """One destination: a Service, its weight, its ready endpoints (base URLs), or ``invalid``."""
+    """One destination: a Service, its weight, its ready endpoints (base URLs), or ``invalid``
+    (why, and the route condition's reason for it)."""
 
     service: str
     weight: int
     endpoints: tuple[str, ...] = ()
     invalid: str | None = None
+    invalid_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Routing:
     # A status for every request (404 no route, 500 no backend with weight): None forwards.
     status: int | None = None
     reason: str = ""
+    # The HTTPRoute's generation this routing was computed from (its status's observedGeneration).
+    generation: int | None = None
 
     @classmethod
     def single(cls, service: str, endpoints: Sequence[str]) -> Routing:
@@ -104,31 +108,102 @@ def from_httproute(
             continue
         target = str(ref.get("name") or "")
         weight = max(0, _int(ref.get("weight"), 1))
-        why: str | None = None
+        why, cause = None, ""  # RouteConditionReason values of ResolvedRefs
         view: ServiceView | None = None
         if ref.get("group", "") != "" or ref.get("kind", "Service") != "Service":
             why = f"backendRef {target} is a {ref.get('kind')}, not a core Service"
+            cause = "InvalidKind"
         elif ref.get("namespace", namespace) != namespace:
             why = (
                 f"backendRef {ref.get('namespace')}/{target} is in another namespace and no "
                 "ReferenceGrant allows it"
             )
+            cause = "RefNotPermitted"
         else:
             view = service(target)
             if view is None:
-                why = f"backendRef Service {target} does not exist"
+                why, cause = f"backendRef Service {target} does not exist", "BackendNotFound"
             elif _int(ref.get("port"), -1) not in view.ports:
                 why = f"backendRef Service {target} has no port {ref.get('port')}"
+                cause = "BackendNotFound"
         endpoints = view.endpoints if view is not None and why is None else ()
-        backends.append(Backend(target, weight, endpoints, why))
-    routing = Routing(tuple(backends))
+        backends.append(Backend(target, weight, endpoints, why, cause))
+    generation = (route.get("metadata") or {}).get("generation")
+    generation = generation if isinstance(generation, int) else None
+    routing = Routing(tuple(backends), generation=generation)
     if not routing.weighted:
         return Routing(
             tuple(backends),
             status=500,
             reason=f"HTTPRoute {namespace}/{name} has no backendRef with a weight above 0",
+            generation=generation,
         )
     return routing
+
+
+CONTROLLER_NAME = "gx10slots.io/sandbox-gateway"
+
+
+def route_status(
+    route: dict[str, Any], routing: Routing, gateway: str, at: str
+) -> dict[str, Any] | None:
+    """The ``status`` the Gateway writes on the route once it routes by ``routing``: one entry
+    per parentRef (gateway-api apis/v1/shared_types.go ``RouteParentStatus``), ``Accepted`` and
+    ``ResolvedRefs`` at the generation it follows; conditions that do not change keep their
+    ``lastTransitionTime``. None when the routing is not this route's (another generation)."""
+    meta = route.get("metadata") or {}
+    if routing.generation is None or meta.get("generation") != routing.generation:
+        return None
+    spec = route.get("spec") or {}
+    parents = spec.get("parentRefs")
+    refs = [p for p in (parents if isinstance(parents, list) else [])[:32] if isinstance(p, dict)]
+    if not refs:
+        refs = [{"name": gateway}]
+    bad = next((b for b in routing.backends if b.invalid is not None), None)
+    old = (route.get("status") or {}).get("parents")
+    old_conditions: dict[str, Any] = {}
+    for entry in old if isinstance(old, list) else []:
+        for c in (entry.get("conditions") if isinstance(entry, dict) else None) or []:
+            if isinstance(c, dict):
+                old_conditions[str(c.get("type"))] = c
+
+    def condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+        status = "True" if ok else "False"
+        prior = old_conditions.get(kind) or {}
+        since = prior.get("lastTransitionTime") if prior.get("status") == status else None
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": routing.generation,
+            "lastTransitionTime": since or at,
+        }
+
+    conditions = [
+        condition("Accepted", True, "Accepted", "Route is accepted"),
+        condition(
+            "ResolvedRefs",
+            bad is None,
+            bad.invalid_reason if bad is not None else "ResolvedRefs",
+            bad.invalid or "" if bad is not None else "All references are resolved",
+        ),
+    ]
+    return {
+        "parents": [
+            {
+                "parentRef": {
+                    "group": ref.get("group", "gateway.networking.k8s.io"),
+                    "kind": ref.get("kind", "Gateway"),
+                    "name": ref.get("name"),
+                    **({"namespace": ref["namespace"]} if "namespace" in ref else {}),
+                },
+                "controllerName": CONTROLLER_NAME,
+                "conditions": conditions,
+            }
+            for ref in refs
+        ]
+    }
 
 
 class Picker:

@@ -54,6 +54,11 @@ def test_deploy_flip_and_flip_back_move_production_through_the_route_weights(
     assert weights(box) == [0, 100]
     assert box.answering_slot() == "green"  # verified through production before it returned
     assert box.production() == "v2"
+    # The Gateway says so on the route too, at the generation with the new weights.
+    route = box.get("httproute", "gx10-model")
+    accepted = route["status"]["parents"][0]["conditions"][0]
+    assert (accepted["type"], accepted["status"]) == ("Accepted", "True")
+    assert accepted["observedGeneration"] == route["metadata"]["generation"]
     status = box.cli("-o", "json", "status").json()
     assert (status["active"], status["previous"]) == ("green", "blue")
 

@@ -61,3 +61,24 @@ def test_router_lag_reads_a_duration_or_never(text: str, seconds: float | None) 
 def test_router_lag_refuses_anything_else(text: str) -> None:
     with pytest.raises(UsageError, match="--router-lag"):
         parse_router_lag(text)
+
+
+def test_the_router_reports_each_routing_once_it_is_in_force(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    wanted = [("blue-pod",)]
+    reported: list[tuple[str, ...]] = []
+    router = Router[tuple[str, ...]](lambda: wanted[0], 1.0, (), reported.append)
+    router.go_live()
+    assert reported == [("blue-pod",)]
+    wanted[0] = ("green-pod",)
+    router.step()
+    clock.now += 0.5
+    router.step()
+    assert reported == [("blue-pod",)]  # not before the lag
+    clock.now += 0.6
+    router.step()
+    router.step()
+    assert reported == [("blue-pod",), ("green-pod",)]  # once, when applied

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from gx10slots.sandbox.routing import NoRoute, Picker, Routing, ServiceView, from_httproute
+from gx10slots.sandbox import customresources
+from gx10slots.sandbox.routing import (
+    NoRoute,
+    Picker,
+    Routing,
+    ServiceView,
+    from_httproute,
+    route_status,
+)
 
 BLUE = ServiceView((8000,), ("http://blue-pod",))
 GREEN = ServiceView((8000,), ("http://green-pod",))
@@ -123,3 +132,51 @@ def test_the_service_selector_and_configmap_flags_route_to_one_service() -> None
     assert Picker().endpoints(Routing.single("gx10-model", ("a", "b")), "p") == ["a", "b"]
     # No ready endpoint: an empty list, which the Service proxy answers with its 503.
     assert Picker().endpoints(Routing.single("gx10-model", ()), "p") == []
+
+
+def _stored_route(generation: int, *refs: dict[str, Any]) -> dict[str, Any]:
+    r = route(*refs)
+    r.update(apiVersion="gateway.networking.k8s.io/v1", kind="HTTPRoute")
+    r["metadata"] = {"name": "gx10-model", "namespace": "gx10", "generation": generation}
+    r["spec"]["parentRefs"] = [{"name": "gx10-gateway"}]
+    return r
+
+
+def test_the_gateway_reports_the_generation_it_routes_by_in_a_valid_status() -> None:
+    stored = _stored_route(3, ref("gx10-blue", 100), ref("gx10-nope", 0))
+    status = route_status(stored, routing_of(stored), "gx10-gateway", "2026-01-01T00:00:00Z")
+    assert status is not None
+    (parent,) = status["parents"]
+    assert parent["parentRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "gx10-gateway",
+    }
+    conditions = {c["type"]: c for c in parent["conditions"]}
+    assert conditions["Accepted"]["status"] == "True"
+    assert conditions["Accepted"]["observedGeneration"] == 3
+    assert (conditions["ResolvedRefs"]["status"], conditions["ResolvedRefs"]["reason"]) == (
+        "False",
+        "BackendNotFound",
+    )
+    # What it writes is valid against the published CRD, as a real status write must be.
+    stored["status"] = status
+    unknown, causes = customresources.findings(customresources.HTTPROUTE, stored)
+    assert (unknown, causes) == ([], [])
+
+
+def test_a_status_keeps_the_transition_time_of_a_condition_that_did_not_change() -> None:
+    first = _stored_route(1, ref("gx10-blue", 100), ref("gx10-green", 0))
+    first["status"] = route_status(first, routing_of(first), "gw", "2026-01-01T00:00:00Z")
+    second = copy.deepcopy(first)
+    second["metadata"]["generation"] = 2
+    second["spec"]["rules"][0]["backendRefs"][1]["weight"] = 100
+    status = route_status(second, routing_of(second), "gw", "2026-01-02T00:00:00Z")
+    assert status is not None
+    accepted = status["parents"][0]["conditions"][0]
+    assert (accepted["observedGeneration"], accepted["lastTransitionTime"]) == (
+        2,
+        "2026-01-01T00:00:00Z",
+    )
+    # A routing of another generation is not reported on this one.
+    assert route_status(second, routing_of(first), "gw", "2026-01-02T00:00:00Z") is None
