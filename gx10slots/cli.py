@@ -581,6 +581,9 @@ def deploy(
 @cli.group()
 def sandbox() -> None:
     """A local simulated GX10 (Kubernetes API, node, slots, model servers) on loopback."""
+    from gx10slots.sandbox import require_extra
+
+    require_extra()
 
 
 _SANDBOX_DIR = click.option(

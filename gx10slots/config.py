@@ -27,9 +27,9 @@ from gx10slots.limits import (
     MAX_MODEL_LEN,
     MAX_TOKENS,
 )
+from gx10slots.smoke.profiles import PROFILES as ENGINES
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
-ENGINES = ("vllm", "llama-server", "llama-cpp-python", "sglang", "ollama", "trtllm", "openai")
 ACCESS_MODES = ("direct", "apiserver-proxy")
 
 AccessMode = Literal["direct", "apiserver-proxy"]
@@ -311,7 +311,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     namespace = top.string(
         "namespace", pattern=_DNS_LABEL, what="a namespace name (RFC 1123 label)"
     )
-    engine = top.choice("engine", ENGINES, "vllm")
+    engine = top.choice("engine", tuple(ENGINES), "vllm")
     access = top.choice("access", ACCESS_MODES, "direct")
     container = top.string("container", "engine", pattern=_DNS_LABEL, what="a container name")
 

@@ -34,6 +34,7 @@ from gx10slots.errors import (
 )
 from gx10slots.fallback import check_fallback
 from gx10slots.flip.rules import check_names_kept, clean_reason
+from gx10slots.kube.cas import CAS_ATTEMPTS
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
 from gx10slots.kube.values import now_utc, rfc3339
@@ -44,7 +45,6 @@ from gx10slots.ops.read import Snapshot, read_deployment, snapshot
 from gx10slots.servednames import identity_name, is_identity
 from gx10slots.slots import flux_deploy_blocker, other_slot, revision_of, slot_state
 
-CAS_ATTEMPTS = 3
 LOG_LINES = 20
 
 

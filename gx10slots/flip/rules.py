@@ -17,7 +17,8 @@ from typing import Any, Literal
 from gx10slots.config import SLOT_NAMES, Config
 from gx10slots.errors import Refused
 from gx10slots.flags import kind_of
-from gx10slots.kube.values import pointer, rfc3339
+from gx10slots.kube.cas import annotation_ops, resource_version_test
+from gx10slots.kube.values import rfc3339
 from gx10slots.servednames import identity_name, is_identity
 from gx10slots.slots import (
     ACTION,
@@ -91,11 +92,6 @@ def flag_patch(
 ) -> list[dict[str, Any]]:
     if target not in SLOT_NAMES:
         raise ValueError(f"refusing to write {target!r}: not a slot name")
-    metadata = flag_obj.get("metadata", {})
-    ops: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
-        *kind_of(config).value_ops(flag_obj, config, target),
-    ]
     annotations = {
         ACTIVE: target,
         PREVIOUS: source or "",
@@ -112,14 +108,11 @@ def flag_patch(
         # object alone (gx10slots/flip/unfinished.py).
         annotations[RUN_ID] = run
         annotations[RUN_STATE] = SWITCHING
-    if metadata.get("annotations") is None:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
-    else:
-        for key, value in annotations.items():
-            ops.append(
-                {"op": "add", "path": pointer("metadata", "annotations", key), "value": value}
-            )
-    return ops
+    return [
+        resource_version_test(flag_obj),
+        *kind_of(config).value_ops(flag_obj, config, target),
+        *annotation_ops(flag_obj, annotations),
+    ]
 
 
 def check_target_ready(target: SlotState) -> None:

@@ -31,6 +31,7 @@ from gx10slots.errors import (
 from gx10slots.flags import kind_of
 from gx10slots.flip.rules import FlipPlan, Mode, clean_reason, plan_flip
 from gx10slots.flip.verify import STOOD_DOWN, verify
+from gx10slots.kube.cas import CAS_ATTEMPTS
 from gx10slots.kube.client import WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
 from gx10slots.kube.values import annotation_pointer, now_utc, rfc3339
@@ -52,7 +53,6 @@ from gx10slots.slots import (
     flag_state,
 )
 
-CAS_ATTEMPTS = 3
 PRE_FLIP_PROBE_TIMEOUT_S = 15.0
 
 
