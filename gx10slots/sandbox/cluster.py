@@ -304,7 +304,8 @@ def describe(directory: str | os.PathLike[str], info: dict[str, Any]) -> str:
             f"  blue / green         {info['slots']['blue']}  {info['slots']['green']}",
             "try:",
             f"  export KUBECONFIG={d / 'kubeconfig'} SLOTS_CONFIG={d / 'slots.yaml'}",
-            "  slots status    kubectl get deploy,pods,svc",
+            "  slots status    kubectl get deploy,pods,svc"
+            + (",httproutes" if info.get("flag") == "httproute" else ""),
             f"stop with: slots sandbox down --dir {directory}",
         ]
     )
