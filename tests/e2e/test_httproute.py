@@ -143,3 +143,24 @@ def test_kubectl_gets_and_patches_the_route_and_production_follows(
     wait_for(lambda: production_statuses(box, 3) == {"500": 3}, what="500s with no weight")
     status = box.cli("status")
     assert "names 'no backendRef has a weight above 0', not a slot" in status.out + status.err
+
+
+def test_through_the_api_server_proxy_production_is_the_gateway_service(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    box = make_sandbox(flag="httproute")
+    config = yaml.safe_load((box.dir / "slots.yaml").read_text())
+    config["access"] = "apiserver-proxy"
+    for section in (*config["slots"].values(), config["flag"]):
+        section.pop("endpoint")
+    path = box.dir / "via-proxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    deployed = box.cli(
+        "--config", str(path), "deploy", "org/m", "--served-name", "proxied", "--flip"
+    )
+    assert deployed.code == 0, deployed.err
+    assert weights(box) == [0, 100]
+    assert box.production() == "proxied"
+    assert box.cli("--config", str(path), "flip-back").code == 0
+    assert weights(box) == [100, 0]
+    assert box.answering_slot() == "blue"
