@@ -180,3 +180,14 @@ def test_a_status_keeps_the_transition_time_of_a_condition_that_did_not_change()
     )
     # A routing of another generation is not reported on this one.
     assert route_status(second, routing_of(first), "gw", "2026-01-02T00:00:00Z") is None
+
+
+def test_the_sandbox_offers_every_registered_flag_kind() -> None:
+    from gx10slots.cli import cli
+    from gx10slots.flags import KINDS
+    from gx10slots.sandbox import seed
+
+    assert set(seed.FLAG_KINDS) == set(KINDS)
+    up = cli.commands["sandbox"].commands["up"]  # type: ignore[attr-defined]
+    (flag,) = [p for p in up.params if p.name == "flag"]
+    assert set(flag.type.choices) == set(KINDS)
