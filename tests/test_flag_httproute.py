@@ -296,3 +296,12 @@ def test_the_flip_goes_out_as_a_json_patch_of_the_route(monkeypatch: pytest.Monk
     )
     assert "fieldManager=gx10slots" in seen["url"] or seen["query"] == {"fieldManager": "gx10slots"}
     assert seen["headers"]["Content-Type"] == "application/json-patch+json"
+
+
+def test_a_huge_split_is_shown_bounded() -> None:
+    refs = [ref(f"backend-{i:03d}-" + "x" * 50, 1) for i in range(16)]
+    obj = route(*[refs] * 16)
+    obj["spec"]["rules"][0]["backendRefs"][0] = ref("gx10-blue", 1)
+    value = KIND.value(obj, CONFIG)
+    assert value is not None and len(value) == 300
+    assert value.startswith("blue 1, backend-001-") and value.endswith("…")

@@ -39,6 +39,7 @@ ACTIVE_WEIGHT = 100
 MAX_RULES = 16
 MAX_BACKEND_REFS = 16
 DEFAULT_WEIGHT = 1  # the CRD's default for an unset weight
+MAX_VALUE_CHARS = 300  # a split shown to the operator: long enough for 16 backendRefs' names
 
 
 def _weight(ref: Mapping[str, Any]) -> int:
@@ -187,8 +188,10 @@ class HTTPRouteWeights(FlagKind):
         if not values:
             return None
         if len({v for _, v in values}) == 1:
-            return values[0][1]
-        return "; ".join(f"rule {i}: {v}" for i, v in values)
+            shown = values[0][1]
+        else:
+            shown = "; ".join(f"rule {i}: {v}" for i, v in values)
+        return shown if len(shown) <= MAX_VALUE_CHARS else shown[: MAX_VALUE_CHARS - 1] + "…"
 
     def value_ops(
         self, obj: Mapping[str, Any], config: Config, target: str
