@@ -60,7 +60,7 @@ def _service_name(ref: Mapping[str, Any], namespace: str) -> str | None:
 
 def _slot_services(config: Config) -> dict[str, str]:
     """Service name -> slot name."""
-    return {config.slot(slot).service: slot for slot in ("blue", "green")}
+    return {slot.service: name for name, slot in config.slots.items()}
 
 
 def _rules(obj: Mapping[str, Any]) -> list[tuple[int, list[Any]]]:
