@@ -305,6 +305,54 @@ def flip_back(
 
 @cli.command()
 @click.option(
+    "--metrics-addr",
+    default="127.0.0.1:9108",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to serve Prometheus metrics (/metrics); port 0 picks a free one. In a pod: "
+    "0.0.0.0:9108.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["act", "observe"]),
+    help="act: flip back on its own; observe: judge and say what it would do, change nothing "
+    "[default: config guard.mode, else act].",
+)
+@click.pass_context
+def controller(ctx: click.Context, metrics_addr: str, mode: str | None) -> None:
+    """Run until stopped: guard every flip, keep both slots lightly probed, serve metrics.
+
+    \b
+    Replicas elect a leader through the Lease gx10slots-controller; only the leader acts. After
+    every flip (by anyone) it guards the new active slot as `slots guard` does, with checks every
+    controller.interval (default 3s), so a wedged slot is back on its warm fallback within about
+    15 s; a manual flip restarts the watch on the new active slot. Between flips it runs a tiny
+    generation on each running slot every controller.heartbeat (default 2m). SIGTERM or Ctrl-C
+    stops it (exit 0), giving the Lease back.
+    """
+    import threading
+
+    from gx10slots import console
+    from gx10slots.controller.metrics import ControllerMetrics
+    from gx10slots.controller.run import Controller, serve_metrics
+
+    app = _app(ctx)
+    chosen = mode or app.config.guard.mode
+    metrics = ControllerMetrics()
+    server = serve_metrics(metrics, metrics_addr)
+    stop = threading.Event()
+    runner = Controller(app, mode=chosen, metrics=metrics, stop=stop)  # type: ignore[arg-type]
+    try:
+        runner.run()
+    except Interrupted as exc:
+        console.progress(f"controller stopped: {exc.message}")
+    finally:
+        stop.set()
+        server.shutdown()
+
+
+@cli.command()
+@click.option(
     "--for",
     "window",
     type=DURATION,

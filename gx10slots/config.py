@@ -33,6 +33,8 @@ SLOT_NAMES: tuple[str, str] = ("blue", "green")
 ACCESS_MODES = ("direct", "apiserver-proxy")
 
 AccessMode = Literal["direct", "apiserver-proxy"]
+GuardMode = Literal["act", "observe"]
+GUARD_MODES: tuple[GuardMode, ...] = ("act", "observe")
 
 # RFC 1123 DNS label / subdomain, as the API server checks object names.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -40,6 +42,10 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A protection longer than a week is a typo (1000h for 100h), not a policy.
 MAX_PROTECT_FALLBACK_S = 7 * 24 * 3600.0
+# The controller's leader Lease: renewed every third of it, so shorter is a renewal storm, and
+# longer leaves a dead leader's slot unguarded for too long.
+MIN_LEASE_S = 6.0
+MAX_LEASE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,26 @@ class GuardConfig:
     # ttft_floor at least (a smoke on an idle engine can measure a few milliseconds).
     ttft_ratio: float = 3.0
     ttft_floor_s: float = 1.0
+    # observe: judge and notify "would revert", never change anything (tuning thresholds on real
+    # traffic first); act: flip back.
+    mode: GuardMode = "act"
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """`slots controller`: after every flip it guards the new active slot as `slots guard` does,
+    with checks fast enough to have production back on the fallback within 15 s of a wedge; in
+    between, a light heartbeat on both slots."""
+
+    # A check every 3 s, 2 failed in a row, each probe given 3 s: a wedge is detected in at most
+    # 3 + 3 + 1 + 3 s and production is switched back (about 2 s more) within 15 s.
+    interval_s: float = 3.0
+    failures: int = 2
+    probe_timeout_s: float = 3.0
+    # A tiny generation on each slot this often when no flip is being guarded.
+    heartbeat_s: float = 120.0
+    # The leader Lease gx10slots-controller (client-go's leaderelection defaults).
+    lease_duration_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,7 @@ class Config:
     api_key: ApiKeySource = field(default_factory=ApiKeySource)
     source: str = "slots.yaml"
     guard: GuardConfig = field(default_factory=GuardConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
 
     def slot(self, name: str) -> SlotConfig:
@@ -414,6 +441,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     mem.done()
 
     guard = _guard(top.child("guard"))
+    controller = _controller(top.child("controller"))
 
     flip_reader = top.child("flip")
     protect = flip_reader.duration(
@@ -456,6 +484,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         api_key=api_key,
         source=source,
         guard=guard,
+        controller=controller,
         flip=flip,
     )
 
@@ -473,9 +502,37 @@ def _guard(g: _Reader) -> GuardConfig:
         error_share=float(error_share or GuardConfig.error_share),
         ttft_ratio=float(ttft_ratio or GuardConfig.ttft_ratio),
         ttft_floor_s=g.duration("ttft_floor", GuardConfig.ttft_floor_s),
+        mode=g.choice("mode", GUARD_MODES, GuardConfig.mode),  # type: ignore[arg-type]
     )
     g.done()
     return guard
+
+
+def _controller(c: _Reader) -> ControllerConfig:
+    interval = c.duration("interval", ControllerConfig.interval_s)
+    probe_timeout = c.duration("probe_timeout", ControllerConfig.probe_timeout_s)
+    if probe_timeout > interval:
+        c.fail(
+            c.key("probe_timeout"),
+            f"expected at most controller.interval ({interval:g} s): a check fits its interval",
+        )
+    lease = c.duration("lease_duration", ControllerConfig.lease_duration_s)
+    if not MIN_LEASE_S <= lease <= MAX_LEASE_S:
+        c.fail(
+            c.key("lease_duration"),
+            f"expected {MIN_LEASE_S:g} s to {MAX_LEASE_S:g} s, got {c.raw('lease_duration')!r}",
+        )
+    controller = ControllerConfig(
+        interval_s=interval,
+        failures=c.integer(
+            "failures", ControllerConfig.failures, minimum=1, maximum=MAX_GUARD_FAILURES
+        ),
+        probe_timeout_s=probe_timeout,
+        heartbeat_s=c.duration("heartbeat", ControllerConfig.heartbeat_s),
+        lease_duration_s=lease,
+    )
+    c.done()
+    return controller
 
 
 def _port(reader: _Reader) -> int:

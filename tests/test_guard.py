@@ -290,16 +290,43 @@ def test_observe_a_healthy_engine() -> None:
     assert not obs.timed_out
 
 
-def test_observe_a_wedged_engine_sees_the_timeout_and_the_stall() -> None:
+def test_observe_a_wedged_engine_is_judged_at_the_stall_not_at_the_timeout() -> None:
     engine = FakeEngine()
     engine.running = 1.0
     engine.routes["/v1/chat/completions"] = hang_forever
+    # A 5 s timeout, a 0.2 s stall window: the verdict comes from the stall (a probe that ran to
+    # its timeout would say "timed out after 5.0 s").
+    obs = observe(
+        "http://engine.test",
+        "m",
+        VLLM,
+        SUITE,
+        api_key=None,
+        timeout_s=5.0,
+        stall_window_s=0.2,
+        sample_every_s=0.02,
+        transport=httpx.MockTransport(engine),
+    )
+    assert not obs.passed
+    assert obs.timed_out  # abandoned: the engine may still count it as running
+    assert obs.detail == "no answer: the engine stalled while the probe waited"
+    assert obs.stall == "stalled", obs.stall_detail
+    assert obs.running == 1.0
+
+
+def test_observe_a_hung_engine_without_metrics_sees_the_timeout() -> None:
+    engine = FakeEngine()
+    engine.routes["/v1/chat/completions"] = hang_forever
+
+    async def no_metrics(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404)
+
+    engine.routes["/metrics"] = no_metrics
     obs = look(engine, timeout_s=0.3)
     assert not obs.passed
     assert obs.timed_out
     assert obs.detail.startswith("timed out after 0.3 s")
-    assert obs.stall == "stalled", obs.stall_detail
-    assert obs.running == 1.0
+    assert obs.stall == "unavailable"
 
 
 def test_observe_an_erroring_engine() -> None:

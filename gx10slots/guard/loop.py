@@ -39,6 +39,8 @@ class GuardRequest:
     expected: str | None = None
     # Take over a stale gx10slots-lock when flipping back (`--break-lock`).
     break_lock: bool = False
+    probe_timeout_s: float | None = None  # None: the config's guard.probe_timeout
+    by: str | None = None  # who acts, in the records (None: guard:<user@host:pid>)
 
 
 # -- the seam --------------------------------------------------------------------------------

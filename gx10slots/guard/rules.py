@@ -88,6 +88,7 @@ def resolve_settings(
     window_s: float | None = None,
     interval_s: float | None = None,
     failures: int | None = None,
+    probe_timeout_s: float | None = None,
 ) -> GuardSettings:
     """Command line over config over the contract's defaults; a check fits in its interval."""
     interval = interval_s if interval_s is not None else config.interval_s
@@ -101,7 +102,9 @@ def resolve_settings(
         window_s=window_s if window_s is not None else config.window_s,
         interval_s=interval,
         failures=failures if failures is not None else config.failures,
-        probe_timeout_s=min(config.probe_timeout_s, interval),
+        probe_timeout_s=min(
+            probe_timeout_s if probe_timeout_s is not None else config.probe_timeout_s, interval
+        ),
         error_share=config.error_share,
         ttft_ratio=config.ttft_ratio,
         ttft_floor_ms=config.ttft_floor_s * 1000.0,

@@ -91,6 +91,7 @@ def guard(
     clock: Callable[[], float] = time.monotonic,
     wait: Callable[[float], bool] | None = None,
     ports: Ports | None = None,
+    make_ports: Callable[[Target, GuardSettings, str], Ports] | None = None,
 ) -> dict[str, Any]:
     """Run the guard; the result document (``result``: passed, stood-down or tripped).
 
@@ -104,8 +105,9 @@ def guard(
         window_s=request.window_s,
         interval_s=request.interval_s,
         failures=request.failures,
+        probe_timeout_s=request.probe_timeout_s,
     )
-    by = f"guard:{holder_identity()}"
+    by = request.by or f"guard:{holder_identity()}"
     snap = snapshot(app)
     gate = start_gate(
         snap.slots,
@@ -131,6 +133,8 @@ def guard(
     target = gate
     report_dir = request.report_dir or config.smoke.report_dir
     baseline, baseline_note = load_baseline(snap.slots[target.guarded], report_dir)
+    if ports is None and make_ports is not None:
+        ports = make_ports(target, settings, by)
     if ports is None:
         ports = ClusterPorts(
             app, target, settings, by=by, clock=clock, wait=wait, break_lock=request.break_lock

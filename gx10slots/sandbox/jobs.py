@@ -78,9 +78,19 @@ def job_of(pod: Obj) -> str | None:
     return None
 
 
+# The tool's own entrypoint: a pod whose container runs it (the controller's Deployment,
+# docs/manifests/controller.yaml) runs as that command, as a Job's pod does.
+TOOL_COMMAND = "slots"
+
+
 def runs_to_completion(pod: Obj) -> bool:
-    """A pod the kubelet runs as its container's command rather than as a model server."""
-    return job_of(pod) is not None
+    """A pod the kubelet runs as its container's command rather than as a model server: a Job's,
+    or one whose container runs `slots` itself (restarted as its restartPolicy says)."""
+    if job_of(pod) is not None:
+        return True
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    command = containers[0].get("command") if isinstance(containers[0], dict) else None
+    return isinstance(command, list) and bool(command) and command[0] == TOOL_COMMAND
 
 
 # -- the job controller ---------------------------------------------------------------------
@@ -423,7 +433,7 @@ def run_to_completion(process: PodProcess) -> None:
     from gx10slots.sandbox.kubelet import _die_with_parent
 
     runtime, pod = process.runtime, process.pod
-    policy = (pod.get("spec") or {}).get("restartPolicy", "Never")
+    policy = (pod.get("spec") or {}).get("restartPolicy", "Always")  # the API default
     status = runtime.status
     process.log_path.parent.mkdir(parents=True, exist_ok=True)
     process.pid_path.parent.mkdir(parents=True, exist_ok=True)
@@ -468,7 +478,9 @@ def run_to_completion(process: PodProcess) -> None:
                 return  # stopped (the pod was deleted): PodProcess.stop kills the process
         code = child.returncode
         process.pid_path.unlink(missing_ok=True)
-        if code == 0 or policy != "OnFailure":
+        # Always (a Deployment's pod) restarts whatever the exit code; OnFailure only after a
+        # failure; Never not at all (pkg/kubelet/container/helpers.go ShouldContainerBeRestarted).
+        if policy != "Always" and (code == 0 or policy != "OnFailure"):
             status.write(
                 pod,
                 state=terminated_state("Completed" if code == 0 else "Error", code),

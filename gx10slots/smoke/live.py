@@ -145,6 +145,17 @@ async def _observe(
             stall, stall_detail, running = await _watch_progress(
                 ctx, probe, window_s=stall_window_s, every_s=sample_every_s
             )
+            if stall == "stalled" and not probe.done():
+                # Requests running on a flat counter for the stall window is the wedge itself:
+                # waiting for the probe's own timeout would only delay the verdict.
+                return Observation(
+                    passed=False,
+                    detail="no answer: the engine stalled while the probe waited",
+                    timed_out=True,  # abandoned: the engine may still count it as running
+                    stall=stall,
+                    stall_detail=stall_detail,
+                    running=running,
+                )
             result = await probe
         finally:
             if not probe.done():
