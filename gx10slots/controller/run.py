@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import GuardMode
 from gx10slots.controller.election import LEASE_NAME, Elector, Timing
@@ -152,6 +152,18 @@ class ControllerPorts(ClusterPorts):
                 f"{self.target.previous} ({summary}); nothing was changed"
             )
             console.progress(f"controller: {said}")
+            notify.notify(
+                self.app.config,
+                "would-revert",
+                {
+                    "from": self.target.guarded,
+                    "to": self.target.previous,
+                    "model": self.target.model,
+                    "by": self.by,
+                    "reason": summary,
+                },
+                wait=False,
+            )
             return RevertResult(
                 self.target.guarded, self.target.previous, False, said, stood_down=said
             )
@@ -270,7 +282,9 @@ class Controller:
         except StateUnknown as exc:
             console.progress(f"controller: {exc.message}")
         except Interrupted as exc:
-            console.progress(f"controller: {exc.message}")
+            if self.elector.leading and not self.stop.is_set():
+                raise  # SIGTERM or Ctrl-C: the controller stops (the watch changed nothing)
+            console.progress(f"controller: {exc.message}")  # it stopped leading: stand by
         except SlotsError as exc:
             console.progress(f"controller: guarding {flip.active} failed: {exc.message}")
         finally:

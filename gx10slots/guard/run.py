@@ -305,7 +305,12 @@ def _record_blocked(app: App, target: Target, by: str, outcome: WatchOutcome) ->
 
 
 def guard_after_flip(
-    app: App, flip_result: dict[str, Any], window_s: float, *, report_dir: str | None = None
+    app: App,
+    flip_result: dict[str, Any],
+    window_s: float,
+    *,
+    report_dir: str | None = None,
+    break_lock: bool = False,
 ) -> dict[str, Any]:
     """`flip|flip-back|deploy --flip --guard DURATION`: guard the slot the flip made active.
 
@@ -315,7 +320,13 @@ def guard_after_flip(
     try:
         return guard(
             app,
-            GuardRequest(window_s=window_s, report_dir=report_dir, expected=flip_result["to"]),
+            GuardRequest(
+                window_s=window_s,
+                report_dir=report_dir,
+                expected=flip_result["to"],
+                # --break-lock on the flip applies to the lock the guard takes to flip back.
+                break_lock=break_lock,
+            ),
         )
     except Refused as exc:
         console.progress(f"guard: {exc.message}")

@@ -166,10 +166,12 @@ def _role_names(resource: str, verb: str, file: str = "rbac.yaml") -> set[str] |
     ("resource", "verbs", "expected"),
     [
         ("deployments", ("get", "list", "watch", "update", "patch"), "slots"),
-        ("services", ("get", "patch"), "flag"),
+        # list/watch by name: `status --watch` redraws when the flag or a lease changes.
+        ("services", ("get", "list", "watch", "patch"), "flag"),
         ("endpointslices", ("list",), "any"),
         ("configmaps", ("get", "update"), HISTORY_CONFIGMAP),
-        ("leases", ("get", "update"), LEASE_NAME),
+        ("leases", ("get", "list", "watch", "update"), LEASE_NAME),
+        ("leases", ("get", "list", "watch"), "gx10slots-guard"),
         ("secrets", ("get",), "secret"),
     ],
 )

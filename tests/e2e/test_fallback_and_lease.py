@@ -47,7 +47,7 @@ def test_deploy_into_the_fallback_right_after_a_flip_is_refused_and_flip_back_st
     assert flipped_at + timedelta(minutes=59) < until <= flipped_at + timedelta(hours=1, seconds=5)
     assert status["slots"]["green"]["protected_until"] is None
     table = box.cli("status")
-    assert "fallback: blue protected until" in table.out
+    assert "fallback: blue, protected until" in table.out
 
     back = box.cli("flip-back")
     assert back.code == 0, back.err
