@@ -836,11 +836,12 @@ def _sandbox_directory(directory: str) -> None:
 )
 @click.option(
     "--flag",
-    type=click.Choice(["service-selector", "configmap"]),
+    type=click.Choice(["service-selector", "configmap", "httproute"]),
     default="service-selector",
     show_default=True,
     help="The availability flag production routing follows: the production Service's selector "
-    "(through its EndpointSlices), or the key of the ConfigMap gx10-flag (a router of its own).",
+    "(through its EndpointSlices), the key of the ConfigMap gx10-flag (a router of its own), or "
+    "the backendRef weights of the Gateway API HTTPRoute gx10-model (a Gateway of its own).",
 )
 @click.option(
     "--router-lag",

@@ -117,7 +117,9 @@ def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
     lines = [format_table(STATUS_COLUMNS, rows, wide=wide), ""]
     flag = doc["flag"]
     lines.append(
-        f"flag: {flag['kind']} {doc['namespace']}/{flag['name']} [{flag['key']}] = "
+        f"flag: {flag['kind']} {doc['namespace']}/{flag['name']}"
+        + (f" [{flag['key']}]" if flag.get("key") else "")
+        + " = "
         f"{_cell(flag.get('value'))}   previous: {_cell(doc.get('previous'))}"
     )
     if flag.get("changed_at"):

@@ -17,4 +17,5 @@ fi
 export PYTHONPATH="$target:$PWD"
 "$py" -c 'import kubernetes, sys; print("kubernetes client", kubernetes.__version__, file=sys.stderr)'
 exec "$py" -m pytest -q tests/test_kube_client_floor.py tests/e2e/test_slot_operations.py \
-  -k "content_type or json_patch or flip_and_flip_back or park_scales"
+  tests/test_flag_httproute.py tests/e2e/test_httproute.py \
+  -k "content_type or json_patch or flip_and_flip_back or park_scales or route_weights"

@@ -33,8 +33,27 @@ CONFIGMAP = {
     "data": {"active-slot": "blue"},
 }
 
+HTTPROUTE = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "HTTPRoute",
+    "metadata": {"name": "router-flag", "resourceVersion": "7"},
+    "spec": {
+        "rules": [
+            {
+                "backendRefs": [
+                    {"name": "gx10-blue", "port": 8000, "weight": 100},
+                    {"name": "green-svc", "port": 8000, "weight": 0},
+                ]
+            }
+        ]
+    },
+}
 
-@pytest.mark.parametrize(("kind", "obj"), [("service-selector", SERVICE), ("configmap", CONFIGMAP)])
+
+@pytest.mark.parametrize(
+    ("kind", "obj"),
+    [("service-selector", SERVICE), ("configmap", CONFIGMAP), ("httproute", HTTPROUTE)],
+)
 def test_each_kind_reads_its_slot_and_its_patch_moves_exactly_that_value(
     kind: str, obj: dict[str, Any]
 ) -> None:
@@ -74,6 +93,8 @@ def test_hostile_flag_objects_read_as_naming_nothing() -> None:
         ("service-selector", {"spec": {"selector": {"gx10slots.io/slot": 3}}}),
         ("configmap", {"data": "blue"}),
         ("configmap", {"data": {"active-slot": None}}),
+        ("httproute", {"spec": {"rules": [{"backendRefs": "blue"}]}}),
+        ("httproute", {"spec": {"rules": [{"backendRefs": [{"name": 3, "weight": "all"}]}]}}),
     ):
         config = configured(kind)
         assert kind_of(config).value(obj, config) is None

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gx10slots.flags import configmap, service_selector
+from gx10slots.flags import configmap, httproute, service_selector
 from gx10slots.flags.base import FlagKind
 
 if TYPE_CHECKING:
     from gx10slots.config import Config
 
-KINDS: dict[str, FlagKind] = {kind.name: kind for kind in (service_selector.KIND, configmap.KIND)}
+KINDS: dict[str, FlagKind] = {
+    kind.name: kind for kind in (service_selector.KIND, configmap.KIND, httproute.KIND)
+}
 
 
 def kind_of(config: Config) -> FlagKind:

@@ -158,6 +158,14 @@ class Cause:
         return f"{self.field}: {self.message}" if self.field else self.message
 
 
+def field_path(parts: Any) -> str:
+    """A JSON path as field errors name it: ``spec.rules[0].backendRefs[1].weight``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
 def invalid(rt: ResourceType, name: str, causes: list[Cause]) -> StatusError:
     texts = [c.text() for c in causes]
     summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"

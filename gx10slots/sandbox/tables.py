@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from gx10slots.kube.values import now_utc, parse_rfc3339
+from gx10slots.sandbox import customresources
 from gx10slots.sandbox.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -422,6 +423,28 @@ _PRINTERS[JOBS.key] = (
     ],
     _job,
 )
+
+
+def _custom_printer(crd: customresources.CustomResource) -> tuple[list[Column], Printer]:
+    """A custom resource's Table: NAME, then its CRD's additionalPrinterColumns."""
+    columns: list[Column] = [("Name", "string", 0)]
+    columns += [
+        (str(c.get("name")), str(c.get("type")), int(c.get("priority") or 0))
+        for c in crd.printer_columns
+    ]
+
+    def printer(obj: Obj, at: datetime) -> list[Any]:
+        cells: list[Any] = [obj["metadata"]["name"]]
+        for column in crd.printer_columns:
+            cells.append(customresources.printer_cell(column, obj, lambda t: _since(t, at)))
+        return cells
+
+    return columns, printer
+
+
+for _crd in customresources.CUSTOM_RESOURCES:
+    _PRINTERS[_crd.rt.key] = _custom_printer(_crd)
+
 _DEFAULT: tuple[list[Column], Printer] = (
     [("Name", "string", 0), ("Age", "string", 0)],
     lambda o, at: [o["metadata"]["name"], _age(o, at)],

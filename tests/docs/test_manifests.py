@@ -18,6 +18,8 @@ import yaml
 from gx10slots.config import Config, parse_config
 from gx10slots.kube.lease import LEASE_NAME
 from gx10slots.ops.audit import HISTORY_CONFIGMAP
+from gx10slots.sandbox import customresources
+from gx10slots.sandbox.resources import for_kind
 from gx10slots.servednames import alias_blocker, identity_name, served_names
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
@@ -28,6 +30,7 @@ EXPECTED_FILES = {
     "slot-llama-server.yaml",
     "services.yaml",
     "flag-configmap.yaml",
+    "flag-httproute.yaml",
     "rbac.yaml",
     "job-deploy.yaml",
     "controller.yaml",
@@ -70,6 +73,14 @@ def test_every_expected_file_is_there() -> None:
 def test_document_is_valid_kubernetes(name: str, index: int, doc: Document) -> None:
     where = _label(name, index, doc)
     assert isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc, where
+    custom = for_kind(str(doc["apiVersion"]), str(doc["kind"]))
+    crd = customresources.definition(custom) if custom is not None else None
+    if crd is not None:
+        # A custom resource: the published CRD's schema, strict (unknown fields are errors).
+        unknown, causes = customresources.findings(crd, doc)
+        problems = [f"unknown field {n!r}" for _, n, _ in unknown] + [c.text() for c in causes]
+        assert not problems, f"{where}: {problems}"
+        return
     try:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
