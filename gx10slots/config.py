@@ -28,6 +28,12 @@ from gx10slots.limits import (
     MAX_TOKENS,
 )
 from gx10slots.smoke.profiles import PROFILES as ENGINES
+from gx10slots.smoke.settings import (
+    DEFAULT_PROMPT_TOKENS,
+    MAX_PROMPTS,
+    GoldenPrompt,
+    golden_prompt_problem,
+)
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
 ACCESS_MODES = ("direct", "apiserver-proxy")
@@ -86,6 +92,15 @@ class SmokeConfig:
     max_model_len: int | None = None
     report_dir: str = "reports"
     formats: tuple[str, ...] = ("json", "md")
+    # The team's golden prompts, each a probe `prompt:<name>`.
+    prompts: tuple[GoldenPrompt, ...] = ()
+    # Live baseline: measure production's active slot in the same run (capability parity and
+    # regressions); a regression is TTFT p95 more than ttft_ratio x AND baseline_margin worse, or
+    # tokens/s below tokens_ratio x (with the burst more than the margin slower).
+    baseline_live: bool = True
+    baseline_ttft_ratio: float = 2.0
+    baseline_tokens_ratio: float = 0.5
+    baseline_margin_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -429,6 +444,8 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         max_model_len=int(max_model_len) if max_model_len is not None else None,
         report_dir=sm.file_path("report_dir", SmokeConfig.report_dir),
         formats=formats_tuple,
+        prompts=_golden_prompts(sm),
+        **_smoke_baseline(sm.child("baseline")),
     )
     sm.done()
 
@@ -487,6 +504,51 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         controller=controller,
         flip=flip,
     )
+
+
+def _golden_prompts(sm: _Reader) -> tuple[GoldenPrompt, ...]:
+    """smoke.prompts: a list of {name, prompt, expect[, max_tokens]}, each checked here (the
+    expression compiled) so a mistake is a ConfigError naming its key, not a failed probe."""
+    raw = sm.raw("prompts")
+    if raw is None:
+        return ()
+    key = sm.key("prompts")
+    if not isinstance(raw, list):
+        sm.fail(key, f"expected a list of {{name, prompt, expect}}, got {_describe(raw)}")
+    if len(raw) > MAX_PROMPTS:
+        sm.fail(key, f"expected at most {MAX_PROMPTS} prompts, got {len(raw)}")
+    prompts: list[GoldenPrompt] = []
+    for index, item in enumerate(raw):
+        r = _Reader(item, f"{key}[{index}]", sm.source)
+        golden = GoldenPrompt(
+            name=r.string("name"),
+            prompt=r.string("prompt"),
+            expect=r.string("expect"),
+            max_tokens=r.integer("max_tokens", DEFAULT_PROMPT_TOKENS, minimum=1),
+        )
+        r.done()
+        problem = golden_prompt_problem(golden)
+        if problem is None and any(p.name == golden.name for p in prompts):
+            problem = f"name {golden.name!r} is used twice"
+        if problem is not None:
+            sm.fail(r.path, problem)
+        prompts.append(golden)
+    return tuple(prompts)
+
+
+def _smoke_baseline(b: _Reader) -> dict[str, Any]:
+    values = {
+        "baseline_live": b.boolean("live", SmokeConfig.baseline_live),
+        "baseline_ttft_ratio": b.number(
+            "ttft_ratio", SmokeConfig.baseline_ttft_ratio, minimum=1, maximum=1000
+        ),
+        "baseline_tokens_ratio": b.number(
+            "tokens_ratio", SmokeConfig.baseline_tokens_ratio, minimum=0.01, maximum=1
+        ),
+        "baseline_margin_s": b.duration("margin", SmokeConfig.baseline_margin_s, allow_zero=True),
+    }
+    b.done()
+    return values
 
 
 def _guard(g: _Reader) -> GuardConfig:

@@ -1,5 +1,11 @@
 """`slots smoke [SLOT]`: the deep-liveness suite against a slot, reports, and the recorded result.
 
+When production's active slot is another, ready slot, a short reference run against it comes first
+(readiness, known-answer, streaming, tool-call forced on, burst): what it can do the candidate must
+do too (capability parity), and its figures are the live baseline the candidate's are judged
+against; the report holds them under `baseline`. Reference first, then the candidate: not
+interleaved, so both see the machine a few seconds apart.
+
 The result is recorded as annotations on the slot's Deployment, bound to the revision (pod
 template hash) that was tested: a later change to image, env or args makes it stale for `flip`.
 The suite runs without the lease (a smoke of the standby must never block an emergency
@@ -10,14 +16,14 @@ refuses to record a result for a revision that changed while the suite ran.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gx10slots import console
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.errors import ClusterError, LockHeld, UsageError
+from gx10slots.errors import ClusterError, LockHeld, SlotsError, UsageError
 from gx10slots.kube.cas import annotation_ops, patch_until_settled
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.kube.lease import Lock
@@ -36,8 +42,15 @@ from gx10slots.slots import (
 )
 
 if TYPE_CHECKING:
-    from gx10slots.smoke.report import Report
+    import httpx
+
+    from gx10slots.smoke.profiles import EngineProfile
+    from gx10slots.smoke.report import Baseline, Report
     from gx10slots.smoke.result import ProbeResult
+
+# The reference run against production's active slot: enough to learn what it does (tool calls,
+# streaming with usage) and how fast (TTFT, tokens/s), nothing that waits long.
+REFERENCE_PROBES = ("readiness", "known-answer", "streaming", "tool-call", "burst")
 
 
 @dataclass(frozen=True)
@@ -88,11 +101,74 @@ def parse_formats(text: str | None) -> tuple[str, ...] | None:
     return formats
 
 
-def _progress(result: ProbeResult) -> None:
+def _progress(result: ProbeResult, indent: str = "  ") -> None:
     verdict = "skip" if result.skipped and result.passed else "ok" if result.passed else "FAIL"
     console.progress(
-        f"  {verdict:4} {result.name:13} {result.duration_ms:8.1f} ms  {result.detail}"
+        f"{indent}{verdict:4} {result.name:13} {result.duration_ms:8.1f} ms  {result.detail}"
     )
+
+
+def _progress_reference(result: ProbeResult) -> None:
+    _progress(result, "    active: ")
+
+
+def reference_run(
+    app: App,
+    slot: str,
+    profile: EngineProfile,
+    api_key: str | None,
+    transport: httpx.BaseTransport | None,
+) -> Baseline | None:
+    """Production's active slot measured now, when it is another ready slot (else None, said)."""
+    from gx10slots.smoke.report import Baseline
+    from gx10slots.smoke.suite import run_suite
+
+    config = app.config
+    if not config.smoke.baseline_live:
+        return None
+    try:
+        snap = snapshot(app)
+    except SlotsError as exc:
+        console.progress(f"no live baseline: cannot read production's active slot: {exc.message}")
+        return None
+    active = snap.flag.active
+    if active is None or active == slot or active not in snap.slots:
+        return None
+    state = snap.slots[active]
+    if not state.is_ready:
+        console.progress(f"no live baseline: production's active slot {active} is not ready")
+        return None
+    settings = suite_settings(app, REFERENCE_PROBES)
+    settings = replace(
+        settings,
+        tool_call=True,  # learn whether it makes tool calls, whatever smoke.tool_call says
+        prompts=(),
+        # It serves production now: no model load to wait for.
+        timeouts={"readiness": settings.probe_timeout_s},
+        deadline_s=min(settings.deadline_s, 5 * settings.probe_timeout_s),
+    )
+    console.progress(
+        f"reference run first: production's active slot {active} ({state.model}), for "
+        "capability parity and the live baseline"
+    )
+    report = run_suite(
+        slot_endpoint(app, active),
+        state.served_name or state.model or "",
+        profile,
+        settings,
+        api_key=api_key,
+        transport=transport,
+        on_probe=_progress_reference,
+        slot=active,
+        model=state.model or "",
+        revision=state.revision or "",
+    )
+    baseline = Baseline.of(report)
+    console.progress(
+        f"  active slot {active}: tool calls {'yes' if baseline.tool_calls else 'no'}, streaming "
+        f"usage {'yes' if baseline.stream_usage else 'no'}; now the candidate {slot}"
+    )
+    return baseline
 
 
 def smoke_slot(
@@ -125,14 +201,17 @@ def smoke_slot(
         f"{config.engine}"
     )
     api_key, transport = probe_access(app)
+    profile = get_profile(config.engine)
+    baseline = reference_run(app, slot, profile, api_key, transport)
     report = run_suite(
         endpoint,
         state.served_name or state.model or "",
-        get_profile(config.engine),
+        profile,
         suite_settings(app),
         api_key=api_key,
         transport=transport,
         on_probe=_progress,
+        baseline=baseline,
         slot=slot,
         model=state.model or "",
         revision=state.revision or "",
