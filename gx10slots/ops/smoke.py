@@ -3,8 +3,9 @@
 When production's active slot is another, ready slot, a short reference run against it comes first
 (readiness, known-answer, streaming, tool-call forced on, burst): what it can do the candidate must
 do too (capability parity), and its figures are the live baseline the candidate's are judged
-against; the report holds them under `baseline`. Reference first, then the candidate: not
-interleaved, so both see the machine a few seconds apart.
+against; the report holds them under `baseline`. Reference first, then the candidate; when the
+candidate looks like a regression, both are measured again back to back (a burst each) and only a
+regression seen again fails (one slow moment of a busy machine is not a slower model).
 
 The result is recorded as annotations on the slot's Deployment, bound to the revision (pod
 template hash) that was tested: a later change to image, env or args makes it stale for `flip`.
@@ -112,13 +113,22 @@ def _progress_reference(result: ProbeResult) -> None:
     _progress(result, "    active: ")
 
 
+@dataclass(frozen=True)
+class Reference:
+    """Production's active slot as the reference run found it, and how to reach it again."""
+
+    baseline: Baseline
+    endpoint: str
+    served_name: str
+
+
 def reference_run(
     app: App,
     slot: str,
     profile: EngineProfile,
     api_key: str | None,
     transport: httpx.BaseTransport | None,
-) -> Baseline | None:
+) -> Reference | None:
     """Production's active slot measured now, when it is another ready slot (else None, said)."""
     from gx10slots.smoke.report import Baseline
     from gx10slots.smoke.suite import run_suite
@@ -151,9 +161,11 @@ def reference_run(
         f"reference run first: production's active slot {active} ({state.model}), for "
         "capability parity and the live baseline"
     )
+    endpoint = slot_endpoint(app, active)
+    served = state.served_name or state.model or ""
     report = run_suite(
-        slot_endpoint(app, active),
-        state.served_name or state.model or "",
+        endpoint,
+        served,
         profile,
         settings,
         api_key=api_key,
@@ -168,7 +180,45 @@ def reference_run(
         f"  active slot {active}: tool calls {'yes' if baseline.tool_calls else 'no'}, streaming "
         f"usage {'yes' if baseline.stream_usage else 'no'}; now the candidate {slot}"
     )
-    return baseline
+    return Reference(baseline, endpoint, served)
+
+
+def _confirm(
+    app: App,
+    report: Report,
+    reference: Reference,
+    candidate: tuple[str, str],
+    profile: EngineProfile,
+    api_key: str | None,
+    transport: httpx.BaseTransport | None,
+) -> Report:
+    """Both slots measured again back to back (a burst each) and the baseline judged again."""
+    from gx10slots.smoke.report import Baseline
+    from gx10slots.smoke.suite import confirm_baseline, run_suite
+
+    settings = replace(suite_settings(app, ("burst",)), prompts=())
+    console.progress("a regression against the active slot: measuring both again, back to back")
+    runs = []
+    for slot, (endpoint, served), on_probe in (
+        (reference.baseline.slot, (reference.endpoint, reference.served_name), _progress_reference),
+        (report.slot, candidate, _progress),
+    ):
+        runs.append(
+            run_suite(
+                endpoint,
+                served,
+                profile,
+                settings,
+                api_key=api_key,
+                transport=transport,
+                on_probe=on_probe,
+                slot=slot,
+            )
+        )
+    confirmed = confirm_baseline(report, Baseline.of(runs[0]), runs[1], suite_settings(app))
+    verdict = next(p for p in confirmed.probes if p.name == "baseline")
+    console.progress(f"  {'ok' if verdict.passed else 'FAIL':4} baseline  {verdict.detail}")
+    return confirmed
 
 
 def smoke_slot(
@@ -181,7 +231,7 @@ def smoke_slot(
 ) -> SmokeOutcome:
     from gx10slots.smoke.profiles import get_profile
     from gx10slots.smoke.report import write_reports
-    from gx10slots.smoke.suite import run_suite
+    from gx10slots.smoke.suite import regression_seen, run_suite
 
     config = app.config
     directory = check_report_dir(report_dir or config.smoke.report_dir)
@@ -202,22 +252,25 @@ def smoke_slot(
     )
     api_key, transport = probe_access(app)
     profile = get_profile(config.engine)
-    baseline = reference_run(app, slot, profile, api_key, transport)
+    reference = reference_run(app, slot, profile, api_key, transport)
+    served = state.served_name or state.model or ""
     report = run_suite(
         endpoint,
-        state.served_name or state.model or "",
+        served,
         profile,
         suite_settings(app),
         api_key=api_key,
         transport=transport,
         on_probe=_progress,
-        baseline=baseline,
+        baseline=reference.baseline if reference is not None else None,
         slot=slot,
         model=state.model or "",
         revision=state.revision or "",
         # /v1/models must list every name the slot claims (its aliases and identity name too).
         served_names=state.served_names,
     )
+    if reference is not None and regression_seen(report):
+        report = _confirm(app, report, reference, (endpoint, served), profile, api_key, transport)
     wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
     paths = [str(p) for p in write_reports(report, directory, wanted)]
     recorded = _record(app, slot, state.revision or "", report, Path(paths[0]).name, lock)

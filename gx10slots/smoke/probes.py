@@ -503,6 +503,7 @@ async def probe_burst(ctx: ProbeContext, timeout: float | None = None) -> ProbeR
             "ttft_ms_p50": checks.percentile(ttfts, 50),
             "ttft_ms_p95": checks.percentile(ttfts, 95),
             "tokens_per_s": tokens_per_s,
+            "tokens": float(tokens),
         }
         if errors:
             distinct = list(dict.fromkeys(errors))

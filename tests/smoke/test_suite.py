@@ -17,7 +17,7 @@ from gx10slots.smoke.profiles import VLLM
 from gx10slots.smoke.report import Baseline, Report
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import PROBE_NAMES, GoldenPrompt, SuiteSettings
-from gx10slots.smoke.suite import run_suite
+from gx10slots.smoke.suite import confirm_baseline, regression_seen, run_suite
 
 from .fakes import BASE, FAST, FakeEngine, hang_forever
 
@@ -312,3 +312,23 @@ def test_probe_functions_are_exported_for_reuse() -> None:
     from gx10slots.smoke import watch_for_stall
 
     assert watch_for_stall is probes_module.watch_for_stall
+
+
+def test_a_regression_not_seen_again_back_to_back_does_not_fail() -> None:
+    # First measurement: the active slot looked far faster (a busy moment of the machine).
+    settings = dataclasses.replace(FAST, baseline_margin_ms=0.0)
+    first = run(FakeEngine(), settings, baseline=_active(ttft_p95=0.001, tokens_per_s=1e9))
+    assert regression_seen(first) and not first.passed
+    burst_only = dataclasses.replace(FAST, probes=("burst",))
+    again = run(FakeEngine(), burst_only)
+    active_again = Baseline.of(dataclasses.replace(run(FakeEngine(), burst_only), slot="blue"))
+    # Measured again back to back, the two engines are alike: the suite passes.
+    confirmed = confirm_baseline(first, active_again, again, FAST)
+    baseline = by_name(confirmed)["baseline"]
+    assert baseline.passed and baseline.detail.startswith("not confirmed")
+    assert confirmed.passed and confirmed.summary.failures == 0
+    # Seen again (an active slot still far faster), it stays a failure.
+    far_faster = _active(ttft_p95=0.001, tokens_per_s=1e9)
+    still = confirm_baseline(first, far_faster, again, settings)
+    assert not still.passed
+    assert "confirmed when measured again" in by_name(still)["baseline"].detail
