@@ -79,6 +79,18 @@ class FlagConfig:
 
 
 @dataclass(frozen=True)
+class SmokeBaselineConfig:
+    """smoke.baseline: measure production's active slot in the same run (capability parity and
+    regressions); a regression is TTFT p95 more than ttft_ratio x AND margin worse, or tokens/s
+    below tokens_ratio x (with the burst more than the margin slower)."""
+
+    live: bool = True
+    ttft_ratio: float = 2.0
+    tokens_ratio: float = 0.5
+    margin_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class SmokeConfig:
     max_age_s: float = 1800.0
     prompt: str = "Reply with the single word pong."
@@ -94,13 +106,7 @@ class SmokeConfig:
     formats: tuple[str, ...] = ("json", "md")
     # The team's golden prompts, each a probe `prompt:<name>`.
     prompts: tuple[GoldenPrompt, ...] = ()
-    # Live baseline: measure production's active slot in the same run (capability parity and
-    # regressions); a regression is TTFT p95 more than ttft_ratio x AND baseline_margin worse, or
-    # tokens/s below tokens_ratio x (with the burst more than the margin slower).
-    baseline_live: bool = True
-    baseline_ttft_ratio: float = 2.0
-    baseline_tokens_ratio: float = 0.5
-    baseline_margin_s: float = 0.5
+    baseline: SmokeBaselineConfig = field(default_factory=SmokeBaselineConfig)
 
 
 @dataclass(frozen=True)
@@ -445,7 +451,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         report_dir=sm.file_path("report_dir", SmokeConfig.report_dir),
         formats=formats_tuple,
         prompts=_golden_prompts(sm),
-        **_smoke_baseline(sm.child("baseline")),
+        baseline=_smoke_baseline(sm.child("baseline")),
     )
     sm.done()
 
@@ -536,17 +542,16 @@ def _golden_prompts(sm: _Reader) -> tuple[GoldenPrompt, ...]:
     return tuple(prompts)
 
 
-def _smoke_baseline(b: _Reader) -> dict[str, Any]:
-    values = {
-        "baseline_live": b.boolean("live", SmokeConfig.baseline_live),
-        "baseline_ttft_ratio": b.number(
-            "ttft_ratio", SmokeConfig.baseline_ttft_ratio, minimum=1, maximum=1000
-        ),
-        "baseline_tokens_ratio": b.number(
-            "tokens_ratio", SmokeConfig.baseline_tokens_ratio, minimum=0.01, maximum=1
-        ),
-        "baseline_margin_s": b.duration("margin", SmokeConfig.baseline_margin_s, allow_zero=True),
-    }
+def _smoke_baseline(b: _Reader) -> SmokeBaselineConfig:
+    d = SmokeBaselineConfig
+    ttft_ratio = b.number("ttft_ratio", d.ttft_ratio, minimum=1, maximum=1000)
+    tokens_ratio = b.number("tokens_ratio", d.tokens_ratio, minimum=0.01, maximum=1)
+    values = SmokeBaselineConfig(
+        live=b.boolean("live", d.live),
+        ttft_ratio=ttft_ratio if ttft_ratio is not None else d.ttft_ratio,
+        tokens_ratio=tokens_ratio if tokens_ratio is not None else d.tokens_ratio,
+        margin_s=b.duration("margin", d.margin_s, allow_zero=True),
+    )
     b.done()
     return values
 

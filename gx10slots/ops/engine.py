@@ -175,9 +175,9 @@ def suite_settings(app: App, probes: tuple[str, ...] | None = None) -> SuiteSett
         probe_timeout_s=smoke.probe_timeout_s,
         deadline_s=smoke.deadline_s,
         prompts=smoke.prompts,
-        baseline_ttft_ratio=smoke.baseline_ttft_ratio,
-        baseline_tokens_ratio=smoke.baseline_tokens_ratio,
-        baseline_margin_ms=smoke.baseline_margin_s * 1000.0,
+        baseline_ttft_ratio=smoke.baseline.ttft_ratio,
+        baseline_tokens_ratio=smoke.baseline.tokens_ratio,
+        baseline_margin_ms=smoke.baseline.margin_s * 1000.0,
     )
 
 

@@ -134,7 +134,7 @@ def reference_run(
     from gx10slots.smoke.suite import run_suite
 
     config = app.config
-    if not config.smoke.baseline_live:
+    if not config.smoke.baseline.live:
         return None
     try:
         snap = snapshot(app)

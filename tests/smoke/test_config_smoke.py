@@ -48,16 +48,16 @@ def test_golden_prompts_and_baseline_thresholds_are_read() -> None:
         GoldenPrompt("capital-fr", "Capital of France?", "(?i)paris"),
         GoldenPrompt("sum", "2+2?", r"\b4\b", max_tokens=8),
     )
-    assert (smoke.baseline_ttft_ratio, smoke.baseline_tokens_ratio) == (3.0, 0.25)
-    assert smoke.baseline_margin_s == 1.0 and smoke.baseline_live is False
+    assert (smoke.baseline.ttft_ratio, smoke.baseline.tokens_ratio) == (3.0, 0.25)
+    assert smoke.baseline.margin_s == 1.0 and smoke.baseline.live is False
 
 
 def test_the_contracts_defaults() -> None:
     smoke = parse_config(valid()).smoke
     assert smoke.prompts == ()
-    assert smoke.baseline_live is True
-    assert (smoke.baseline_ttft_ratio, smoke.baseline_tokens_ratio) == (2.0, 0.5)
-    assert smoke.baseline_margin_s == 0.5
+    assert smoke.baseline.live is True
+    assert (smoke.baseline.ttft_ratio, smoke.baseline.tokens_ratio) == (2.0, 0.5)
+    assert smoke.baseline.margin_s == 0.5
 
 
 def prompt(**overrides: Any) -> dict[str, Any]:
