@@ -46,6 +46,23 @@ GUARD_MODES: tuple[GuardMode, ...] = ("act", "observe")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The events `notify.webhooks` receive (gx10slots.notify sends them).
+NOTIFY_EVENTS: tuple[str, ...] = (
+    "deploy",
+    "flip",
+    "flip-back",
+    "auto-revert",
+    "smoke-failed",
+    "would-revert",
+)
+# A webhook URL: http(s), a host, then no whitespace or control character anywhere. The config
+# checks a literal URL with it, gx10slots.notify one read from the environment.
+WEBHOOK_URL = re.compile(r"^https?://[^\s/?#]+(?:[/?#][^\s\x00-\x1f\x7f]*)?$")
+# Webhooks, gate queries: a longer list is a generated mistake, and each costs time per event.
+MAX_LIST_ITEMS = 16
+# A PromQL gate's name shows in reasons and reports; its query is sent as a URL parameter.
+_GATE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+MAX_QUERY_CHARS = 4096
 # A protection longer than a week is a typo (1000h for 100h), not a policy.
 MAX_PROTECT_FALLBACK_S = 7 * 24 * 3600.0
 # The controller's leader Lease: renewed every third of it, so shorter is a renewal storm, and
@@ -117,6 +134,27 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class GateQuery:
+    """One named PromQL query of ``guard.prometheus`` and its threshold(s): a value above
+    ``max`` or below ``min`` fails the guard's check (like Flagger's metric templates)."""
+
+    name: str
+    query: str
+    max: float | None = None
+    min: float | None = None
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    url: str | None = None  # None: no gates on real traffic
+    queries: tuple[GateQuery, ...] = ()
+    # All of one check's queries share this budget: a slow Prometheus delays the check this
+    # much at most, never more (an instant query answers in milliseconds; the controller checks
+    # every 3 s).
+    timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class GuardConfig:
     """Defaults of `slots guard` and `--guard` (the command line overrides the first three)."""
 
@@ -131,9 +169,25 @@ class GuardConfig:
     # ttft_floor at least (a smoke on an idle engine can measure a few milliseconds).
     ttft_ratio: float = 3.0
     ttft_floor_s: float = 1.0
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     # observe: judge and notify "would revert", never change anything (tuning thresholds on real
     # traffic first); act: flip back.
     mode: GuardMode = "act"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One ``notify.webhooks`` entry. The URL is a secret (a Slack URL carries its token): it is
+    left out of every repr and message; a webhook is named by its position and host only."""
+
+    url: str | None = field(default=None, repr=False)
+    url_env: str | None = None  # read when sending: a Secret mounted as an environment variable
+    events: tuple[str, ...] = NOTIFY_EVENTS
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhooks: tuple[WebhookConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,6 +238,7 @@ class Config:
     guard: GuardConfig = field(default_factory=GuardConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def slot(self, name: str) -> SlotConfig:
         return self.slots[name]
@@ -323,6 +378,21 @@ class _Reader:
                 self.key(name), f"expected an http:// or https:// URL, got {_describe(value)}"
             )
         return str(value).rstrip("/")
+
+    def items(self, name: str) -> list[_Reader]:
+        """A list of mappings (``notify.webhooks``), each read on its own (``key[0].url``)."""
+        value = self.raw(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(self.key(name), f"expected a list, got {_describe(value)}")
+        if len(value) > MAX_LIST_ITEMS:
+            self.fail(
+                self.key(name), f"expected at most {MAX_LIST_ITEMS} entries, got {len(value)}"
+            )
+        return [
+            _Reader(item, f"{self.key(name)}[{i}]", self.source) for i, item in enumerate(value)
+        ]
 
     def child(self, name: str, *, required: bool = False) -> _Reader:
         value = self.raw(name)
@@ -478,6 +548,8 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     flip = FlipConfig(protect_fallback_for_s=protect)
     flip_reader.done()
 
+    notify = _notify(top.child("notify"))
+
     key_reader = top.child("api_key")
     secret = key_reader.child("secret")
     api_key = ApiKeySource(
@@ -509,6 +581,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         guard=guard,
         controller=controller,
         flip=flip,
+        notify=notify,
     )
 
 
@@ -569,10 +642,86 @@ def _guard(g: _Reader) -> GuardConfig:
         error_share=float(error_share or GuardConfig.error_share),
         ttft_ratio=float(ttft_ratio or GuardConfig.ttft_ratio),
         ttft_floor_s=g.duration("ttft_floor", GuardConfig.ttft_floor_s),
+        prometheus=_prometheus(g.child("prometheus")),
         mode=g.choice("mode", GUARD_MODES, GuardConfig.mode),  # type: ignore[arg-type]
     )
     g.done()
     return guard
+
+
+def _prometheus(p: _Reader) -> PrometheusConfig:
+    """``guard.prometheus``: named PromQL queries with thresholds; a breach fails a check."""
+    queries: list[GateQuery] = []
+    for q in p.items("queries"):
+        name = q.string("name", pattern=_GATE_NAME, what="a name of letters, digits, _ and -")
+        if any(known.name == name for known in queries):
+            q.fail(q.key("name"), f"{name!r} is used by another query")
+        query = q.string("query", what="a PromQL expression")
+        if len(query) > MAX_QUERY_CHARS:
+            q.fail(q.key("query"), f"expected at most {MAX_QUERY_CHARS} characters")
+        high = q.number("max", None, minimum=-math.inf)
+        low = q.number("min", None, minimum=-math.inf)
+        if high is None and low is None:
+            q.fail(
+                q.path, "expected a threshold: max (fail above it), min (fail below it), or both"
+            )
+        if high is not None and low is not None and low > high:
+            q.fail(q.key("min"), f"expected at most max ({high:g}), got {low:g}")
+        q.done()
+        queries.append(GateQuery(name=name, query=query, max=high, min=low))
+    url = p.url("url", required=bool(queries))
+    if url is not None and not queries:
+        p.fail(p.key("queries"), "is required with url (at least one named query)")
+    config = PrometheusConfig(
+        url=url,
+        queries=tuple(queries),
+        timeout_s=p.duration("timeout", PrometheusConfig.timeout_s),
+    )
+    p.done()
+    return config
+
+
+def _notify(n: _Reader) -> NotifyConfig:
+    """``notify.webhooks``: where events are POSTed. A URL is never quoted back in a message."""
+    webhooks: list[WebhookConfig] = []
+    for w in n.items("webhooks"):
+        has_url, has_env = w.has("url"), w.has("url_env")
+        if has_url == has_env:
+            w.fail(
+                w.path, "expected exactly one of url (the URL) or url_env (a variable holding it)"
+            )
+        url = None
+        if has_url:
+            url = w.raw("url")
+            if not isinstance(url, str) or not WEBHOOK_URL.match(url):
+                w.fail(
+                    w.key("url"),
+                    "expected an http:// or https:// URL without spaces (the value is not shown: "
+                    "a webhook URL is a secret)",
+                )
+        env_name = (
+            w.string("url_env", pattern=_ENV_NAME, what="an environment variable name")
+            if has_env
+            else None
+        )
+        events = w.raw("events")
+        if events is None:
+            chosen = NOTIFY_EVENTS
+        elif (
+            isinstance(events, list)
+            and events
+            and all(isinstance(e, str) and e in NOTIFY_EVENTS for e in events)
+        ):
+            chosen = tuple(e for e in NOTIFY_EVENTS if e in events)
+        else:
+            w.fail(
+                w.key("events"),
+                f"expected a list drawn from {', '.join(NOTIFY_EVENTS)}, got {_describe(events)}",
+            )
+        w.done()
+        webhooks.append(WebhookConfig(url=url, url_env=env_name, events=chosen))
+    n.done()
+    return NotifyConfig(webhooks=tuple(webhooks))
 
 
 def _controller(c: _Reader) -> ControllerConfig:

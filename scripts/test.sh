@@ -15,6 +15,7 @@ CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,llama,sandbox]'
 
 scripts/ensure-kubectl.sh
+scripts/ensure-prometheus.sh
 
 scripts/check
 .venv/bin/python -m pytest "$@"

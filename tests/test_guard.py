@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from gx10slots.app import App, GlobalOptions
+from gx10slots.config import GateQuery
 from gx10slots.errors import (
     ApiUnreachable,
     Interrupted,
@@ -29,7 +30,14 @@ from gx10slots.guard import ports as ports_mod
 from gx10slots.guard import run as run_mod
 from gx10slots.guard.loop import GuardRequest, RevertBlocked, RevertResult, watch
 from gx10slots.guard.ports import ClusterPorts
-from gx10slots.guard.rules import SHARE_WINDOW, CheckRecord, GuardSettings, Share, Target
+from gx10slots.guard.rules import (
+    SHARE_WINDOW,
+    CheckRecord,
+    GateReading,
+    GuardSettings,
+    Share,
+    Target,
+)
 from gx10slots.guard.run import exit_code
 from gx10slots.ops.read import Snapshot
 from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRecord
@@ -82,8 +90,11 @@ class FakePorts:
         flags: Callable[[int], FlagState] = lambda n: flag("green"),
         reverts: Sequence[RevertResult | Exception] = (),
         stop_after_waits: int | None = None,
+        gates: Sequence[Sequence[GateReading]] = (),
     ) -> None:
         self.observations = list(observations)
+        self.gate_readings = list(gates)  # per check, like observations (the last repeats)
+        self.gates_asked = 0
         self.check_cost = check_cost
         self.flags = flags
         self.reverts = list(reverts)
@@ -113,6 +124,15 @@ class FakePorts:
         self.now += self.check_cost
         index = len(self.checks_at) - 1
         return self.observations[min(index, len(self.observations) - 1)]
+
+    def gates(self) -> Sequence[GateReading]:
+        self.gates_asked += 1
+        index = len(self.checks_at) - 1
+        return (
+            self.gate_readings[min(index, len(self.gate_readings) - 1)]
+            if self.gate_readings
+            else ()
+        )
 
     def revert(self, summary: str, streak: Sequence[CheckRecord]) -> RevertResult:
         self.reverted.append((summary, list(streak)))
@@ -151,6 +171,45 @@ def test_consecutive_failures_trip_and_the_confirmations_come_sooner() -> None:
     assert "engine wedged" in summary
     assert [r.number for r in outcome.streak] == [2, 3, 4]
     assert outcome.tally.abandoned_probes == 3
+
+
+ERRORS = GateQuery("errors", "sum(rate(ai_ir_failures_total[1m]))", max=0.1)
+
+
+def test_a_prometheus_gate_in_breach_trips_the_guard_while_the_probes_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    quiet = [GateReading(ERRORS, ())]  # no traffic yet: no data, not a breach
+    healthy = [GateReading(ERRORS, (0.02,))]
+    failing = [GateReading(ERRORS, (0.8,))]
+    ports = FakePorts([OK], gates=[quiet, healthy, failing], reverts=[REVERTED])
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "tripped"
+    assert [r.passed for r in outcome.records] == [True, True, False, False, False]
+    [(summary, streak)] = ports.reverted
+    assert summary.endswith(
+        "last: gate errors: 0.8 above max 0.1 (sum(rate(ai_ir_failures_total[1m])))"
+    )
+    assert all(r.observation.passed for r in streak)  # the probes alone would never trip
+    first = outcome.records[0].to_dict()["gates"][0]
+    assert (first["state"], first["detail"]) == ("no-data", "gate errors: no data (empty result)")
+    assert "gate errors: no data (empty result)" in capsys.readouterr().err
+
+
+def test_gates_are_not_asked_when_the_probe_already_failed() -> None:
+    ports = FakePorts([OK, WEDGED], gates=[[GateReading(ERRORS, (0.02,))]], reverts=[REVERTED])
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "tripped"
+    assert ports.gates_asked == 1  # the first check only: the wedged ones did not wait for it
+    assert [len(r.gates) for r in outcome.records] == [1, 0, 0, 0]
+
+
+def test_an_unavailable_prometheus_never_trips_the_guard() -> None:
+    down = [GateReading(ERRORS, error="cannot reach Prometheus (ConnectError)")]
+    ports = FakePorts([OK], gates=[down])
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "passed"
+    assert outcome.records[-1].to_dict()["gates"][0]["state"] == "unavailable"
 
 
 def test_isolated_failures_do_not_trip() -> None:
@@ -421,9 +480,12 @@ def wired(
     monkeypatch.setattr(ports_mod, "hold", fake_lock)
     monkeypatch.setattr(ports_mod, "switch", fake_switch)
     monkeypatch.setattr(ports_mod, "verify_production", fake_verify)
-    monkeypatch.setattr(
-        ports_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
-    )
+
+    def fake_record(app: App, plan: FlipPlan, **kw: Any) -> list[str]:
+        calls["record"].append(kw)
+        return calls.get("notify_warnings", [])
+
+    monkeypatch.setattr(ports_mod, "record_flip", fake_record)
     monkeypatch.setattr(ClusterPorts, "_running_on", lambda self, slot: 2.0)
     monkeypatch.setattr(ClusterPorts, "_fallback_answers", lambda self: calls.get("fallback"))
     monkeypatch.setattr(ports_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
@@ -467,6 +529,16 @@ def test_the_flip_back_reuses_switch_verify_and_record(
     assert result == RevertResult(
         "green", "blue", True, "answered readiness, identity, known-answer", in_flight=2.0
     )
+
+
+def test_an_undelivered_revert_notification_is_a_warning_of_the_guard(
+    wired: tuple[ClusterPorts, dict[str, Any]],
+) -> None:
+    ports, calls = wired
+    calls["notify_warnings"] = ["notification not delivered to webhook #1 (hooks): HTTP 500"]
+    result = ports.revert("tripped", STREAK)
+    assert result.verified  # the flip-back itself is unaffected
+    assert result.warnings == ("notification not delivered to webhook #1 (hooks): HTTP 500",)
 
 
 def test_a_failed_verification_is_recorded_as_failed(

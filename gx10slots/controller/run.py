@@ -270,7 +270,9 @@ class Controller:
         except StateUnknown as exc:
             console.progress(f"controller: {exc.message}")
         except Interrupted as exc:
-            console.progress(f"controller: {exc.message}")
+            if self.elector.leading and not self.stop.is_set():
+                raise  # SIGTERM or Ctrl-C: the controller stops (the watch changed nothing)
+            console.progress(f"controller: {exc.message}")  # it stopped leading: stand by
         except SlotsError as exc:
             console.progress(f"controller: guarding {flip.active} failed: {exc.message}")
         finally:

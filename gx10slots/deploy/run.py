@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
 from gx10slots.deploy.rules import (
@@ -438,6 +438,7 @@ def _record(
         revision=plan.revision_after,
         replaced_fallback=replaced_fallback is not None,
     )
+    notify.entry_event(app.config, entry.to_dict())
     append_history(app, entry)
     emit_event(
         app,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.errors import (
     ApiError,
@@ -234,9 +234,9 @@ def record_flip(
     detail: str,
     regarding: Mapping[str, Any],
     entry_id: str = "",
-) -> None:
-    """History entry, then Event. ``entry_id`` (a run's id) makes recording a run twice, as a
-    re-run that completes it may, a no-op."""
+) -> list[str]:
+    """Notification, history entry, then Event; the notification's warnings. ``entry_id`` (a
+    run's id) makes recording a run twice, as a re-run that completes it may, a no-op."""
     entry = HistoryEntry(
         at=rfc3339(now_utc()),
         action=action,
@@ -252,6 +252,8 @@ def record_flip(
         # verified) later, and that record, under the run's id, must not be taken for a repeat.
         id=entry_id or (plan.run if result == "ok" else "") or new_entry_id(),
     )
+    # First: the flip has happened, and must be told even when recording it fails.
+    warnings = notify.entry_event(app.config, entry.to_dict())
     append_history(app, entry)
     emit_event(
         app,
@@ -269,6 +271,7 @@ def record_flip(
         warning=result != "ok" or action == "auto-revert",
         instance=by,
     )
+    return warnings
 
 
 def flip(

@@ -17,9 +17,11 @@ from gx10slots.errors import (
 from gx10slots.guard.rules import (
     Baseline,
     CheckRecord,
+    GateReading,
     GuardSettings,
     Tally,
     Target,
+    gate_verdict,
     judge_check,
     next_check_at,
     stand_down_reason,
@@ -86,6 +88,10 @@ class Ports(Protocol):
 
     def observe(self, timeout_s: float) -> Observation: ...
 
+    def gates(self) -> Sequence[GateReading]:
+        """The ``guard.prometheus`` queries' answers (empty without gates)."""
+        ...
+
     def revert(self, summary: str, streak: Sequence[CheckRecord]) -> RevertResult:
         """Flip back (or report that production moved); :class:`RevertBlocked` when it cannot."""
         ...
@@ -143,11 +149,20 @@ def watch(
                 console.progress(f"guard {target.guarded}: {moved}")
                 return WatchOutcome("stood-down", tally, records, stood_down=moved)
             observation = ports.observe(settings.probe_timeout_s)
+            # Gates on real traffic only for a slot that answered: a failed probe fails the check
+            # anyway, and a wedged slot must be left without waiting for Prometheus.
+            gates = tuple(ports.gates()) if observation.passed else ()
             share = tally.add_probe(observation)
-            reasons = judge_check(observation, share, settings, baseline)
+            reasons = judge_check(observation, share, settings, baseline, gates)
             tally.add_check(not reasons)
             record = CheckRecord(
-                tally.checks, started - start, not reasons, tuple(reasons), observation, share
+                tally.checks,
+                started - start,
+                not reasons,
+                tuple(reasons),
+                observation,
+                share,
+                gates,
             )
             records.append(record)
             _progress_line(target, settings, tally, record)
@@ -196,11 +211,16 @@ def _progress_line(
 ) -> None:
     obs = record.observation
     head = f"guard {target.guarded}: check {record.number} (+{record.t_s:.1f}s)"
+    # Gates that passed, or could not be judged (no data, Prometheus unavailable): said, so that
+    # thresholds can be tuned on what was read. A breach is among the reasons already.
+    verdicts = [gate_verdict(g) for g in record.gates]
+    gates = "".join(f"; {detail}" for state, detail in verdicts if state != "breach")
     if record.passed:
         ttft = f", TTFT {obs.ttft_ms:.0f} ms" if obs.ttft_ms is not None else ""
-        console.progress(f"{head} ok{ttft}; progress {obs.stall}")
+        console.progress(f"{head} ok{ttft}; progress {obs.stall}{gates}")
     else:
         console.progress(
             f"{head} FAILED ({tally.consecutive}/{settings.failures} in a row): "
             + "; ".join(record.reasons)
+            + gates
         )

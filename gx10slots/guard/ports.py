@@ -8,6 +8,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gx10slots import console
 from gx10slots.app import App
@@ -23,6 +24,7 @@ from gx10slots.flip.verify import verify as verify_production
 from gx10slots.guard.loop import RevertBlocked, RevertResult
 from gx10slots.guard.rules import (
     CheckRecord,
+    GateReading,
     GuardSettings,
     Target,
     stand_down_reason,
@@ -40,6 +42,9 @@ from gx10slots.ops.read import read_flag_object
 from gx10slots.ops.smoke import invalidate_smoke
 from gx10slots.slots import FlagState, flag_state
 from gx10slots.smoke import Observation, get_profile, observe, running_requests
+
+if TYPE_CHECKING:
+    from gx10slots.guard.prometheus import PrometheusGates
 
 # Reading the wedged slot's running gauge after the flip-back is best effort and quick.
 IN_FLIGHT_TIMEOUT_S = 3.0
@@ -71,6 +76,7 @@ class ClusterPorts:
         # The same credentials and transport as every probe (apiserver-proxy needs the cluster's).
         self.api_key, self.transport = probe_access(app)
         self.suite = suite_settings(app, ("streaming",))
+        self._gates: PrometheusGates | None = None  # made at the first check that needs it
 
     def clock(self) -> float:
         return self._clock()
@@ -96,6 +102,16 @@ class ClusterPorts:
             sample_every_s=self.settings.sample_every_s,
             transport=self.transport,
         )
+
+    def gates(self) -> tuple[GateReading, ...]:
+        prometheus = self.app.config.guard.prometheus
+        if prometheus.url is None:
+            return ()
+        if self._gates is None:
+            from gx10slots.guard.prometheus import PrometheusGates
+
+            self._gates = PrometheusGates(prometheus)
+        return self._gates.read()
 
     def _fallback_answers(self) -> str | None:
         """Why the previous slot is no safe place to go (its own quick probe), or None."""
@@ -187,7 +203,7 @@ class ClusterPorts:
         ):
             warnings.append(f"could not mark the smoke of {plan.source} as failed")
         try:
-            record_flip(
+            warnings += record_flip(
                 self.app,
                 plan,
                 action="auto-revert",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
 from gx10slots.errors import ClusterError, LockHeld, SlotsError, UsageError
@@ -274,7 +274,22 @@ def smoke_slot(
     wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
     paths = [str(p) for p in write_reports(report, directory, wanted)]
     recorded = _record(app, slot, state.revision or "", report, Path(paths[0]).name, lock)
-    return SmokeOutcome(report, paths, recorded)
+    outcome = SmokeOutcome(report, paths, recorded)
+    if not outcome.passed:
+        notify.notify(config, "smoke-failed", _failed_smoke_fields(outcome, state.model))
+    return outcome
+
+
+def _failed_smoke_fields(outcome: SmokeOutcome, model: str | None) -> dict[str, Any]:
+    report = outcome.report
+    return {
+        "slot": report.slot,
+        "model": model,
+        "revision": report.revision,
+        "result": "failed",
+        "detail": outcome.failure_summary,
+        "report": outcome.report_path,
+    }
 
 
 def check_report_dir(directory: str) -> Path:

@@ -98,7 +98,7 @@ def test_a_wedge_after_a_flip_is_back_on_the_fallback_within_15_s(
     box = sandbox
     controller = Controller(box, tmp_path / "controller.err")
     controllers.append(controller)
-    wait_for(lambda: "leading" in controller.text(), what="the controller to lead")
+    wait_for(lambda: "leading" in controller.text(), timeout=60, what="the controller to lead")
     result = box.cli(
         "deploy", f"sandbox/wedge-after-{WEDGE_AFTER_S}s", "--served-name", "sandbox-v2", "--flip"
     )
@@ -115,7 +115,11 @@ def test_a_wedge_after_a_flip_is_back_on_the_fallback_within_15_s(
     back_at = time.time()
     assert back_at - wedged_at <= PROMISE_S, controller.text()
     assert box.production() == "sandbox-ok"
-    entry = box.history()[0]
+    # Recorded once verified through production (after the flag's switch).
+    entry = wait_for(
+        lambda: next((e for e in box.history() if e["action"] == "auto-revert"), None),
+        what="the auto-revert's history entry",
+    )
     assert (entry["action"], entry["from"], entry["to"], entry["result"]) == (
         "auto-revert",
         "green",
@@ -139,7 +143,7 @@ def test_observe_mode_says_what_it_would_do_and_changes_nothing(
     box = sandbox
     controller = Controller(box, tmp_path / "controller.err", "--mode", "observe")
     controllers.append(controller)
-    wait_for(lambda: "leading" in controller.text(), what="the controller to lead")
+    wait_for(lambda: "leading" in controller.text(), timeout=60, what="the controller to lead")
     result = box.cli("deploy", "sandbox/wedge-after-30s", "--served-name", "sandbox-v2", "--flip")
     assert result.code == 0, result.err
     wait_for(
@@ -160,10 +164,12 @@ def test_only_one_replica_leads_and_a_killed_leader_is_replaced(
     box.set_config("controller", lease_duration="6s")
     first = Controller(box, tmp_path / "first.err")
     controllers.append(first)
-    wait_for(lambda: "leading" in first.text(), what="the first replica to lead")
+    wait_for(lambda: "leading" in first.text(), timeout=60, what="the first replica to lead")
     second = Controller(box, tmp_path / "second.err")
     controllers.append(second)
-    wait_for(lambda: "waiting to lead" in second.text(), what="the second replica to start")
+    wait_for(
+        lambda: "waiting to lead" in second.text(), timeout=60, what="the second replica to start"
+    )
     assert second.metric("gx10slots_leader") == 0
     assert first.metric("gx10slots_leader") == 1
     os.kill(first.process.pid, signal.SIGKILL)  # no release: the lease must expire
@@ -233,6 +239,9 @@ def test_the_controller_manifest_runs_in_the_sandbox_and_reverts_a_wedge(
     wait_for(
         lambda: box.flag() == "blue", timeout=WEDGE_AFTER_S + 60, what="the controller's revert"
     )
-    entry = box.history()[0]
+    entry = wait_for(
+        lambda: next((e for e in box.history() if e["action"] == "auto-revert"), None),
+        what="the auto-revert's history entry",
+    )
     assert (entry["action"], entry["to"], entry["result"]) == ("auto-revert", "blue", "ok")
     assert entry["by"] == holder()  # the pod that leads, as the controller records itself
