@@ -379,17 +379,15 @@ class _Reader:
             )
         return str(value).rstrip("/")
 
-    def items(self, name: str) -> list[_Reader]:
+    def items(self, name: str, *, limit: int = MAX_LIST_ITEMS) -> list[_Reader]:
         """A list of mappings (``notify.webhooks``), each read on its own (``key[0].url``)."""
         value = self.raw(name)
         if value is None:
             return []
         if not isinstance(value, list):
             self.fail(self.key(name), f"expected a list, got {_describe(value)}")
-        if len(value) > MAX_LIST_ITEMS:
-            self.fail(
-                self.key(name), f"expected at most {MAX_LIST_ITEMS} entries, got {len(value)}"
-            )
+        if len(value) > limit:
+            self.fail(self.key(name), f"expected at most {limit} entries, got {len(value)}")
         return [
             _Reader(item, f"{self.key(name)}[{i}]", self.source) for i, item in enumerate(value)
         ]
@@ -588,17 +586,8 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
 def _golden_prompts(sm: _Reader) -> tuple[GoldenPrompt, ...]:
     """smoke.prompts: a list of {name, prompt, expect[, max_tokens]}, each checked here (the
     expression compiled) so a mistake is a ConfigError naming its key, not a failed probe."""
-    raw = sm.raw("prompts")
-    if raw is None:
-        return ()
-    key = sm.key("prompts")
-    if not isinstance(raw, list):
-        sm.fail(key, f"expected a list of {{name, prompt, expect}}, got {_describe(raw)}")
-    if len(raw) > MAX_PROMPTS:
-        sm.fail(key, f"expected at most {MAX_PROMPTS} prompts, got {len(raw)}")
     prompts: list[GoldenPrompt] = []
-    for index, item in enumerate(raw):
-        r = _Reader(item, f"{key}[{index}]", sm.source)
+    for r in sm.items("prompts", limit=MAX_PROMPTS):
         golden = GoldenPrompt(
             name=r.string("name"),
             prompt=r.string("prompt"),

@@ -68,7 +68,10 @@ def prompt(**overrides: Any) -> dict[str, Any]:
     ("smoke", "expected"),
     [
         ({"prompts": "pong"}, "smoke.prompts: expected a list"),
-        ({"prompts": [prompt(name=f"p{i}") for i in range(21)]}, "at most 20 prompts"),
+        (
+            {"prompts": [prompt(name=f"p{i}") for i in range(21)]},
+            "smoke.prompts: expected at most 20 entries, got 21",
+        ),
         ({"prompts": [prompt(expect="(")]}, "smoke.prompts[0]: expect: not a regular expression"),
         ({"prompts": [prompt(name="Capital_FR")]}, "smoke.prompts[0]: name 'Capital_FR'"),
         ({"prompts": [prompt(prompt="x" * 4097)]}, "prompt: expected at most 4096 bytes"),
