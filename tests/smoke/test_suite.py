@@ -332,3 +332,17 @@ def test_a_regression_not_seen_again_back_to_back_does_not_fail() -> None:
     still = confirm_baseline(first, far_faster, again, settings)
     assert not still.passed
     assert "confirmed when measured again" in by_name(still)["baseline"].detail
+
+
+def test_a_golden_prompts_mismatch_quotes_a_short_clean_excerpt_of_a_hostile_answer() -> None:
+    key = "sk-golden-secret-98765"
+    hostile = "\x1b[31mred\x1b[0m\nline two | " + key + " " + "x" * 100_000
+    engine = FakeEngine(answer=hostile)
+    prompts = (GoldenPrompt("capital", "The capital of France?", "(?i)paris"),)
+    report = run(engine, dataclasses.replace(FAST, prompts=prompts), api_key=key)
+    capital = by_name(report)["prompt:capital"]
+    assert not capital.passed
+    assert len(capital.detail) < 300 and "\n" not in capital.detail
+    assert "\x1b" not in capital.detail
+    assert key not in capital.detail and key not in capital.evidence
+    assert "red" in capital.detail
