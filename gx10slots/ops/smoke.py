@@ -31,12 +31,13 @@ from gx10slots.kube.lease import Lock
 from gx10slots.kube.values import annotation_pointer, now_utc, rfc3339
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
 from gx10slots.ops.lease import hold
-from gx10slots.ops.read import read_deployment, snapshot
+from gx10slots.ops.read import read_deployment, read_flag_object, snapshot
 from gx10slots.slots import (
     SMOKE_AT,
     SMOKE_PASSED,
     SMOKE_REPORT,
     SMOKE_REVISION,
+    flag_state,
     other_slot,
     revision_of,
     slot_state,
@@ -137,14 +138,15 @@ def reference_run(
     if not config.smoke.baseline.live:
         return None
     try:
-        snap = snapshot(app)
+        # The flag, then the active slot's Deployment only: two reads, not a whole snapshot
+        # (each read costs on a busy API server, before every smoke).
+        active = flag_state(read_flag_object(app), config).active
+        if active is None or active == slot or active not in config.slots:
+            return None
+        state = slot_state(active, read_deployment(app, active), config, None)
     except SlotsError as exc:
         console.progress(f"no live baseline: cannot read production's active slot: {exc.message}")
         return None
-    active = snap.flag.active
-    if active is None or active == slot or active not in snap.slots:
-        return None
-    state = snap.slots[active]
     if not state.is_ready:
         console.progress(f"no live baseline: production's active slot {active} is not ready")
         return None
