@@ -66,6 +66,15 @@ def test_the_same_model_passes_and_its_report_holds_both_slots(
     markdown = sorted(reports.glob("*-green.md"))[-1].read_text()
     assert "blue (active)" in markdown and "xychart-beta" in markdown
 
+    # smoke.baseline.live: false: no reference run, no parity, the baseline probe skipped.
+    sandbox.set_smoke(baseline={"live": False})
+    alone = sandbox.cli("smoke", "green")
+    assert alone.code == 0, alone.err
+    assert "reference run" not in alone.err
+    report = _report(reports)
+    assert report["baseline"] is None
+    assert _probes(report)["baseline"]["skipped"] and _probes(report)["tool-call"]["skipped"]
+
 
 def test_a_model_far_slower_than_the_active_slot_fails_its_baseline(
     sandbox: Sandbox, tmp_path: Path
