@@ -28,6 +28,12 @@ from gx10slots.limits import (
     MAX_TOKENS,
 )
 from gx10slots.smoke.profiles import PROFILES as ENGINES
+from gx10slots.smoke.settings import (
+    DEFAULT_PROMPT_TOKENS,
+    MAX_PROMPTS,
+    GoldenPrompt,
+    golden_prompt_problem,
+)
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
 ACCESS_MODES = ("direct", "apiserver-proxy")
@@ -90,6 +96,18 @@ class FlagConfig:
 
 
 @dataclass(frozen=True)
+class SmokeBaselineConfig:
+    """smoke.baseline: measure production's active slot in the same run (capability parity and
+    regressions); a regression is TTFT p95 more than ttft_ratio x AND margin worse, or tokens/s
+    below tokens_ratio x (with the burst more than the margin slower)."""
+
+    live: bool = True
+    ttft_ratio: float = 2.0
+    tokens_ratio: float = 0.5
+    margin_s: float = 0.5
+
+
+@dataclass(frozen=True)
 class SmokeConfig:
     max_age_s: float = 1800.0
     prompt: str = "Reply with the single word pong."
@@ -103,6 +121,9 @@ class SmokeConfig:
     max_model_len: int | None = None
     report_dir: str = "reports"
     formats: tuple[str, ...] = ("json", "md")
+    # The team's golden prompts, each a probe `prompt:<name>`.
+    prompts: tuple[GoldenPrompt, ...] = ()
+    baseline: SmokeBaselineConfig = field(default_factory=SmokeBaselineConfig)
 
 
 @dataclass(frozen=True)
@@ -358,17 +379,15 @@ class _Reader:
             )
         return str(value).rstrip("/")
 
-    def items(self, name: str) -> list[_Reader]:
+    def items(self, name: str, *, limit: int = MAX_LIST_ITEMS) -> list[_Reader]:
         """A list of mappings (``notify.webhooks``), each read on its own (``key[0].url``)."""
         value = self.raw(name)
         if value is None:
             return []
         if not isinstance(value, list):
             self.fail(self.key(name), f"expected a list, got {_describe(value)}")
-        if len(value) > MAX_LIST_ITEMS:
-            self.fail(
-                self.key(name), f"expected at most {MAX_LIST_ITEMS} entries, got {len(value)}"
-            )
+        if len(value) > limit:
+            self.fail(self.key(name), f"expected at most {limit} entries, got {len(value)}")
         return [
             _Reader(item, f"{self.key(name)}[{i}]", self.source) for i, item in enumerate(value)
         ]
@@ -499,6 +518,8 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         max_model_len=int(max_model_len) if max_model_len is not None else None,
         report_dir=sm.file_path("report_dir", SmokeConfig.report_dir),
         formats=formats_tuple,
+        prompts=_golden_prompts(sm),
+        baseline=_smoke_baseline(sm.child("baseline")),
     )
     sm.done()
 
@@ -560,6 +581,41 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         flip=flip,
         notify=notify,
     )
+
+
+def _golden_prompts(sm: _Reader) -> tuple[GoldenPrompt, ...]:
+    """smoke.prompts: a list of {name, prompt, expect[, max_tokens]}, each checked here (the
+    expression compiled) so a mistake is a ConfigError naming its key, not a failed probe."""
+    prompts: list[GoldenPrompt] = []
+    for r in sm.items("prompts", limit=MAX_PROMPTS):
+        golden = GoldenPrompt(
+            name=r.string("name"),
+            prompt=r.string("prompt"),
+            expect=r.string("expect"),
+            max_tokens=r.integer("max_tokens", DEFAULT_PROMPT_TOKENS, minimum=1),
+        )
+        r.done()
+        problem = golden_prompt_problem(golden)
+        if problem is None and any(p.name == golden.name for p in prompts):
+            problem = f"name {golden.name!r} is used twice"
+        if problem is not None:
+            sm.fail(r.path, problem)
+        prompts.append(golden)
+    return tuple(prompts)
+
+
+def _smoke_baseline(b: _Reader) -> SmokeBaselineConfig:
+    d = SmokeBaselineConfig
+    ttft_ratio = b.number("ttft_ratio", d.ttft_ratio, minimum=1, maximum=1000)
+    tokens_ratio = b.number("tokens_ratio", d.tokens_ratio, minimum=0.01, maximum=1)
+    values = SmokeBaselineConfig(
+        live=b.boolean("live", d.live),
+        ttft_ratio=ttft_ratio if ttft_ratio is not None else d.ttft_ratio,
+        tokens_ratio=tokens_ratio if tokens_ratio is not None else d.tokens_ratio,
+        margin_s=b.duration("margin", d.margin_s, allow_zero=True),
+    )
+    b.done()
+    return values
 
 
 def _guard(g: _Reader) -> GuardConfig:

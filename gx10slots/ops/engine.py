@@ -174,6 +174,10 @@ def suite_settings(app: App, probes: tuple[str, ...] | None = None) -> SuiteSett
         burst=smoke.burst,
         probe_timeout_s=smoke.probe_timeout_s,
         deadline_s=smoke.deadline_s,
+        prompts=smoke.prompts,
+        baseline_ttft_ratio=smoke.baseline.ttft_ratio,
+        baseline_tokens_ratio=smoke.baseline.tokens_ratio,
+        baseline_margin_ms=smoke.baseline.margin_s * 1000.0,
     )
 
 
