@@ -1,7 +1,7 @@
-"""Every exception of the official client reaches the user translated (gx10slots.errors), chained
-with ``from``: a TLS failure is "unreachable" with a hint naming TLS and the CA, and the client's
-own argument checks (ApiTypeError/ApiValueError up to v35, pydantic ValidationError from v36) are
-a cluster error saying nothing was sent, never a traceback."""
+"""Every exception of the Kubernetes adapter's transport reaches the user translated
+(gx10slots.errors), chained with ``from``: a TLS failure is "unreachable" with a hint naming TLS
+and the CA, and a call the adapter does not know (a method, a keyword) is a cluster error saying
+nothing was sent, never a traceback."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from gx10slots.errors import ApiUnreachable, ClusterError
 from gx10slots.kube import client as kube_client
 from gx10slots.kube.client import Connection, Kube
+from gx10slots.kube.rest import Credentials, Transport
 
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
@@ -75,14 +76,9 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
 
 
 def _kube(host: str, ca: Path | None = None) -> Kube:
-    from kubernetes import client
-
-    configuration = client.Configuration()
-    configuration.host = host
-    configuration.retries = False
-    if ca is not None:
-        configuration.ssl_ca_cert = str(ca)
-    return Kube(Connection(client.ApiClient(configuration), host, "test"), "gx10")
+    credentials = Credentials(host, "test", ca_file=str(ca) if ca else None)
+    transport = Transport(credentials, kube_client.MAX_RESPONSE_BYTES)
+    return Kube(Connection(transport, host, "test"), "gx10")
 
 
 def test_a_wrong_ca_is_unreachable_naming_tls_and_is_not_retried(
@@ -120,45 +116,45 @@ def test_a_write_with_a_wrong_ca_is_not_an_unknown_outcome(
     assert "TLS" in (caught.value.hint or "")
 
 
-def test_an_argument_the_client_refuses_is_a_cluster_error_not_a_traceback() -> None:
-    """What `_content_type=` did with clients 30-35 (ApiTypeError) and what any unknown keyword
-    does with 36+ (pydantic ValidationError): translated, nothing sent."""
+def test_an_argument_the_adapter_refuses_is_a_cluster_error_not_a_traceback() -> None:
+    """An unknown keyword (what `_content_type=` was to clients 30-35): translated, nothing sent
+    (the port is closed: had anything been sent, this would be "unreachable")."""
     kube = _kube("http://127.0.0.1:9")
     core = kube.api("core")
     with pytest.raises(ClusterError) as caught:
         kube.read("read ConfigMap gx10/x", core.read_namespaced_config_map, "x", "gx10", bogus=1)
+    assert not isinstance(caught.value, ApiUnreachable)
     assert caught.value.exit_code == 4
     assert "refused the call" in caught.value.message
     assert caught.value.__cause__ is not None
 
 
-@pytest.mark.parametrize("name", ["ApiTypeError", "ApiValueError"])
-def test_the_older_clients_argument_errors_are_translated(name: str) -> None:
-    from kubernetes.client import exceptions
-
-    error_class = getattr(exceptions, name)
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise error_class("Got an unexpected keyword argument '_content_type'")
-
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [
+        ("delete_namespaced_secret", ("x", "gx10")),  # a verb the adapter does not send
+        ("read_namespaced_stateful_set", ("x", "gx10")),  # a resource it does not know
+        ("read_namespaced_config_map", ("x",)),  # a missing argument
+        ("read_namespaced_config_map", ("x", "gx10", "extra")),
+    ],
+)
+def test_a_call_the_adapter_does_not_know_is_refused_before_sending(
+    method: str, args: tuple[str, ...]
+) -> None:
     kube = _kube("http://127.0.0.1:9")
     with pytest.raises(ClusterError) as caught:
-        kube.write("patch Service gx10/gx10-model", refuse, [])
+        kube.write(f"{method}", lambda *a, **k: getattr(kube.api("core"), method)(*a, **k), *args)
+    assert not isinstance(caught.value, ApiUnreachable)
     assert "refused the call" in caught.value.message
-    assert isinstance(caught.value.__cause__, error_class)
 
 
 def test_a_tls_error_after_the_handshake_leaves_a_write_unknown() -> None:
     """A connection cut mid-answer (SSLEOFError) may come after the request was sent: the
     write's outcome is unknown, so the caller reads back rather than assuming nothing changed."""
     import urllib3.exceptions as u3
-    from kubernetes.client.exceptions import ApiException
 
     def cut(*args: Any, **kwargs: Any) -> Any:
-        try:
-            raise u3.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
-        except u3.SSLError as e:
-            raise ApiException(status=0, reason=f"SSLError\n{e}") from None
+        raise u3.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
 
     kube = _kube("https://127.0.0.1:9")
     with pytest.raises(kube_client.WriteOutcomeUnknown) as caught:
