@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class Watcher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._responses: list[Any] = []  # the open watch answers, closed by stop()
+        # Set once a watch stream is open: changes from then on arrive as they happen.
+        self.watching = threading.Event()
 
     def add(
         self,
@@ -144,6 +147,7 @@ class Watcher:
                     **selectors,
                 )
                 self._responses.append(response)
+                self.watching.set()
                 for line in _event_lines(response, f"watch {source}"):
                     if self._stop.is_set():
                         return
@@ -180,6 +184,13 @@ class Watcher:
         """Stop and close the streams now (not at their next event), then let the threads go."""
         self._stop.set()
         for response in self._responses:
+            # Closing a response does not wake a thread blocked reading it; shutting its socket
+            # down does (the plain socket's shutdown: the TLS layer's own would unwind its state
+            # under the reading thread).
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
             with contextlib.suppress(Exception):
                 response.close()
         for thread in self._threads:
