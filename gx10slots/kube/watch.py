@@ -37,11 +37,14 @@ def _event_lines(response: Any, what: str) -> Iterator[bytes]:
     """The lines of a watch answer (one JSON event each), counted as they arrive: a line longer
     than WATCH_LINE_CAP, or more than WATCH_BYTES_CAP in one watch, is refused."""
     total = 0
-    pending = b""
+    pending = bytearray()
     for chunk in response.stream(65536):
         total += len(chunk)
         pending += chunk
-        *lines, pending = pending.split(b"\n")
+        lines: list[bytes] = []
+        if b"\n" in chunk:
+            *lines, rest = bytes(pending).split(b"\n")
+            pending = bytearray(rest)
         if len(pending) > WATCH_LINE_CAP or total > WATCH_BYTES_CAP:
             response.close()
             over_line = len(pending) > WATCH_LINE_CAP
@@ -53,7 +56,7 @@ def _event_lines(response: Any, what: str) -> Iterator[bytes]:
             )
         yield from (line for line in lines if line.strip())
     if pending.strip():
-        yield pending
+        yield bytes(pending)
 
 
 class _BadEvent(Exception):
