@@ -163,3 +163,76 @@ def test_a_tls_error_after_the_handshake_leaves_a_write_unknown() -> None:
     with pytest.raises(ApiUnreachable) as read:
         kube._call("read Service gx10/gx10-model", cut, (), {}, (1.0, 1.0), write=False)
     assert not isinstance(read.value, kube_client.WriteOutcomeUnknown)
+
+
+@pytest.fixture
+def flaky_api() -> Iterator[tuple[str, list[int]]]:
+    """An API server whose answers are taken, in order, from the list it yields (status codes;
+    200 answers a ConfigMap); every request is counted in the same list's place."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    script: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = script.pop(0) if script else 200
+            body = (
+                {"kind": "ConfigMap", "metadata": {"name": "x"}}
+                if status == 200
+                else {"kind": "Status", "code": status, "reason": "Nope", "message": "nope"}
+            )
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_read_rides_out_5xx_and_429_and_says_which_attempt(
+    flaky_api: tuple[str, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, script = flaky_api
+    script += [503, 429, 500]
+    kube = _kube(url)
+    with caplog.at_level("WARNING", logger="gx10slots.kube"):
+        got = kube.read(
+            "read ConfigMap gx10/x", kube.api("core").read_namespaced_config_map, "x", "gx10"
+        )
+    assert got["metadata"]["name"] == "x"
+    assert script == []  # all three failures were answered, then the fourth attempt succeeded
+    assert [m for m in caplog.messages if "attempt" in m][-1].endswith("attempt 3/4, retrying")
+
+
+def test_a_read_gives_up_after_its_attempts_and_a_404_is_not_retried(
+    flaky_api: tuple[str, list[int]],
+) -> None:
+    from gx10slots.errors import ApiError, NotFound
+
+    url, script = flaky_api
+    kube = _kube(url)
+    core = kube.api("core")
+    script += [503] * 5
+    with pytest.raises(ApiError) as caught:
+        kube.read("read ConfigMap gx10/x", core.read_namespaced_config_map, "x", "gx10")
+    assert caught.value.status == 503
+    assert len(script) == 5 - kube_client.READ_ATTEMPTS
+    script[:] = [404, 503]
+    with pytest.raises(NotFound):
+        kube.read("read ConfigMap gx10/x", core.read_namespaced_config_map, "x", "gx10")
+    assert script == [503]  # asked once

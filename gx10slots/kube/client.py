@@ -200,6 +200,13 @@ def translate_api_exception(exc: Any, what: str) -> ApiError:
     return cls(text, status=status, reason=reason, hint=hint)
 
 
+def _retryable(exc: ApiError | ApiUnreachable) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.status == 429 or exc.status >= 500
+    # A failed TLS handshake fails the same way every time: no retry.
+    return not isinstance(exc, TlsFailure)
+
+
 def _retry_after(exc: Any) -> float | None:
     headers = getattr(exc, "headers", None) or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
@@ -228,50 +235,27 @@ class Kube:
     # -- calls -----------------------------------------------------------------------------------
 
     def read(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """A GET/LIST with the read retry policy; ``what`` names it in messages and logs."""
-        from tenacity import (
-            RetryCallState,
-            Retrying,
-            retry_if_exception,
-            stop_after_attempt,
-            wait_exponential,
-        )
+        """A GET/LIST with the read retry policy; ``what`` names it in messages and logs.
 
-        def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, ApiError):
-                return exc.status == 429 or exc.status >= 500
-            # A failed TLS handshake fails the same way every time: no retry.
-            return isinstance(exc, ApiUnreachable) and not isinstance(exc, TlsFailure)
-
-        backoff = wait_exponential(multiplier=0.2, max=2.0)
-
-        def wait(state: RetryCallState) -> float:
-            outcome = state.outcome
-            exc = outcome.exception() if outcome else None
-            after = getattr(exc, "retry_after", None)
-            return float(after) if after is not None else float(backoff(state))
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "%s failed (%s), attempt %d/%d, retrying",
-                what,
-                getattr(exc, "message", exc),
-                state.attempt_number,
-                READ_ATTEMPTS,
-            )
-
-        retrying = Retrying(
-            retry=retry_if_exception(retryable),
-            stop=stop_after_attempt(READ_ATTEMPTS),
-            wait=wait,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        result: dict[str, Any] = retrying(
-            self._call, what, fn, args, kwargs, READ_TIMEOUT, write=False
-        )
-        return result
+        Retried: connection errors (not a failed TLS handshake, which fails the same way every
+        time), 5xx and 429, at most READ_ATTEMPTS times, waiting as the server's Retry-After asks
+        (capped) or 0.2, 0.4, 0.8 s... (at most 2 s). A plain loop rather than tenacity: its
+        import (asyncio included) was start-up time every command paid for a policy that is
+        four lines."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._call(what, fn, args, dict(kwargs), READ_TIMEOUT, write=False)
+            except (ApiError, ApiUnreachable) as exc:
+                if attempt == READ_ATTEMPTS or not _retryable(exc):
+                    raise
+                after = getattr(exc, "retry_after", None)
+                delay = float(after) if after is not None else min(0.2 * 2 ** (attempt - 1), 2.0)
+                log.warning(
+                    "%s failed (%s), attempt %d/%d, retrying", what, exc.message, attempt,
+                    READ_ATTEMPTS,
+                )  # fmt: skip
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def read_text(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
         """A GET whose answer is text (pod logs), bounded; no retries (logs are best effort)."""

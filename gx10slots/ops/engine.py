@@ -12,13 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
 from gx10slots.app import App
 from gx10slots.errors import ConfigError, NotFound
 from gx10slots.scrub import checked_key
 
 if TYPE_CHECKING:
+    # Only for annotations: importing httpx (and the rich/pygments its CLI pulls in) costs
+    # ~140 ms, which `flip-back --force` would pay before its write rather than after it.
+    import httpx
+
     from gx10slots.smoke.report import Report
     from gx10slots.smoke.settings import SuiteSettings
 
