@@ -40,6 +40,8 @@ FIGURES = {
     "rss_slots_deploy",
     "rss_kubectl_get",
     "rss_kubectl_patch",
+    "cpu_status",
+    "cpu_flip_back_force",
 }
 WITH_BASELINE = {
     "restore_force",
@@ -53,6 +55,8 @@ WITH_BASELINE = {
     "help",
     "probe_overhead",
     "burst",
+    "cpu_status",
+    "cpu_flip_back_force",
 }
 SECTIONS = (
     "## Machine",

@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.breakdown()
             bench.probe()
             bench.readiness()
+            bench.cpu_time()
             bench.peak_rss()
         except BenchError as exc:
             print(f"bench: {exc}", file=sys.stderr)

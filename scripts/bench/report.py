@@ -240,6 +240,13 @@ def _findings(bench: Bench, missed: Sequence[Figure]) -> list[str]:
                 "the lease and writes its audit record after the flag, which the user does not "
                 "wait for before production answers."
             )
+        cpu = figures.get("cpu_status")
+        if cpu is not None and cpu.baseline is not None and cpu.ratio is not None:
+            out.append(
+                f"- **CPU time**, which the machine's load does not inflate as it does wall time: "
+                f"`slots status` {cpu.ours.median:.0f} ms against `kubectl get`'s "
+                f"{cpu.baseline.median:.0f} ms ({cpu.ratio:.1f}x)."
+            )
     probe = extra.get("probe", {})
     overhead = figures.get("probe_overhead")
     if overhead is not None and probe:

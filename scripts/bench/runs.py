@@ -79,6 +79,7 @@ class Bench:
         self.slots_bin = str(Path(sys.executable).with_name("slots"))
         self.figures: list[Figure] = []
         self.rss: dict[str, list[int]] = {}
+        self.cpu: dict[str, list[float]] = {}  # CPU ms per run, by the same labels as rss
         self.extra: dict[str, Any] = {}
         self.env: dict[str, str] = {}
         self.info: dict[str, Any] = {}
@@ -100,7 +101,9 @@ class Bench:
         return [self.kubectl_bin, "--cache-dir", str(self.dir / "kc"), "-n", NS, *args]
 
     def note_rss(self, label: str, child: Child) -> None:
+        """Peak RSS and CPU time of one run of ``label``."""
         self.rss.setdefault(label, []).append(child.maxrss_kib)
+        self.cpu.setdefault(label, []).append(child.cpu_s * 1000)
 
     def timed(self, argv: Sequence[str], label: str | None = None) -> float:
         child = self.run(argv)
@@ -595,6 +598,31 @@ class Bench:
         )
 
     # -- 6: peak RSS -----------------------------------------------------------------------------
+
+    def cpu_time(self) -> None:
+        """CPU time (user + system, from wait4) against kubectl's: unlike wall time, it does not
+        grow with the load of other work on the machine."""
+        for key, ours_label, base_label in (
+            ("cpu_status", "slots status", "kubectl get"),
+            ("cpu_flip_back_force", "slots flip-back --force", "kubectl patch"),
+        ):
+            if ours_label not in self.cpu or base_label not in self.cpu:
+                continue
+            ours, base = Stats(self.cpu[ours_label]), Stats(self.cpu[base_label])
+            self.add(
+                Figure(
+                    key,
+                    f"CPU time, `{ours_label}`",
+                    ours,
+                    f"`{ours_label}`: user + system CPU (`wait4`), all threads",
+                    "ms",
+                    "—",
+                    None,
+                    base,
+                    f"`{base_label}`, the same",
+                    ours.median / base.median,
+                )
+            )
 
     def peak_rss(self) -> None:
         for label, values in self.rss.items():

@@ -48,7 +48,9 @@ for line in sys.stdin:
     _, status, usage = os.wait4(pid, 0)
     ended = time.clock_gettime(time.CLOCK_MONOTONIC)
     code = os.waitstatus_to_exitcode(status)
-    print(json.dumps({"code": code, "ended": ended, "maxrss_kib": usage.ru_maxrss}), flush=True)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"code": code, "ended": ended, "maxrss_kib": usage.ru_maxrss, "cpu_s": cpu}),
+          flush=True)
 """
 
 
@@ -65,6 +67,9 @@ class Child:
     ended: float = math.nan
     code: int | None = None
     maxrss_kib: int = 0
+    cpu_s: float = (
+        math.nan
+    )  # user + system CPU time (wait4): what the machine's load does not inflate
     lines: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     reader: threading.Thread | None = None
@@ -168,6 +173,7 @@ class Spawner:
             end = self._reply()
             child.ended, child.code = float(end["ended"]), int(end["code"])
             child.maxrss_kib = int(end["maxrss_kib"])  # KiB on Linux
+            child.cpu_s = float(end["cpu_s"])
             child.done.set()
             self.idle.set()
 
