@@ -366,8 +366,10 @@ def bounded_exec_provider() -> type:
             }
             if previous_response:
                 info["spec"]["response"] = previous_response
-            if self.cluster:
-                info["spec"]["cluster"] = self.cluster.value
+            # `cluster` (provideClusterInfo) exists on clients >= 31 only: the floor has none.
+            cluster = getattr(self, "cluster", None)
+            if cluster:
+                info["spec"]["cluster"] = cluster.value
             self.env["KUBERNETES_EXEC_INFO"] = json.dumps(info)
             command = str(self.args[0])
             try:
@@ -378,7 +380,7 @@ def bounded_exec_provider() -> type:
                     stdin=None if interactive else subprocess.DEVNULL,
                     cwd=self.cwd,
                     env=self.env,
-                    shell=self.shell,
+                    shell=getattr(self, "shell", False),  # clients <= 30 have no shell option
                 )
             except OSError as exc:
                 raise ConfigException(
