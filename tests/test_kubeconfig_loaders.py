@@ -382,3 +382,89 @@ def test_reads_and_writes_go_out_as_plain_json_without_the_official_client(
     # A list of operations is a JSON patch, as the official client sent it.
     assert patch["content_type"] == "application/json-patch+json"
     assert patch["body"][0]["value"] == "green"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any], str]] = []
+
+    def request(self, method: str, path: str, **options: Any) -> None:
+        self.sent.append((method, path, dict(options.get("query") or {}), options["content_type"]))
+
+
+@pytest.mark.parametrize(
+    ("group", "method", "args", "kwargs", "expected"),
+    [
+        (
+            "custom",
+            "get_namespaced_custom_object",
+            ("gateway.networking.k8s.io", "v1", "gx10", "httproutes", "prod"),
+            {},
+            ("GET", "/apis/gateway.networking.k8s.io/v1/namespaces/gx10/httproutes/prod", {}),
+        ),
+        (
+            "custom",
+            "patch_namespaced_custom_object",
+            ("gateway.networking.k8s.io", "v1", "gx10", "httproutes", "prod", [{"op": "test"}]),
+            {"field_manager": "gx10slots"},
+            (
+                "PATCH",
+                "/apis/gateway.networking.k8s.io/v1/namespaces/gx10/httproutes/prod",
+                {"fieldManager": "gx10slots"},
+            ),
+        ),
+        (
+            "core",
+            "list_namespaced_pod",
+            ("gx10",),
+            {"label_selector": "app=x", "watch": True, "resource_version": "7"},
+            (
+                "GET",
+                "/api/v1/namespaces/gx10/pods",
+                {"labelSelector": "app=x", "watch": True, "resourceVersion": "7"},
+            ),
+        ),
+        (
+            "core",
+            "read_namespaced_pod_log",
+            ("p-1", "gx10"),
+            {"container": "model", "tail_lines": 40},
+            (
+                "GET",
+                "/api/v1/namespaces/gx10/pods/p-1/log",
+                {"container": "model", "tailLines": 40},
+            ),
+        ),
+        ("core", "read_node", ("gx10",), {}, ("GET", "/api/v1/nodes/gx10", {})),
+        (
+            "coordination",
+            "create_namespaced_lease",
+            ("gx10", {"metadata": {"name": "l"}}),
+            {},
+            ("POST", "/apis/coordination.k8s.io/v1/namespaces/gx10/leases", {}),
+        ),
+    ],
+)
+def test_the_generated_method_names_map_to_the_api_paths(
+    group: str,
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    expected: tuple[str, str, dict[str, Any]],
+) -> None:
+    from gx10slots.kube.rest import Group
+
+    recorder = _Recorder()
+    getattr(Group(recorder, group), method)(*args, **kwargs)  # type: ignore[arg-type]
+    (sent,) = recorder.sent
+    assert sent[:3] == expected
+    if method.startswith("patch"):
+        assert sent[3] == "application/json-patch+json"
+
+
+def test_a_name_with_a_slash_cannot_reach_another_path() -> None:
+    from gx10slots.kube.rest import Group
+
+    recorder = _Recorder()
+    Group(recorder, "core").read_namespaced_service("a/../../nodes/x", "gx10")  # type: ignore[arg-type]
+    assert recorder.sent[0][1] == "/api/v1/namespaces/gx10/services/a%2F..%2F..%2Fnodes%2Fx"

@@ -217,7 +217,15 @@ _RESOURCES = {
     ("coordination", "lease"): "leases",
     ("events", "event"): "events",
 }
-_VERBS = {"read": "GET", "list": "GET", "create": "POST", "replace": "PUT", "patch": "PATCH"}
+# ("get" is CustomObjectsApi's name for a read: get_namespaced_custom_object)
+_VERBS = {
+    "read": "GET",
+    "get": "GET",
+    "list": "GET",
+    "create": "POST",
+    "replace": "PUT",
+    "patch": "PATCH",
+}
 # keyword -> query parameter (the API's names); the underscored ones shape the request itself
 _QUERY = {
     "field_manager": "fieldManager",
@@ -259,7 +267,7 @@ class Group:
                 prefix = f"/apis/{_take(positional, 'group')}/{_take(positional, 'version')}"
             else:
                 prefix = _GROUPS[self._name]
-            named = verb in ("read", "replace", "patch")
+            named = verb in ("read", "get", "replace", "patch")
             name = _take(positional, "name") if named and not custom else None
             namespace = _take(positional, "namespace") if namespaced else None
             plural = _take(positional, "plural") if custom else _RESOURCES[(self._name, resource)]
