@@ -220,7 +220,7 @@ def _guarded(
     """`--guard`: guard the slot the flip made active, into ``result["guard"]``; the exit code."""
     if guard_for is None or not flipped or not flipped.get("to"):
         return 0
-    from gx10slots.ops.guard import exit_code, guard_after_flip
+    from gx10slots.guard.run import exit_code, guard_after_flip
 
     result["guard"] = guard_after_flip(app, flipped, guard_for, report_dir=report_dir)
     return exit_code(result["guard"])
@@ -244,7 +244,7 @@ def _flip_command(
     break_lock: bool = False,
     rename: bool = False,
 ) -> None:
-    from gx10slots.ops.flip import flip as run_flip
+    from gx10slots.flip.run import flip as run_flip
     from gx10slots.render import flip_summary
 
     if dry_run and guard_for is not None:
@@ -305,6 +305,54 @@ def flip_back(
 
 @cli.command()
 @click.option(
+    "--metrics-addr",
+    default="127.0.0.1:9108",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to serve Prometheus metrics (/metrics); port 0 picks a free one. In a pod: "
+    "0.0.0.0:9108.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["act", "observe"]),
+    help="act: flip back on its own; observe: judge and say what it would do, change nothing "
+    "[default: config guard.mode, else act].",
+)
+@click.pass_context
+def controller(ctx: click.Context, metrics_addr: str, mode: str | None) -> None:
+    """Run until stopped: guard every flip, keep both slots lightly probed, serve metrics.
+
+    \b
+    Replicas elect a leader through the Lease gx10slots-controller; only the leader acts. After
+    every flip (by anyone) it guards the new active slot as `slots guard` does, with checks every
+    controller.interval (default 3s), so a wedged slot is back on its warm fallback within about
+    15 s; a manual flip restarts the watch on the new active slot. Between flips it runs a tiny
+    generation on each running slot every controller.heartbeat (default 2m). SIGTERM or Ctrl-C
+    stops it (exit 0), giving the Lease back.
+    """
+    import threading
+
+    from gx10slots import console
+    from gx10slots.controller.metrics import ControllerMetrics
+    from gx10slots.controller.run import Controller, serve_metrics
+
+    app = _app(ctx)
+    chosen = mode or app.config.guard.mode
+    metrics = ControllerMetrics()
+    server = serve_metrics(metrics, metrics_addr)
+    stop = threading.Event()
+    runner = Controller(app, mode=chosen, metrics=metrics, stop=stop)  # type: ignore[arg-type]
+    try:
+        runner.run()
+    except Interrupted as exc:
+        console.progress(f"controller stopped: {exc.message}")
+    finally:
+        stop.set()
+        server.shutdown()
+
+
+@cli.command()
+@click.option(
     "--for",
     "window",
     type=DURATION,
@@ -355,8 +403,9 @@ def guard(
     Exit 0: the window passed (or it stood down); 1: it tripped and production is back on the
     previous slot (verified); 3: refused, the previous slot is not warm.
     """
-    from gx10slots.ops.guard import GuardRequest, exit_code
-    from gx10slots.ops.guard import guard as run_guard
+    from gx10slots.guard.loop import GuardRequest
+    from gx10slots.guard.run import exit_code
+    from gx10slots.guard.run import guard as run_guard
     from gx10slots.render import guard_summary
 
     app = _app(ctx)
@@ -544,8 +593,8 @@ def deploy(
     (flip.protect_fallback_for after a flip, and while a guard watches) unless
     --replace-fallback.
     """
-    from gx10slots.ops.deploy import DeployRequest
-    from gx10slots.ops.deploy import deploy as run_deploy
+    from gx10slots.deploy.run import DeployRequest
+    from gx10slots.deploy.run import deploy as run_deploy
     from gx10slots.ops.smoke import parse_formats
     from gx10slots.render import deploy_summary
 
@@ -580,6 +629,9 @@ def deploy(
 @cli.group()
 def sandbox() -> None:
     """A local simulated GX10 (Kubernetes API, node, slots, model servers) on loopback."""
+    from gx10slots.sandbox import require_extra
+
+    require_extra()
 
 
 _SANDBOX_DIR = click.option(

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gx10slots.quantity import QuantityError, canonical, to_bytes
+from gx10slots.kube.quantity import QuantityError, canonical, to_bytes
 
 GIB = 1024**3
 MIB = 1024**2

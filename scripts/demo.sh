@@ -8,11 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ ! -x .venv/bin/slots ]]; then
-  echo "==> setting up .venv (first run only)"
+if [[ ! -x .venv/bin/slots ]] ||
+  ! .venv/bin/python -c 'import jsonpatch, kubernetes_validate, jsonschema, referencing' 2>/dev/null; then
+  echo "==> setting up .venv with the sandbox extra (first run only)"
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e .
+  .venv/bin/python -m pip install --quiet -e '.[sandbox]'
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 

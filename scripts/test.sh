@@ -12,9 +12,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # llama-cpp-python compiles llama.cpp; cap parallelism so a 2-core machine stays responsive.
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,llama]'
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,llama,sandbox]'
 
 scripts/ensure-kubectl.sh
+scripts/ensure-prometheus.sh
 
 scripts/check
 .venv/bin/python -m pytest "$@"

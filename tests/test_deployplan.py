@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from gx10slots.deployplan import (
+from gx10slots.deploy.rules import (
     check_memory,
     memory_gate,
     parse_env_pairs,
@@ -13,9 +13,10 @@ from gx10slots.deployplan import (
     rollout_verdict,
 )
 from gx10slots.errors import Refused, UsageError
+from gx10slots.kube.values import now_utc
 from gx10slots.memory import SlotMemory
 from gx10slots.sandbox.seed import slot_deployment
-from gx10slots.state import now_utc, revision_of
+from gx10slots.slots import revision_of
 from tests.test_state import CONFIG
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from gx10slots.config import GuardConfig, parse_config
 from gx10slots.errors import ConfigError, Refused
-from gx10slots.ops import guard as guard_mod
+from gx10slots.guard import run as guard_mod
 from tests.cli_helpers import run_cli
 from tests.test_config import valid
 
@@ -158,7 +158,7 @@ def test_guard_human_summary(
 def test_flip_with_guard_guards_the_new_slot_and_reports_both(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config_file: Path
 ) -> None:
-    from gx10slots.ops import flip as flip_mod
+    from gx10slots.flip import run as flip_mod
 
     requests: list[Any] = []
 
@@ -179,7 +179,7 @@ def test_flip_with_guard_guards_the_new_slot_and_reports_both(
 def test_flip_with_guard_refused_keeps_the_flip_result_and_exits_3(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config_file: Path
 ) -> None:
-    from gx10slots.ops import flip as flip_mod
+    from gx10slots.flip import run as flip_mod
 
     def refuse(app: Any, request: Any) -> dict[str, Any]:
         raise Refused("not guarding green: slot blue is not ready")
@@ -195,7 +195,7 @@ def test_flip_with_guard_refused_keeps_the_flip_result_and_exits_3(
 def test_deploy_flip_with_guard_guards_after_the_deploy(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config_file: Path
 ) -> None:
-    from gx10slots.ops import deploy as deploy_mod
+    from gx10slots.deploy import run as deploy_mod
 
     deployed = {
         "action": "deploy",

@@ -9,27 +9,26 @@ import pytest
 
 from gx10slots.config import GuardConfig, parse_config
 from gx10slots.errors import Refused
-from gx10slots.guardrules import (
+from gx10slots.guard.rules import (
     SHARE_MIN,
     SHARE_WINDOW,
     Baseline,
     GuardSettings,
-    Observation,
     Share,
     Tally,
     Target,
     error_share,
     judge_check,
     next_check_at,
-    progress_verdict,
     resolve_settings,
     stand_down_reason,
     start_gate,
     trip_summary,
     ttft_limit_ms,
 )
+from gx10slots.slots import CHANGED_AT, CHANGED_BY, PREVIOUS, REASON, FlagState, SlotState
+from gx10slots.smoke.live import Observation, progress_verdict
 from gx10slots.smoke.progress import ProgressSample, Verdict
-from gx10slots.state import CHANGED_AT, CHANGED_BY, PREVIOUS, REASON, FlagState, SlotState
 from tests.test_config import valid
 
 CONFIG = parse_config(valid())
@@ -281,7 +280,7 @@ def test_start_gate_stands_down_when_production_is_not_on_the_expected_slot() ->
 
 
 def test_trip_summary_names_the_streak_and_the_last_reasons() -> None:
-    from gx10slots.guardrules import CheckRecord
+    from gx10slots.guard.rules import CheckRecord
 
     record = CheckRecord(3, 20.0, False, ("a", "b"), BAD, Share(1, 3))
     assert trip_summary([record, record]) == "2 consecutive failed checks; last: a; b"

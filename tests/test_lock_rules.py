@@ -1,5 +1,5 @@
 """The lease's pure rules: who holds it, whether that process is gone, what status shows, and
-what a holder writes (gx10slots.lock, gx10slots.cmdline)."""
+what a holder writes (gx10slots.kube.lease, gx10slots.cmdline)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from gx10slots import cmdline
 from gx10slots.errors import Conflict, LockHeld, NotFound
-from gx10slots.lock import (
+from gx10slots.kube.lease import (
     COMMAND,
     HOLDER_PROCESS,
     Here,
@@ -24,13 +24,13 @@ from gx10slots.lock import (
     Takeover,
     holder_gone,
     lease_view,
-    micro_time,
     own_mark,
     parse_holder,
     process_info,
     record_duration_s,
     renew_interval_s,
 )
+from gx10slots.kube.values import micro_time
 
 MARK = ProcessMark("boot-1", "pid:[4026531836]", "43891").encode()
 
@@ -98,7 +98,7 @@ def test_process_info_reads_proc_stat_even_with_a_hostile_command_name(tmp_path:
 
 
 def test_this_process_is_alive_by_its_own_rule() -> None:
-    from gx10slots.lock import here as real_here
+    from gx10slots.kube.lease import here as real_here
 
     where = real_here()
     mark = own_mark(where)

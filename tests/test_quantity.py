@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gx10slots.quantity import (
+from gx10slots.kube.quantity import (
     FORMAT_WRONG,
     SUFFIX,
     QuantityError,

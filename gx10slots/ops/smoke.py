@@ -9,36 +9,35 @@ refuses to record a result for a revision that changed while the suite ran.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.errors import ClusterError, Conflict, Invalid, LockHeld, UsageError
+from gx10slots.errors import ClusterError, LockHeld, UsageError
+from gx10slots.kube.cas import annotation_ops, patch_until_settled
 from gx10slots.kube.client import FIELD_MANAGER
-from gx10slots.lock import Lock
+from gx10slots.kube.lease import Lock
+from gx10slots.kube.values import annotation_pointer, now_utc, rfc3339
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
 from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_deployment, snapshot
-from gx10slots.state import (
+from gx10slots.slots import (
     SMOKE_AT,
     SMOKE_PASSED,
     SMOKE_REPORT,
     SMOKE_REVISION,
-    now_utc,
     other_slot,
     revision_of,
-    rfc3339,
     slot_state,
 )
 
 if TYPE_CHECKING:
     from gx10slots.smoke.report import Report
     from gx10slots.smoke.result import ProbeResult
-
-REPORT_FORMATS = ("json", "md", "junit")
 
 
 @dataclass(frozen=True)
@@ -78,11 +77,13 @@ def resolve_slot(app: App, requested: str) -> str:
 def parse_formats(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
+    from gx10slots.smoke.report import FORMATS
+
     formats = tuple(f.strip() for f in text.split(",") if f.strip())
-    unknown = [f for f in formats if f not in REPORT_FORMATS]
+    unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UsageError(
-            f"--format {text!r}: expected a comma-separated list drawn from json, md, junit"
+            f"--format {text!r}: expected a comma-separated list drawn from {', '.join(FORMATS)}"
         )
     return formats
 
@@ -141,7 +142,22 @@ def smoke_slot(
     wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
     paths = [str(p) for p in write_reports(report, directory, wanted)]
     recorded = _record(app, slot, state.revision or "", report, Path(paths[0]).name, lock)
-    return SmokeOutcome(report, paths, recorded)
+    outcome = SmokeOutcome(report, paths, recorded)
+    if not outcome.passed:
+        notify.notify(config, "smoke-failed", _failed_smoke_fields(outcome, state.model))
+    return outcome
+
+
+def _failed_smoke_fields(outcome: SmokeOutcome, model: str | None) -> dict[str, Any]:
+    report = outcome.report
+    return {
+        "slot": report.slot,
+        "model": model,
+        "revision": report.revision,
+        "result": "failed",
+        "detail": outcome.failure_summary,
+        "report": outcome.report_path,
+    }
 
 
 def check_report_dir(directory: str) -> Path:
@@ -173,84 +189,64 @@ def _record(
 def _record_locked(
     app: App, slot: str, revision: str, report: Report, report_name: str, lock: Lock
 ) -> bool:
-    kube, config = app.kube, app.config
-    name = config.slot(slot).deployment
-    for _ in range(3):
-        current = read_deployment(app, slot)
+    annotations = {
+        SMOKE_REVISION: revision,
+        SMOKE_PASSED: "true" if report.passed else "false",
+        SMOKE_AT: rfc3339(report.finished_at),
+        SMOKE_REPORT: report_name,
+    }
+
+    def plan(current: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
         if current is None or revision_of(current) != revision:
             console.progress(
                 f"slot {slot} changed while the suite ran: the result is not recorded "
                 "(it is for an older revision)"
             )
-            return False
-        annotations = {
-            SMOKE_REVISION: revision,
-            SMOKE_PASSED: "true" if report.passed else "false",
-            SMOKE_AT: rfc3339(report.finished_at),
-            SMOKE_REPORT: report_name,
-        }
-        ops: list[dict[str, Any]] = [
-            {
-                "op": "test",
-                "path": "/metadata/resourceVersion",
-                "value": current["metadata"]["resourceVersion"],
-            },
-        ]
-        if current["metadata"].get("annotations") is None:
-            ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
-        else:
-            ops += [{"op": "add", "path": _pointer(k), "value": v} for k, v in annotations.items()]
+            return None
         lock.check()
-        try:
-            kube.write(
-                f"record smoke result on Deployment {config.namespace}/{name}",
-                kube.api("apps").patch_namespaced_deployment,
-                name,
-                config.namespace,
-                ops,
-                field_manager=FIELD_MANAGER,
-            )
-            return True
-        except (Conflict, Invalid):
-            continue
-    console.progress(f"slot {slot} kept changing: the smoke result is not recorded")
-    return False
+        return annotation_ops(current, annotations)
+
+    written = _patch_slot(app, slot, "record smoke result on", plan)
+    if written is None:
+        console.progress(f"slot {slot} kept changing: the smoke result is not recorded")
+    return bool(written)
 
 
 def invalidate_smoke(app: App, slot: str, why: str, lock: Lock) -> bool:
     """Mark the slot's recorded smoke as failed (the guard saw it fail under real traffic), so
     that `flip` refuses it until a new smoke passes."""
-    kube, config = app.kube, app.config
-    name = config.slot(slot).deployment
-    for _ in range(3):
-        current = read_deployment(app, slot)
+
+    def plan(current: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
         annotations = (current or {}).get("metadata", {}).get("annotations") or {}
         if current is None or SMOKE_REVISION not in annotations:
-            return False
+            return None
         lock.check()
-        try:
-            kube.write(
-                f"mark smoke failed on Deployment {config.namespace}/{name}",
-                kube.api("apps").patch_namespaced_deployment,
-                name,
-                config.namespace,
-                [
-                    {
-                        "op": "test",
-                        "path": "/metadata/resourceVersion",
-                        "value": current["metadata"]["resourceVersion"],
-                    },
-                    {"op": "replace", "path": _pointer(SMOKE_PASSED), "value": "false"},
-                    {"op": "add", "path": _pointer(SMOKE_AT), "value": rfc3339(now_utc())},
-                    {"op": "add", "path": _pointer(SMOKE_REPORT), "value": why[:250]},
-                ],
-                field_manager=FIELD_MANAGER,
-            )
-            return True
-        except (Conflict, Invalid):
-            continue
-    return False
+        return [
+            {"op": "replace", "path": annotation_pointer(SMOKE_PASSED), "value": "false"},
+            *annotation_ops(current, {SMOKE_AT: rfc3339(now_utc()), SMOKE_REPORT: why[:250]}),
+        ]
+
+    return bool(_patch_slot(app, slot, "mark smoke failed on", plan))
 
 
-def _pointer(annotation: str) -> str:
-    return "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")
+def _patch_slot(
+    app: App,
+    slot: str,
+    what: str,
+    plan: Callable[[Mapping[str, Any] | None], list[dict[str, Any]] | None],
+) -> bool | None:
+    """A compare-and-swap patch of the slot's Deployment (gx10slots.kube.cas)."""
+    kube, config = app.kube, app.config
+    name = config.slot(slot).deployment
+    return patch_until_settled(
+        lambda: read_deployment(app, slot),
+        plan,
+        lambda ops: kube.write(
+            f"{what} Deployment {config.namespace}/{name}",
+            kube.api("apps").patch_namespaced_deployment,
+            name,
+            config.namespace,
+            ops,
+            field_manager=FIELD_MANAGER,
+        ),
+    )

@@ -30,7 +30,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from gx10slots import quantity
+from gx10slots.kube import quantity
 from gx10slots.sandbox.resources import PODS, RESOURCEQUOTAS
 from gx10slots.sandbox.store import Obj, StatusError, Store
 

@@ -25,7 +25,7 @@ import jsonschema
 import kubernetes_validate.utils as kv
 import referencing
 
-from gx10slots import quantity
+from gx10slots.kube import quantity
 from gx10slots.sandbox.selectors import (
     COMMON_FIELDS,
     SelectorError,
@@ -351,7 +351,7 @@ def openapi_v3_document(group: str, version: str) -> Obj | None:
 # A real apiserver decodes every resource.Quantity and encodes it back in canonical form, and
 # core/v1 defaulting rounds ResourceList values up to milli (k8s.io/apimachinery/pkg/api/
 # resource/quantity.go; pkg/apis/core/v1/defaults.go SetDefaults_ResourceList): `1.5Gi` is stored
-# as `1536Mi`. gx10slots.quantity is the port; here is where the quantities live in each kind.
+# as `1536Mi`. gx10slots.kube.quantity is the port; here is where the quantities live in each kind.
 
 _TEMPLATE_KINDS = {
     "Deployment",

@@ -158,9 +158,9 @@ def first_ready(
 ) -> float | None:
     """When the API first showed the new revision ready: our own watches of the Deployment and
     its Pods replayed in arrival order, judged by the rule `slots deploy` applies
-    (``deployplan.rollout_verdict``: the new pod Ready, the Deployment counting it updated and
+    (``deploy.rules.rollout_verdict``: the new pod Ready, the Deployment counting it updated and
     available)."""
-    from gx10slots.deployplan import rollout_verdict
+    from gx10slots.deploy.rules import rollout_verdict
 
     merged = sorted(
         [(at, "deployment", kind, obj) for at, kind, obj in deployment_events]

@@ -18,7 +18,7 @@ DIAGNOSTIC = "slots flip-back --force, imports first"
 # time they were done goes to stderr (CLOCK_MONOTONIC, comparable with the benchmark's clock).
 PREIMPORT = """
 import sys, time
-import gx10slots.cli, gx10slots.ops.flip, gx10slots.render, gx10slots.smoke.suite
+import gx10slots.cli, gx10slots.flip.run, gx10slots.render, gx10slots.smoke.suite
 import gx10slots.kube.client, gx10slots.kube.kubeconfig, gx10slots.ops.engine, urllib3, yaml
 sys.stderr.write("IMPORTED %r\\n" % time.clock_gettime(time.CLOCK_MONOTONIC))
 gx10slots.cli.main({args!r})

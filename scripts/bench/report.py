@@ -168,7 +168,7 @@ def render(
         "standby Deployment and its Pods, then runs `slots deploy sandbox/ok --served-name "
         "<new>`, timestamping its stderr lines as they arrive. The figure runs from the first "
         "watch event after which the API shows the new revision ready (the events replayed "
-        "through the rule `slots deploy` itself applies, `deployplan.rollout_verdict`: the new "
+        "through the rule `slots deploy` itself applies, `deploy.rules.rollout_verdict`: the new "
         "pod Ready, the Deployment counting it updated and available) to the arrival of the "
         "tool's `[…s] <slot>: ready` line: watch delivery, its processing and the print. The "
         "tool's watch and ours are separate connections, served by separate threads of the "

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gx10slots.config import Config, parse_config
-from gx10slots.lock import LEASE_NAME
+from gx10slots.kube.lease import LEASE_NAME
 from gx10slots.ops.audit import HISTORY_CONFIGMAP
 from gx10slots.servednames import alias_blocker, identity_name, served_names
 
@@ -30,6 +30,7 @@ EXPECTED_FILES = {
     "flag-configmap.yaml",
     "rbac.yaml",
     "job-deploy.yaml",
+    "controller.yaml",
 }
 
 Document = dict[str, Any]
@@ -137,9 +138,10 @@ def test_production_service_is_the_flag_and_guarded_against_flux() -> None:
         assert services[slot.service]["spec"]["selector"]["gx10slots.io/slot"] == slot.name
 
 
-def _role_names(resource: str, verb: str) -> set[str] | None:
-    """Names the Role allows ``verb`` on ``resource`` for; None when any name is allowed."""
-    (role,) = _by_kind("Role", "rbac.yaml")
+def _role_names(resource: str, verb: str, file: str = "rbac.yaml") -> set[str] | None:
+    """Names the Role allows ``verb`` on ``resource`` for; None when any name is allowed; an
+    empty set when it is not allowed at all."""
+    (role,) = _by_kind("Role", file)
     names: set[str] = set()
     for rule in role["rules"]:
         if resource in rule["resources"] and verb in rule["verbs"]:
@@ -185,3 +187,27 @@ def test_role_lets_create_and_pod_watch_through() -> None:
         ("pods/log", "get"),
     ]:
         assert _role_names(resource, verb) is None, f"{verb} {resource} must not be name-restricted"
+
+
+def test_the_controller_role_grants_what_it_does_and_no_more() -> None:
+    from gx10slots.controller.election import LEASE_NAME as CONTROLLER_LEASE
+    from gx10slots.ops.lease import GUARD_LEASE
+
+    config = _job_config()
+    slots = {s.deployment for s in config.slots.values()}
+    for resource, verb, wanted in [
+        ("deployments", "get", slots),
+        ("deployments", "patch", slots),
+        ("services", "get", {config.flag.name}),
+        ("services", "patch", {config.flag.name}),
+        ("leases", "update", {CONTROLLER_LEASE, LEASE_NAME, GUARD_LEASE}),
+        ("configmaps", "update", {HISTORY_CONFIGMAP}),
+    ]:
+        allowed = _role_names(resource, verb, "controller.yaml")
+        assert allowed is not None and wanted <= allowed, f"{verb} {resource}: {allowed}"
+    # It never deploys or parks: no Deployment update, no pod watch.
+    assert _role_names("deployments", "update", "controller.yaml") == set()
+    assert _role_names("pods", "watch", "controller.yaml") == set()
+    (deployment,) = _by_kind("Deployment", "controller.yaml")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "controller"

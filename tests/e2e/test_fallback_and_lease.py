@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gx10slots.lock import micro_time
+from gx10slots.kube.values import micro_time
 from tests.e2e.conftest import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -275,7 +275,7 @@ def test_a_held_lease_refuses_naming_the_holder(two_warm_slots: Sandbox) -> None
 
 
 def _now() -> str:
-    from gx10slots.lock import micro_time
+    from gx10slots.kube.values import micro_time
 
     return micro_time()
 

@@ -237,15 +237,15 @@ class Rig:
         timeout = (2.0, TOOL_TIMEOUT_S)
         mp.setattr(kube_client, "READ_TIMEOUT", timeout)
         mp.setattr(kube_client, "WRITE_TIMEOUT", timeout)
-        import gx10slots.lock
-        import gx10slots.ops.deploy
-        import gx10slots.ops.flip
+        import gx10slots.deploy.run
+        import gx10slots.flip.run
+        import gx10slots.kube.lease
         import gx10slots.ops.park
 
         for module in (
-            gx10slots.lock,
-            gx10slots.ops.deploy,
-            gx10slots.ops.flip,
+            gx10slots.kube.lease,
+            gx10slots.deploy.run,
+            gx10slots.flip.run,
             gx10slots.ops.park,
         ):
             mp.setattr(module, "holder_identity", lambda: holder)
@@ -370,7 +370,7 @@ class Rig:
             box.merge_patch("lease", "gx10slots-lock", {"spec": {"holderIdentity": None}})
         start = START[group]
         other = "green" if start == "blue" else "blue"
-        from gx10slots.state import revision_of
+        from gx10slots.slots import revision_of
 
         box.merge_patch(
             "service",

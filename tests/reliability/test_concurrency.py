@@ -13,8 +13,8 @@ import pytest
 
 from gx10slots.app import App, GlobalOptions
 from gx10slots.errors import Refused, SlotsError
-from gx10slots.lock import Lock
-from gx10slots.ops.flip import flip
+from gx10slots.flip.run import flip
+from gx10slots.kube.lease import Lock
 from tests.e2e.conftest import Sandbox
 
 pytestmark = pytest.mark.e2e

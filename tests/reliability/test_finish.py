@@ -23,7 +23,7 @@ import pytest
 
 from gx10slots.app import App, GlobalOptions
 from gx10slots.config import parse_config
-from gx10slots.ops.unfinished import find_unfinished
+from gx10slots.flip.unfinished import find_unfinished
 from tests.e2e.conftest import NS, Sandbox
 from tests.reliability.harness import clean_env, poll
 from tests.test_config import valid

@@ -29,10 +29,10 @@ from typing import Any
 
 from gx10slots import console
 from gx10slots.app import App
-from gx10slots.lock import Lock
+from gx10slots.flip.rules import FlipPlan, Mode
+from gx10slots.kube.lease import Lock
 from gx10slots.ops.read import snapshot
-from gx10slots.plan import FlipPlan, Mode
-from gx10slots.state import (
+from gx10slots.slots import (
     ACTION,
     ACTIVE,
     CHANGED_AT,
@@ -89,7 +89,8 @@ def settle_unfinished(
 ) -> dict[str, Any] | None:
     """Before a flip-like command switches the flag: complete an unfinished run of the same
     command (its result), or record another command's unfinished run and return None."""
-    from gx10slots.ops import flip as flip_ops
+    from gx10slots.flip import run as flip_ops
+    from gx10slots.flip.verify import verify
 
     started = time.monotonic()
     snap = snapshot(app)
@@ -129,9 +130,7 @@ def settle_unfinished(
         flip_ops.mark_done(app, snap.flag_obj, unfinished.run)
         return None
     console.progress(f"{what}: completing it (verify, record) instead of switching again")
-    ok, detail = flip_ops.verify(
-        app, target, plan.target_served_name, app.config.flag.verify_window_s
-    )
+    ok, detail = verify(app, target, plan.target_served_name, app.config.flag.verify_window_s)
     switched = flip_ops.Switched(plan, snap.flag_obj, unfinished.at)
     if not ok:
         return flip_ops._revert_after_failed_verification(app, lock, switched, by, why, detail)

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.deployplan import (
+from gx10slots.deploy.rules import (
     DeployPlan,
     memory_gate,
     parse_env_pairs,
@@ -33,24 +33,18 @@ from gx10slots.errors import (
     SlotsError,
 )
 from gx10slots.fallback import check_fallback
+from gx10slots.flip.rules import check_names_kept, clean_reason
+from gx10slots.kube.cas import CAS_ATTEMPTS
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
-from gx10slots.lock import Lock, holder_identity
+from gx10slots.kube.lease import Lock, holder_identity
+from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
 from gx10slots.ops.engine import probe_access
 from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
-from gx10slots.plan import check_names_kept, clean_reason
 from gx10slots.servednames import identity_name, is_identity
-from gx10slots.state import (
-    flux_deploy_blocker,
-    now_utc,
-    other_slot,
-    revision_of,
-    rfc3339,
-    slot_state,
-)
+from gx10slots.slots import flux_deploy_blocker, other_slot, revision_of, slot_state
 
-CAS_ATTEMPTS = 3
 LOG_LINES = 20
 
 
@@ -281,8 +275,8 @@ def _already_in_production(
     met (typically a re-run after the earlier run's flip landed). Complete that flip if it was
     left unverified and unrecorded; never deploy into the standby, which holds the slot to flip
     back to."""
-    from gx10slots.ops.flip import flip
-    from gx10slots.ops.unfinished import find_unfinished
+    from gx10slots.flip.run import flip
+    from gx10slots.flip.unfinished import find_unfinished
 
     snap = snapshot(app)
     active = snap.flag.active
@@ -444,6 +438,7 @@ def _record(
         revision=plan.revision_after,
         replaced_fallback=replaced_fallback is not None,
     )
+    notify.entry_event(app.config, entry.to_dict())
     append_history(app, entry)
     emit_event(
         app,
@@ -539,7 +534,7 @@ def _deploy_locked(
         "flip": None,
     }
     if request.flip:
-        from gx10slots.ops.flip import flip
+        from gx10slots.flip.run import flip
 
         console.progress(f"smoke passed; flipping production to {plan.slot}")
         result["flip"] = flip(
