@@ -30,6 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, help=f"where the Markdown goes (default {DOC.relative_to(ROOT)})"
     )
     parser.add_argument("--json", type=Path, help="also write every figure as JSON here")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="an earlier run's --json: the report shows its figures next to this run's",
+    )
     parser.add_argument("--kubectl", help="the kubectl binary for the baselines")
     args = parser.parse_args(argv)
     runs = 2 if args.quick else args.runs
@@ -72,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runs": runs,
             "elapsed_s": elapsed,
             "machine": facts,
+            "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
             "figures": {f.key: f.to_dict() for f in bench.figures},
             "details": bench.extra,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,11 @@ def render(
         f"| **all imports** | **{sum(importtime.values()):.0f}** |",
         "",
     ]
+    if getattr(args, "compare", None) is not None:
+        out += compare_section(
+            json.loads(args.compare.read_text(encoding="utf-8")),
+            {f.key: f.to_dict() for f in figures},
+        )
     out += _findings(bench, missed)
     probe = extra.get("probe", {})
     out += [
@@ -186,6 +192,50 @@ def render(
         "",
     ]
     return "\n".join(out)
+
+
+# The figures a before/after comparison shows (the ones a code change moves).
+COMPARED = (
+    "restore_force",
+    "restore_probe",
+    "command_flip_back_force",
+    "status",
+    "help",
+    "cpu_status",
+    "rss_slots_status",
+    "rss_slots_flip_back_force",
+)
+
+
+def compare_section(before: dict[str, Any], after: dict[str, dict[str, Any]]) -> list[str]:
+    """``--compare``: this run's medians next to an earlier run's (its ``--json``), with each
+    run's ratio to its own baseline measured in the same run (load hits both alike)."""
+
+    def cell(figure: dict[str, Any] | None) -> str:
+        if not figure:
+            return "—"
+        median = figure["ours"]["median"]
+        ratio = f" ({figure['ratio']:.2f}x)" if figure.get("ratio") is not None else ""
+        return f"{median:.0f} {figure['unit']}{ratio}"
+
+    earlier = before.get("figures", {})
+    load = before.get("load_average", {})
+    out = [
+        "## Before and after",
+        "",
+        f"The same figures from an earlier run (`--compare`; {before.get('runs', '?')} runs per "
+        f"figure, load average {load.get('before', '?')}), each with its ratio to the baseline "
+        "measured in its own run: with other work on the machine, the ratios compare better "
+        "than the times.",
+        "",
+        "| figure | before | after |",
+        "|---|---|---|",
+    ]
+    for key in COMPARED:
+        if key in earlier or key in after:
+            title = (after.get(key) or earlier.get(key) or {}).get("title", key)
+            out.append(f"| {title} | {cell(earlier.get(key))} | {cell(after.get(key))} |")
+    return [*out, ""]
 
 
 def _findings(bench: Bench, missed: Sequence[Figure]) -> list[str]:
@@ -243,7 +293,8 @@ def _findings(bench: Bench, missed: Sequence[Figure]) -> list[str]:
         cpu = figures.get("cpu_status")
         if cpu is not None and cpu.baseline is not None and cpu.ratio is not None:
             out.append(
-                f"- **CPU time**, which the machine's load does not inflate as it does wall time: "
+                f"- **CPU time**, which the machine's load inflates less than wall time (not "
+                f"at all only on a quiet machine): "
                 f"`slots status` {cpu.ours.median:.0f} ms against `kubectl get`'s "
                 f"{cpu.baseline.median:.0f} ms ({cpu.ratio:.1f}x)."
             )
