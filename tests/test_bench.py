@@ -153,3 +153,17 @@ def test_quick_run_reports_every_figure_and_leaves_the_docs_alone(tmp_path: Path
     assert (DOC.read_bytes() if DOC.exists() else None) == doc_before
     # The table went to stdout too.
     assert "| figure |" in proc.stdout
+
+
+def test_compare_shows_each_run_next_to_its_own_baseline() -> None:
+    report = _bench("report")
+
+    def figure(median: float, ratio: float | None, unit: str = "ms") -> dict[str, Any]:
+        return {"title": "`slots status`", "unit": unit, "ours": {"median": median}, "ratio": ratio}
+
+    before = {"runs": 5, "load_average": {"before": 3.5}, "figures": {"status": figure(937, 21.85)}}
+    after = {"status": figure(152, 2.61), "rss_slots_status": figure(32.2, None, "MiB")}
+    lines = report.compare_section(before, after)
+    assert "| `slots status` | 937 ms (21.85x) | 152 ms (2.61x) |" in lines
+    assert any(line.endswith("| — | 32 MiB |") for line in lines)  # no earlier figure: a dash
+    assert not any("restore" in line for line in lines)  # in neither run: no row
