@@ -256,48 +256,6 @@ def test_flux_applied_routes_are_refused_unless_flux_leaves_them_alone() -> None
     assert KIND.flux_blocker(obj, CONFIG) is None
 
 
-class _Sent(Exception):
-    pass
-
-
-def test_the_flip_goes_out_as_a_json_patch_of_the_route(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CustomObjectsApi sends a merge patch unless told, on every client version: the kind says
-    so (v36+ through ``_content_type``; v30-35 through ``call_api``, run by
-    scripts/test-client-floor.sh)."""
-    from kubernetes import client
-
-    from gx10slots.flags.httproute import patch_custom_json
-
-    configuration = client.Configuration()
-    configuration.host = "http://127.0.0.1:9"
-    api_client = client.ApiClient(configuration)
-    seen: dict[str, Any] = {}
-
-    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        seen.update(method=method, url=url, headers=kwargs.get("headers") or {})
-        # v30-35 hand the query to the REST client apart; v36+ put it in the URL.
-        seen["query"] = dict(kwargs.get("query_params") or [])
-        raise _Sent
-
-    monkeypatch.setattr(api_client.rest_client, "request", request)
-    ops = KIND.value_ops(blue_active(), CONFIG, "green")
-    with pytest.raises(_Sent):
-        patch_custom_json(
-            client.CustomObjectsApi(api_client),
-            "gx10",
-            "gx10-model",
-            ops,
-            field_manager="gx10slots",
-            _preload_content=False,
-        )
-    assert seen["method"] == "PATCH"
-    assert seen["url"].startswith(
-        "http://127.0.0.1:9/apis/gateway.networking.k8s.io/v1/namespaces/gx10/httproutes/gx10-model"
-    )
-    assert "fieldManager=gx10slots" in seen["url"] or seen["query"] == {"fieldManager": "gx10slots"}
-    assert seen["headers"]["Content-Type"] == "application/json-patch+json"
-
-
 def test_a_huge_split_is_shown_bounded() -> None:
     refs = [ref(f"backend-{i:03d}-" + "x" * 50, 1) for i in range(16)]
     obj = route(*[refs] * 16)
