@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The sandbox fixtures of the e2e and reliability suites (tests/helpers/fixtures.py).
+pytest_plugins = ["tests.helpers.fixtures"]
+
 _CALLER_ENV = (
     "KUBECONFIG",
     "SLOTS_CONFIG",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli_helpers import run_cli
+from tests.helpers.cli import run_cli
 
 
 def test_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

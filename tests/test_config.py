@@ -8,26 +8,7 @@ import yaml
 
 from gx10slots.config import load_config, parse_config
 from gx10slots.errors import ConfigError
-
-
-def valid() -> dict[str, Any]:
-    return {
-        "namespace": "gx10",
-        "engine": "vllm",
-        "slots": {
-            "blue": {"deployment": "gx10-blue", "endpoint": "http://127.0.0.1:8001"},
-            "green": {
-                "deployment": "gx10-green",
-                "service": "green-svc",
-                "endpoint": "http://127.0.0.1:8002/",
-            },
-        },
-        "flag": {
-            "kind": "service-selector",
-            "name": "gx10-model",
-            "endpoint": "http://127.0.0.1:8000",
-        },
-    }
+from tests.helpers.config import valid
 
 
 def test_minimal_config_fills_defaults() -> None:

@@ -12,7 +12,7 @@ from gx10slots.controller.election import holder_of, may_take, record
 from gx10slots.controller.run import FlipSeen, parse_address, window_left_s
 from gx10slots.errors import ConfigError, UsageError
 from gx10slots.kube.values import parse_micro, rfc3339
-from tests.test_config import valid
+from tests.helpers.config import valid
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

@@ -9,37 +9,13 @@ from gx10slots.deploy.rules import (
     check_memory,
     memory_gate,
     parse_env_pairs,
-    plan_deploy,
     rollout_verdict,
 )
 from gx10slots.errors import Refused, UsageError
-from gx10slots.kube.values import now_utc
 from gx10slots.memory import SlotMemory
-from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.slots import revision_of
-from tests.test_state import CONFIG
-
-
-def current(replicas: int = 0) -> dict[str, Any]:
-    d = slot_deployment("green", model="org/old", served_name="old", replicas=replicas)
-    d["metadata"].update(resourceVersion="7", generation=3)
-    return d
-
-
-def plan(**kw: Any) -> Any:
-    args: dict[str, Any] = dict(
-        slot="green",
-        model="org/new",
-        image=None,
-        served_name=None,
-        env={},
-        memory_gib=None,
-        node_capacity_gib=128,
-        by="me",
-        now=now_utc(),
-    )
-    args.update(kw)
-    return plan_deploy(current(args.pop("replicas", 0)), CONFIG, **args)
+from tests.helpers.config import CONFIG
+from tests.helpers.deploy import current, plan
 
 
 def test_plan_sets_model_served_name_env_memory_and_one_replica() -> None:
@@ -56,20 +32,7 @@ def test_plan_sets_model_served_name_env_memory_and_one_replica() -> None:
 
 
 def test_same_model_on_a_running_slot_is_no_change() -> None:
-    running = current(1)
-    p = plan_deploy(
-        running,
-        CONFIG,
-        slot="green",
-        model="org/old",
-        image=None,
-        served_name="old",
-        env={},
-        memory_gib=None,
-        node_capacity_gib=128,
-        by="me",
-        now=now_utc(),
-    )
+    p = plan(replicas=1, model="org/old", served_name="old")
     assert p.unchanged and p.revision_after == p.revision_before
 
 
@@ -260,19 +223,7 @@ def test_same_memory_in_another_spelling_is_no_change() -> None:
     running = current(1)
     container = running["spec"]["template"]["spec"]["containers"][0]
     container["resources"] = {"requests": {"memory": "61440Mi"}, "limits": {"memory": "60Gi"}}
-    p = plan_deploy(
-        running,
-        CONFIG,
-        slot="green",
-        model="org/old",
-        image=None,
-        served_name="old",
-        env={},
-        memory_gib=60,
-        node_capacity_gib=128,
-        by="me",
-        now=now_utc(),
-    )
+    p = plan(deployment=running, model="org/old", served_name="old", memory_gib=60)
     assert p.unchanged
 
 

@@ -10,7 +10,7 @@ import pytest
 from gx10slots.config import parse_config
 from gx10slots.errors import ConfigError
 from gx10slots.flags import KINDS, kind_of
-from tests.test_config import valid
+from tests.helpers.config import valid
 
 
 def configured(kind: str, **flag: Any) -> Any:

@@ -40,23 +40,16 @@ from gx10slots.guard.rules import (
 )
 from gx10slots.guard.run import exit_code
 from gx10slots.ops.read import Snapshot
-from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRecord
+from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SmokeRecord
 from gx10slots.smoke.live import Observation, observe
 from gx10slots.smoke.profiles import VLLM, get_profile
 from gx10slots.smoke.settings import SuiteSettings
-from tests.smoke.fakes import FakeEngine, hang_forever
-from tests.test_config import valid
+from tests.helpers.config import valid
+from tests.helpers.engines import FakeEngine, hang_forever
+from tests.helpers.guard import SETTINGS
+from tests.helpers.objects import slot
 
 TARGET = Target("green", "blue", "new-model", "new-model", "rev-green", "old-model")
-SETTINGS = GuardSettings(
-    window_s=60.0,
-    interval_s=30.0,
-    failures=3,
-    probe_timeout_s=10.0,
-    error_share=0.2,
-    ttft_ratio=3.0,
-    ttft_floor_ms=1000.0,
-)
 OK = Observation(True, "answered 'pong'", ttft_ms=40.0, stall="progressing")
 WEDGED = Observation(
     False,
@@ -603,21 +596,6 @@ def test_a_failed_history_write_does_not_hide_a_done_flip_back(
 
 
 # -- the command, on fake ports -----------------------------------------------------------------
-
-
-def slot(name: str, model: str, *, replicas: int = 1, smoke: SmokeRecord | None = None) -> Any:
-    return SlotState(
-        name=name,
-        exists=True,
-        model=model,
-        served_name=model,
-        replicas=replicas,
-        ready=replicas,
-        available=replicas,
-        generation_observed=True,
-        revision=f"rev-{name}",
-        smoke=smoke,
-    )
 
 
 @pytest.fixture

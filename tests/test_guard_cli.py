@@ -11,8 +11,8 @@ import yaml
 from gx10slots.config import GuardConfig, parse_config
 from gx10slots.errors import ConfigError, Refused
 from gx10slots.guard import run as guard_mod
-from tests.cli_helpers import run_cli
-from tests.test_config import valid
+from tests.helpers.cli import run_cli
+from tests.helpers.config import valid
 
 # -- config --------------------------------------------------------------------------------------
 
@@ -124,20 +124,26 @@ def config_file(workdir: Path) -> Path:
     return path
 
 
-def test_guard_trip_exits_1_with_one_json_document(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config_file: Path
-) -> None:
-    seen: list[Any] = []
+@pytest.fixture
+def tripping_guard(monkeypatch: pytest.MonkeyPatch) -> list[guard_mod.GuardRequest]:
+    """A guard that trips at once: the requests it was given."""
+    requests: list[guard_mod.GuardRequest] = []
 
     def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:
-        seen.append(request)
+        requests.append(request)
         return TRIPPED
 
     monkeypatch.setattr(guard_mod, "guard", fake_guard)
+    return requests
+
+
+def test_guard_trip_exits_1_with_one_json_document(
+    capsys: pytest.CaptureFixture[str], tripping_guard: list[Any], config_file: Path
+) -> None:
     result = run_cli(capsys, "-o", "json", "guard", "--for", "20s", "--interval", "1s")
     assert result.code == 1
     assert result.json()["result"] == "tripped"
-    assert seen == [guard_mod.GuardRequest(window_s=20.0, interval_s=1.0)]
+    assert tripping_guard == [guard_mod.GuardRequest(window_s=20.0, interval_s=1.0)]
 
 
 def test_guard_human_summary(
@@ -156,24 +162,20 @@ def test_guard_human_summary(
 
 
 def test_flip_with_guard_guards_the_new_slot_and_reports_both(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config_file: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tripping_guard: list[Any],
+    config_file: Path,
 ) -> None:
     from gx10slots.flip import run as flip_mod
 
-    requests: list[Any] = []
-
-    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:
-        requests.append(request)
-        return TRIPPED
-
     monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: dict(FLIPPED))
-    monkeypatch.setattr(guard_mod, "guard", fake_guard)
     result = run_cli(capsys, "-o", "json", "flip", "--guard", "2m")
     assert result.code == 1
     doc = result.json()
     assert doc["to"] == "green"
     assert doc["guard"]["result"] == "tripped"
-    assert requests == [guard_mod.GuardRequest(window_s=120.0, expected="green")]
+    assert tripping_guard == [guard_mod.GuardRequest(window_s=120.0, expected="green")]
 
 
 def test_break_lock_on_a_guarded_flip_also_applies_to_the_guards_flip_back(

@@ -13,7 +13,6 @@ from gx10slots.guard.rules import (
     SHARE_MIN,
     SHARE_WINDOW,
     Baseline,
-    GuardSettings,
     Share,
     Tally,
     Target,
@@ -29,19 +28,12 @@ from gx10slots.guard.rules import (
 from gx10slots.slots import CHANGED_AT, CHANGED_BY, PREVIOUS, REASON, FlagState, SlotState
 from gx10slots.smoke.live import Observation, progress_verdict
 from gx10slots.smoke.progress import ProgressSample, Verdict
-from tests.test_config import valid
+from tests.helpers.config import valid
+from tests.helpers.guard import SETTINGS
+from tests.helpers.objects import slot
 
 CONFIG = parse_config(valid())
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-SETTINGS = GuardSettings(
-    window_s=60.0,
-    interval_s=30.0,
-    failures=3,
-    probe_timeout_s=10.0,
-    error_share=0.2,
-    ttft_ratio=3.0,
-    ttft_floor_ms=1000.0,
-)
 OK = Observation(True, "answered", ttft_ms=50.0, stall="progressing")
 BAD = Observation(False, "timed out after 10.0 s waiting for the first token", timed_out=True)
 
@@ -208,20 +200,6 @@ def test_stand_down_names_who_moved_production() -> None:
     assert reason.startswith("production is on blue now, not on green (changed by alice@ops:1")
     assert "at T: manual" in reason
     assert "standing down" in reason
-
-
-def slot(name: str, *, replicas: int = 1, available: int = 1, model: str = "m") -> SlotState:
-    return SlotState(
-        name=name,
-        exists=True,
-        model=model,
-        served_name=model,
-        replicas=replicas,
-        ready=available,
-        available=available,
-        generation_observed=True,
-        revision=f"rev-{name}",
-    )
 
 
 def flag_obj(value: str, previous: str) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from gx10slots import scrub
 from gx10slots.config import Config, parse_config
 from gx10slots.errors import ConfigError
 from gx10slots.notify import BUDGET_S, EVENTS, notify, payload, summary
-from tests.reliability.test_hostile_engine import endless, hostile
-from tests.test_config import valid
-from tests.webhook_receiver import closed_port_url, receiver
+from tests.helpers.config import valid
+from tests.helpers.hostile import endless, hostile
+from tests.helpers.webhooks import closed_port_url, receiver
 
 # Generous: the budget plus a thread join's grace and a loaded CI machine's scheduling.
 BOUND_S = BUDGET_S + 2.0

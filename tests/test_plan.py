@@ -10,7 +10,8 @@ from gx10slots.errors import Refused
 from gx10slots.flip.rules import Mode, clean_reason, plan_flip
 from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.slots import SlotState, SmokeRecord, flag_state
-from tests.test_state import CONFIG, service
+from tests.helpers.config import CONFIG
+from tests.helpers.objects import service
 
 NOW = now_utc()
 

@@ -17,8 +17,8 @@ from gx10slots.errors import ConfigError
 from gx10slots.guard.prometheus import MAX_BODY_BYTES, PrometheusGates, parse_answer
 from gx10slots.guard.rules import GateReading, Share, gate_verdict, judge_check
 from gx10slots.smoke.live import Observation
-from tests.test_config import valid
-from tests.test_guardrules import SETTINGS
+from tests.helpers.config import valid
+from tests.helpers.guard import SETTINGS
 
 ERRORS = GateQuery("errors", "sum(rate(ai_ir_failures_total[1m]))", max=0.1)
 THROUGHPUT = GateQuery("throughput", "sum(rate(ai_ir_requests_total[1m]))", min=1.0)

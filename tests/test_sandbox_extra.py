@@ -11,7 +11,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from gx10slots.sandbox import EXTRA_MODULES
-from tests.cli_helpers import run_cli
+from tests.helpers.cli import run_cli
 
 SANDBOX_ONLY = {"jsonpatch", "kubernetes-validate", "jsonschema", "referencing"}
 

@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 
-from gx10slots.deploy.rules import plan_deploy
+from gx10slots.config import Config
 from gx10slots.errors import Refused, UsageError
 from gx10slots.flip.rules import check_names_kept, distinguishing_names
-from gx10slots.kube.values import now_utc
-from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.servednames import alias_blocker, expand, served_names, with_names
 from gx10slots.slots import SlotState, slot_state
-from tests.test_state import CONFIG
+from tests.helpers.config import CONFIG
+from tests.helpers.deploy import plan
 
 
 def container(args: list[str], env: dict[str, str], command: list[str] | None = None) -> Any:
@@ -77,23 +76,8 @@ def test_with_names_rewrites_vllm_and_llama_server_and_is_idempotent() -> None:
     assert names(ls, "llama-server") == ["new", "old", "gx10slots/green"]
 
 
-def _plan(served_name: str | None, extra: list[str], config: Any = CONFIG) -> Any:
-    current = slot_deployment("green", model="org/old", served_name="old", replicas=0)
-    current["metadata"].update(resourceVersion="7", generation=3)
-    return plan_deploy(
-        current,
-        config,
-        slot="green",
-        model="org/new",
-        image=None,
-        served_name=served_name,
-        env={},
-        memory_gib=None,
-        node_capacity_gib=128,
-        by="me",
-        now=now_utc(),
-        extra_names=extra,
-    )
+def _plan(served_name: str | None, extra: list[str], config: Config = CONFIG) -> Any:
+    return plan(served_name=served_name, extra_names=extra, config=config)
 
 
 def test_a_rename_keeps_production_names_and_the_identity_where_the_engine_can() -> None:

@@ -15,75 +15,8 @@ from gx10slots.slots import (
     slot_state,
     status_warnings,
 )
-
-CONFIG = parse_config(
-    {
-        "namespace": "gx10",
-        "slots": {
-            "blue": {"deployment": "gx10-blue", "endpoint": "http://127.0.0.1:1"},
-            "green": {"deployment": "gx10-green", "endpoint": "http://127.0.0.1:2"},
-        },
-        "flag": {
-            "kind": "service-selector",
-            "name": "gx10-model",
-            "endpoint": "http://127.0.0.1:3",
-        },
-    }
-)
-
-
-def deployment(
-    model: str = "org/a", replicas: int = 1, available: int = 1, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": "gx10-blue",
-            "generation": 2,
-            "annotations": extra.get("annotations", {}),
-        },
-        "spec": {
-            "replicas": replicas,
-            "template": {
-                "metadata": {"labels": {"app": "x"}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "engine",
-                            "image": "vllm:1",
-                            "env": [
-                                {"name": "MODEL", "value": model},
-                                {"name": "SERVED_MODEL_NAME", "value": "a"},
-                            ],
-                            "resources": extra.get("resources", {}),
-                            "args": extra.get("args", []),
-                        }
-                    ]
-                },
-            },
-        },
-        "status": {
-            "observedGeneration": extra.get("observed", 2),
-            "availableReplicas": available,
-            "readyReplicas": available,
-        },
-    }
-
-
-def service(
-    value: str | None,
-    labels: dict[str, str] | None = None,
-    annotations: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    selector = {"app": "x"} | ({"gx10slots.io/slot": value} if value is not None else {})
-    return {
-        "metadata": {
-            "name": "gx10-model",
-            "resourceVersion": "7",
-            "labels": labels or {},
-            "annotations": annotations or {},
-        },
-        "spec": {"selector": selector},
-    }
+from tests.helpers.config import CONFIG
+from tests.helpers.objects import deployment, service
 
 
 def test_revision_changes_with_any_template_change_and_only_then() -> None:

@@ -16,7 +16,8 @@ from typing import IO
 import pytest
 import yaml
 
-from tests.e2e.conftest import Sandbox, wait_for
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.wait import wait_for
 
 SILENCE_LIMIT_S = 30.0
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from gx10slots.kube.values import micro_time
-from tests.e2e.conftest import Sandbox, wait_for
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import Sandbox, wait_for
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

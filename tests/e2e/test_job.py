@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import Sandbox, wait_for
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.wait import wait_for
 
 pytestmark = [
     pytest.mark.e2e,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Sandbox
-from tests.e2e.test_deploy import ProductionTraffic
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.traffic import ProductionTraffic
 
 pytestmark = pytest.mark.e2e
 

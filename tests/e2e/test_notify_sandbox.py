@@ -10,8 +10,8 @@ import time
 import pytest
 
 from gx10slots.notify import BUDGET_S
-from tests.e2e.conftest import Sandbox
-from tests.webhook_receiver import receiver
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.webhooks import receiver
 
 pytestmark = pytest.mark.e2e
 

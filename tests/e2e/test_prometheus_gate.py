@@ -14,9 +14,10 @@ import pytest
 from gx10slots.config import GateQuery, PrometheusConfig
 from gx10slots.guard.prometheus import PrometheusGates
 from gx10slots.guard.rules import gate_verdict
-from tests.e2e.conftest import Sandbox, wait_for
-from tests.prometheus_server import FakeApi, Prometheus, fake_api, prometheus
-from tests.webhook_receiver import receiver
+from tests.helpers.prometheus import FakeApi, Prometheus, fake_api, prometheus
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.wait import wait_for
+from tests.helpers.webhooks import receiver
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gx10slots.sandbox import cluster
-from tests.cli_helpers import run_cli
-from tests.e2e.conftest import wait_for
+from tests.helpers.cli import run_cli
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

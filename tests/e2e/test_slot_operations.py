@@ -7,7 +7,8 @@ import signal
 import pytest
 
 from gx10slots.kube import client as kube_client
-from tests.e2e.conftest import Sandbox, wait_for
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

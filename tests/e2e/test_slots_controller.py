@@ -17,8 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import NS, Sandbox, wait_for
-from tests.webhook_receiver import Receiver, receiver
+from tests.helpers.sandbox import NS, Sandbox
+from tests.helpers.wait import wait_for
+from tests.helpers.webhooks import Receiver, receiver
 
 pytestmark = pytest.mark.e2e
 

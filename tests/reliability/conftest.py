@@ -1,4 +1,5 @@
-"""Fixtures of the reliability suite: reusable sandboxes, the full-mode switch.
+"""Fixtures of the reliability suite: reusable sandboxes, the full-mode switch (a sandbox per
+test, ``sandbox`` and ``two_warm_slots``, comes from tests/helpers/fixtures.py).
 
 The full fault matrix and the 200-cycle soak carry the marker ``reliability_full`` and are
 deselected unless asked for, with ``GX10_RELIABILITY_FULL=1`` or ``-m reliability_full``; CI
@@ -12,10 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import sandbox, two_warm_slots
-from tests.reliability.harness import SandboxPool
-
-__all__ = ["sandbox", "two_warm_slots"]  # the e2e fixtures, shared with this directory
+from tests.helpers.harness import SandboxPool
 
 FULL_ENV = "GX10_RELIABILITY_FULL"
 

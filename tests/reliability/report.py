@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.reliability.matrix import (
+from tests.helpers.matrix import (
     COMMANDS,
     FAULTS,
     MOVED,
@@ -23,6 +23,7 @@ from tests.reliability.matrix import (
     QUICK,
     QUICK_STATE,
     STATE_FAULTS,
+    STATE_HEADINGS,
     target,
 )
 
@@ -44,14 +45,6 @@ def _cell(result: dict[str, Any] | None, quick: bool) -> str:
     if result["violations"]:
         cell += " !"
     return f"**{cell}**" if quick else cell
-
-
-STATE_HEADINGS = {
-    "missing": "history missing",
-    "garbled": "history garbled",
-    "overflowed": "history overflowed",
-    MOVED: "flag moved during verification",
-}
 
 
 def state_table(results: list[dict[str, Any]]) -> str:

@@ -15,7 +15,7 @@ from gx10slots.app import App, GlobalOptions
 from gx10slots.errors import Refused, SlotsError
 from gx10slots.flip.run import flip
 from gx10slots.kube.lease import Lock
-from tests.e2e.conftest import Sandbox
+from tests.helpers.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
 

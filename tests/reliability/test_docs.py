@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.reliability.matrix import (
+from tests.helpers.matrix import (
     COMMANDS,
     FAULTS,
     MOVED,
     QUICK,
     QUICK_STATE,
     STATE_FAULTS,
+    STATE_HEADINGS,
     all_cases,
     state_cases,
     target,
@@ -67,8 +68,6 @@ def test_the_published_counts_are_a_full_run_with_no_violation() -> None:
 
 
 def _state_rows() -> dict[str, list[str]]:
-    from tests.reliability.report import STATE_HEADINGS
-
     text = PAGE.read_text(encoding="utf-8")
     header = "| command | " + " | ".join(STATE_HEADINGS[f] for f in STATE_FAULTS) + " |"
     assert header in text, "the state-fault table's header does not list the faults injected"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
 
-from tests.reliability.harness import CaseResult, Rig, SandboxPool
-from tests.reliability.matrix import (
+from tests.helpers.harness import CaseResult, Rig, SandboxPool
+from tests.helpers.matrix import (
     QUICK,
     QUICK_STATE,
     Case,
@@ -33,7 +34,21 @@ def _record(result: CaseResult) -> None:
             handle.write(json.dumps(result.to_dict()) + "\n")
 
 
-def _run(
+def _params(quick: list[Case], full_only: list[Case]) -> list[Any]:
+    """The quick cases CI runs on every change, then the rest, marked ``reliability_full``."""
+    full = pytest.mark.reliability_full
+    return [*quick, *(pytest.param(case, marks=full) for case in full_only)]
+
+
+_FULL_ONLY = [c for c in all_cases() if (c.command, c.point, c.fault) not in QUICK]
+# The state faults (issue 19): the history lost, the flag moved during verification.
+_STATE_FULL_ONLY = [c for c in state_cases() if (c.command, c.point, c.fault) not in QUICK_STATE]
+CASES = [*_params(quick_cases(), _FULL_ONLY), *_params(quick_state_cases(), _STATE_FULL_ONLY)]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_matrix(
     case: Case,
     sandbox_pool: SandboxPool,
     capsys: pytest.CaptureFixture[str],
@@ -51,58 +66,3 @@ def _run(
     if os.environ.get("GX10_RELIABILITY_SHOW"):
         print(json.dumps(detail, indent=1))
     assert result.violations == [], json.dumps(detail, indent=1)
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("case", quick_cases(), ids=lambda c: c.id)
-def test_quick_matrix(
-    case: Case,
-    sandbox_pool: SandboxPool,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _run(case, sandbox_pool, capsys, monkeypatch)
-
-
-_FULL_ONLY = [c for c in all_cases() if (c.command, c.point, c.fault) not in QUICK]
-
-
-@pytest.mark.e2e
-@pytest.mark.reliability_full
-@pytest.mark.parametrize("case", _FULL_ONLY, ids=lambda c: c.id)
-def test_full_matrix(
-    case: Case,
-    sandbox_pool: SandboxPool,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _run(case, sandbox_pool, capsys, monkeypatch)
-
-
-# -- state faults (issue 19): the history lost, the flag moved during verification ---------------
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("case", quick_state_cases(), ids=lambda c: c.id)
-def test_quick_state_matrix(
-    case: Case,
-    sandbox_pool: SandboxPool,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _run(case, sandbox_pool, capsys, monkeypatch)
-
-
-_STATE_FULL_ONLY = [c for c in state_cases() if (c.command, c.point, c.fault) not in QUICK_STATE]
-
-
-@pytest.mark.e2e
-@pytest.mark.reliability_full
-@pytest.mark.parametrize("case", _STATE_FULL_ONLY, ids=lambda c: c.id)
-def test_full_state_matrix(
-    case: Case,
-    sandbox_pool: SandboxPool,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _run(case, sandbox_pool, capsys, monkeypatch)

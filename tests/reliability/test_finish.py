@@ -24,9 +24,9 @@ import pytest
 from gx10slots.app import App, GlobalOptions
 from gx10slots.config import parse_config
 from gx10slots.flip.unfinished import find_unfinished
-from tests.e2e.conftest import NS, Sandbox
-from tests.reliability.harness import clean_env, poll
-from tests.test_config import valid
+from tests.helpers.config import valid
+from tests.helpers.sandbox import NS, Sandbox, clean_env
+from tests.helpers.wait import poll
 
 HISTORY_PATH = f"/api/v1/namespaces/{NS}/configmaps/gx10slots-history"
 BLUE_SERVED = "sandbox-ok"

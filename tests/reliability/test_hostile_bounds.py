@@ -24,19 +24,20 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import Sandbox
-from tests.reliability.test_hostile_cluster import TOKEN, _config, _kubeconfig
-from tests.reliability.test_hostile_engine import _read_request, hostile
+from tests.helpers.config import KUBECONFIG_TOKEN, kubeconfig_doc, write_config
+from tests.helpers.hostile import UP, hostile, read_request, respond, target
+from tests.helpers.sandbox import Sandbox
 
 MEMORY_LIMIT = 1024 * 1024 * 1024  # address space of the tool's process
 DEADLINE_S = 25.0
+Outcome = tuple[int, str, str, float]  # exit code, stdout, stderr, seconds
 
 
 def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def _slots(tmp_path: Path, *args: str, code: str | None = None) -> tuple[int, str, str, float]:
+def _slots(tmp_path: Path, *args: str, code: str | None = None) -> Outcome:
     """`slots -o json ARGS` in a bounded process: (exit code, stdout, stderr, seconds)."""
     env = {
         k: v
@@ -60,11 +61,21 @@ def _slots(tmp_path: Path, *args: str, code: str | None = None) -> tuple[int, st
     return done.returncode, done.stdout, done.stderr, time.monotonic() - started
 
 
-def _expect(outcome: tuple[int, str, str, float], code: int, *needles: str) -> None:
+def _status(
+    tmp_path: Path, kubeconfig: Path, code: str | None = None
+) -> tuple[int, str, str, float]:
+    """`slots status` with the minimal config and ``kubeconfig``, bounded as ``_slots``."""
+    config = write_config(tmp_path)
+    return _slots(
+        tmp_path, "--config", str(config), "--kubeconfig", str(kubeconfig), "status", code=code
+    )
+
+
+def _expect(outcome: Outcome, code: int, *needles: str) -> None:
     exit_code, out, err, _ = outcome
     assert exit_code == code, (exit_code, err[-2000:])
     assert "Traceback" not in err + out and "MemoryError" not in err + out
-    assert TOKEN not in err + out
+    assert KUBECONFIG_TOKEN not in err + out
     error = json.loads(out)["error"]
     for needle in needles:
         assert needle in error["message"], error["message"]
@@ -97,7 +108,7 @@ def test_a_300_mb_config_is_refused_without_reading_it(tmp_path: Path) -> None:
 
 
 def test_a_kubeconfig_that_is_a_fifo_or_a_device_is_refused(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+    config = write_config(tmp_path)
     for path in (str(_fifo(tmp_path, "kubeconfig")), "/dev/zero"):
         outcome = _slots(tmp_path, "--config", str(config), "--kubeconfig", path, "status")
         _expect(outcome, 2, "kubeconfig", "not a regular file")
@@ -113,10 +124,8 @@ def test_a_token_file_that_never_ends_is_refused(tmp_path: Path, token_file: str
             handle.truncate(50 * 1024 * 1024)
         token_file = str(huge)
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(tokenFile=token_file)))
-    outcome = _slots(
-        tmp_path, "--config", str(_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
-    )
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(tokenFile=token_file)))
+    outcome = _status(tmp_path, kubeconfig)
     _expect(outcome, 2, "tokenFile")
 
 
@@ -137,27 +146,19 @@ def test_a_credential_plugin_that_never_exits_is_stopped_at_its_deadline(
     if kind != "exec":  # the legacy gcp provider's token command
         user = {"auth-provider": {"name": "gcp", "config": {"cmd-path": str(plugin)}}}
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(**user)))
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(**user)))
     # The deadline shortened to a second for the test (the default is 30 s).
     program = (
         "import gx10slots.kube.kubeconfig as k; k.EXEC_TIMEOUT_S = 1.0\n"
         "from gx10slots.cli import main; main()"
     )
-    outcome = _slots(
-        tmp_path,
-        "--config",
-        str(_config(tmp_path)),
-        "--kubeconfig",
-        str(kubeconfig),
-        "status",
-        code=program,
-    )
+    outcome = _status(tmp_path, kubeconfig, code=program)
     _expect(outcome, 2, "did not finish within 1 s")
     assert outcome[3] < 10
 
 
 def _huge_answer(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
+    read_request(conn)
     conn.sendall(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         b'Content-Length: 3000000000\r\n\r\n{"items": ["'
@@ -168,7 +169,7 @@ def _huge_answer(conn: socket.socket, stop: threading.Event) -> None:
 
 
 def _huge_chunked(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
+    read_request(conn)
     conn.sendall(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
@@ -184,10 +185,8 @@ def test_an_api_answer_of_gigabytes_is_refused_with_memory_bounded(
 ) -> None:
     with hostile(behaviour) as url:  # type: ignore[arg-type]
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url)))
-        outcome = _slots(
-            tmp_path, "--config", str(_config(tmp_path)), "--kubeconfig", str(kubeconfig), "status"
-        )
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url)))
+        outcome = _status(tmp_path, kubeconfig)
     _expect(outcome, 4, "MiB limit")
 
 
@@ -210,7 +209,7 @@ def test_every_count_in_the_config_has_a_documented_maximum(tmp_path: Path, case
     from gx10slots.errors import ConfigError
 
     section, key, value = UNBOUNDED[case]
-    doc = yaml.safe_load(_config(tmp_path).read_text())
+    doc = yaml.safe_load(write_config(tmp_path).read_text())
     doc.setdefault(section, {})[key] = value
     path = tmp_path / "slots.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -234,7 +233,7 @@ def test_the_largest_burst_against_a_silent_engine_ends_within_its_timeout() -> 
     from gx10slots.smoke.profiles import VLLM
     from gx10slots.smoke.settings import SuiteSettings
     from gx10slots.smoke.suite import run_suite
-    from tests.reliability.test_hostile_engine import silent
+    from tests.helpers.hostile import silent
 
     settings = SuiteSettings(probes=("burst",), burst=MAX_BURST, probe_timeout_s=2.0, deadline_s=5)
     with hostile(silent) as endpoint:
@@ -249,25 +248,12 @@ def _up_then_endless_streams(conn: socket.socket, stop: threading.Event) -> None
     """An engine that is up (health, model list) and answers every generation with an endless
     event stream at full speed: the probes keep the event loop busy parsing frames, which is
     when a signal lands inside a probe's code rather than in the loop's idle wait."""
-    conn.settimeout(5)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    path = data.split(b" ", 2)[1]
+    data = read_request(conn)
+    if not data:
+        return
+    path = target(data)
     if path in (b"/health", b"/v1/models", b"/metrics"):
-        body = {
-            b"/health": b"{}",
-            b"/metrics": b"",
-            b"/v1/models": b'{"object": "list", "data": [{"id": "sandbox-ok"}]}',
-        }[path]
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        respond(conn, UP[path])
         return
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
     frame = b'data: {"choices":[{"delta":{"content":"pong "}}]}\n\n'
@@ -281,11 +267,8 @@ def test_a_signal_during_the_probes_ends_the_smoke_at_once(
     sandbox: Sandbox, signum: signal.Signals
 ) -> None:
     with hostile(_up_then_endless_streams) as endpoint:
-        path = sandbox.dir / "slots.yaml"
-        config = yaml.safe_load(path.read_text())
-        config["slots"]["blue"]["endpoint"] = endpoint
-        config["smoke"].update(probe_timeout="60s", deadline="5m", burst=64)
-        path.write_text(yaml.safe_dump(config))
+        sandbox.set_endpoint("blue", endpoint)
+        sandbox.set_smoke(probe_timeout="60s", deadline="5m", burst=64)
         process = sandbox.spawn("-o", "json", "smoke", "blue")
         assert process.stderr is not None
         seen = ""
@@ -312,20 +295,12 @@ def test_a_signal_during_the_probes_ends_the_smoke_at_once(
 
 def _endless_watch(conn: socket.socket, stop: threading.Event, chunked: bool = False) -> None:
     """Lists answer normally; a watch sends one event line that never ends."""
-    conn.settimeout(5)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    target = data.split(b" ", 2)[1]
-    if b"watch=true" not in target.lower():
-        body = b'{"kind": "DeploymentList", "metadata": {"resourceVersion": "7"}, "items": []}'
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
+    data = read_request(conn)
+    if not data:
+        return
+    if b"watch=true" not in target(data).lower():
+        respond(
+            conn, b'{"kind": "DeploymentList", "metadata": {"resourceVersion": "7"}, "items": []}'
         )
         return
     framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Connection: close\r\n"
@@ -352,7 +327,7 @@ def test_a_watch_event_that_never_ends_is_refused_with_memory_bounded(
 
     with hostile(functools.partial(_endless_watch, chunked=chunked)) as url:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url)))
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url)))
         kube = Kube(connect(str(kubeconfig), None), "gx10")
         watcher = Watcher(kube)
         tracemalloc.start()

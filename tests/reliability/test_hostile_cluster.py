@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,45 +18,10 @@ import pytest
 import yaml
 
 from gx10slots.kube import client as kube_client
-from tests.cli_helpers import Result, run_cli
-from tests.e2e.conftest import Sandbox
-from tests.reliability.test_hostile_engine import hostile, silent
-
-TOKEN = "tok-3c1f0e9a-hostile-cluster"
-
-
-def _config(tmp_path: Path, server: str = "https://127.0.0.1:6443") -> Path:
-    path = tmp_path / "slots.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "namespace": "gx10",
-                "slots": {
-                    "blue": {"deployment": "gx10-blue", "endpoint": "http://127.0.0.1:1"},
-                    "green": {"deployment": "gx10-green", "endpoint": "http://127.0.0.1:2"},
-                },
-                "flag": {
-                    "kind": "service-selector",
-                    "name": "gx10-model",
-                    "endpoint": "http://127.0.0.1:3",
-                },
-            }
-        )
-    )
-    return path
-
-
-def _kubeconfig(server: str = "https://127.0.0.1:6443", **user: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
-        ],
-        "users": [{"name": "u", "user": user or {"token": TOKEN}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "gx10"}}],
-        "current-context": "x",
-    }
+from tests.helpers.cli import Result, run_cli
+from tests.helpers.config import KUBECONFIG_TOKEN, kubeconfig_doc, self_signed, write_config
+from tests.helpers.hostile import hostile, silent
+from tests.helpers.sandbox import Sandbox
 
 
 def _run(capsys: pytest.CaptureFixture[str], config: Path, kubeconfig: Path, *args: str) -> Result:
@@ -69,7 +33,7 @@ def _run(capsys: pytest.CaptureFixture[str], config: Path, kubeconfig: Path, *ar
 def _check(result: Result, code: int, *needles: str) -> None:
     assert result.code == code, (result.code, result.err)
     assert "Traceback" not in result.err + result.out
-    assert TOKEN not in result.err + result.out
+    assert KUBECONFIG_TOKEN not in result.err + result.out
     error = result.json()["error"]
     assert error["exit_code"] == code
     for needle in needles:
@@ -77,22 +41,25 @@ def _check(result: Result, code: int, *needles: str) -> None:
 
 
 MALFORMED: dict[str, tuple[str | bytes, str]] = {
-    "not-yaml": ("::: [\n  token: " + TOKEN, "cannot load Kubernetes credentials"),
+    "not-yaml": ("::: [\n  token: " + KUBECONFIG_TOKEN, "cannot load Kubernetes credentials"),
     "a-list": ("- just\n- a list\n", "cannot load Kubernetes credentials"),
     "empty": ("", "cannot load Kubernetes credentials"),
-    "binary": (b"\xff\xfe\x00\x01" + TOKEN.encode(), "cannot load Kubernetes credentials"),
+    "binary": (
+        b"\xff\xfe\x00\x01" + KUBECONFIG_TOKEN.encode(),
+        "cannot load Kubernetes credentials",
+    ),
     "no-current-context": (
-        yaml.safe_dump({**_kubeconfig(), "current-context": ""}),
+        yaml.safe_dump({**kubeconfig_doc(), "current-context": ""}),
         "cannot load Kubernetes credentials",
     ),
     "context-names-no-cluster": (
-        yaml.safe_dump({**_kubeconfig(), "clusters": []}),
+        yaml.safe_dump({**kubeconfig_doc(), "clusters": []}),
         "cannot load Kubernetes credentials",
     ),
     "bad-ca-data": (
         yaml.safe_dump(
             {
-                **_kubeconfig(),
+                **kubeconfig_doc(),
                 "clusters": [
                     {
                         "name": "c",
@@ -107,16 +74,16 @@ MALFORMED: dict[str, tuple[str | bytes, str]] = {
         "cannot load Kubernetes credentials",
     ),
     "token-file-missing": (
-        yaml.safe_dump(_kubeconfig(tokenFile="/nonexistent/token")),
+        yaml.safe_dump(kubeconfig_doc(tokenFile="/nonexistent/token")),
         "cannot load Kubernetes credentials",
     ),
     "exec-plugin-missing": (
         yaml.safe_dump(
-            _kubeconfig(
+            kubeconfig_doc(
                 exec={
                     "apiVersion": "client.authentication.k8s.io/v1",
                     "command": "/nonexistent/credential-plugin",
-                    "args": [TOKEN],
+                    "args": [KUBECONFIG_TOKEN],
                     "interactiveMode": "Never",
                 }
             )
@@ -133,17 +100,17 @@ def test_a_malformed_kubeconfig_is_exit_2_naming_the_cause(
     text, needle = MALFORMED[name]
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_bytes(text if isinstance(text, bytes) else text.encode())
-    result = _run(capsys, _config(tmp_path), kubeconfig, "status")
+    result = _run(capsys, write_config(tmp_path), kubeconfig, "status")
     _check(result, 2, needle)
 
 
 def test_a_missing_kubeconfig_and_a_directory_are_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _check(_run(capsys, _config(tmp_path), tmp_path / "nope", "status"), 2, "not found")
+    _check(_run(capsys, write_config(tmp_path), tmp_path / "nope", "status"), 2, "not found")
     directory = tmp_path / "dir"
     directory.mkdir()
-    _check(_run(capsys, _config(tmp_path), directory, "status"), 2, "Kubernetes credentials")
+    _check(_run(capsys, write_config(tmp_path), directory, "status"), 2, "Kubernetes credentials")
 
 
 def _closed_port() -> int:
@@ -158,9 +125,9 @@ def test_an_unreachable_api_server_is_exit_4_and_says_where_it_looked(
 ) -> None:
     server = f"https://127.0.0.1:{_closed_port()}"
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(server)))
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(server)))
     started = time.monotonic()
-    result = _run(capsys, _config(tmp_path), kubeconfig, *command)
+    result = _run(capsys, write_config(tmp_path), kubeconfig, *command)
     _check(result, 4, "cannot reach the API server at", server)
     assert time.monotonic() - started < 15  # read retries are capped (4 attempts, backoff)
 
@@ -171,27 +138,13 @@ def test_an_api_server_that_never_answers_is_exit_4_within_the_timeout(
     monkeypatch.setattr(kube_client, "READ_TIMEOUT", (1.0, 1.0))
     with hostile(silent) as url:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url.replace("http:", "https:"))))
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url.replace("http:", "https:"))))
         started = time.monotonic()
-        result = _run(capsys, _config(tmp_path), kubeconfig, "status")
+        result = _run(capsys, write_config(tmp_path), kubeconfig, "status")
         elapsed = time.monotonic() - started
     _check(result, 4)
     assert "API server" in result.json()["error"]["message"]
     assert elapsed < 4 * 1.0 + 6, elapsed  # attempts x timeout + backoff
-
-
-def _self_signed_certificate(directory: Path) -> bytes:
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "1", "-subj", "/CN=someone-else",
-            "-keyout", str(directory / "other.key"), "-out", str(directory / "other.pem"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )  # fmt: skip
-    return (directory / "other.pem").read_bytes()
 
 
 def _sandbox_kubeconfig(box: Sandbox) -> dict[str, Any]:
@@ -203,20 +156,11 @@ def test_a_wrong_token_is_exit_4_unauthorized_without_echoing_it(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     kubeconfig = _sandbox_kubeconfig(sandbox)
-    kubeconfig["users"][0]["user"]["token"] = TOKEN
+    kubeconfig["users"][0]["user"]["token"] = KUBECONFIG_TOKEN
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
     for args in (("status",), ("flip",), ("history",)):
-        result = run_cli(
-            sandbox.capsys,
-            "--config",
-            str(sandbox.dir / "slots.yaml"),
-            "--kubeconfig",
-            str(path),
-            "-o",
-            "json",
-            *args,
-        )
+        result = _run(sandbox.capsys, sandbox.dir / "slots.yaml", path, *args)
         _check(result, 4, "401 Unauthorized")
         assert "credentials" in result.json()["error"]["hint"]
 
@@ -226,22 +170,13 @@ def test_a_certificate_from_another_authority_is_exit_4_naming_tls(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     kubeconfig = _sandbox_kubeconfig(sandbox)
-    other = _self_signed_certificate(tmp_path)
+    other, _ = self_signed(tmp_path, "someone-else")
     kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(
         other
     ).decode()
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
-    result = run_cli(
-        sandbox.capsys,
-        "--config",
-        str(sandbox.dir / "slots.yaml"),
-        "--kubeconfig",
-        str(path),
-        "-o",
-        "json",
-        "status",
-    )
+    result = _run(sandbox.capsys, sandbox.dir / "slots.yaml", path, "status")
     _check(result, 4, "certificate verify failed")
     error = result.json()["error"]
     assert error["type"] == "api-unreachable"

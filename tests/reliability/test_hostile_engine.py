@@ -9,118 +9,28 @@ with memory bounded, and nothing escaping as an exception; through the CLI, exit
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from gx10slots.smoke.profiles import VLLM
 from gx10slots.smoke.settings import SuiteSettings
 from gx10slots.smoke.suite import run_suite
-from tests.e2e.conftest import Sandbox
+from tests.helpers.hostile import (
+    Behaviour,
+    cut_mid_body,
+    endless,
+    endless_stream,
+    hostile,
+    not_http,
+    reset,
+    silent,
+    trickle,
+)
+from tests.helpers.sandbox import Sandbox
 
 PROBE_TIMEOUT_S = 1.0
-Behaviour = Callable[[socket.socket, threading.Event], None]
-
-
-def _read_request(conn: socket.socket) -> None:
-    conn.settimeout(5)
-    data = b""
-    with contextlib.suppress(OSError):
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
-
-
-def silent(conn: socket.socket, stop: threading.Event) -> None:
-    stop.wait(30)  # accept, read nothing, answer nothing
-
-
-def trickle(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
-    conn.sendall(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
-    )
-    while not stop.wait(0.05):
-        conn.sendall(b" ")
-
-
-def endless(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
-    block = b'{"x": "' + b"a" * 65536
-    while not stop.is_set():
-        conn.sendall(block)
-
-
-def endless_stream(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
-    frame = b'data: {"choices":[{"delta":{"content":"pong "}}]}\n\n'
-    while not stop.is_set():
-        conn.sendall(frame * 256)
-
-
-def cut_mid_body(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
-    conn.sendall(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"
-    )
-    conn.shutdown(socket.SHUT_RDWR)
-
-
-def not_http(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
-    conn.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\xff" * 64)
-
-
-def reset(conn: socket.socket, stop: threading.Event) -> None:
-    _read_request(conn)
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-
-
-@contextlib.contextmanager
-def hostile(behaviour: Behaviour) -> Iterator[str]:
-    """A TCP server on loopback answering every connection with ``behaviour``."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    server.settimeout(0.2)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def handle(conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), conn:
-            behaviour(conn, stop)
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except (TimeoutError, OSError):
-                continue
-            thread = threading.Thread(target=handle, args=(conn,), daemon=True)
-            threads.append(thread)
-            thread.start()
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        acceptor.join(timeout=5)
-        server.close()
-        for thread in threads:
-            thread.join(timeout=5)
-
-
 CASES = {
     "accepts-and-never-answers": silent,
     "trickles-a-byte-at-a-time": trickle,
@@ -177,14 +87,9 @@ def test_each_generation_probe_alone_respects_its_timeout(behaviour: Behaviour) 
 
 @pytest.mark.e2e
 def test_slots_smoke_against_a_silent_engine_exits_1_with_a_report(sandbox: Sandbox) -> None:
-    import yaml
-
     with hostile(silent) as endpoint:
-        path = sandbox.dir / "slots.yaml"
-        config = yaml.safe_load(path.read_text())
-        config["slots"]["blue"]["endpoint"] = endpoint
-        config["smoke"].update(probe_timeout="1s", deadline="10s")
-        path.write_text(yaml.safe_dump(config))
+        sandbox.set_endpoint("blue", endpoint)
+        sandbox.set_smoke(probe_timeout="1s", deadline="10s")
         started = time.monotonic()
         result = sandbox.cli("-o", "json", "smoke", "blue")
         elapsed = time.monotonic() - started

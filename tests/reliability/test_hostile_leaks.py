@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +25,10 @@ import pytest
 import yaml
 
 from gx10slots.kube import client as kube_client
-from gx10slots.sandbox import cluster
-from tests.cli_helpers import run_cli
-from tests.e2e.conftest import NS, Sandbox
-from tests.reliability.test_hostile_cluster import _config, _kubeconfig
-from tests.reliability.test_hostile_engine import hostile
+from tests.helpers.cli import run_cli
+from tests.helpers.config import kubeconfig_doc, write_config
+from tests.helpers.hostile import UP, hostile, read_request, respond, target
+from tests.helpers.sandbox import NS, Sandbox, started
 
 ENGINE_KEY = "engine-key-5b0c2e7d91a4f368"
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[31m"
@@ -46,33 +43,15 @@ def keyed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Sandbox]:
     """A sandbox whose model servers require ENGINE_KEY."""
-    directory = tmp_path / "sandbox"
     monkeypatch.setenv("VLLM_API_KEY", ENGINE_KEY)
-    info = cluster.start_detached(directory, engine="fake")
-    monkeypatch.delenv("VLLM_API_KEY")
-    try:
-        box = Sandbox(directory, info, capsys)
+    with started(tmp_path / "sandbox", capsys, engine="fake") as box:
+        monkeypatch.delenv("VLLM_API_KEY")
         box.set_smoke(probe_timeout="5s", deadline="40s", formats=["json", "md", "junit"])
         yield box
-    finally:
-        cluster.stop(directory)
 
 
 def _slots(box: Sandbox, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith("SLOTS_") and k != "KUBECONFIG"
-    }
-    environment.update(
-        KUBECONFIG=str(box.dir / "kubeconfig"), SLOTS_CONFIG=str(box.dir / "slots.yaml")
-    )
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "gx10slots", "-v", "-v", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return box.run("-v", "-v", *args, env=env)
 
 
 def _everything(box: Sandbox, outputs: list[str]) -> list[tuple[str, str]]:
@@ -192,13 +171,9 @@ def _echoing_api_server(status: int) -> Any:
     (as some proxies and webhooks do) and an escape sequence."""
 
     def behaviour(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(5)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
+        data = read_request(conn)
+        if not data:
+            return
         headers = data.decode("latin-1").split("\r\n")
         auth = next(
             (h.split(":", 1)[1].strip() for h in headers if h.lower().startswith("authorization:")),
@@ -214,11 +189,7 @@ def _echoing_api_server(status: int) -> Any:
                 "code": status,
             }
         ).encode()
-        conn.sendall(
-            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
+        respond(conn, body, status)
 
     return behaviour
 
@@ -266,7 +237,7 @@ def test_credentials_echoed_by_the_api_server_never_reach_any_output(
         user = {"username": "admin", "password": PASSWORD}
     with hostile(_echoing_api_server(status)) as url:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(_kubeconfig(url, **user)))
+        kubeconfig.write_text(yaml.safe_dump(kubeconfig_doc(url, **user)))
         for mode in (("-o", "json"), ()):
             result = run_cli(
                 capsys,
@@ -274,7 +245,7 @@ def test_credentials_echoed_by_the_api_server_never_reach_any_output(
                 "-v",
                 *mode,
                 "--config",
-                str(_config(tmp_path)),
+                str(write_config(tmp_path)),
                 "--kubeconfig",
                 str(kubeconfig),
                 "status",
@@ -293,37 +264,22 @@ def test_credentials_echoed_by_the_api_server_never_reach_any_output(
 
 
 def _engine_with_escapes(conn: socket.socket, stop: threading.Event) -> None:
-    conn.settimeout(5)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    path = data.split(b" ", 2)[1]
-    if path == b"/health":
-        body, status = b"{}", 200
-    elif path == b"/v1/models":
-        body, status = b'{"object": "list", "data": [{"id": "sandbox-ok"}]}', 200
-    else:
-        body = json.dumps({"error": {"message": f"{ESCAPES}engine exploded\u202e"}}).encode()
-        body = body.replace(b"\\u001b", b"\x1b").replace(b"\\u0007", b"\x07")
-        status = 500
-    conn.sendall(
-        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
+    data = read_request(conn)
+    if not data:
+        return
+    path = target(data)
+    if path in (b"/health", b"/v1/models"):
+        respond(conn, UP[path])
+        return
+    body = json.dumps({"error": {"message": f"{ESCAPES}engine exploded\u202e"}}).encode()
+    respond(conn, body.replace(b"\\u001b", b"\x1b").replace(b"\\u0007", b"\x07"), 500)
 
 
 @pytest.mark.e2e
 def test_an_engines_escape_sequences_never_reach_the_terminal(sandbox: Sandbox) -> None:
     with hostile(_engine_with_escapes) as endpoint:
-        path = sandbox.dir / "slots.yaml"
-        config = yaml.safe_load(path.read_text())
-        config["slots"]["blue"]["endpoint"] = endpoint
-        config["smoke"].update(probe_timeout="3s", deadline="20s")
-        path.write_text(yaml.safe_dump(config))
+        sandbox.set_endpoint("blue", endpoint)
+        sandbox.set_smoke(probe_timeout="3s", deadline="20s")
         for mode in ((), ("-o", "json"), ("-v", "-v")):
             result = sandbox.cli(*mode, "smoke", "blue")
             assert result.code == 1, result.err[-2000:]

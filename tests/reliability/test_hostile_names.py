@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import Sandbox
+from tests.helpers.sandbox import Sandbox
 
 HOSTILE_NAMES = [
     "org/m; rm -rf /",

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from gx10slots.cli import main
-from tests.cli_helpers import Result, run_cli
-from tests.e2e.conftest import NS, Sandbox
-from tests.reliability.test_hostile_cluster import _config
+from tests.helpers.cli import Result, run_cli
+from tests.helpers.config import write_config
+from tests.helpers.sandbox import NS, Sandbox
 
 CHANGED_AT = "gx10slots.io/changed-at"
 SMOKE_AT = "gx10slots.io/smoke-at"
@@ -111,7 +111,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
 def test_a_report_dir_holding_a_nul_is_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _config(tmp_path)
+    path = write_config(tmp_path)
     doc = yaml.safe_load(path.read_text())
     doc["smoke"] = {"report_dir": "a\0b"}
     path.write_text(yaml.safe_dump(doc))
@@ -148,7 +148,7 @@ def test_an_unexpected_exception_is_a_short_internal_error_without_secrets(
     monkeypatch.setattr(status_module, "status", broken)
     for args in (("-o", "json"), ()):
         with pytest.raises(SystemExit) as info:
-            main([*args, "--config", str(_config(tmp_path)), "status"])
+            main([*args, "--config", str(write_config(tmp_path)), "status"])
         captured = capsys.readouterr()
         assert info.value.code == 1
         assert "Traceback" not in captured.err

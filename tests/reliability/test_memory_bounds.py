@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import Sandbox
+from tests.helpers.sandbox import Sandbox
 
 
 @pytest.mark.e2e

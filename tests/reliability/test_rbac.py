@@ -10,10 +10,7 @@ apiserver's 403 message, exit 4, production untouched.
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,6 @@ import httpx
 import pytest
 import yaml
 
-from gx10slots.sandbox import cluster
 from gx10slots.sandbox.apiserver import ApiServer
 from gx10slots.sandbox.rbac import (
     Attributes,
@@ -32,7 +28,7 @@ from gx10slots.sandbox.rbac import (
     rule_allows,
     service_account_user,
 )
-from tests.e2e.conftest import NS, Sandbox
+from tests.helpers.sandbox import NS, Sandbox, started
 
 RBAC_YAML = Path(__file__).resolve().parents[2] / "docs" / "manifests" / "rbac.yaml"
 SA = service_account_user("gx10", "gx10slots")
@@ -262,15 +258,7 @@ def _kubectl(box: Sandbox, *args: str, kubeconfig: Path | None = None) -> str:
 
 
 def _slots(box: Sandbox, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTS_") and k != "KUBECONFIG"}
-    env.update(KUBECONFIG=str(kubeconfig), SLOTS_CONFIG=str(box.dir / "slots.yaml"))
-    return subprocess.run(
-        [sys.executable, "-m", "gx10slots", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return box.run(*args, env={"KUBECONFIG": str(kubeconfig)})
 
 
 @pytest.fixture
@@ -279,22 +267,11 @@ def as_service_account(
 ) -> Iterator[tuple[Sandbox, Path]]:
     """A sandbox with rbac.yaml applied and a kubeconfig for its service account."""
     directory = tmp_path / "sandbox"
-    info = cluster.start_detached(directory, engine="fake")
-    try:
-        box = Sandbox(directory, info, capsys)
+    with started(directory, capsys, engine="fake") as box:
         _kubectl(box, "apply", "-f", str(RBAC_YAML))
         # The engine key comes from the Secret rbac.yaml grants (kubectl sends Secrets as
         # protobuf, which the sandbox does not decode: create it through the JSON API).
-        box.api(
-            "POST",
-            f"/api/v1/namespaces/{NS}/secrets",
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "gx10-engine-key"},
-                "data": {"api-key": base64.b64encode(b"engine-key-for-rbac").decode()},
-            },
-        )
+        box.create_secret("gx10-engine-key", "api-key", b"engine-key-for-rbac")
         config = yaml.safe_load((directory / "slots.yaml").read_text())
         config["api_key"] = {"secret": {"name": "gx10-engine-key", "key": "api-key"}}
         config["smoke"].update(probe_timeout="5s", deadline="60s")
@@ -306,8 +283,6 @@ def as_service_account(
         sa_config.write_text(yaml.safe_dump(kubeconfig))
         box.api("DELETE", "/_sandbox/authz")
         yield box, sa_config
-    finally:
-        cluster.stop(directory)
 
 
 FLOW: list[tuple[tuple[str, ...], int]] = [

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gx10slots.sandbox import cluster
-from tests.e2e.conftest import NS, Sandbox
+from tests.helpers.config import self_signed
+from tests.helpers.sandbox import NS, Sandbox, started
 
 ENGINE_KEY = "engine-key-7d2e91c4b0a35f68"
 WRONG_ENGINE_KEY = "wrong-engine-key-51a9c3e0d7"
@@ -31,19 +29,8 @@ WRONG_TOKEN = "wrong-bearer-token-0e4b6f2a9c"
 
 def _client_key(directory: Path) -> tuple[str, str]:
     """(client-certificate-data, client-key-data) for a fresh EC key pair."""
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "1", "-subj", "/CN=gx10slots-client",
-            "-keyout", str(directory / "client.key"), "-out", str(directory / "client.crt"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )  # fmt: skip
-    cert = base64.b64encode((directory / "client.crt").read_bytes()).decode()
-    key = base64.b64encode((directory / "client.key").read_bytes()).decode()
-    return cert, key
+    cert, key = self_signed(directory, "gx10slots-client")
+    return base64.b64encode(cert).decode(), base64.b64encode(key).decode()
 
 
 @pytest.fixture
@@ -53,10 +40,8 @@ def planted(
     directory = tmp_path / "sandbox"
     # The sandbox's model servers take VLLM_API_KEY from its environment: every slot needs it.
     monkeypatch.setenv("VLLM_API_KEY", ENGINE_KEY)
-    info = cluster.start_detached(directory, engine="fake")
-    monkeypatch.delenv("VLLM_API_KEY")
-    try:
-        box = Sandbox(directory, info, capsys)
+    with started(directory, capsys, engine="fake") as box:
+        monkeypatch.delenv("VLLM_API_KEY")
         kubeconfig = yaml.safe_load((directory / "kubeconfig").read_text())
         token = kubeconfig["users"][0]["user"]["token"]
         cert, key = _client_key(tmp_path)
@@ -69,27 +54,10 @@ def planted(
         secrets = [ENGINE_KEY, WRONG_ENGINE_KEY, token, WRONG_TOKEN, key, *key_lines]
         secrets += [base64.b64encode(s.encode()).decode() for s in (ENGINE_KEY, token)]
         yield box, secrets
-    finally:
-        cluster.stop(directory)
 
 
 def _slots(box: Sandbox, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith("SLOTS_") and k != "KUBECONFIG"
-    }
-    environment.update(
-        KUBECONFIG=str(box.dir / "kubeconfig"),
-        SLOTS_CONFIG=str(box.dir / "slots.yaml"),
-        SLOTS_ENGINE_API_KEY=ENGINE_KEY,
-    )
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "gx10slots", "-v", "-v", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return box.run("-v", "-v", *args, env={"SLOTS_ENGINE_API_KEY": ENGINE_KEY, **env})
 
 
 def _set_config(box: Sandbox, **sections: object) -> None:
@@ -136,16 +104,7 @@ def test_no_planted_secret_appears_in_any_output(planted: tuple[Sandbox, list[st
     run(1, "deploy", "sandbox/wrong-name", "--served-name", "v3", "--replace-fallback")
     run(0, "park", "--replace-fallback")
     # The key from a Secret named in the config, instead of the environment.
-    box.api(
-        "POST",
-        f"/api/v1/namespaces/{NS}/secrets",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "gx10-engine-key"},
-            "data": {"api-key": base64.b64encode(ENGINE_KEY.encode()).decode()},
-        },
-    )
+    box.create_secret("gx10-engine-key", "api-key", ENGINE_KEY.encode())
     _set_config(box, api_key={"secret": {"name": "gx10-engine-key", "key": "api-key"}})
     run(0, "deploy", "sandbox/ok", "--served-name", "v4", SLOTS_ENGINE_API_KEY="")
     run(0, "status", SLOTS_ENGINE_API_KEY="")

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Sandbox
-from tests.e2e.test_deploy import ProductionTraffic
+from tests.helpers.sandbox import Sandbox
+from tests.helpers.traffic import ProductionTraffic
 
 QUICK_CYCLES = 25
 FULL_CYCLES = 200

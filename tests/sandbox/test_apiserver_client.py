@@ -14,7 +14,7 @@ import urllib3
 from kubernetes import client, watch
 
 from gx10slots.sandbox.faults import FaultRule
-from tests.sandbox.conftest import NAMESPACE, Sandbox, deployment, service, wait_for
+from tests.helpers.apiserver import NAMESPACE, Sandbox, deployment, service, wait_for
 
 MERGE = "application/merge-patch+json"
 

@@ -7,80 +7,19 @@ import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.sandbox.conftest import NAMESPACE, Sandbox, deployment, service, start_sandbox, wait_for
+from tests.helpers.apiserver import NAMESPACE, Sandbox, deployment, service, wait_for
+from tests.helpers.kubectl import Kubectl
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
 ]
-
-
-class Kubectl:
-    def __init__(self, sandbox: Sandbox, tmp: Path) -> None:
-        self.sandbox = sandbox
-        self.kubeconfig = tmp / "kubeconfig"
-        self.cache = tmp / "cache"
-        assert sandbox.server.certificate_pem is not None
-        cluster = {
-            "server": sandbox.url,
-            "certificate-authority-data": base64.b64encode(sandbox.server.certificate_pem).decode(),
-        }
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "sandbox", "cluster": cluster}],
-                    "users": [{"name": "admin", "user": {"token": sandbox.token}}],
-                    "contexts": [
-                        {
-                            "name": "sandbox",
-                            "context": {
-                                "cluster": "sandbox",
-                                "user": "admin",
-                                "namespace": NAMESPACE,
-                            },
-                        }
-                    ],
-                    "current-context": "sandbox",
-                }
-            )
-        )
-
-    def argv(self, *args: str) -> list[str]:
-        return ["kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.cache}", *args]
-
-    def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args), capture_output=True, text=True, input=input, timeout=60, check=False
-        )
-
-    def ok(self, *args: str, input: str | None = None) -> str:
-        result = self(*args, input=input)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-
-@pytest.fixture
-def tls_sandbox() -> Iterator[Sandbox]:
-    box = start_sandbox(tls=True)
-    try:
-        yield box
-    finally:
-        box.controller.stop()
-        box.server.stop()
-
-
-@pytest.fixture
-def kubectl(tls_sandbox: Sandbox, tmp_path: Path) -> Kubectl:
-    return Kubectl(tls_sandbox, tmp_path)
 
 
 def _seed_slot(sandbox: Sandbox, name: str = "blue") -> None:

@@ -10,7 +10,7 @@ import httpx
 
 from gx10slots.ops.audit import HISTORY_MAX_BYTES
 from gx10slots.sandbox.resources import CONFIGMAP_MAX_BYTES, CONFIGMAPS
-from tests.sandbox.conftest import NAMESPACE, TOKEN, Sandbox
+from tests.helpers.apiserver import NAMESPACE, TOKEN, Sandbox
 
 PATH = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
 

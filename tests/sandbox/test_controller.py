@@ -14,7 +14,7 @@ from gx10slots.sandbox.resources import DEPLOYMENTS, PODS, parse_quantity
 from gx10slots.sandbox.runtime import PodStatusWriter, tail
 from gx10slots.sandbox.store import Obj, Store
 from gx10slots.sandbox.tables import pod_status_reason
-from tests.sandbox.conftest import NAMESPACE, NODE, Sandbox, deployment, service, wait_for
+from tests.helpers.apiserver import NAMESPACE, NODE, Sandbox, deployment, service, wait_for
 
 
 def _pods(core: Any, **selector: str) -> list[Any]:
@@ -369,7 +369,7 @@ def test_controller_stop_stops_running_pods(
 def test_reconcile_without_the_thread() -> None:
     store = Store()
     from gx10slots.sandbox.apiserver import ApiServer
-    from tests.sandbox.conftest import node
+    from tests.helpers.apiserver import node
 
     server = ApiServer(store)  # not started: used for seeding only
     server.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from kubernetes import client, watch
 
-from tests.sandbox.conftest import NAMESPACE, Sandbox, wait_for
+from tests.helpers.apiserver import NAMESPACE, Sandbox, wait_for
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 STRATEGIC = "application/strategic-merge-patch+json"

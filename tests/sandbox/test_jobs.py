@@ -12,7 +12,7 @@ import pytest
 from gx10slots.sandbox.jobs import JobController
 from gx10slots.sandbox.resources import JOBS, PODS
 from gx10slots.sandbox.runtime import PodStatusWriter
-from tests.sandbox.conftest import NAMESPACE, TOKEN, Sandbox, wait_for
+from tests.helpers.apiserver import NAMESPACE, TOKEN, Sandbox, wait_for
 
 JOBS_PATH = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
 

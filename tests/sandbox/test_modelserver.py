@@ -27,6 +27,7 @@ from gx10slots.sandbox.modelserver import (
     ServerConfig,
     example_value,
 )
+from tests.helpers.modelservers import Serve, model_servers
 
 REPO = Path(__file__).resolve().parents[2]
 PONG = [{"role": "user", "content": "Reply with the single word pong."}]
@@ -48,24 +49,11 @@ WEATHER = {
 }
 CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
 
-Serve = Callable[..., ModelServer]
-
 
 @pytest.fixture
 def serve() -> Iterator[Serve]:
-    servers: list[ModelServer] = []
-
-    def start(model: str = "sandbox/ok", **options: Any) -> ModelServer:
-        options.setdefault("served_name", "gx10")
-        options.setdefault("access_log", False)
-        server = ModelServer(ServerConfig(model=model, log=lambda line: None, **options))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    with model_servers() as start:
+        yield start
 
 
 def chat(

@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from gx10slots.sandbox.modelserver import ModelServer, ServerConfig
+from gx10slots.sandbox.modelserver import ModelServer
 from gx10slots.sandbox.proxy import BACKEND_HEADER, ServiceProxy
+from tests.helpers.modelservers import model_servers
 
 PONG = {"model": "a", "messages": [{"role": "user", "content": "Reply with the single word pong."}]}
 
@@ -149,19 +150,8 @@ def backend() -> Iterator[Callable[[str], Backend]]:
 
 @pytest.fixture
 def model() -> Iterator[Callable[[str], ModelServer]]:
-    started: list[ModelServer] = []
-
-    def start(spec: str) -> ModelServer:
-        server = ModelServer(
-            ServerConfig(model=spec, served_name="a", access_log=False, log=lambda line: None)
-        )
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with model_servers() as start:
+        yield lambda spec: start(spec, served_name="a")
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +15,8 @@ from kubernetes.client.rest import ApiException
 
 from gx10slots.sandbox.controller import REVISION, Controller
 from gx10slots.sandbox.resources import DEPLOYMENTS
-from tests.sandbox.conftest import NAMESPACE, Sandbox, deployment, start_sandbox, wait_for
+from tests.helpers.apiserver import NAMESPACE, Sandbox, deployment, wait_for
+from tests.helpers.kubectl import Kubectl
 
 
 def _quota(name: str = "gpu-memory", **hard: str) -> dict[str, Any]:
@@ -155,6 +154,14 @@ def test_a_refused_rollout_runs_out_its_progress_deadline(apps: Any, core: Any) 
     assert not core.list_namespaced_pod(NAMESPACE).items
 
 
+def _forbidden(core: Any, pod: dict[str, Any]) -> str:
+    """The message of the 403 that creating ``pod`` meets."""
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod(NAMESPACE, pod)
+    assert refused.value.status == 403
+    return str(json.loads(str(refused.value.body))["message"])
+
+
 def test_quota_refuses_a_pod_created_through_the_api(core: Any) -> None:
     core.create_namespaced_resource_quota(NAMESPACE, _quota(**{"limits.memory": "64Gi"}))
     pod = {
@@ -167,20 +174,14 @@ def test_quota_refuses_a_pod_created_through_the_api(core: Any) -> None:
             ]
         },
     }
-    with pytest.raises(ApiException) as refused:
-        core.create_namespaced_pod(NAMESPACE, pod)
-    assert refused.value.status == 403
-    assert json.loads(str(refused.value.body))["message"] == (
+    assert _forbidden(core, pod) == (
         'pods "big" is forbidden: exceeded quota: gpu-memory, requested: limits.memory=80Gi, '
         "used: limits.memory=0, limited: limits.memory=64Gi"
     )
     # A quota on limits.memory makes every container state it (pods.go Constraints).
     no_limit = {**pod, "metadata": {"name": "small"}}
     no_limit["spec"] = {"containers": [{"name": "engine", "image": "x"}]}
-    with pytest.raises(ApiException) as refused:
-        core.create_namespaced_pod(NAMESPACE, no_limit)
-    assert refused.value.status == 403
-    assert json.loads(str(refused.value.body))["message"] == (
+    assert _forbidden(core, no_limit) == (
         'pods "small" is forbidden: failed quota: gpu-memory: '
         "must specify limits.memory for: engine"
     )
@@ -268,22 +269,9 @@ def test_recreate_keeps_the_old_replicaset_at_zero(apps: Any) -> None:
 # -- with the real kubectl ------------------------------------------------------------------
 
 
-@pytest.fixture
-def tls_sandbox() -> Iterator[Sandbox]:
-    box = start_sandbox(tls=True)
-    try:
-        yield box
-    finally:
-        box.controller.stop()
-        box.server.stop()
-
-
 @pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kubectl_quota_events_and_replicasets(tls_sandbox: Sandbox, tmp_path: Path) -> None:
-    from tests.sandbox.test_apiserver_kubectl import Kubectl
-
-    kubectl = Kubectl(tls_sandbox, tmp_path)
+def test_kubectl_quota_events_and_replicasets(tls_sandbox: Sandbox, kubectl: Kubectl) -> None:
     kubectl.ok(
         "apply",
         "-f",
@@ -318,14 +306,11 @@ def test_kubectl_quota_events_and_replicasets(tls_sandbox: Sandbox, tmp_path: Pa
 @pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kubectl_rollout_history_and_undo_use_the_replicasets(
-    tls_sandbox: Sandbox, tmp_path: Path
+    tls_sandbox: Sandbox, kubectl: Kubectl
 ) -> None:
     """`kubectl rollout history` reads the ReplicaSets' revisions; `rollout undo` copies an old
     ReplicaSet's template back, and the controller brings that ReplicaSet back (FindNewReplicaSet
     compares templates ignoring the hash) under a new revision."""
-    from tests.sandbox.test_apiserver_kubectl import Kubectl
-
-    kubectl = Kubectl(tls_sandbox, tmp_path)
     tls_sandbox.server.seed(deployment())
     kubectl.ok("rollout", "status", "deploy/blue", "--timeout=30s")
     first = kubectl.ok("get", "rs", "-o", "name").split()
@@ -352,7 +337,7 @@ def test_kubectl_rollout_history_and_undo_use_the_replicasets(
 def test_a_restarted_controller_continues_the_revisions_from_the_replicasets() -> None:
     from gx10slots.sandbox.apiserver import ApiServer
     from gx10slots.sandbox.store import Store
-    from tests.sandbox.conftest import node
+    from tests.helpers.apiserver import node
 
     store = Store()
     server = ApiServer(store)  # not started: used for seeding only

@@ -9,22 +9,7 @@ import pytest
 from gx10slots.config import parse_config
 from gx10slots.errors import ConfigError
 from gx10slots.smoke.settings import GoldenPrompt
-
-
-def valid() -> dict[str, Any]:
-    return {
-        "namespace": "gx10",
-        "engine": "vllm",
-        "slots": {
-            "blue": {"deployment": "gx10-blue", "endpoint": "http://127.0.0.1:8001"},
-            "green": {"deployment": "gx10-green", "endpoint": "http://127.0.0.1:8002"},
-        },
-        "flag": {
-            "kind": "service-selector",
-            "name": "gx10-model",
-            "endpoint": "http://127.0.0.1:8000",
-        },
-    }
+from tests.helpers.config import valid
 
 
 def with_smoke(**smoke: Any) -> dict[str, Any]:

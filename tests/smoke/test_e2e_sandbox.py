@@ -14,6 +14,7 @@ import pytest
 
 from gx10slots.smoke import Report, SuiteSettings, get_profile, run_suite, write_reports
 from gx10slots.smoke.result import ProbeResult
+from tests.helpers.modelservers import model_servers
 
 modelserver = pytest.importorskip("gx10slots.sandbox.modelserver")
 
@@ -38,20 +39,8 @@ Serve = Callable[..., Any]
 
 @pytest.fixture
 def serve() -> Iterator[Serve]:
-    servers: list[Any] = []
-
-    def start(model: str, **options: Any) -> Any:
-        config = modelserver.ServerConfig(
-            model=model, served_name=SERVED, access_log=False, log=lambda line: None, **options
-        )
-        server = modelserver.ModelServer(config)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    with model_servers() as start:
+        yield lambda model, **options: start(model, served_name=SERVED, **options)
 
 
 def smoke(server: Any, settings: SuiteSettings = SETTINGS, **kw: Any) -> Report:

@@ -23,8 +23,7 @@ from gx10slots.smoke.probes import (
 )
 from gx10slots.smoke.profiles import LLAMA_CPP_PYTHON, LLAMA_SERVER, OLLAMA, SGLANG, VLLM
 from gx10slots.smoke.settings import MIB
-
-from .fakes import (
+from tests.helpers.engines import (
     FAST,
     FakeEngine,
     chunk,

@@ -38,8 +38,7 @@ from gx10slots.smoke.wire import (
     parse_chunk,
     parse_models,
 )
-
-from .fakes import completion
+from tests.helpers.engines import completion
 
 REDACT = Redactor()
 

@@ -18,8 +18,7 @@ from gx10slots.smoke.report import Baseline, Report
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import PROBE_NAMES, GoldenPrompt, SuiteSettings
 from gx10slots.smoke.suite import confirm_baseline, regression_seen, run_suite
-
-from .fakes import BASE, FAST, FakeEngine, hang_forever
+from tests.helpers.engines import BASE, FAST, FakeEngine, hang_forever
 
 TOOLS = dataclasses.replace(FAST, tool_call=True)
 

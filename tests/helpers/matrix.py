@@ -147,6 +147,13 @@ def target(command: str, point: str) -> Target | None:
 HISTORY_FAULTS = ("missing", "garbled", "overflowed")
 MOVED = "moved"
 STATE_FAULTS = (*HISTORY_FAULTS, MOVED)
+# How docs/reliability.md's state-fault table heads each fault's column.
+STATE_HEADINGS = {
+    "missing": "history missing",
+    "garbled": "history garbled",
+    "overflowed": "history overflowed",
+    MOVED: "flag moved during verification",
+}
 # The action annotation the finished run left on the flag, per command's starting point: a run
 # of the same command, the one a history-based check would mistake for its own interrupted run.
 EARLIER_ACTION = {"flip": "flip", "flip-back": "flip-back", "deploy": "flip", "park": "flip"}

@@ -1,4 +1,5 @@
-"""A real sandbox per test: API server, controllers, model-server processes, Service proxies.
+"""A real sandbox (API server, controllers, model-server processes, Service proxies) as tests
+drive it: ``Sandbox`` wraps one started with ``gx10slots.sandbox.cluster``.
 
 Tests drive it the way an operator would: the `slots` CLI (in-process for speed, or as a
 subprocess where separate processes matter: locks, signals), `kubectl`, and HTTP requests through
@@ -8,13 +9,13 @@ the production endpoint. Faults are injected through the sandbox API server's co
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,37 @@ import pytest
 import yaml
 
 from gx10slots.sandbox import cluster
-from tests.cli_helpers import Result, run_cli
+from tests.helpers.cli import Result, run_cli
 
 NS = "gx10"
+
+
+def _path(kind: str, name: str) -> str:
+    """The API path of one object of the sandbox's namespace."""
+    return {
+        "service": f"/api/v1/namespaces/{NS}/services/{name}",
+        "deployment": f"/apis/apps/v1/namespaces/{NS}/deployments/{name}",
+        "configmap": f"/api/v1/namespaces/{NS}/configmaps/{name}",
+        "lease": f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{name}",
+        "endpoints": f"/api/v1/namespaces/{NS}/endpoints/{name}",
+        "httproute": f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/{name}",
+    }[kind]
+
+
+def clean_env(directory: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `slots` subprocess: this sandbox, nothing of the caller's."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLOTS_") and k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
+    }
+    env.update(
+        KUBECONFIG=str(directory / "kubeconfig"),
+        SLOTS_CONFIG=str(directory / "slots.yaml"),
+        HOME=str(directory),
+    )
+    env.update(extra)
+    return env
 
 
 @dataclass
@@ -64,6 +93,18 @@ class Sandbox:
             text=True,
         )
 
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 180.0
+    ) -> subprocess.CompletedProcess[str]:
+        """`slots ...` as a separate process, to its end, in ``clean_env`` plus ``env``."""
+        return subprocess.run(
+            [sys.executable, "-m", "gx10slots", *args],
+            env=clean_env(self.dir, **(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["kubectl", "--cache-dir", str(self.dir / "kubectl-cache"), "-n", NS, *args],
@@ -98,24 +139,10 @@ class Sandbox:
         return response.json()
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        paths = {
-            "service": f"/api/v1/namespaces/{NS}/services/{name}",
-            "deployment": f"/apis/apps/v1/namespaces/{NS}/deployments/{name}",
-            "configmap": f"/api/v1/namespaces/{NS}/configmaps/{name}",
-            "lease": f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{name}",
-            "endpoints": f"/api/v1/namespaces/{NS}/endpoints/{name}",
-            "httproute": f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/{name}",
-        }
-        return dict(self.api("GET", paths[kind]))
+        return dict(self.api("GET", _path(kind, name)))
 
     def merge_patch(self, kind: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        paths = {
-            "service": f"/api/v1/namespaces/{NS}/services/{name}",
-            "deployment": f"/apis/apps/v1/namespaces/{NS}/deployments/{name}",
-            "lease": f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{name}",
-            "configmap": f"/api/v1/namespaces/{NS}/configmaps/{name}",
-        }
-        return dict(self.api("PATCH", paths[kind], patch, "application/merge-patch+json"))
+        return dict(self.api("PATCH", _path(kind, name), patch, "application/merge-patch+json"))
 
     def fault(self, **rule: Any) -> None:
         self.api("POST", "/_sandbox/faults", rule)
@@ -168,6 +195,20 @@ class Sandbox:
         config.setdefault(section, {}).update(settings)
         path.write_text(yaml.safe_dump(config))
 
+    def set_endpoint(self, slot: str, endpoint: str) -> None:
+        """Point the config's ``slot`` at another engine (a hostile one, say)."""
+        path = self.dir / "slots.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["slots"][slot]["endpoint"] = endpoint
+        path.write_text(yaml.safe_dump(config))
+
+    def create_secret(self, name: str, key: str, value: bytes) -> None:
+        """A Secret through the JSON API (kubectl sends Secrets as protobuf, which the sandbox
+        does not decode)."""
+        data = {key: base64.b64encode(value).decode()}
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data}
+        self.api("POST", f"/api/v1/namespaces/{NS}/secrets", body)
+
     def set_smoke(self, **settings: Any) -> None:
         self.set_config("smoke", **settings)
 
@@ -180,63 +221,20 @@ class Sandbox:
         }
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)  # polling a condition with a deadline, not papering over a race
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Sandbox]:
-    directory = tmp_path / "sandbox"
-    info = cluster.start_detached(directory, engine="fake")
+@contextlib.contextmanager
+def started(
+    directory: Path, capsys: pytest.CaptureFixture[str], **options: Any
+) -> Iterator[Sandbox]:
+    """A sandbox started in ``directory`` (``options``: ``cluster.start_detached``'s), stopped
+    when the block ends."""
+    info = cluster.start_detached(directory, **options)
     try:
         yield Sandbox(directory, info, capsys)
     finally:
         cluster.stop(directory)
 
 
-@pytest.fixture
-def make_sandbox(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Callable[..., Sandbox]]:
-    """A sandbox with non-default options: ``make_sandbox(flag="configmap", router_lag=None)``
-    (``router_lag`` in seconds; None: a stuck router)."""
-    started: list[Path] = []
-
-    def make(
-        *, flag: str = "service-selector", router_lag: float | None = 1.0, engine: str = "fake"
-    ) -> Sandbox:
-        directory = tmp_path / f"sandbox-{len(started)}"
-        started.append(directory)
-        info = cluster.start_detached(directory, engine=engine, flag=flag, router_lag_s=router_lag)
-        return Sandbox(directory, info, capsys)
-
-    try:
-        yield make
-    finally:
-        for directory in started:
-            cluster.stop(directory)
-
-
-@pytest.fixture
-def llama_sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Sandbox]:
-    """A sandbox whose tiny-* models run on the real llama.cpp server (llama-cpp-python)."""
-    directory = tmp_path / "sandbox"
-    info = cluster.start_detached(directory, engine="llama-cpp")
-    try:
-        yield Sandbox(directory, info, capsys)
-    finally:
-        cluster.stop(directory)
-
-
-@pytest.fixture
-def two_warm_slots(sandbox: Sandbox) -> Sandbox:
+def warm_green(sandbox: Sandbox) -> Sandbox:
     """blue active, green deployed (served as sandbox-v2) and smoked: ready to flip."""
     result = sandbox.cli("deploy", "sandbox/ok", "--served-name", "sandbox-v2")
     assert result.code == 0, result.err

@@ -21,14 +21,12 @@ Invariants (issue 7):
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,9 +37,10 @@ import pytest
 
 from gx10slots.kube import client as kube_client
 from gx10slots.sandbox import cluster
-from tests.cli_helpers import Result, run_cli
-from tests.e2e.conftest import NS, Sandbox
-from tests.reliability.matrix import EARLIER_ACTION, HISTORY_FAULTS, TOOL_TIMEOUT_S, Case
+from tests.helpers.cli import Result, run_cli
+from tests.helpers.matrix import EARLIER_ACTION, HISTORY_FAULTS, TOOL_TIMEOUT_S, Case
+from tests.helpers.sandbox import NS, Sandbox, clean_env
+from tests.helpers.wait import poll
 
 LEASE_S = 3  # SLOTS_LEASE_DURATION for every run of the matrix: a killed holder costs seconds
 BLUE_SERVED = "sandbox-ok"
@@ -49,39 +48,6 @@ GREEN_SERVED = "sandbox-v2"
 START = {"flip": "blue", "flip-back": "green", "deploy": "blue", "park": "blue"}
 INTENDED = {"flip": "green", "flip-back": "blue", "deploy": "green", "park": "blue"}
 _ANNOTATIONS = ("gx10slots.io/active", "gx10slots.io/previous")
-
-
-def poll(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """The predicate's first truthy value, polled until the deadline (a condition, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            suffix = f" (last error: {last_error})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{suffix}")
-        time.sleep(0.05)
-
-
-def clean_env(directory: Path, **extra: str) -> dict[str, str]:
-    """The environment of a `slots` subprocess: this sandbox, nothing of the caller's."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SLOTS_") and k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
-    }
-    env.update(
-        KUBECONFIG=str(directory / "kubeconfig"),
-        SLOTS_CONFIG=str(directory / "slots.yaml"),
-        HOME=str(directory),
-    )
-    env.update(extra)
-    return env
 
 
 def run_slots(
