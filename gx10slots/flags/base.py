@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -75,6 +75,11 @@ class FlagKind(ABC):
     def patch(self, app: App, patch: list[dict[str, Any]], purpose: str) -> dict[str, Any]:
         """Apply a JSON Patch to the flag object (one write, never retried); ``purpose`` says
         why, in messages."""
+
+    def lister(self, app: App) -> Callable[..., Any] | None:
+        """The list call of the flag's kind (``fn(namespace, field_selector=..., watch=...)``),
+        for watching the flag object (`status --watch`); None: not watchable, redraw on a timer."""
+        return None
 
     def routes_to(self, app: App, slot: str) -> tuple[bool, str] | None:
         """What the cluster itself shows about production reaching ``slot`` (ok, detail), or

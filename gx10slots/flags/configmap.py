@@ -7,7 +7,7 @@ production, attributed by the slots' identity names, can prove a flip.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gx10slots.flags.base import FlagKind
@@ -56,6 +56,9 @@ class ConfigMapKey(FlagKind):
             f"ConfigMap {config.flag.name} is applied by Flux: key {config.flag.key} must not be "
             f"declared in Git, or the next reconcile reverts a flip"
         )
+
+    def lister(self, app: App) -> Callable[..., Any] | None:
+        return app.kube.api("core").list_namespaced_config_map
 
     def read(self, app: App) -> dict[str, Any]:
         config, kube = app.config, app.kube

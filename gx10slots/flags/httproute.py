@@ -18,7 +18,7 @@ through production, attributed by the slots' identity names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gx10slots.flags.base import FlagKind
@@ -172,6 +172,14 @@ class HTTPRouteWeights(FlagKind):
             f"the next reconcile would revert the flip's weights. Annotate it in Git with "
             f"{FLUX_SSA}: IfNotPresent (or {FLUX_RECONCILE}: disabled)"
         )
+
+    def lister(self, app: App) -> Callable[..., Any] | None:
+        custom = app.kube.api("custom")
+
+        def list_routes(namespace: str, **query: Any) -> Any:
+            return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **query)
+
+        return list_routes
 
     def read(self, app: App) -> dict[str, Any]:
         config, kube = app.config, app.kube

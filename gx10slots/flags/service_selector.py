@@ -7,7 +7,7 @@ its EndpointSlices list the pods the selector picks.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gx10slots.errors import Interrupted, SlotsError
@@ -67,6 +67,9 @@ class ServiceSelector(FlagKind):
             f"the next reconcile would revert the flip. Annotate it in Git with "
             f"{FLUX_SSA}: IfNotPresent (or {FLUX_RECONCILE}: disabled), or use a configmap flag"
         )
+
+    def lister(self, app: App) -> Callable[..., Any] | None:
+        return app.kube.api("core").list_namespaced_service
 
     def read(self, app: App) -> dict[str, Any]:
         config, kube = app.config, app.kube

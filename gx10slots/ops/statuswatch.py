@@ -17,6 +17,7 @@ from typing import Any
 
 from gx10slots import console
 from gx10slots.app import App
+from gx10slots.flags import kind_of
 from gx10slots.kube.lease import LEASE_NAME
 from gx10slots.kube.watch import Watcher
 from gx10slots.ops.lease import GUARD_LEASE
@@ -30,20 +31,14 @@ POLL_S = 5.0
 def _sources(app: App) -> list[tuple[str, Any, str]]:
     """(what, list function, object name) for every object the status shows."""
     config, kube = app.config, app.kube
-    core, apps = kube.api("core"), kube.api("apps")
+    apps = kube.api("apps")
     sources: list[tuple[str, Any, str]] = [
         (f"deployment {slot.deployment}", apps.list_namespaced_deployment, slot.deployment)
         for slot in config.slots.values()
     ]
-    if config.flag.kind == "service-selector":
-        sources.append(
-            (f"service {config.flag.name}", core.list_namespaced_service, config.flag.name)
-        )
-    elif config.flag.kind == "configmap":
-        sources.append(
-            (f"configmap {config.flag.name}", core.list_namespaced_config_map, config.flag.name)
-        )
-    # Other flag kinds: the periodic refresh redraws (no watch of their own here yet).
+    flag_list = kind_of(config).lister(app)
+    if flag_list is not None:
+        sources.append((f"{config.flag.kind} {config.flag.name}", flag_list, config.flag.name))
     leases = kube.api("coordination").list_namespaced_lease
     sources += [(f"lease {name}", leases, name) for name in (LEASE_NAME, GUARD_LEASE)]
     return sources
