@@ -221,9 +221,9 @@ def make_sandbox(
 
 @pytest.fixture
 def llama_sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Sandbox]:
-    """A sandbox whose tiny-* models run on the real llama.cpp server (llama-cpp-python)."""
+    """A sandbox shaped for llama-server whose tiny-* models run on llama.cpp's real one."""
     directory = tmp_path / "sandbox"
-    info = cluster.start_detached(directory, engine="llama-cpp")
+    info = cluster.start_detached(directory, engine="llama-server")
     try:
         yield Sandbox(directory, info, capsys)
     finally:
