@@ -103,8 +103,9 @@ def slots_config(
         }
     return {
         "namespace": seed.NAMESPACE,
-        # The fake server speaks vLLM's dialect; a llama-server sandbox's slots are shaped for
-        # llama-server (--alias), and its fake servers answer what that profile asks.
+        # The fake server speaks vLLM's dialect. A llama-server sandbox's slots are shaped for
+        # llama-server (--alias) and its tiny-* models run on the real one; the fake server that
+        # stands in for other models there still exports vLLM's metric names (docs/fidelity.md).
         "engine": "vllm" if engine == "fake" else ENGINE,
         "container": seed.CONTAINER,
         "env": {"model": "MODEL", "served_name": "SERVED_MODEL_NAME"},

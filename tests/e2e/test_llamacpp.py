@@ -6,7 +6,11 @@ aliases, the API key."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import signal
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -31,6 +35,8 @@ pytestmark = pytest.mark.e2e
 DECODES = "llamacpp:n_decode_total"
 PREDICTED = "llamacpp:tokens_predicted_total"
 PROCESSING = "llamacpp:requests_processing"
+# fcntl(2) F_SETLEASE (F_LINUX_SPECIFIC_BASE + 0); Python names it from 3.13 on.
+F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 
 
 def _names(endpoint: str) -> list[str]:
@@ -174,26 +180,43 @@ def test_aliases_and_the_api_key_on_the_real_server(tmp_path: Path, start_server
     assert httpx.get(f"{server.base}/health", timeout=10).status_code == 200
 
 
+@contextlib.contextmanager
+def _model_file_held(path: Path) -> Iterator[list[int]]:
+    """Hold a Linux write lease on ``path``: any other process's open() of it blocks until the
+    lease is released (fcntl(2) F_SETLEASE), as a model on slow storage keeps a loader waiting.
+    Yields the list the SIGIO handler appends to when an open() is waiting."""
+    waiting: list[int] = []
+    previous = signal.signal(signal.SIGIO, lambda *_: waiting.append(1))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
+        yield waiting
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
+        os.close(fd)
+        signal.signal(signal.SIGIO, previous)
+
+
 def test_health_is_503_while_the_model_loads_then_200(tmp_path: Path, start_server: Any) -> None:
     model = ensure_tiny_model(tmp_path / "models", "tiny-pong")
-    server = start_server(model, ["tiny-pong"], extra=LOADING_EXTRA)
-    seen: list[tuple[int, str]] = []
-    deadline = time.monotonic() + 60
-    with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline and server.process.poll() is None:
-            try:
-                response = client.get(f"{server.base}/health")
-            except httpx.TransportError:
-                continue  # not listening yet
-            if not seen or seen[-1][0] != response.status_code:
-                seen.append((response.status_code, response.text))
-            if response.status_code == 200:
-                break
-    statuses = [status for status, _ in seen]
-    assert statuses == [503, 200], seen
-    loading = json.loads(seen[0][1])
-    assert loading["error"]["message"] == "Loading model"
-    # The profile reads exactly this as "still loading".
+    with httpx.Client(timeout=5) as client, _model_file_held(model) as waiting:
+        server = start_server(model, ["tiny-pong"])
+        # The server listens before it loads; its load waits on the model file we hold.
+        deadline = time.monotonic() + 60
+        first: httpx.Response | None = None
+        while first is None and time.monotonic() < deadline and server.process.poll() is None:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
+                first = client.get(f"{server.base}/health")
+        assert first is not None, server.log.read_text(errors="replace")[-2000:]
+        assert first.status_code == 503, first.text
+        assert first.json()["error"]["message"] == "Loading model"
+        # Every endpoint says so while loading (the smoke's readiness reads it as "loading").
+        assert client.get(f"{server.base}/v1/models").status_code == 503
+        assert waiting, "the server never tried to open the model file"
+    # Released: the load goes on and /health turns 200.
+    llamacpp.wait_until_ready(server.base, process=server.process, served_name="tiny-pong")
+    assert httpx.get(f"{server.base}/health", timeout=5).json() == {"status": "ok"}
     assert 503 in LLAMA_SERVER.loading_statuses and LLAMA_SERVER.answers_while_loading
 
 
@@ -256,7 +279,3 @@ def test_a_long_healthy_generation_is_progress_not_a_wedge(
     # Once it ends, the request-end counter catches up with everything generated.
     after = _metrics(server)
     assert after[PREDICTED] >= totals[0][PREDICTED] + len(chunks) - 3
-
-
-# A load the test can watch: --no-mmap reads the whole file before the model is ready.
-LOADING_EXTRA: tuple[str, ...] = ("--no-mmap",)
