@@ -38,7 +38,7 @@ PROCESSING = "llamacpp:requests_processing"
 # fcntl(2) F_SETLEASE (F_LINUX_SPECIFIC_BASE + 0); Python names it from 3.13 on.
 F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 # One long request: thousands of decode steps on one thread (seconds, not milliseconds).
-GENERATED = 3000
+GENERATED = 7000
 
 
 def _names(endpoint: str) -> list[str]:
@@ -228,7 +228,9 @@ def test_a_long_healthy_generation_is_progress_not_a_wedge(
     """One streamed request generating thousands of tokens: the request-end counter stays flat
     the whole time, the decode counter moves, and the guard's rule calls it progress."""
     model = ensure_tiny_model(tmp_path / "models", "tiny-babble")
-    server = start_server(model, ["babble"], extra=("--ctx-size", "8192", "--parallel", "1"))
+    # The server caps a slot's context at the model's training context (512): context shift lets
+    # the one generation run on past it, to max_tokens.
+    server = start_server(model, ["babble"], extra=("--context-shift", "--parallel", "1"))
     llamacpp.wait_until_ready(server.base, process=server.process, served_name="babble")
     body = {
         "model": "babble",
@@ -262,7 +264,7 @@ def test_a_long_healthy_generation_is_progress_not_a_wedge(
         if metrics.get(PROCESSING) == 1.0:
             totals.append(metrics)
             samples.append(sample_of(metrics, LLAMA_SERVER, time.monotonic()))
-        done.wait(0.05)
+        done.wait(0.02)
     worker.join(timeout=60)
     assert len(samples) >= 3, f"the generation ended after {len(samples)} samples"
     span = samples[-1].at - samples[0].at
