@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from gx10slots.config import Config
     from gx10slots.kube.client import Kube
 
-OutputFormat = Literal["table", "json"]
+OutputFormat = Literal["table", "wide", "json", "yaml"]
+# The formats that print one document (the command's result, or {"error": ...}) on stdout.
+DOCUMENT_FORMATS = ("json", "yaml")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,11 @@ class GlobalOptions:
     namespace: str | None = None
     output: OutputFormat = "table"
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
+
+    @property
+    def document(self) -> bool:
+        """-o json / -o yaml: the result is one document on stdout, not a table."""
+        return self.output in DOCUMENT_FORMATS
 
 
 class App:

@@ -2,7 +2,7 @@
 
 The one error boundary is :func:`main`: every ``SlotsError`` becomes a message on stderr (or, with
 ``-o json``, a JSON document on stdout) and the contract's exit code; no traceback for anything
-expected. Heavy modules (the Kubernetes client, rich) are imported inside the commands so that
+expected. Heavy modules (the Kubernetes client, PyYAML) are imported inside the commands so that
 ``slots --help`` starts fast.
 """
 
@@ -13,12 +13,12 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import click
 
 from gx10slots import __version__
-from gx10slots.app import App, GlobalOptions
+from gx10slots.app import App, GlobalOptions, OutputFormat
 from gx10slots.errors import Interrupted, SlotsError, UsageError
 
 
@@ -51,46 +51,139 @@ def _app(ctx: click.Context) -> App:
     return app
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "--config",
-    "config_path",
-    envvar="SLOTS_CONFIG",
-    default="slots.yaml",
-    show_default=True,
-    metavar="PATH",
-    help="Config file [env SLOTS_CONFIG].",
+def _namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _NAMESPACE.match(value):
+        raise click.BadParameter(
+            f"{value!r} is not a namespace name (lowercase letters, digits, '-')",
+            ctx=ctx,
+            param_hint="'-n' / '--namespace'",
+        )
+    return value
+
+
+OUTPUTS = ("table", "wide", "json", "yaml")
+# The global options by parameter name. Given after the subcommand they override the ones given
+# before it (kubectl's convention: `slots status -o json` is `slots -o json status`).
+_GLOBAL_NAMES = ("config_path", "kubeconfig", "context", "namespace", "output", "verbose", "quiet")
+
+
+def _global_options(*, late: bool) -> list[click.Option]:
+    """The global options: on the group (``late=False``, with defaults and environment variables),
+    or accepted after a subcommand (``late=True``: no default, so only what is typed there
+    overrides; hidden from each command's help, which points at `slots --help` instead)."""
+
+    def env(name: str) -> str | None:
+        return None if late else name
+
+    return [
+        click.Option(
+            ["--config", "config_path"],
+            envvar=env("SLOTS_CONFIG"),
+            default=None if late else "slots.yaml",
+            show_default=not late,
+            metavar="PATH",
+            hidden=late,
+            help="Config file [env SLOTS_CONFIG].",
+        ),
+        click.Option(
+            ["--kubeconfig"],
+            envvar=env("KUBECONFIG"),
+            metavar="PATH",
+            hidden=late,
+            help="Kubeconfig, as kubectl [env KUBECONFIG]; in a pod without it, the service "
+            "account.",
+        ),
+        click.Option(
+            ["--context"],
+            envvar=env("SLOTS_CONTEXT"),
+            metavar="NAME",
+            hidden=late,
+            help="Kubeconfig context [env SLOTS_CONTEXT].",
+        ),
+        click.Option(
+            ["-n", "--namespace"],
+            envvar=env("SLOTS_NAMESPACE"),
+            metavar="NS",
+            hidden=late,
+            callback=_namespace,
+            help="Override the config's namespace [env SLOTS_NAMESPACE].",
+        ),
+        click.Option(
+            ["-o", "--output"],
+            envvar=env("SLOTS_OUTPUT"),
+            type=click.Choice(OUTPUTS, case_sensitive=False),
+            default=None if late else "table",
+            show_default=not late,
+            hidden=late,
+            help="table; wide (every column); json or yaml: one document on stdout "
+            "[env SLOTS_OUTPUT].",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            hidden=late,
+            help="More progress on stderr (repeatable).",
+        ),
+        click.Option(["-q", "--quiet"], count=True, hidden=late, help="Less progress on stderr."),
+    ]
+
+
+_LATE_EPILOG = (
+    "Global options (--config, --kubeconfig, --context, -n, -o, -v, -q: see `slots --help`) "
+    "are also accepted here."
 )
-@click.option(
-    "--kubeconfig",
-    envvar="KUBECONFIG",
-    metavar="PATH",
-    help="Kubeconfig, as kubectl [env KUBECONFIG]; in a pod without it, the service account.",
+
+
+class _Command(click.Command):
+    """A subcommand that also takes the global options after its name, as kubectl does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", _LATE_EPILOG)
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_options(late=True))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        late = {name: ctx.params.pop(name, None) for name in _GLOBAL_NAMES}
+        _apply_late_globals(ctx, late)
+        return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # subgroups (`sandbox`) are _Groups too: their commands take them as well
+
+
+def _apply_late_globals(ctx: click.Context, late: dict[str, Any]) -> None:
+    """Global options typed after the subcommand replace the ones before it (counts add up)."""
+    app = ctx.find_object(App)
+    if app is None:  # the group callback always runs first; nothing to override without it
+        return
+    from dataclasses import replace
+
+    from gx10slots import console
+
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in late.items()
+        if value is not None and name not in ("verbose", "quiet")
+    }
+    if "output" in changes:
+        changes["output"] = changes["output"].lower()
+    for name in ("kubeconfig", "context"):
+        if name in changes:
+            changes[name] = changes[name] or None  # an empty value is no value, as before it
+    verbosity = app.options.verbosity + (late["verbose"] or 0) - (late["quiet"] or 0)
+    if verbosity != app.options.verbosity:
+        changes["verbosity"] = verbosity
+        console.configure(verbosity)
+    if changes:
+        app.options = replace(app.options, **changes)
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option(
-    "--context",
-    envvar="SLOTS_CONTEXT",
-    metavar="NAME",
-    help="Kubeconfig context [env SLOTS_CONTEXT].",
-)
-@click.option(
-    "-n",
-    "--namespace",
-    envvar="SLOTS_NAMESPACE",
-    metavar="NS",
-    help="Override the config's namespace [env SLOTS_NAMESPACE].",
-)
-@click.option(
-    "-o",
-    "--output",
-    envvar="SLOTS_OUTPUT",
-    type=click.Choice(["table", "json"], case_sensitive=False),
-    default="table",
-    show_default=True,
-    help="Human table, or one JSON document on stdout [env SLOTS_OUTPUT].",
-)
-@click.option("-v", "--verbose", count=True, help="More progress on stderr (repeatable).")
-@click.option("-q", "--quiet", count=True, help="Less progress on stderr.")
 @click.version_option(__version__, "--version", prog_name="slots")
 @click.pass_context
 def cli(
@@ -115,11 +208,6 @@ def cli(
     """
     from gx10slots import console
 
-    if namespace is not None and not _NAMESPACE.match(namespace):
-        raise click.BadParameter(
-            f"{namespace!r} is not a namespace name (lowercase letters, digits, '-')",
-            param_hint="'-n' / '--namespace'",
-        )
     verbosity = verbose - quiet
     console.configure(verbosity)
     ctx.obj = App(
@@ -128,25 +216,77 @@ def cli(
             kubeconfig=kubeconfig or None,
             context=context or None,
             namespace=namespace,
-            output="json" if output.lower() == "json" else "table",
+            output=cast("OutputFormat", output.lower()),  # one of OUTPUTS (click.Choice)
             verbosity=verbosity,
         )
     )
 
 
+# The global options come first in `slots --help`, as they did when declared by decorators.
+cli.params[:0] = _global_options(late=False)
+
+
 @cli.command()
+@click.option(
+    "-w",
+    "--watch",
+    is_flag=True,
+    help="Redraw on every change (slots, flag, leases) until Ctrl-C; on a pipe, or with -o "
+    "json|yaml, one status after another.",
+)
 @click.pass_context
-def status(ctx: click.Context) -> None:
-    """Both slots, the flag, the previous slot, and warnings."""
+def status(ctx: click.Context, watch: bool) -> None:
+    """Both slots, the flag, the fallback's protection, who holds the lock, and warnings."""
     from gx10slots.ops.status import status as read_status
-    from gx10slots.render import emit_json, status_table
+    from gx10slots.render import status_text
 
     app = _app(ctx)
+    if watch:
+        _watch_status(app)
+        return
     doc = read_status(app)
-    if app.options.output == "json":
-        emit_json(doc)
+    if app.options.document:
+        from gx10slots.render import emit
+
+        emit(doc, app.options.output)
     else:
-        status_table(doc)
+        click.echo(status_text(doc, wide=app.options.output == "wide"))
+
+
+def _watch_status(app: App) -> None:
+    """`status --watch`: on a terminal the screen is redrawn; on a pipe (or -o json|yaml) each
+    change is printed after the last, stamped with its time. Ctrl-C ends it: exit 0."""
+    from datetime import UTC, datetime
+
+    from gx10slots.ops.statuswatch import watch_status
+    from gx10slots.render import format_document, status_text
+
+    output = app.options.output
+    redraw = sys.stdout.isatty() and not app.options.document
+    shown: list[str] = []
+
+    def draw(doc: dict[str, Any]) -> None:
+        if app.options.document:
+            text = format_document(doc, output).rstrip("\n")
+            text = f"---\n{text}" if output == "yaml" else text
+        else:
+            text = status_text(doc, wide=output == "wide")
+        if shown and shown[-1] == text:
+            return  # a re-list or an unrelated change: nothing the operator would see differs
+        shown[:] = [text]
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if redraw:
+            # Home and clear, as `watch` does: the table stays in place, changing as it changes.
+            sys.stdout.write(f"\x1b[H\x1b[2J{at}  slots status --watch (Ctrl-C to stop)\n\n")
+        elif not app.options.document:
+            sys.stdout.write(f"--- {at}\n")
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    try:
+        watch_status(app, draw)
+    except Interrupted:
+        return  # Ctrl-C (or SIGTERM) is how a watch ends: nothing to undo, exit 0
 
 
 def _safe(text: str) -> str:
@@ -156,10 +296,10 @@ def _safe(text: str) -> str:
 
 
 def _emit(app: App, document: Any, human: str) -> None:
-    from gx10slots.render import emit_json
+    from gx10slots.render import emit
 
-    if app.options.output == "json":
-        emit_json(document)
+    if app.options.document:
+        emit(document, app.options.output)
     else:
         # Summaries quote foreign text (model names, probe details): scrubbed for the terminal.
         click.echo(_safe(human))
@@ -216,13 +356,17 @@ def _guarded(
     flipped: dict[str, Any] | None,
     guard_for: float | None,
     report_dir: str | None = None,
+    *,
+    break_lock: bool = False,
 ) -> int:
     """`--guard`: guard the slot the flip made active, into ``result["guard"]``; the exit code."""
     if guard_for is None or not flipped or not flipped.get("to"):
         return 0
-    from gx10slots.guard.loop import exit_code, guard_after_flip
+    from gx10slots.guard.run import exit_code, guard_after_flip
 
-    result["guard"] = guard_after_flip(app, flipped, guard_for, report_dir=report_dir)
+    result["guard"] = guard_after_flip(
+        app, flipped, guard_for, report_dir=report_dir, break_lock=break_lock
+    )
     return exit_code(result["guard"])
 
 
@@ -259,7 +403,7 @@ def _flip_command(
         break_lock=break_lock,
         rename=rename,
     )
-    code = _guarded(app, result, result, guard_for)
+    code = _guarded(app, result, result, guard_for, break_lock=break_lock)
     _emit_guarded(ctx, app, result, flip_summary(result), code)
 
 
@@ -301,6 +445,54 @@ def flip_back(
 ) -> None:
     """Make the previous slot active again (refused unless it is ready)."""
     _flip_command("flip-back", ctx, force, reason, dry_run, guard_for, break_lock)
+
+
+@cli.command()
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1:9108",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to serve Prometheus metrics (/metrics); port 0 picks a free one. In a pod: "
+    "0.0.0.0:9108.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["act", "observe"]),
+    help="act: flip back on its own; observe: judge and say what it would do, change nothing "
+    "[default: config guard.mode, else act].",
+)
+@click.pass_context
+def controller(ctx: click.Context, metrics_addr: str, mode: str | None) -> None:
+    """Run until stopped: guard every flip, keep both slots lightly probed, serve metrics.
+
+    \b
+    Replicas elect a leader through the Lease gx10slots-controller; only the leader acts. After
+    every flip (by anyone) it guards the new active slot as `slots guard` does, with checks every
+    controller.interval (default 3s), so a wedged slot is back on its warm fallback within about
+    15 s; a manual flip restarts the watch on the new active slot. Between flips it runs a tiny
+    generation on each running slot every controller.heartbeat (default 2m). SIGTERM or Ctrl-C
+    stops it (exit 0), giving the Lease back.
+    """
+    import threading
+
+    from gx10slots import console
+    from gx10slots.controller.metrics import ControllerMetrics
+    from gx10slots.controller.run import Controller, serve_metrics
+
+    app = _app(ctx)
+    chosen = mode or app.config.guard.mode
+    metrics = ControllerMetrics()
+    server = serve_metrics(metrics, metrics_addr)
+    stop = threading.Event()
+    runner = Controller(app, mode=chosen, metrics=metrics, stop=stop)  # type: ignore[arg-type]
+    try:
+        runner.run()
+    except Interrupted as exc:
+        console.progress(f"controller stopped: {exc.message}")
+    finally:
+        stop.set()
+        server.shutdown()
 
 
 @cli.command()
@@ -355,8 +547,9 @@ def guard(
     Exit 0: the window passed (or it stood down); 1: it tripped and production is back on the
     previous slot (verified); 3: refused, the previous slot is not warm.
     """
-    from gx10slots.guard.loop import GuardRequest, exit_code
-    from gx10slots.guard.loop import guard as run_guard
+    from gx10slots.guard.loop import GuardRequest
+    from gx10slots.guard.run import exit_code
+    from gx10slots.guard.run import guard as run_guard
     from gx10slots.render import guard_summary
 
     app = _app(ctx)
@@ -378,27 +571,27 @@ def guard(
 
 @cli.command()
 @click.option(
-    "-n",
+    "-l",
     "--limit",
     "limit",
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
     metavar="N",
-    help="How many entries.",
+    help="How many entries (`-n` is the namespace, as everywhere).",
 )
 @click.pass_context
 def history(ctx: click.Context, limit: int) -> None:
     """The flip/deploy audit log, newest first."""
     from gx10slots.ops.history import history as read_history
-    from gx10slots.render import emit_json, history_table
+    from gx10slots.render import emit, history_text
 
     app = _app(ctx)
     entries = read_history(app, limit)
-    if app.options.output == "json":
-        emit_json(entries)
+    if app.options.document:
+        emit(entries, app.options.output)
     else:
-        history_table(entries)
+        click.echo(history_text(entries, wide=app.options.output == "wide"))
 
 
 @cli.command()
@@ -571,15 +764,46 @@ def deploy(
         break_lock=break_lock,
         rename=rename,
     )
-    result = run_deploy(app, request)
+    if dry_run or app.options.verbosity < 0:
+        result = run_deploy(app, request)
+    else:
+        from gx10slots.progress import Reporter
+
+        # A live line on a terminal; timestamped lines and "still waiting" heartbeats on a pipe.
+        with Reporter() as reporter:
+            result = run_deploy(app, request, reporter)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
-    code = _guarded(app, result, result.get("flip"), guard_for, report_dir)
+    code = _guarded(app, result, result.get("flip"), guard_for, report_dir, break_lock=break_lock)
     _emit_guarded(ctx, app, result, deploy_summary(result), code)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL: commands, options, slot names, -o formats.
+
+    \b
+    bash:  slots completion bash > ~/.slots-complete.bash
+           echo '. ~/.slots-complete.bash' >> ~/.bashrc
+    zsh:   slots completion zsh > ~/.slots-complete.zsh
+           echo '. ~/.slots-complete.zsh' >> ~/.zshrc
+    fish:  slots completion fish > ~/.config/fish/completions/slots.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    # Click's own completion: the script calls `slots` back with _SLOTS_COMPLETE set, and click
+    # answers from the command tree (slot names are the choices of each slot argument/option).
+    complete = get_completion_class(shell)
+    assert complete is not None, "click ships bash, zsh and fish"
+    click.echo(complete(cli, {}, "slots", "_SLOTS_COMPLETE").source(), nl=False)
 
 
 @cli.group()
 def sandbox() -> None:
     """A local simulated GX10 (Kubernetes API, node, slots, model servers) on loopback."""
+    from gx10slots.sandbox import require_extra
+
+    require_extra()
 
 
 _SANDBOX_DIR = click.option(
@@ -613,11 +837,12 @@ def _sandbox_directory(directory: str) -> None:
 )
 @click.option(
     "--flag",
-    type=click.Choice(["service-selector", "configmap"]),
+    type=click.Choice(["service-selector", "configmap", "httproute"]),
     default="service-selector",
     show_default=True,
     help="The availability flag production routing follows: the production Service's selector "
-    "(through its EndpointSlices), or the key of the ConfigMap gx10-flag (a router of its own).",
+    "(through its EndpointSlices), the key of the ConfigMap gx10-flag (a router of its own), or "
+    "the backendRef weights of the Gateway API HTTPRoute gx10-model (a Gateway of its own).",
 )
 @click.option(
     "--router-lag",
@@ -633,7 +858,7 @@ def sandbox_up(
     ctx: click.Context, directory: str, engine: str, flag: str, router_lag: str, detach: bool
 ) -> None:
     """Start the sandbox; with --detach, return once it is ready."""
-    from gx10slots.render import emit_json
+    from gx10slots.render import emit
     from gx10slots.sandbox import cluster
 
     app = _app(ctx)
@@ -641,8 +866,8 @@ def sandbox_up(
     lag = cluster.parse_router_lag(router_lag)
     if detach:
         info = cluster.start_detached(directory, engine=engine, flag=flag, router_lag_s=lag)
-        if app.options.output == "json":
-            emit_json(info)
+        if app.options.document:
+            emit(info, app.options.output)
         else:
             click.echo(cluster.describe(directory, info))
         return
@@ -656,12 +881,13 @@ def sandbox_up(
 @click.pass_context
 def sandbox_down(ctx: click.Context, directory: str) -> None:
     """Stop the sandbox in DIR and every process it started."""
-    from gx10slots.render import emit_json
+    from gx10slots.render import emit
     from gx10slots.sandbox import cluster
 
     result = cluster.stop(directory)
-    if _app(ctx).options.output == "json":
-        emit_json(result)
+    options = _app(ctx).options
+    if options.document:
+        emit(result, options.output)
     else:
         click.echo(result["message"])
 
@@ -669,8 +895,9 @@ def sandbox_down(ctx: click.Context, directory: str) -> None:
 # -- the error boundary --------------------------------------------------------------------------
 
 
-def _wants_json(argv: Sequence[str]) -> bool:
-    """Whether -o json was asked for, even when parsing failed before the option was read."""
+def _document_format(argv: Sequence[str]) -> str | None:
+    """ "json" or "yaml" when -o asked for a document (before or after the subcommand: the last
+    one wins, as click reads them), even when parsing failed before the option was read."""
     value = os.environ.get("SLOTS_OUTPUT", "")
     for index, arg in enumerate(argv):
         if arg in ("-o", "--output") and index + 1 < len(argv):
@@ -679,24 +906,25 @@ def _wants_json(argv: Sequence[str]) -> bool:
             value = arg.split("=", 1)[1]
         elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
             value = arg[2:]
-    return value.lower() == "json"
+    value = value.lower()
+    return value if value in ("json", "yaml") else None
 
 
-def _report(error: SlotsError, as_json: bool) -> None:
+def _report(error: SlotsError, document: str | None) -> None:
     """The one way an error is shown: redacted and terminal-safe (its text may quote a server,
-    an engine, a pod log or a library), as a JSON document too with -o json."""
+    an engine, a pod log or a library), as a document too with -o json or -o yaml."""
     from gx10slots import scrub
 
-    if as_json:
-        from gx10slots.render import emit_json
+    if document:
+        from gx10slots.render import emit
 
-        emit_json({"error": error.to_dict()})  # emit_json redacts every string
+        emit({"error": error.to_dict()}, document)  # emit redacts every string
     click.echo(f"error: {scrub.safe(error.message, keep_newlines=True)}", err=True)
     if error.hint:
         click.echo(f"hint: {scrub.safe(error.hint, keep_newlines=True)}", err=True)
 
 
-def _internal_error(exc: BaseException, as_json: bool) -> int:
+def _internal_error(exc: BaseException, document: str | None) -> int:
     """The last resort for an exception nothing expected: a bug of ours, or input we did not
     foresee. Said plainly, with the exception's type (no traceback: its frames may hold a
     credential or foreign text), how to get the details, and exit 1. Production state is not
@@ -715,7 +943,7 @@ def _internal_error(exc: BaseException, as_json: bool) -> int:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    _report(error, as_json)
+    _report(error, document)
     return 1
 
 
@@ -731,7 +959,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from gx10slots import cmdline
 
     args = list(sys.argv[1:] if argv is None else argv)
-    as_json = _wants_json(args)
+    document = _document_format(args)
     cmdline.set_command(args)  # what the lease shows its holder doing
     # SIGTERM and Ctrl-C unwind the same way, as Interrupted: `finally` blocks release the lease,
     # and every command says what is known (where production is, read back). Ctrl-C as Python's
@@ -742,7 +970,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         handlers.append((signal.SIGINT, _on_sigint))
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers}
     try:
-        code = _run(args, as_json)
+        code = _run(args, document)
     finally:
         # Run in-process (tests, a long-lived caller): leave the caller's handlers as they were.
         for signum, handler in previous.items():
@@ -751,7 +979,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(code)
 
 
-def _run(args: list[str], as_json: bool) -> int:
+def _run(args: list[str], document: str | None) -> int:
     try:
         # Without standalone mode, click returns the code of a `ctx.exit(code)` (smoke, guard).
         returned = cli.main(args=args, prog_name="slots", standalone_mode=False)
@@ -759,13 +987,13 @@ def _run(args: list[str], as_json: bool) -> int:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:
-        _report(Interrupted("interrupted"), as_json)
+        _report(Interrupted("interrupted"), document)
         code = 130
     except click.ClickException as exc:
         # Usage mistakes (bad option, bad value, unknown command) are exit 2 per the contract.
         error = UsageError(exc.format_message())
-        if as_json:
-            _report(error, True)
+        if document:
+            _report(error, document)
         else:
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 click.echo(exc.ctx.get_usage(), err=True)
@@ -773,17 +1001,17 @@ def _run(args: list[str], as_json: bool) -> int:
             click.echo("Try 'slots --help' for help.", err=True)
         code = 2
     except SlotsError as exc:
-        _report(exc, as_json)
+        _report(exc, document)
         code = exc.exit_code
     except KeyboardInterrupt:
-        _report(Interrupted("interrupted by Ctrl-C"), as_json)
+        _report(Interrupted("interrupted by Ctrl-C"), document)
         code = 130
     except BrokenPipeError:
         # `slots status | head`: the reader left; nothing to report.
         sys.stderr.close()
         code = 0
     except Exception as exc:  # noqa: BLE001  (the last-resort boundary: see _internal_error)
-        code = _internal_error(exc, as_json)
+        code = _internal_error(exc, document)
     return code
 
 

@@ -27,30 +27,33 @@ HEADER = f"""\
        {REGENERATE}
      Do not edit by hand: tests/docs/test_cli_docs.py fails when this page is stale. -->
 
-Every command and subcommand of `slots`, as `--help` prints it. Global options go before the
-subcommand: `slots -o json status` (after it they are unknown options). Before the subcommand
-`-n` is the namespace, after `history` the number of entries: `slots -n gx10 history -n 5`.
+Every command and subcommand of `slots`, as `--help` prints it. Global options go before or
+after the subcommand, as with kubectl: `slots -o json status` and `slots status -o json` are the
+same; given twice, the one after the subcommand wins. `-n` is always the namespace
+(`slots history -n gx10 -l 5`: `-l`/`--limit` is the number of entries). `-o` takes
+`table` (the default: the columns that matter, values never cut), `wide` (every column), `json`
+or `yaml` (one document on stdout, errors included).
 
 What the exit codes mean and what to do about each: [runbook.md](runbook.md#exit-codes).
 The config file: [config.md](config.md).
 
 ## Shell completion
 
-Click's own completion: `slots` prints a completion script for your shell when
-`_SLOTS_COMPLETE` is set. It completes commands, options and the fixed choices (slot names,
-`-o table|json`). Generate the script once (running `slots` on every new shell is slower):
+`slots completion bash|zsh|fish` prints click's completion script for your shell. It completes
+commands, options and the fixed choices (slot names, `-o table|wide|json|yaml`). Generate the
+script once (running `slots` on every new shell is slower):
 
 ```sh
 # bash (4.4 or later)
-_SLOTS_COMPLETE=bash_source slots > ~/.slots-complete.bash
+slots completion bash > ~/.slots-complete.bash
 echo '. ~/.slots-complete.bash' >> ~/.bashrc
 
 # zsh
-_SLOTS_COMPLETE=zsh_source slots > ~/.slots-complete.zsh
+slots completion zsh > ~/.slots-complete.zsh
 echo '. ~/.slots-complete.zsh' >> ~/.zshrc
 
 # fish
-_SLOTS_COMPLETE=fish_source slots > ~/.config/fish/completions/slots.fish
+slots completion fish > ~/.config/fish/completions/slots.fish
 ```
 
 Regenerate the script after upgrading `slots`. `slots` must be on `PATH` when you press Tab

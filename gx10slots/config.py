@@ -19,6 +19,7 @@ import yaml
 
 from gx10slots.durations import parse_duration
 from gx10slots.errors import ConfigError
+from gx10slots.flags import KINDS as FLAG_KINDS
 from gx10slots.limits import (
     MAX_BURST,
     MAX_DURATION_S,
@@ -26,25 +27,48 @@ from gx10slots.limits import (
     MAX_MODEL_LEN,
     MAX_TOKENS,
 )
+from gx10slots.smoke.profiles import PROFILES as ENGINES
+from gx10slots.smoke.settings import (
+    DEFAULT_PROMPT_TOKENS,
+    MAX_PROMPTS,
+    GoldenPrompt,
+    golden_prompt_problem,
+)
 
 SLOT_NAMES: tuple[str, str] = ("blue", "green")
-FLAG_KINDS = ("service-selector", "configmap")
-ENGINES = ("vllm", "llama-server", "llama-cpp-python", "sglang", "ollama", "trtllm", "openai")
 ACCESS_MODES = ("direct", "apiserver-proxy")
 
-FlagKind = Literal["service-selector", "configmap"]
 AccessMode = Literal["direct", "apiserver-proxy"]
+GuardMode = Literal["act", "observe"]
+GUARD_MODES: tuple[GuardMode, ...] = ("act", "observe")
 
 # RFC 1123 DNS label / subdomain, as the API server checks object names.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-# A qualified label key: optional DNS-subdomain prefix, then a name of [A-Za-z0-9_.-].
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The events `notify.webhooks` receive (gx10slots.notify sends them).
+NOTIFY_EVENTS: tuple[str, ...] = (
+    "deploy",
+    "flip",
+    "flip-back",
+    "auto-revert",
+    "smoke-failed",
+    "would-revert",
+)
+# A webhook URL: http(s), a host, then no whitespace or control character anywhere. The config
+# checks a literal URL with it, gx10slots.notify one read from the environment.
+WEBHOOK_URL = re.compile(r"^https?://[^\s/?#]+(?:[/?#][^\s\x00-\x1f\x7f]*)?$")
+# Webhooks, gate queries: a longer list is a generated mistake, and each costs time per event.
+MAX_LIST_ITEMS = 16
+# A PromQL gate's name shows in reasons and reports; its query is sent as a URL parameter.
+_GATE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+MAX_QUERY_CHARS = 4096
 # A protection longer than a week is a typo (1000h for 100h), not a policy.
 MAX_PROTECT_FALLBACK_S = 7 * 24 * 3600.0
+# The controller's leader Lease: renewed every third of it, so shorter is a renewal storm, and
+# longer leaves a dead leader's slot unguarded for too long.
+MIN_LEASE_S = 6.0
+MAX_LEASE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +82,7 @@ class SlotConfig:
 
 @dataclass(frozen=True)
 class FlagConfig:
-    kind: FlagKind
+    kind: str  # a name in gx10slots.flags.KINDS
     name: str
     key: str
     endpoint: str | None
@@ -69,6 +93,18 @@ class FlagConfig:
     # How long a flip may take to show through production before it is switched back. A router
     # that reads a mounted ConfigMap follows the kubelet's sync period (often a minute).
     verify_window_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SmokeBaselineConfig:
+    """smoke.baseline: measure production's active slot in the same run (capability parity and
+    regressions); a regression is TTFT p95 more than ttft_ratio x AND margin worse, or tokens/s
+    below tokens_ratio x (with the burst more than the margin slower)."""
+
+    live: bool = True
+    ttft_ratio: float = 2.0
+    tokens_ratio: float = 0.5
+    margin_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -85,6 +121,9 @@ class SmokeConfig:
     max_model_len: int | None = None
     report_dir: str = "reports"
     formats: tuple[str, ...] = ("json", "md")
+    # The team's golden prompts, each a probe `prompt:<name>`.
+    prompts: tuple[GoldenPrompt, ...] = ()
+    baseline: SmokeBaselineConfig = field(default_factory=SmokeBaselineConfig)
 
 
 @dataclass(frozen=True)
@@ -92,6 +131,27 @@ class MemoryConfig:
     node_capacity_gib: float | None = None
     reserve_gib: float = 8.0
     node: str | None = None
+
+
+@dataclass(frozen=True)
+class GateQuery:
+    """One named PromQL query of ``guard.prometheus`` and its threshold(s): a value above
+    ``max`` or below ``min`` fails the guard's check (like Flagger's metric templates)."""
+
+    name: str
+    query: str
+    max: float | None = None
+    min: float | None = None
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    url: str | None = None  # None: no gates on real traffic
+    queries: tuple[GateQuery, ...] = ()
+    # All of one check's queries share this budget: a slow Prometheus delays the check this
+    # much at most, never more (an instant query answers in milliseconds; the controller checks
+    # every 3 s).
+    timeout_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +169,42 @@ class GuardConfig:
     # ttft_floor at least (a smoke on an idle engine can measure a few milliseconds).
     ttft_ratio: float = 3.0
     ttft_floor_s: float = 1.0
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    # observe: judge and notify "would revert", never change anything (tuning thresholds on real
+    # traffic first); act: flip back.
+    mode: GuardMode = "act"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One ``notify.webhooks`` entry. The URL is a secret (a Slack URL carries its token): it is
+    left out of every repr and message; a webhook is named by its position and host only."""
+
+    url: str | None = field(default=None, repr=False)
+    url_env: str | None = None  # read when sending: a Secret mounted as an environment variable
+    events: tuple[str, ...] = NOTIFY_EVENTS
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """`slots controller`: after every flip it guards the new active slot as `slots guard` does,
+    with checks fast enough to have production back on the fallback within 15 s of a wedge; in
+    between, a light heartbeat on both slots."""
+
+    # A check every 3 s, 2 failed in a row, each probe given 3 s: a wedge is detected in at most
+    # 3 + 3 + 1 + 3 s and production is switched back (about 2 s more) within 15 s.
+    interval_s: float = 3.0
+    failures: int = 2
+    probe_timeout_s: float = 3.0
+    # A tiny generation on each slot this often when no flip is being guarded.
+    heartbeat_s: float = 120.0
+    # The leader Lease gx10slots-controller (client-go's leaderelection defaults).
+    lease_duration_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +236,9 @@ class Config:
     api_key: ApiKeySource = field(default_factory=ApiKeySource)
     source: str = "slots.yaml"
     guard: GuardConfig = field(default_factory=GuardConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def slot(self, name: str) -> SlotConfig:
         return self.slots[name]
@@ -281,6 +379,19 @@ class _Reader:
             )
         return str(value).rstrip("/")
 
+    def items(self, name: str, *, limit: int = MAX_LIST_ITEMS) -> list[_Reader]:
+        """A list of mappings (``notify.webhooks``), each read on its own (``key[0].url``)."""
+        value = self.raw(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(self.key(name), f"expected a list, got {_describe(value)}")
+        if len(value) > limit:
+            self.fail(self.key(name), f"expected at most {limit} entries, got {len(value)}")
+        return [
+            _Reader(item, f"{self.key(name)}[{i}]", self.source) for i, item in enumerate(value)
+        ]
+
     def child(self, name: str, *, required: bool = False) -> _Reader:
         value = self.raw(name)
         if value is None:
@@ -316,7 +427,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     namespace = top.string(
         "namespace", pattern=_DNS_LABEL, what="a namespace name (RFC 1123 label)"
     )
-    engine = top.choice("engine", ENGINES, "vllm")
+    engine = top.choice("engine", tuple(ENGINES), "vllm")
     access = top.choice("access", ACCESS_MODES, "direct")
     container = top.string("container", "engine", pattern=_DNS_LABEL, what="a container name")
 
@@ -345,15 +456,16 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         top.fail("slots.green.deployment", "must differ from slots.blue.deployment")
 
     f = top.child("flag", required=True)
-    kind = f.choice("kind", FLAG_KINDS)
+    kind = f.choice("kind", tuple(FLAG_KINDS))
+    flag_kind = FLAG_KINDS[kind]
     flag_name = f.string("name", pattern=_DNS_SUBDOMAIN, what="an object name")
-    key = f.string(
-        "key",
-        "gx10slots.io/slot" if kind == "service-selector" else "active-slot",
-        pattern=_LABEL_KEY if kind == "service-selector" else re.compile(r"^[-._a-zA-Z0-9]+$"),
-        what="a label key" if kind == "service-selector" else "a ConfigMap key",
-    )
-    if kind == "service-selector":
+    if flag_kind.key_what:
+        key = f.string(
+            "key", flag_kind.default_key, pattern=flag_kind.key_pattern, what=flag_kind.key_what
+        )
+    else:
+        key = ""
+    if flag_kind.flag_is_service:
         flag_service = flag_name
     elif access == "apiserver-proxy" or f.has("service"):
         flag_service = f.string(
@@ -364,7 +476,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     else:
         flag_service = ""
     flag = FlagConfig(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         name=flag_name,
         key=key,
         endpoint=f.url("endpoint", required=access == "direct"),
@@ -406,6 +518,8 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         max_model_len=int(max_model_len) if max_model_len is not None else None,
         report_dir=sm.file_path("report_dir", SmokeConfig.report_dir),
         formats=formats_tuple,
+        prompts=_golden_prompts(sm),
+        baseline=_smoke_baseline(sm.child("baseline")),
     )
     sm.done()
 
@@ -418,6 +532,7 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
     mem.done()
 
     guard = _guard(top.child("guard"))
+    controller = _controller(top.child("controller"))
 
     flip_reader = top.child("flip")
     protect = flip_reader.duration(
@@ -430,6 +545,8 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         )
     flip = FlipConfig(protect_fallback_for_s=protect)
     flip_reader.done()
+
+    notify = _notify(top.child("notify"))
 
     key_reader = top.child("api_key")
     secret = key_reader.child("secret")
@@ -460,8 +577,45 @@ def parse_config(data: Any, *, source: str = "slots.yaml") -> Config:
         api_key=api_key,
         source=source,
         guard=guard,
+        controller=controller,
         flip=flip,
+        notify=notify,
     )
+
+
+def _golden_prompts(sm: _Reader) -> tuple[GoldenPrompt, ...]:
+    """smoke.prompts: a list of {name, prompt, expect[, max_tokens]}, each checked here (the
+    expression compiled) so a mistake is a ConfigError naming its key, not a failed probe."""
+    prompts: list[GoldenPrompt] = []
+    for r in sm.items("prompts", limit=MAX_PROMPTS):
+        golden = GoldenPrompt(
+            name=r.string("name"),
+            prompt=r.string("prompt"),
+            expect=r.string("expect"),
+            max_tokens=r.integer("max_tokens", DEFAULT_PROMPT_TOKENS, minimum=1),
+        )
+        r.done()
+        problem = golden_prompt_problem(golden)
+        if problem is None and any(p.name == golden.name for p in prompts):
+            problem = f"name {golden.name!r} is used twice"
+        if problem is not None:
+            sm.fail(r.path, problem)
+        prompts.append(golden)
+    return tuple(prompts)
+
+
+def _smoke_baseline(b: _Reader) -> SmokeBaselineConfig:
+    d = SmokeBaselineConfig
+    ttft_ratio = b.number("ttft_ratio", d.ttft_ratio, minimum=1, maximum=1000)
+    tokens_ratio = b.number("tokens_ratio", d.tokens_ratio, minimum=0.01, maximum=1)
+    values = SmokeBaselineConfig(
+        live=b.boolean("live", d.live),
+        ttft_ratio=ttft_ratio if ttft_ratio is not None else d.ttft_ratio,
+        tokens_ratio=tokens_ratio if tokens_ratio is not None else d.tokens_ratio,
+        margin_s=b.duration("margin", d.margin_s, allow_zero=True),
+    )
+    b.done()
+    return values
 
 
 def _guard(g: _Reader) -> GuardConfig:
@@ -477,9 +631,113 @@ def _guard(g: _Reader) -> GuardConfig:
         error_share=float(error_share or GuardConfig.error_share),
         ttft_ratio=float(ttft_ratio or GuardConfig.ttft_ratio),
         ttft_floor_s=g.duration("ttft_floor", GuardConfig.ttft_floor_s),
+        prometheus=_prometheus(g.child("prometheus")),
+        mode=g.choice("mode", GUARD_MODES, GuardConfig.mode),  # type: ignore[arg-type]
     )
     g.done()
     return guard
+
+
+def _prometheus(p: _Reader) -> PrometheusConfig:
+    """``guard.prometheus``: named PromQL queries with thresholds; a breach fails a check."""
+    queries: list[GateQuery] = []
+    for q in p.items("queries"):
+        name = q.string("name", pattern=_GATE_NAME, what="a name of letters, digits, _ and -")
+        if any(known.name == name for known in queries):
+            q.fail(q.key("name"), f"{name!r} is used by another query")
+        query = q.string("query", what="a PromQL expression")
+        if len(query) > MAX_QUERY_CHARS:
+            q.fail(q.key("query"), f"expected at most {MAX_QUERY_CHARS} characters")
+        high = q.number("max", None, minimum=-math.inf)
+        low = q.number("min", None, minimum=-math.inf)
+        if high is None and low is None:
+            q.fail(
+                q.path, "expected a threshold: max (fail above it), min (fail below it), or both"
+            )
+        if high is not None and low is not None and low > high:
+            q.fail(q.key("min"), f"expected at most max ({high:g}), got {low:g}")
+        q.done()
+        queries.append(GateQuery(name=name, query=query, max=high, min=low))
+    url = p.url("url", required=bool(queries))
+    if url is not None and not queries:
+        p.fail(p.key("queries"), "is required with url (at least one named query)")
+    config = PrometheusConfig(
+        url=url,
+        queries=tuple(queries),
+        timeout_s=p.duration("timeout", PrometheusConfig.timeout_s),
+    )
+    p.done()
+    return config
+
+
+def _notify(n: _Reader) -> NotifyConfig:
+    """``notify.webhooks``: where events are POSTed. A URL is never quoted back in a message."""
+    webhooks: list[WebhookConfig] = []
+    for w in n.items("webhooks"):
+        has_url, has_env = w.has("url"), w.has("url_env")
+        if has_url == has_env:
+            w.fail(
+                w.path, "expected exactly one of url (the URL) or url_env (a variable holding it)"
+            )
+        url = None
+        if has_url:
+            url = w.raw("url")
+            if not isinstance(url, str) or not WEBHOOK_URL.match(url):
+                w.fail(
+                    w.key("url"),
+                    "expected an http:// or https:// URL without spaces (the value is not shown: "
+                    "a webhook URL is a secret)",
+                )
+        env_name = (
+            w.string("url_env", pattern=_ENV_NAME, what="an environment variable name")
+            if has_env
+            else None
+        )
+        events = w.raw("events")
+        if events is None:
+            chosen = NOTIFY_EVENTS
+        elif (
+            isinstance(events, list)
+            and events
+            and all(isinstance(e, str) and e in NOTIFY_EVENTS for e in events)
+        ):
+            chosen = tuple(e for e in NOTIFY_EVENTS if e in events)
+        else:
+            w.fail(
+                w.key("events"),
+                f"expected a list drawn from {', '.join(NOTIFY_EVENTS)}, got {_describe(events)}",
+            )
+        w.done()
+        webhooks.append(WebhookConfig(url=url, url_env=env_name, events=chosen))
+    n.done()
+    return NotifyConfig(webhooks=tuple(webhooks))
+
+
+def _controller(c: _Reader) -> ControllerConfig:
+    interval = c.duration("interval", ControllerConfig.interval_s)
+    probe_timeout = c.duration("probe_timeout", ControllerConfig.probe_timeout_s)
+    if probe_timeout > interval:
+        c.fail(
+            c.key("probe_timeout"),
+            f"expected at most controller.interval ({interval:g} s): a check fits its interval",
+        )
+    lease = c.duration("lease_duration", ControllerConfig.lease_duration_s)
+    if not MIN_LEASE_S <= lease <= MAX_LEASE_S:
+        c.fail(
+            c.key("lease_duration"),
+            f"expected {MIN_LEASE_S:g} s to {MAX_LEASE_S:g} s, got {c.raw('lease_duration')!r}",
+        )
+    controller = ControllerConfig(
+        interval_s=interval,
+        failures=c.integer(
+            "failures", ControllerConfig.failures, minimum=1, maximum=MAX_GUARD_FAILURES
+        ),
+        probe_timeout_s=probe_timeout,
+        heartbeat_s=c.duration("heartbeat", ControllerConfig.heartbeat_s),
+        lease_duration_s=lease,
+    )
+    c.done()
+    return controller
 
 
 def _port(reader: _Reader) -> int:

@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 from gx10slots import scrub
 
 _verbosity = 0
+# While a live progress reporter runs (gx10slots.progress), lines go through it: above its live
+# line on a terminal, timestamped on a pipe.
+_sink: Callable[[str], None] | None = None
+
+
+def set_sink(sink: Callable[[str], None] | None) -> None:
+    global _sink
+    _sink = sink
+
+
+def _write(message: str) -> None:
+    if _sink is not None:
+        _sink(scrub.safe(message))
+    else:
+        print(scrub.safe(message), file=sys.stderr, flush=True)
 
 
 class _SafeFormatter(logging.Formatter):
@@ -44,10 +60,10 @@ def configure(verbosity: int) -> None:
 def progress(message: str) -> None:
     """One line of progress; silenced by -q."""
     if _verbosity >= 0:
-        print(scrub.safe(message), file=sys.stderr, flush=True)
+        _write(message)
 
 
 def detail(message: str) -> None:
     """Extra detail shown with -v."""
     if _verbosity >= 1:
-        print(scrub.safe(message), file=sys.stderr, flush=True)
+        _write(message)

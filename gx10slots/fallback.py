@@ -44,17 +44,10 @@ from gx10slots.kube.lease import (
     LEASE_DURATION_S,
     Here,
     holder_gone,
-    parse_micro,
     record_duration_s,
 )
-from gx10slots.slots import (
-    ACTION,
-    CHANGED_AT,
-    PREVIOUS_REVISION,
-    FlagState,
-    parse_rfc3339,
-    rfc3339,
-)
+from gx10slots.kube.values import parse_micro, parse_rfc3339, rfc3339
+from gx10slots.slots import ACTION, CHANGED_AT, PREVIOUS_REVISION, FlagState
 
 # Flag writes that leave behind a slot that failed, not one that served.
 FAILED_SLOT_ACTIONS = {

@@ -4,25 +4,51 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 
 def emit_json(document: Any) -> None:
     """The one JSON document on stdout, every string redacted (ASCII-escaped, so no control
     character reaches a terminal either)."""
-    from gx10slots.scrub import redact_doc
-
-    sys.stdout.write(json.dumps(redact_doc(document), indent=2, sort_keys=False) + "\n")
+    sys.stdout.write(format_document(document, "json"))
     sys.stdout.flush()
 
 
-def _console() -> Any:
-    from rich.console import Console
+def format_document(document: Any, output: str) -> str:
+    """``document`` as -o json or -o yaml prints it, every string redacted. Both escape every
+    non-ASCII and control character (JSON's ensure_ascii; YAML's allow_unicode=False writes them
+    as double-quoted escapes), so foreign text never reaches a terminal raw."""
+    from gx10slots.scrub import redact_doc
 
-    # markup off: model names and keys such as [gx10slots.io/slot] are data, not styles. Piped
-    # output is not squeezed to 80 columns: a log or a script wants whole values.
-    width = None if sys.stdout.isatty() else 200
-    return Console(highlight=False, soft_wrap=True, markup=False, width=width)
+    clean = redact_doc(document)
+    if output == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(clean, sort_keys=False, allow_unicode=False, width=100))
+    return json.dumps(clean, indent=2, sort_keys=False) + "\n"
+
+
+def emit(document: Any, output: str) -> None:
+    """The one document on stdout in the chosen format (json or yaml)."""
+    sys.stdout.write(format_document(document, output))
+    sys.stdout.flush()
+
+
+def format_table(
+    columns: Sequence[tuple[str, bool]], rows: Sequence[Sequence[str]], *, wide: bool
+) -> str:
+    """A kubectl-style table: left-aligned columns two spaces apart, values never cut (a long
+    value widens its column; a terminal wraps the line rather than lose the value). Each column
+    is ``(header, in_default)``: without ``wide`` only the default ones, as `kubectl get` keeps
+    its -o wide columns for -o wide."""
+    shown = [i for i, (_, default) in enumerate(columns) if wide or default]
+    table = [[columns[i][0] for i in shown], *([row[i] for i in shown] for row in rows)]
+    widths = [max(len(line[n]) for line in table) for n in range(len(shown))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )
 
 
 def _cell(value: Any) -> str:
@@ -45,67 +71,80 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def status_table(doc: dict[str, Any]) -> None:
-    from rich.table import Table
+# (header, shown without -o wide): the rest only with -o wide. The default set fits 80 columns
+# with model names up to about 25 characters; longer ones widen it (never cut).
+STATUS_COLUMNS = (
+    ("SLOT", True),
+    ("ROLE", True),
+    ("MODEL", True),
+    ("SERVED NAME", False),
+    ("IMAGE", False),
+    ("READY", True),
+    ("MEMORY", False),
+    ("REVISION", True),
+    ("SMOKE", True),
+    ("PROTECTED", False),
+)
 
-    console = _console()
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in (
-        "SLOT",
-        "ROLE",
-        "MODEL",
-        "SERVED NAME",
-        "IMAGE",
-        "READY",
-        "MEMORY",
-        "REVISION",
-        "SMOKE",
-        "PROTECTED",
-    ):
-        table.add_column(column)
+
+def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
+    """`slots status` as a table and the lines under it (pure: the watch redraws from it)."""
+    rows = []
     for name, slot in doc["slots"].items():
         smoke = slot.get("smoke")
         if not slot.get("exists", True):
             smoke_text = "-"
         elif smoke is None:
-            smoke_text = "none for this revision"
+            smoke_text = "none"  # for this revision: a smoke of an earlier one does not count
         else:
             verdict = "passed" if smoke["passed"] else "FAILED"
             smoke_text = f"{verdict} {_age(smoke.get('age_s'))} ago"
         memory = slot.get("memory_gib")
-        table.add_row(
-            name,
-            slot["role"] if slot.get("exists", True) else "missing",
-            _cell(slot.get("model")),
-            _cell(slot.get("served_name")),
-            _cell(slot.get("image")),
-            f"{slot.get('ready', 0)}/{slot.get('replicas', 0)}",
-            "-" if memory is None else f"{memory:g} GiB",
-            _cell(slot.get("revision")),
-            smoke_text,
-            _protected(slot),
+        rows.append(
+            (
+                _cell(name),
+                slot["role"] if slot.get("exists", True) else "missing",
+                _cell(slot.get("model")),
+                _cell(slot.get("served_name")),
+                _cell(slot.get("image")),
+                f"{slot.get('ready', 0)}/{slot.get('replicas', 0)}",
+                "-" if memory is None else f"{memory:g} GiB",
+                _cell(slot.get("revision")),
+                smoke_text,
+                _protected(slot),
+            )
         )
-    console.print(table)
+    lines = [format_table(STATUS_COLUMNS, rows, wide=wide), ""]
     flag = doc["flag"]
-    console.print(
-        f"\nflag: {flag['kind']} {doc['namespace']}/{flag['name']} [{flag['key']}] = "
+    lines.append(
+        f"flag: {flag['kind']} {doc['namespace']}/{flag['name']}"
+        + (f" [{flag['key']}]" if flag.get("key") else "")
+        + " = "
         f"{_cell(flag.get('value'))}   previous: {_cell(doc.get('previous'))}"
     )
     if flag.get("changed_at"):
-        console.print(f"changed {_cell(flag['changed_at'])} by {_cell(flag.get('changed_by'))}")
+        lines.append(f"changed {_cell(flag['changed_at'])} by {_cell(flag.get('changed_by'))}")
     if flag.get("endpoint"):
-        console.print(f"production endpoint: {_cell(flag['endpoint'])}")
-    fallback = doc.get("fallback")
-    if fallback and fallback.get("protected"):
-        until = f"until {fallback['until']}" if fallback.get("until") else "with no known end"
-        console.print(
-            f"fallback: {_cell(fallback['slot'])} protected {until} ("
-            + _cell("; ".join(fallback.get("reasons") or []))
-            + "): deploy into it and park of it need --replace-fallback"
-        )
-    console.print(lock_line(doc.get("lock")))
-    for warning in doc.get("warnings", []):
-        console.print(f"warning: {_cell(warning)}", style="yellow")
+        lines.append(f"production endpoint: {_cell(flag['endpoint'])}")
+    lines.append(fallback_line(doc.get("fallback")))
+    lines.append(lock_line(doc.get("lock")))
+    lines += [f"warning: {_cell(warning)}" for warning in doc.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def fallback_line(fallback: dict[str, Any] | None) -> str:
+    """Production's fallback (the slot `flip-back` returns to) and whether it is protected."""
+    if not fallback or not fallback.get("slot"):
+        return "fallback: none (no previous slot to flip back to)"
+    slot = _cell(fallback["slot"])
+    if not fallback.get("protected"):
+        return f"fallback: {slot}, not protected (deploy and park may replace it)"
+    until = f"until {_cell(fallback['until'])}" if fallback.get("until") else "with no known end"
+    return (
+        f"fallback: {slot}, protected {until} ("
+        + _cell("; ".join(fallback.get("reasons") or []))
+        + "): deploy into it and park of it need --replace-fallback"
+    )
 
 
 def _protected(slot: dict[str, Any]) -> str:
@@ -148,28 +187,24 @@ def flip_summary(result: dict[str, Any]) -> str:
     )
 
 
-def history_table(entries: list[dict[str, Any]]) -> None:
-    from rich.table import Table
+HISTORY_COLUMNS = (
+    ("AT", True),
+    ("ACTION", True),
+    ("FROM", True),
+    ("TO", True),
+    ("MODEL", True),
+    ("BY", False),
+    ("RESULT", True),
+    ("REASON", False),
+)
 
-    console = _console()
+
+def history_text(entries: list[dict[str, Any]], *, wide: bool = False) -> str:
     if not entries:
-        console.print("no history yet")
-        return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("AT", "ACTION", "FROM", "TO", "MODEL", "BY", "RESULT", "REASON"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(
-            _cell(e.get("at")),
-            _cell(e.get("action")),
-            _cell(e.get("from")),
-            _cell(e.get("to")),
-            _cell(e.get("model")),
-            _cell(e.get("by")),
-            _cell(e.get("result")),
-            _cell(e.get("reason")),
-        )
-    console.print(table)
+        return "no history yet"
+    keys = ("at", "action", "from", "to", "model", "by", "result", "reason")
+    rows = [[_cell(entry.get(key)) for key in keys] for entry in entries]
+    return format_table(HISTORY_COLUMNS, rows, wide=wide)
 
 
 def deploy_summary(result: dict[str, Any]) -> str:

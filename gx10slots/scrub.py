@@ -133,3 +133,37 @@ def redact_doc(doc: Any) -> Any:
     if isinstance(doc, list | tuple):
         return [redact_doc(v) for v in doc]
     return doc
+
+
+def checked_key(value: str | bytes, where: str) -> str:
+    """A credential as it may go into an HTTP header, or a :class:`ConfigError` that names where
+    it came from and never quotes it.
+
+    Surrounding whitespace is stripped: a key read from a file or a Secret usually ends in a
+    newline, and client-go does the same for bearer token files (``strings.TrimSpace`` in
+    ``fileTokenSource.Token``, staging/src/k8s.io/client-go/transport/token_source.go). Anything
+    else that is not visible ASCII (a control character inside, a non-ASCII letter) cannot be
+    sent in a header (RFC 9110 field values; h11 and urllib3 raise with the value in the
+    message), so it is refused up front.
+    """
+    from gx10slots.errors import ConfigError
+
+    remember(value)
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{where}: the credential is not ASCII text (its value is not shown)",
+                hint="set it to the key itself, printable ASCII without spaces",
+            ) from None
+    key = value.strip()
+    bad = [c for c in key if not ("!" <= c <= "~")]
+    if bad or not key:
+        what = "is empty" if not key else "holds a space, a control or a non-ASCII character"
+        raise ConfigError(
+            f"{where}: the credential {what} (its value is not shown)",
+            hint="set it to the key itself, printable ASCII without spaces",
+        )
+    remember(key)
+    return key

@@ -11,11 +11,14 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from gx10slots.config import SLOT_NAMES, Config
+from gx10slots.flags import kind_of
+from gx10slots.flux import flux_deploy_blocker, is_flux_managed
 from gx10slots.kube.quantity import canonical_pod_spec
+from gx10slots.kube.values import parse_rfc3339
 from gx10slots.memory import slot_budget_gib
 from gx10slots.servednames import identity_name, served_names
 
@@ -44,43 +47,9 @@ SMOKE_AT = ANNOTATION_PREFIX + "smoke-at"
 SMOKE_REPORT = ANNOTATION_PREFIX + "smoke-report"
 MEMORY_GIB = ANNOTATION_PREFIX + "memory-gib"
 
-FLUX_NAME_LABEL = "kustomize.toolkit.fluxcd.io/name"
-FLUX_NAMESPACE_LABEL = "kustomize.toolkit.fluxcd.io/namespace"
-FLUX_RECONCILE = "kustomize.toolkit.fluxcd.io/reconcile"
-FLUX_SSA = "kustomize.toolkit.fluxcd.io/ssa"
-
 
 # A smoke recorded this far ahead of our clock is "dated in the future" (clock skew beyond it).
 FUTURE_SMOKE_TOLERANCE_S = 120.0
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: object) -> datetime | None:
-    """A time read from the cluster (annotations, history entries), in UTC; None when it is not
-    a time at all. Anyone with write access may have put anything there: a number, a date
-    without a zone, or a valid time at the edge of the calendar (``0001-01-01T00:00:00+01:00`` is
-    before the first representable UTC instant) which is clamped, so that "long ago" and "dated in
-    the future" keep their meaning instead of overflowing."""
-    if not isinstance(text, str) or not text or len(text) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # as the API server writes times: UTC
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        edge = datetime.min if moment.year == 1 else datetime.max
-        return edge.replace(tzinfo=UTC)
 
 
 def revision_of(deployment: Mapping[str, Any]) -> str:
@@ -243,10 +212,7 @@ def flag_state(obj: Mapping[str, Any], config: Config) -> FlagState:
     metadata = obj.get("metadata", {})
     annotations = metadata.get("annotations") or {}
     labels = metadata.get("labels") or {}
-    if config.flag.kind == "service-selector":
-        value = (obj.get("spec", {}).get("selector") or {}).get(config.flag.key)
-    else:
-        value = (obj.get("data") or {}).get(config.flag.key)
+    value = kind_of(config).value(obj, config)
     previous = annotations.get(PREVIOUS)
     return FlagState(
         value=value,
@@ -256,55 +222,6 @@ def flag_state(obj: Mapping[str, Any], config: Config) -> FlagState:
         annotations=annotations,
         labels=labels,
         flux_managed=is_flux_managed(obj),
-    )
-
-
-def is_flux_managed(obj: Mapping[str, Any]) -> bool:
-    metadata = obj.get("metadata", {})
-    labels = metadata.get("labels") or {}
-    if FLUX_NAME_LABEL in labels and FLUX_NAMESPACE_LABEL in labels:
-        return True
-    return any(
-        entry.get("manager") == "kustomize-controller"
-        for entry in metadata.get("managedFields") or []
-    )
-
-
-def flux_protected(obj: Mapping[str, Any]) -> bool:
-    """Flux leaves this object's live changes alone (or does not manage it at all)."""
-    if not is_flux_managed(obj):
-        return True
-    annotations = obj.get("metadata", {}).get("annotations") or {}
-    return annotations.get(FLUX_RECONCILE) == "disabled" or annotations.get(FLUX_SSA) in (
-        "IfNotPresent",
-        "Ignore",
-    )
-
-
-def flux_deploy_blocker(deployment: Mapping[str, Any], slot: str) -> str | None:
-    """Why Flux would undo a deploy into this slot's Deployment, or None."""
-    if flux_protected(deployment):
-        return None
-    name = deployment.get("metadata", {}).get("name")
-    return (
-        f"Deployment {name} (slot {slot}) is applied by Flux: the next reconcile would revert "
-        f"the model deployed into it. Annotate it in Git with {FLUX_SSA}: IfNotPresent "
-        f"(or {FLUX_RECONCILE}: disabled)"
-    )
-
-
-def flux_flip_blocker(obj: Mapping[str, Any], config: Config) -> str | None:
-    """Why Flux would revert a flip of this flag, or None when it is safe.
-
-    A Service selector is an atomic map: under Flux's default ``Override`` (and ``Merge``) policy
-    the next reconcile writes Git's selector back, silently undoing the flip.
-    """
-    if config.flag.kind != "service-selector" or flux_protected(obj):
-        return None
-    return (
-        f"Service {config.flag.name} is applied by Flux and its selector is an atomic map: "
-        f"the next reconcile would revert the flip. Annotate it in Git with "
-        f"{FLUX_SSA}: IfNotPresent (or {FLUX_RECONCILE}: disabled), or use a configmap flag"
     )
 
 
@@ -330,7 +247,7 @@ def status_warnings(
     if flag.active is None:
         shown = "nothing" if flag.value is None else repr(flag.value)
         warnings.append(
-            f"the flag {config.flag.kind} {config.flag.name} key {config.flag.key} names {shown}, "
+            f"the flag {kind_of(config).describe(config)} names {shown}, "
             f"not a slot ({' or '.join(SLOT_NAMES)})"
         )
     for name, slot in slots.items():
@@ -375,12 +292,8 @@ def status_warnings(
         drift = flux_deploy_blocker(deployment, name) if deployment else None
         if drift:
             warnings.append("Flux drift risk: " + drift)
-    blocker = flux_flip_blocker(flag_obj, config)
-    if blocker:
-        warnings.append("Flux drift risk: " + blocker)
-    elif config.flag.kind == "configmap" and not flux_protected(flag_obj):
-        warnings.append(
-            f"ConfigMap {config.flag.name} is applied by Flux: key {config.flag.key} must not be "
-            f"declared in Git, or the next reconcile reverts a flip"
-        )
+    kind = kind_of(config)
+    risk = kind.flux_blocker(flag_obj, config) or kind.flux_warning(flag_obj, config)
+    if risk:
+        warnings.append("Flux drift risk: " + risk)
     return warnings

@@ -20,6 +20,11 @@ class Result:
     def json(self) -> Any:
         return json.loads(self.out)
 
+    def yaml(self) -> Any:
+        import yaml
+
+        return yaml.safe_load(self.out)
+
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     with pytest.raises(SystemExit) as info:

@@ -28,6 +28,12 @@ def hermetic(
     for name in _CALLER_ENV:
         monkeypatch.delenv(name, raising=False)
     yield
+    # The CLI run in-process sets the process's verbosity (-q, -v) and may leave a live progress
+    # sink behind: the next test starts from the defaults, as a new process would.
+    from gx10slots import console
+
+    console.configure(0)
+    console.set_sink(None)
 
 
 @pytest.fixture

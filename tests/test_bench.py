@@ -1,4 +1,4 @@
-"""scripts/bench.py: its quick mode runs end to end and reports every figure (nothing is timed)."""
+"""scripts/bench: its quick mode runs end to end and reports every figure (nothing is timed)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "bench.py"
+SCRIPT = ROOT / "scripts" / "bench"  # a package: `python scripts/bench`
 DOC = ROOT / "docs" / "benchmarks.md"
 
 # Every figure issue #8 asks for: restore (--force, with probe, flip) and the commands' wall
@@ -40,6 +40,8 @@ FIGURES = {
     "rss_slots_deploy",
     "rss_kubectl_get",
     "rss_kubectl_patch",
+    "cpu_status",
+    "cpu_flip_back_force",
 }
 WITH_BASELINE = {
     "restore_force",
@@ -53,6 +55,8 @@ WITH_BASELINE = {
     "help",
     "probe_overhead",
     "burst",
+    "cpu_status",
+    "cpu_flip_back_force",
 }
 SECTIONS = (
     "## Machine",
@@ -64,17 +68,17 @@ SECTIONS = (
 )
 
 
-def _bench() -> ModuleType:
-    """scripts/bench.py as a module (scripts/ is not a package), for its pure helpers."""
-    name = "gx10slots_bench_script"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+def _bench(module: str) -> ModuleType:
+    """A module of the scripts/bench package (scripts/ is not on the path), for its pure helpers."""
+    package = "gx10slots_bench_script"
+    if package not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            package, SCRIPT / "__init__.py", submodule_search_locations=[str(SCRIPT)]
+        )
+        assert spec is not None and spec.loader is not None
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[package])
+    return importlib.import_module(f"{package}.{module}")
 
 
 def _finite(stats: dict[str, Any]) -> bool:
@@ -83,7 +87,7 @@ def _finite(stats: dict[str, Any]) -> bool:
 
 
 def test_stats_summarise_median_quartiles_and_range() -> None:
-    stats = _bench().Stats([5.0, 1.0, 3.0, 2.0, 100.0])
+    stats = _bench("common").Stats([5.0, 1.0, 3.0, 2.0, 100.0])
     assert stats.median == 3.0
     assert stats.quartiles() == (2.0, 5.0)
     assert (stats.lo, stats.hi, stats.n) == (1.0, 100.0, 5)
@@ -92,7 +96,7 @@ def test_stats_summarise_median_quartiles_and_range() -> None:
 
 
 def test_rollout_complete_is_what_kubectl_rollout_status_waits_for() -> None:
-    bench = _bench()
+    bench = _bench("cluster")
     done = {
         "metadata": {"generation": 3},
         "spec": {"replicas": 1},
@@ -142,10 +146,24 @@ def test_quick_run_reports_every_figure_and_leaves_the_docs_alone(tmp_path: Path
     document = out.read_text()
     for section in SECTIONS:
         assert section in document, section
-    for fact in ("**CPU**", "**Python**", "**kubectl**", "scripts/bench.py"):
+    for fact in ("**CPU**", "**Python**", "**kubectl**", "scripts/bench"):
         assert fact in document, fact
     assert "| time to restore, --force |" in document
     # Quick mode never rewrites the committed results.
     assert (DOC.read_bytes() if DOC.exists() else None) == doc_before
     # The table went to stdout too.
     assert "| figure |" in proc.stdout
+
+
+def test_compare_shows_each_run_next_to_its_own_baseline() -> None:
+    report = _bench("report")
+
+    def figure(median: float, ratio: float | None, unit: str = "ms") -> dict[str, Any]:
+        return {"title": "`slots status`", "unit": unit, "ours": {"median": median}, "ratio": ratio}
+
+    before = {"runs": 5, "load_average": {"before": 3.5}, "figures": {"status": figure(937, 21.85)}}
+    after = {"status": figure(152, 2.61), "rss_slots_status": figure(32.2, None, "MiB")}
+    lines = report.compare_section(before, after)
+    assert "| `slots status` | 937 ms (21.85x) | 152 ms (2.61x) |" in lines
+    assert any(line.endswith("| — | 32 MiB |") for line in lines)  # no earlier figure: a dash
+    assert not any("restore" in line for line in lines)  # in neither run: no row

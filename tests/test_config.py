@@ -70,7 +70,7 @@ def test_durations_and_nested_sections() -> None:
         (lambda d: d.update(namespace="GX10"), "namespace: expected a namespace name"),
         (
             lambda d: d["flag"].update(kind="selector"),
-            "flag.kind: expected one of service-selector, configmap, got 'selector'",
+            "flag.kind: expected one of service-selector, configmap, httproute, got 'selector'",
         ),
         (lambda d: d["slots"].pop("green"), "slots.green: is required"),
         (

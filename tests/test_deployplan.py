@@ -13,9 +13,10 @@ from gx10slots.deploy.rules import (
     rollout_verdict,
 )
 from gx10slots.errors import Refused, UsageError
+from gx10slots.kube.values import now_utc
 from gx10slots.memory import SlotMemory
 from gx10slots.sandbox.seed import slot_deployment
-from gx10slots.slots import now_utc, revision_of
+from gx10slots.slots import revision_of
 from tests.test_state import CONFIG
 
 

@@ -15,8 +15,9 @@ from gx10slots.fallback import (
     fallback_protection,
     guard_watch,
 )
-from gx10slots.kube.lease import HOLDER_PROCESS, Here, ProcessInfo, ProcessMark, micro_time
-from gx10slots.slots import PREVIOUS_REVISION, FlagState, rfc3339
+from gx10slots.kube.lease import HOLDER_PROCESS, Here, ProcessInfo, ProcessMark
+from gx10slots.kube.values import micro_time, rfc3339
+from gx10slots.slots import PREVIOUS_REVISION, FlagState
 
 NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 HOUR = 3600.0

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from gx10slots.app import App, GlobalOptions
+from gx10slots.config import GateQuery
 from gx10slots.errors import (
     ApiUnreachable,
     Interrupted,
@@ -25,26 +26,22 @@ from gx10slots.errors import (
 )
 from gx10slots.flip.rules import FlipPlan
 from gx10slots.flip.run import Switched
-from gx10slots.guard import loop as guard_mod
-from gx10slots.guard.loop import (
-    ClusterPorts,
-    GuardRequest,
-    RevertBlocked,
-    RevertResult,
-    exit_code,
-    observe,
-    watch,
-)
+from gx10slots.guard import ports as ports_mod
+from gx10slots.guard import run as run_mod
+from gx10slots.guard.loop import GuardRequest, RevertBlocked, RevertResult, watch
+from gx10slots.guard.ports import ClusterPorts
 from gx10slots.guard.rules import (
     SHARE_WINDOW,
     CheckRecord,
+    GateReading,
     GuardSettings,
-    Observation,
     Share,
     Target,
 )
+from gx10slots.guard.run import exit_code
 from gx10slots.ops.read import Snapshot
 from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SlotState, SmokeRecord
+from gx10slots.smoke.live import Observation, observe
 from gx10slots.smoke.profiles import VLLM, get_profile
 from gx10slots.smoke.settings import SuiteSettings
 from tests.smoke.fakes import FakeEngine, hang_forever
@@ -93,8 +90,11 @@ class FakePorts:
         flags: Callable[[int], FlagState] = lambda n: flag("green"),
         reverts: Sequence[RevertResult | Exception] = (),
         stop_after_waits: int | None = None,
+        gates: Sequence[Sequence[GateReading]] = (),
     ) -> None:
         self.observations = list(observations)
+        self.gate_readings = list(gates)  # per check, like observations (the last repeats)
+        self.gates_asked = 0
         self.check_cost = check_cost
         self.flags = flags
         self.reverts = list(reverts)
@@ -124,6 +124,15 @@ class FakePorts:
         self.now += self.check_cost
         index = len(self.checks_at) - 1
         return self.observations[min(index, len(self.observations) - 1)]
+
+    def gates(self) -> Sequence[GateReading]:
+        self.gates_asked += 1
+        index = len(self.checks_at) - 1
+        return (
+            self.gate_readings[min(index, len(self.gate_readings) - 1)]
+            if self.gate_readings
+            else ()
+        )
 
     def revert(self, summary: str, streak: Sequence[CheckRecord]) -> RevertResult:
         self.reverted.append((summary, list(streak)))
@@ -162,6 +171,45 @@ def test_consecutive_failures_trip_and_the_confirmations_come_sooner() -> None:
     assert "engine wedged" in summary
     assert [r.number for r in outcome.streak] == [2, 3, 4]
     assert outcome.tally.abandoned_probes == 3
+
+
+ERRORS = GateQuery("errors", "sum(rate(ai_ir_failures_total[1m]))", max=0.1)
+
+
+def test_a_prometheus_gate_in_breach_trips_the_guard_while_the_probes_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    quiet = [GateReading(ERRORS, ())]  # no traffic yet: no data, not a breach
+    healthy = [GateReading(ERRORS, (0.02,))]
+    failing = [GateReading(ERRORS, (0.8,))]
+    ports = FakePorts([OK], gates=[quiet, healthy, failing], reverts=[REVERTED])
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "tripped"
+    assert [r.passed for r in outcome.records] == [True, True, False, False, False]
+    [(summary, streak)] = ports.reverted
+    assert summary.endswith(
+        "last: gate errors: 0.8 above max 0.1 (sum(rate(ai_ir_failures_total[1m])))"
+    )
+    assert all(r.observation.passed for r in streak)  # the probes alone would never trip
+    first = outcome.records[0].to_dict()["gates"][0]
+    assert (first["state"], first["detail"]) == ("no-data", "gate errors: no data (empty result)")
+    assert "gate errors: no data (empty result)" in capsys.readouterr().err
+
+
+def test_gates_are_not_asked_when_the_probe_already_failed() -> None:
+    ports = FakePorts([OK, WEDGED], gates=[[GateReading(ERRORS, (0.02,))]], reverts=[REVERTED])
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "tripped"
+    assert ports.gates_asked == 1  # the first check only: the wedged ones did not wait for it
+    assert [len(r.gates) for r in outcome.records] == [1, 0, 0, 0]
+
+
+def test_an_unavailable_prometheus_never_trips_the_guard() -> None:
+    down = [GateReading(ERRORS, error="cannot reach Prometheus (ConnectError)")]
+    ports = FakePorts([OK], gates=[down])
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "passed"
+    assert outcome.records[-1].to_dict()["gates"][0]["state"] == "unavailable"
 
 
 def test_isolated_failures_do_not_trip() -> None:
@@ -301,16 +349,43 @@ def test_observe_a_healthy_engine() -> None:
     assert not obs.timed_out
 
 
-def test_observe_a_wedged_engine_sees_the_timeout_and_the_stall() -> None:
+def test_observe_a_wedged_engine_is_judged_at_the_stall_not_at_the_timeout() -> None:
     engine = FakeEngine()
     engine.running = 1.0
     engine.routes["/v1/chat/completions"] = hang_forever
+    # A 5 s timeout, a 0.2 s stall window: the verdict comes from the stall (a probe that ran to
+    # its timeout would say "timed out after 5.0 s").
+    obs = observe(
+        "http://engine.test",
+        "m",
+        VLLM,
+        SUITE,
+        api_key=None,
+        timeout_s=5.0,
+        stall_window_s=0.2,
+        sample_every_s=0.02,
+        transport=httpx.MockTransport(engine),
+    )
+    assert not obs.passed
+    assert obs.timed_out  # abandoned: the engine may still count it as running
+    assert obs.detail == "no answer: the engine stalled while the probe waited"
+    assert obs.stall == "stalled", obs.stall_detail
+    assert obs.running == 1.0
+
+
+def test_observe_a_hung_engine_without_metrics_sees_the_timeout() -> None:
+    engine = FakeEngine()
+    engine.routes["/v1/chat/completions"] = hang_forever
+
+    async def no_metrics(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404)
+
+    engine.routes["/metrics"] = no_metrics
     obs = look(engine, timeout_s=0.3)
     assert not obs.passed
     assert obs.timed_out
     assert obs.detail.startswith("timed out after 0.3 s")
-    assert obs.stall == "stalled", obs.stall_detail
-    assert obs.running == 1.0
+    assert obs.stall == "unavailable"
 
 
 def test_observe_an_erroring_engine() -> None:
@@ -402,15 +477,18 @@ def wired(
         calls["verify"].append((slot, served))
         return calls.get("verified", (True, "answered readiness, identity, known-answer"))
 
-    monkeypatch.setattr(guard_mod, "hold", fake_lock)
-    monkeypatch.setattr(guard_mod, "switch", fake_switch)
-    monkeypatch.setattr(guard_mod, "verify_production", fake_verify)
-    monkeypatch.setattr(
-        guard_mod, "record_flip", lambda app, plan, **kw: calls["record"].append(kw)
-    )
+    monkeypatch.setattr(ports_mod, "hold", fake_lock)
+    monkeypatch.setattr(ports_mod, "switch", fake_switch)
+    monkeypatch.setattr(ports_mod, "verify_production", fake_verify)
+
+    def fake_record(app: App, plan: FlipPlan, **kw: Any) -> list[str]:
+        calls["record"].append(kw)
+        return calls.get("notify_warnings", [])
+
+    monkeypatch.setattr(ports_mod, "record_flip", fake_record)
     monkeypatch.setattr(ClusterPorts, "_running_on", lambda self, slot: 2.0)
     monkeypatch.setattr(ClusterPorts, "_fallback_answers", lambda self: calls.get("fallback"))
-    monkeypatch.setattr(guard_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
+    monkeypatch.setattr(ports_mod, "invalidate_smoke", lambda app, slot, why, lock: True)
     ports = ClusterPorts(make_app(tmp_path), TARGET, SETTINGS, by="guard:me@host:1")
     monkeypatch.setattr(ports, "flag", lambda: flag("green"))
     yield ports, calls
@@ -453,6 +531,16 @@ def test_the_flip_back_reuses_switch_verify_and_record(
     )
 
 
+def test_an_undelivered_revert_notification_is_a_warning_of_the_guard(
+    wired: tuple[ClusterPorts, dict[str, Any]],
+) -> None:
+    ports, calls = wired
+    calls["notify_warnings"] = ["notification not delivered to webhook #1 (hooks): HTTP 500"]
+    result = ports.revert("tripped", STREAK)
+    assert result.verified  # the flip-back itself is unaffected
+    assert result.warnings == ("notification not delivered to webhook #1 (hooks): HTTP 500",)
+
+
 def test_a_failed_verification_is_recorded_as_failed(
     wired: tuple[ClusterPorts, dict[str, Any]],
 ) -> None:
@@ -493,7 +581,7 @@ def test_a_held_lease_blocks_the_flip_back(
     def held(*args: Any, **kw: Any) -> Any:
         raise LockHeld("bob@ops:7", "T")
 
-    monkeypatch.setattr(guard_mod, "hold", held)
+    monkeypatch.setattr(ports_mod, "hold", held)
     with pytest.raises(RevertBlocked, match="held by bob@ops:7"):
         ports.revert("tripped", STREAK)
     assert calls["switch"] == []
@@ -507,7 +595,7 @@ def test_a_failed_history_write_does_not_hide_a_done_flip_back(
     def broken(app: App, plan: FlipPlan, **kw: Any) -> None:
         raise ApiUnreachable("no answer")
 
-    monkeypatch.setattr(guard_mod, "record_flip", broken)
+    monkeypatch.setattr(ports_mod, "record_flip", broken)
     result = ports.revert("tripped", STREAK)
     assert result.verified
     assert not result.recorded
@@ -563,11 +651,9 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         "summary": {"ttft_ms_p50": 30, "ttft_ms_p95": 900, "requests": 8, "failures": 0},
     }
     (reports / "20260101T000000Z-green.json").write_text(json.dumps(smoke))
-    monkeypatch.setattr(guard_mod, "snapshot", fake_snapshot)
-    monkeypatch.setattr(
-        guard_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw)
-    )
-    monkeypatch.setattr(guard_mod, "read_flag_object", lambda app: {"metadata": {}})
+    monkeypatch.setattr(run_mod, "snapshot", fake_snapshot)
+    monkeypatch.setattr(run_mod, "record_flip", lambda app, plan, **kw: state["records"].append(kw))
+    monkeypatch.setattr(run_mod, "read_flag_object", lambda app: {"metadata": {}})
     state["announced"] = []
 
     class Announcement:
@@ -578,14 +664,14 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         state["announced"].append(("held", by, window_s))
         return Announcement()
 
-    monkeypatch.setattr(guard_mod, "announce_watch", announce)
+    monkeypatch.setattr(run_mod, "announce_watch", announce)
     state["app"] = make_app(tmp_path)
     state["reports"] = reports
     yield state
 
 
 def run_guard(state: dict[str, Any], ports: FakePorts, **request: Any) -> dict[str, Any]:
-    return guard_mod.guard(
+    return run_mod.guard(
         state["app"], GuardRequest(window_s=60, interval_s=30, **request), ports=ports
     )
 

@@ -10,7 +10,7 @@ import yaml
 
 from gx10slots.config import GuardConfig, parse_config
 from gx10slots.errors import ConfigError, Refused
-from gx10slots.guard import loop as guard_mod
+from gx10slots.guard import run as guard_mod
 from tests.cli_helpers import run_cli
 from tests.test_config import valid
 
@@ -176,6 +176,23 @@ def test_flip_with_guard_guards_the_new_slot_and_reports_both(
     assert requests == [guard_mod.GuardRequest(window_s=120.0, expected="green")]
 
 
+def test_break_lock_on_a_guarded_flip_also_applies_to_the_guards_flip_back(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config_file: Path
+) -> None:
+    from gx10slots.flip import run as flip_mod
+
+    requests: list[Any] = []
+
+    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:
+        requests.append(request)
+        return TRIPPED
+
+    monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: dict(FLIPPED))
+    monkeypatch.setattr(guard_mod, "guard", fake_guard)
+    run_cli(capsys, "-o", "json", "flip", "--guard", "2m", "--break-lock")
+    assert requests == [guard_mod.GuardRequest(window_s=120.0, expected="green", break_lock=True)]
+
+
 def test_flip_with_guard_refused_keeps_the_flip_result_and_exits_3(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config_file: Path
 ) -> None:
@@ -211,7 +228,7 @@ def test_deploy_flip_with_guard_guards_after_the_deploy(
         requests.append(request)
         return {**TRIPPED, "result": "passed"}
 
-    monkeypatch.setattr(deploy_mod, "deploy", lambda app, request: deployed)
+    monkeypatch.setattr(deploy_mod, "deploy", lambda app, request, *hooks: deployed)
     monkeypatch.setattr(guard_mod, "guard", fake_guard)
     result = run_cli(
         capsys, "-o", "json", "deploy", "new", "--flip", "--guard", "30s", "--report-dir", "r"

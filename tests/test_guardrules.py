@@ -14,14 +14,12 @@ from gx10slots.guard.rules import (
     SHARE_WINDOW,
     Baseline,
     GuardSettings,
-    Observation,
     Share,
     Tally,
     Target,
     error_share,
     judge_check,
     next_check_at,
-    progress_verdict,
     resolve_settings,
     stand_down_reason,
     start_gate,
@@ -29,6 +27,7 @@ from gx10slots.guard.rules import (
     ttft_limit_ms,
 )
 from gx10slots.slots import CHANGED_AT, CHANGED_BY, PREVIOUS, REASON, FlagState, SlotState
+from gx10slots.smoke.live import Observation, progress_verdict
 from gx10slots.smoke.progress import ProgressSample, Verdict
 from tests.test_config import valid
 

@@ -1,7 +1,7 @@
-"""Every exception of the official client reaches the user translated (gx10slots.errors), chained
-with ``from``: a TLS failure is "unreachable" with a hint naming TLS and the CA, and the client's
-own argument checks (ApiTypeError/ApiValueError up to v35, pydantic ValidationError from v36) are
-a cluster error saying nothing was sent, never a traceback."""
+"""Every exception of the Kubernetes adapter's transport reaches the user translated
+(gx10slots.errors), chained with ``from``: a TLS failure is "unreachable" with a hint naming TLS
+and the CA, and a call the adapter does not know (a method, a keyword) is a cluster error saying
+nothing was sent, never a traceback."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from gx10slots.errors import ApiUnreachable, ClusterError
 from gx10slots.kube import client as kube_client
 from gx10slots.kube.client import Connection, Kube
+from gx10slots.kube.rest import Credentials, Transport
 
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
@@ -75,14 +76,9 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
 
 
 def _kube(host: str, ca: Path | None = None) -> Kube:
-    from kubernetes import client
-
-    configuration = client.Configuration()
-    configuration.host = host
-    configuration.retries = False
-    if ca is not None:
-        configuration.ssl_ca_cert = str(ca)
-    return Kube(Connection(client.ApiClient(configuration), host, "test"), "gx10")
+    credentials = Credentials(host, "test", ca_file=str(ca) if ca else None)
+    transport = Transport(credentials, kube_client.MAX_RESPONSE_BYTES)
+    return Kube(Connection(transport, host, "test"), "gx10")
 
 
 def test_a_wrong_ca_is_unreachable_naming_tls_and_is_not_retried(
@@ -120,45 +116,45 @@ def test_a_write_with_a_wrong_ca_is_not_an_unknown_outcome(
     assert "TLS" in (caught.value.hint or "")
 
 
-def test_an_argument_the_client_refuses_is_a_cluster_error_not_a_traceback() -> None:
-    """What `_content_type=` did with clients 30-35 (ApiTypeError) and what any unknown keyword
-    does with 36+ (pydantic ValidationError): translated, nothing sent."""
+def test_an_argument_the_adapter_refuses_is_a_cluster_error_not_a_traceback() -> None:
+    """An unknown keyword (what `_content_type=` was to clients 30-35): translated, nothing sent
+    (the port is closed: had anything been sent, this would be "unreachable")."""
     kube = _kube("http://127.0.0.1:9")
     core = kube.api("core")
     with pytest.raises(ClusterError) as caught:
         kube.read("read ConfigMap gx10/x", core.read_namespaced_config_map, "x", "gx10", bogus=1)
+    assert not isinstance(caught.value, ApiUnreachable)
     assert caught.value.exit_code == 4
     assert "refused the call" in caught.value.message
     assert caught.value.__cause__ is not None
 
 
-@pytest.mark.parametrize("name", ["ApiTypeError", "ApiValueError"])
-def test_the_older_clients_argument_errors_are_translated(name: str) -> None:
-    from kubernetes.client import exceptions
-
-    error_class = getattr(exceptions, name)
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise error_class("Got an unexpected keyword argument '_content_type'")
-
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [
+        ("delete_namespaced_secret", ("x", "gx10")),  # a verb the adapter does not send
+        ("read_namespaced_stateful_set", ("x", "gx10")),  # a resource it does not know
+        ("read_namespaced_config_map", ("x",)),  # a missing argument
+        ("read_namespaced_config_map", ("x", "gx10", "extra")),
+    ],
+)
+def test_a_call_the_adapter_does_not_know_is_refused_before_sending(
+    method: str, args: tuple[str, ...]
+) -> None:
     kube = _kube("http://127.0.0.1:9")
     with pytest.raises(ClusterError) as caught:
-        kube.write("patch Service gx10/gx10-model", refuse, [])
+        kube.write(f"{method}", lambda *a, **k: getattr(kube.api("core"), method)(*a, **k), *args)
+    assert not isinstance(caught.value, ApiUnreachable)
     assert "refused the call" in caught.value.message
-    assert isinstance(caught.value.__cause__, error_class)
 
 
 def test_a_tls_error_after_the_handshake_leaves_a_write_unknown() -> None:
     """A connection cut mid-answer (SSLEOFError) may come after the request was sent: the
     write's outcome is unknown, so the caller reads back rather than assuming nothing changed."""
     import urllib3.exceptions as u3
-    from kubernetes.client.exceptions import ApiException
 
     def cut(*args: Any, **kwargs: Any) -> Any:
-        try:
-            raise u3.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
-        except u3.SSLError as e:
-            raise ApiException(status=0, reason=f"SSLError\n{e}") from None
+        raise u3.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
 
     kube = _kube("https://127.0.0.1:9")
     with pytest.raises(kube_client.WriteOutcomeUnknown) as caught:
@@ -167,3 +163,76 @@ def test_a_tls_error_after_the_handshake_leaves_a_write_unknown() -> None:
     with pytest.raises(ApiUnreachable) as read:
         kube._call("read Service gx10/gx10-model", cut, (), {}, (1.0, 1.0), write=False)
     assert not isinstance(read.value, kube_client.WriteOutcomeUnknown)
+
+
+@pytest.fixture
+def flaky_api() -> Iterator[tuple[str, list[int]]]:
+    """An API server whose answers are taken, in order, from the list it yields (status codes;
+    200 answers a ConfigMap); every request is counted in the same list's place."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    script: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = script.pop(0) if script else 200
+            body = (
+                {"kind": "ConfigMap", "metadata": {"name": "x"}}
+                if status == 200
+                else {"kind": "Status", "code": status, "reason": "Nope", "message": "nope"}
+            )
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_read_rides_out_5xx_and_429_and_says_which_attempt(
+    flaky_api: tuple[str, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, script = flaky_api
+    script += [503, 429, 500]
+    kube = _kube(url)
+    with caplog.at_level("WARNING", logger="gx10slots.kube"):
+        got = kube.read(
+            "read ConfigMap gx10/x", kube.api("core").read_namespaced_config_map, "x", "gx10"
+        )
+    assert got["metadata"]["name"] == "x"
+    assert script == []  # all three failures were answered, then the fourth attempt succeeded
+    assert [m for m in caplog.messages if "attempt" in m][-1].endswith("attempt 3/4, retrying")
+
+
+def test_a_read_gives_up_after_its_attempts_and_a_404_is_not_retried(
+    flaky_api: tuple[str, list[int]],
+) -> None:
+    from gx10slots.errors import ApiError, NotFound
+
+    url, script = flaky_api
+    kube = _kube(url)
+    core = kube.api("core")
+    script += [503] * 5
+    with pytest.raises(ApiError) as caught:
+        kube.read("read ConfigMap gx10/x", core.read_namespaced_config_map, "x", "gx10")
+    assert caught.value.status == 503
+    assert len(script) == 5 - kube_client.READ_ATTEMPTS
+    script[:] = [404, 503]
+    with pytest.raises(NotFound):
+        kube.read("read ConfigMap gx10/x", core.read_namespaced_config_map, "x", "gx10")
+    assert script == [503]  # asked once

@@ -24,13 +24,13 @@ from gx10slots.kube.lease import (
     Takeover,
     holder_gone,
     lease_view,
-    micro_time,
     own_mark,
     parse_holder,
     process_info,
     record_duration_s,
     renew_interval_s,
 )
+from gx10slots.kube.values import micro_time
 
 MARK = ProcessMark("boot-1", "pid:[4026531836]", "43891").encode()
 

@@ -8,7 +8,8 @@ import pytest
 
 from gx10slots.errors import Refused
 from gx10slots.flip.rules import Mode, clean_reason, plan_flip
-from gx10slots.slots import SlotState, SmokeRecord, flag_state, now_utc, rfc3339
+from gx10slots.kube.values import now_utc, rfc3339
+from gx10slots.slots import SlotState, SmokeRecord, flag_state
 from tests.test_state import CONFIG, service
 
 NOW = now_utc()

@@ -10,9 +10,10 @@ import pytest
 from gx10slots.deploy.rules import plan_deploy
 from gx10slots.errors import Refused, UsageError
 from gx10slots.flip.rules import check_names_kept, distinguishing_names
+from gx10slots.kube.values import now_utc
 from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.servednames import alias_blocker, expand, served_names, with_names
-from gx10slots.slots import SlotState, now_utc, slot_state
+from gx10slots.slots import SlotState, slot_state
 from tests.test_state import CONFIG
 
 

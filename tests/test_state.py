@@ -5,13 +5,12 @@ from datetime import timedelta
 from typing import Any
 
 from gx10slots.config import parse_config
+from gx10slots.flags import kind_of
+from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.memory import gib, gpu_memory_utilization, slot_budget_gib
 from gx10slots.slots import (
     flag_state,
-    flux_flip_blocker,
-    now_utc,
     revision_of,
-    rfc3339,
     role_of,
     slot_state,
     status_warnings,
@@ -168,14 +167,17 @@ def test_flux_owned_selector_blocks_flip_until_annotated() -> None:
         "kustomize.toolkit.fluxcd.io/name": "apps",
         "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
     }
-    blocker = flux_flip_blocker(service("blue", labels=flux), CONFIG)
+    blocker = kind_of(CONFIG).flux_blocker(service("blue", labels=flux), CONFIG)
     assert blocker is not None and "kustomize.toolkit.fluxcd.io/ssa: IfNotPresent" in blocker
     for extra in (
         {"kustomize.toolkit.fluxcd.io/ssa": "IfNotPresent"},
         {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"},
     ):
-        assert flux_flip_blocker(service("blue", labels=flux, annotations=extra), CONFIG) is None
-    assert flux_flip_blocker(service("blue"), CONFIG) is None
+        assert (
+            kind_of(CONFIG).flux_blocker(service("blue", labels=flux, annotations=extra), CONFIG)
+            is None
+        )
+    assert kind_of(CONFIG).flux_blocker(service("blue"), CONFIG) is None
 
 
 def test_memory_budget_sources_in_order() -> None:
@@ -195,7 +197,7 @@ def test_memory_budget_sources_in_order() -> None:
 
 
 def test_flux_owned_slot_deployment_is_a_drift_risk_unless_annotated() -> None:
-    from gx10slots.slots import flux_deploy_blocker
+    from gx10slots.flux import flux_deploy_blocker
 
     d = deployment()
     assert flux_deploy_blocker(d, "green") is None

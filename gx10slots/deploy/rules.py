@@ -19,6 +19,7 @@ from typing import Any
 from gx10slots.config import Config
 from gx10slots.errors import Refused, UsageError
 from gx10slots.kube.quantity import canonical_or_same
+from gx10slots.kube.values import rfc3339
 from gx10slots.memory import MAX_MEMORY_GIB, SlotMemory, memory_quantity, slot_memory
 from gx10slots.servednames import (
     COMMA_SEPARATED,
@@ -27,7 +28,7 @@ from gx10slots.servednames import (
     served_names,
     with_names,
 )
-from gx10slots.slots import ANNOTATION_PREFIX, container_of, revision_of, rfc3339
+from gx10slots.slots import ANNOTATION_PREFIX, container_of, revision_of
 
 MODEL_ANNOTATION = ANNOTATION_PREFIX + "model"
 DEPLOYED_AT = ANNOTATION_PREFIX + "deployed-at"

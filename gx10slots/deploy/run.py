@@ -7,12 +7,13 @@ converges: a standby that already runs the planned revision goes straight to smo
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
 from gx10slots.deploy.rules import (
@@ -34,24 +35,21 @@ from gx10slots.errors import (
 )
 from gx10slots.fallback import check_fallback
 from gx10slots.flip.rules import check_names_kept, clean_reason
+from gx10slots.kube.cas import CAS_ATTEMPTS
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
+from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id, read_history
 from gx10slots.ops.engine import probe_access
 from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import Snapshot, read_deployment, snapshot
+from gx10slots.progress import LOG_POLL_S, Hooks, PlainHooks
 from gx10slots.servednames import identity_name, is_identity
-from gx10slots.slots import (
-    flux_deploy_blocker,
-    now_utc,
-    other_slot,
-    revision_of,
-    rfc3339,
-    slot_state,
-)
+from gx10slots.slots import flux_deploy_blocker, other_slot, revision_of, slot_state
 
-CAS_ATTEMPTS = 3
 LOG_LINES = 20
+# For the engine's load progress: enough lines to see past its access log of health probes.
+ENGINE_LOG_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -185,7 +183,9 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> Planned:
     return Planned(plan, memory_note, replaced)
 
 
-def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
+def deploy(app: App, request: DeployRequest, hooks: Hooks | None = None) -> dict[str, Any]:
+    """``hooks`` hear each phase, what it waits for and the engine's log (live progress)."""
+    hooks = hooks if hooks is not None else PlainHooks()
     by = holder_identity()
     why = clean_reason(request.reason) or f"slots deploy {request.model}"
     if request.dry_run:
@@ -206,7 +206,7 @@ def deploy(app: App, request: DeployRequest) -> dict[str, Any]:
     probe_access(app)
     try:
         with hold(app, holder=by, break_lock=request.break_lock) as lock:
-            return _deploy_locked(app, request, lock, by, why)
+            return _deploy_locked(app, request, lock, by, why, hooks)
     except Interrupted as exc:
         if exc.reported:
             raise
@@ -315,27 +315,37 @@ def _already_in_production(
     }
 
 
+def _log_tail(app: App, pod: str, lines: int = LOG_LINES) -> str:
+    """The last ``lines`` lines of the pod's engine container (bounded by the client)."""
+    kube = app.kube
+    return kube.read_text(
+        f"read logs of {pod}",
+        kube.api("core").read_namespaced_pod_log,
+        pod,
+        kube.namespace,
+        container=app.config.container,
+        tail_lines=lines,
+    )
+
+
 def _pod_logs(app: App, pod: str | None) -> str:
     if not pod:
         return ""
-    kube = app.kube
     try:
-        text = kube.read_text(
-            f"read logs of {pod}",
-            kube.api("core").read_namespaced_pod_log,
-            pod,
-            kube.namespace,
-            container=app.config.container,
-            tail_lines=LOG_LINES,
-        )
+        text = _log_tail(app, pod)
     except SlotsError as exc:
         return f"(logs unavailable: {exc.message})"
     lines = text.rstrip("\n").splitlines()[-LOG_LINES:]
     return "\n".join("    " + line for line in lines)
 
 
-def wait_for_rollout(app: App, plan: DeployPlan, timeout_s: float) -> str:
-    """Watch the Deployment and its Pods until the new revision is ready; the ready pod's name."""
+def wait_for_rollout(
+    app: App, plan: DeployPlan, timeout_s: float, hooks: Hooks | None = None
+) -> str:
+    """Watch the Deployment and its Pods until the new revision is ready; the ready pod's name.
+    While the new pod loads, the tail of its log goes to ``hooks`` every LOG_POLL_S (the engine's
+    own load progress)."""
+    hooks = hooks if hooks is not None else PlainHooks()
     from gx10slots.kube.watch import Watcher
 
     config, kube = app.config, app.kube
@@ -357,8 +367,15 @@ def wait_for_rollout(app: App, plan: DeployPlan, timeout_s: float) -> str:
     started = time.monotonic()
     deadline = started + timeout_s
     last_reason = ""
+    loading_pod: str | None = None  # the new revision's pod while it is not ready
+    next_log_read = started + LOG_POLL_S
     try:
         while True:
+            if loading_pod and hooks.wants_engine_log and time.monotonic() >= next_log_read:
+                next_log_read = time.monotonic() + LOG_POLL_S
+                # Best effort: no container yet, or logs not readable; ask again later.
+                with contextlib.suppress(SlotsError):
+                    hooks.engine_log(_log_tail(app, loading_pod, ENGINE_LOG_LINES))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 pod = next(iter(pods), None)
@@ -386,8 +403,9 @@ def wait_for_rollout(app: App, plan: DeployPlan, timeout_s: float) -> str:
                 continue
             verdict = rollout_verdict(deployment, list(pods.values()), config.container)
             reason = verdict.reason + (f" [{verdict.pod}]" if verdict.pod else "")
+            loading_pod = verdict.pod if verdict.state == "waiting" else None
             if reason != last_reason:
-                console.progress(f"[{time.monotonic() - started:6.1f}s] {plan.slot}: {reason}")
+                hooks.waiting(f"{plan.slot}: {reason}")
                 last_reason = reason
             if verdict.state == "done":
                 return verdict.pod or ""
@@ -444,6 +462,7 @@ def _record(
         revision=plan.revision_after,
         replaced_fallback=replaced_fallback is not None,
     )
+    notify.entry_event(app.config, entry.to_dict())
     append_history(app, entry)
     emit_event(
         app,
@@ -483,7 +502,7 @@ def _park(app: App, plan: DeployPlan, request: DeployRequest) -> str:
 
 
 def _deploy_locked(
-    app: App, request: DeployRequest, lock: Lock, by: str, why: str
+    app: App, request: DeployRequest, lock: Lock, by: str, why: str, hooks: Hooks
 ) -> dict[str, Any]:
     from gx10slots.ops.smoke import smoke_slot
 
@@ -495,8 +514,10 @@ def _deploy_locked(
     planned, written = _apply(app, request, lock, by)
     plan, replaced = planned.plan, planned.replaced_fallback
     try:
-        pod = wait_for_rollout(app, plan, request.timeout_s)
+        hooks.phase(f"rollout of {plan.slot}")
+        pod = wait_for_rollout(app, plan, request.timeout_s, hooks)
         console.progress(f"slot {plan.slot}: pod {pod} ready; running the smoke suite")
+        hooks.phase(f"smoke of {plan.slot}")
         # Under this command's lease: a Lock of its own (same holder) would give the lease back
         # on exit, mid-deploy, for anyone to take before the flip.
         outcome = smoke_slot(
@@ -542,6 +563,7 @@ def _deploy_locked(
         from gx10slots.flip.run import flip
 
         console.progress(f"smoke passed; flipping production to {plan.slot}")
+        hooks.phase(f"flip to {plan.slot}")
         result["flip"] = flip(
             app, "flip", force=False, reason=why, dry_run=False, lock=lock, rename=request.rename
         )

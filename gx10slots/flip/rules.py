@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 from gx10slots.config import SLOT_NAMES, Config
 from gx10slots.errors import Refused
+from gx10slots.flags import kind_of
+from gx10slots.kube.cas import annotation_ops, resource_version_test
+from gx10slots.kube.values import rfc3339
 from gx10slots.servednames import identity_name, is_identity
 from gx10slots.slots import (
     ACTION,
@@ -31,9 +34,7 @@ from gx10slots.slots import (
     SWITCHING,
     FlagState,
     SlotState,
-    flux_flip_blocker,
     other_slot,
-    rfc3339,
 )
 
 Mode = Literal["flip", "flip-back", "revert", "auto-revert"]
@@ -67,10 +68,6 @@ class FlipPlan:
         }
 
 
-def _pointer(*parts: str) -> str:
-    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
-
-
 def clean_reason(reason: str | None) -> str:
     """A reason safe to store in an annotation and a history entry: one line, bounded, and no
     control or format characters (an escape sequence in a stored reason would reach the
@@ -95,26 +92,6 @@ def flag_patch(
 ) -> list[dict[str, Any]]:
     if target not in SLOT_NAMES:
         raise ValueError(f"refusing to write {target!r}: not a slot name")
-    metadata = flag_obj.get("metadata", {})
-    if config.flag.kind == "service-selector":
-        selector = (flag_obj.get("spec") or {}).get("selector") or {}
-        value_path = _pointer("spec", "selector", config.flag.key)
-        current = selector.get(config.flag.key)
-        parent_missing = False
-    else:
-        value_path = _pointer("data", config.flag.key)
-        current = (flag_obj.get("data") or {}).get(config.flag.key)
-        parent_missing = flag_obj.get("data") is None
-    ops: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
-    ]
-    if parent_missing:
-        ops.append({"op": "add", "path": "/data", "value": {}})
-    if current is None:
-        ops.append({"op": "add", "path": value_path, "value": target})
-    else:
-        ops.append({"op": "test", "path": value_path, "value": current})
-        ops.append({"op": "replace", "path": value_path, "value": target})
     annotations = {
         ACTIVE: target,
         PREVIOUS: source or "",
@@ -131,14 +108,11 @@ def flag_patch(
         # object alone (gx10slots/flip/unfinished.py).
         annotations[RUN_ID] = run
         annotations[RUN_STATE] = SWITCHING
-    if metadata.get("annotations") is None:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
-    else:
-        for key, value in annotations.items():
-            ops.append(
-                {"op": "add", "path": _pointer("metadata", "annotations", key), "value": value}
-            )
-    return ops
+    return [
+        resource_version_test(flag_obj),
+        *kind_of(config).value_ops(flag_obj, config, target),
+        *annotation_ops(flag_obj, annotations),
+    ]
 
 
 def check_target_ready(target: SlotState) -> None:
@@ -266,7 +240,7 @@ def plan_flip(
     if flag.active == target:
         raise Refused(f"slot {target} is already the active slot")
 
-    blocker = flux_flip_blocker(flag_obj, config)
+    blocker = kind_of(config).flux_blocker(flag_obj, config)
     if blocker:
         raise Refused(blocker)
     gates.append("flag not reverted by Flux")
@@ -300,14 +274,14 @@ def plan_flip(
             gates.append(check_names_kept(source_slot, target_slot))
     if (
         mode == "flip"
-        and config.flag.kind == "configmap"
+        and not kind_of(config).shows_routing
         and not distinguishing_names(target_slot, source_slot)
     ):
         if not force:
             raise Refused(
                 f"slot {target} serves no name of its own (not even its identity name "
-                f"{identity_name(target)}): through a ConfigMap flag's router nothing could "
-                "prove that production reaches it rather than the old slot",
+                f"{identity_name(target)}): through a {kind_of(config).object_kind} flag's "
+                "router nothing could prove that production reaches it rather than the old slot",
                 hint="wire the identity name (docs/concepts.md, 'Telling the slots apart'); "
                 "--force switches without that proof",
             )

@@ -90,6 +90,7 @@ def settle_unfinished(
     """Before a flip-like command switches the flag: complete an unfinished run of the same
     command (its result), or record another command's unfinished run and return None."""
     from gx10slots.flip import run as flip_ops
+    from gx10slots.flip.verify import verify
 
     started = time.monotonic()
     snap = snapshot(app)
@@ -129,9 +130,7 @@ def settle_unfinished(
         flip_ops.mark_done(app, snap.flag_obj, unfinished.run)
         return None
     console.progress(f"{what}: completing it (verify, record) instead of switching again")
-    ok, detail = flip_ops.verify(
-        app, target, plan.target_served_name, app.config.flag.verify_window_s
-    )
+    ok, detail = verify(app, target, plan.target_served_name, app.config.flag.verify_window_s)
     switched = flip_ops.Switched(plan, snap.flag_obj, unfinished.at)
     if not ok:
         return flip_ops._revert_after_failed_verification(app, lock, switched, by, why, detail)

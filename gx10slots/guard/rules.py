@@ -3,8 +3,8 @@
 The guard watches the active slot for a window after a flip. Each *check* reads the flag (still
 ours?) and makes one :class:`Observation` of production; :func:`judge_check` turns it into reasons
 to fail; a :class:`Tally` counts consecutive failed checks; :func:`next_check_at` says when to look
-again; :func:`start_gate` decides whether guarding makes sense at all. ``ops/guard.py`` does the
-I/O around these.
+again; :func:`start_gate` decides whether guarding makes sense at all. The rest of
+``gx10slots.guard`` does the I/O around these.
 
 A check fails when any of these holds:
 
@@ -13,23 +13,27 @@ A check fails when any of these holds:
 - more than ``error_share`` of the guard's last :data:`SHARE_WINDOW` probes failed (judged from
   :data:`SHARE_MIN` probes on; a passing smoke had none, so the ratio is an absolute ceiling);
 - the probe's time to first token exceeds ``ttft_ratio`` x the TTFT p95 of the slot's smoke report
-  (and ``ttft_floor`` at least: an idle engine's smoke can measure a few milliseconds).
+  (and ``ttft_floor`` at least: an idle engine's smoke can measure a few milliseconds);
+- a ``guard.prometheus`` query (a gate on real traffic) answered a value beyond its threshold.
+  A gate with no data (empty vector, NaN) or no usable answer is reported, never a breach: no
+  traffic is no evidence against the slot, and a Prometheus outage must not move production.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from gx10slots.config import Config, GuardConfig
+from gx10slots.config import Config, GateQuery, GuardConfig
 from gx10slots.durations import format_duration
-from gx10slots.errors import Refused, UsageError
+from gx10slots.errors import Refused, UsageError, excerpt
 from gx10slots.flip.rules import plan_flip
 from gx10slots.slots import CHANGED_AT, CHANGED_BY, REASON, FlagState, SlotState
-from gx10slots.smoke.progress import ProgressSample, StallVerdict, Verdict, stall_verdict
+from gx10slots.smoke import Observation
 
 # The error share is taken over the guard's last SHARE_WINDOW probes, once there are SHARE_MIN.
 SHARE_WINDOW = 10
@@ -43,8 +47,6 @@ MIN_CONFIRM_S = 1.0
 STALL_WINDOW_FRACTION = 0.5
 # A wait that returns a hair early must not produce a second check at the deadline.
 _EPSILON_S = 0.01
-
-StallState = Literal["progressing", "idle", "stalled", "inconclusive", "unavailable"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def resolve_settings(
     window_s: float | None = None,
     interval_s: float | None = None,
     failures: int | None = None,
+    probe_timeout_s: float | None = None,
 ) -> GuardSettings:
     """Command line over config over the contract's defaults; a check fits in its interval."""
     interval = interval_s if interval_s is not None else config.interval_s
@@ -103,55 +106,13 @@ def resolve_settings(
         window_s=window_s if window_s is not None else config.window_s,
         interval_s=interval,
         failures=failures if failures is not None else config.failures,
-        probe_timeout_s=min(config.probe_timeout_s, interval),
+        probe_timeout_s=min(
+            probe_timeout_s if probe_timeout_s is not None else config.probe_timeout_s, interval
+        ),
         error_share=config.error_share,
         ttft_ratio=config.ttft_ratio,
         ttft_floor_ms=config.ttft_floor_s * 1000.0,
     )
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One look at production: the known-answer probe and the progress rule."""
-
-    passed: bool
-    detail: str
-    ttft_ms: float | None = None
-    timed_out: bool = False
-    stall: StallState = "unavailable"
-    stall_detail: str = ""
-    running: float | None = None  # the engine's running-requests gauge at the last sample
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "detail": self.detail,
-            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
-            "timed_out": self.timed_out,
-            "progress": self.stall,
-            "progress_detail": self.stall_detail,
-            "running": self.running,
-        }
-
-
-def progress_verdict(
-    samples: Sequence[ProgressSample], window_s: float, counter: str, gauge: str
-) -> StallVerdict:
-    """The progress rule over one check's samples (oldest first).
-
-    A moving counter anywhere is progress. Otherwise only the trailing run of samples with
-    requests running counts: the first sample may be taken before the probe reached the engine
-    (nothing running yet), and that must not hide a wedge that follows.
-    """
-    overall = stall_verdict(samples, window_s, counter, gauge)
-    if overall.verdict is not Verdict.IDLE:
-        return overall
-    trailing: list[ProgressSample] = []
-    for sample in samples:
-        trailing = [] if sample.running == 0 else [*trailing, sample]
-    if not trailing:
-        return overall
-    return stall_verdict(trailing, window_s, counter, gauge)
 
 
 @dataclass(frozen=True)
@@ -199,11 +160,61 @@ def error_share(outcomes: Sequence[bool]) -> Share:
     return Share(sum(1 for ok in recent if not ok), len(recent))
 
 
+GateState = Literal["ok", "breach", "no-data", "unavailable"]
+# How much of a gate's query a reason quotes.
+QUERY_EXCERPT_CHARS = 80
+
+
+@dataclass(frozen=True)
+class GateReading:
+    """What one ``guard.prometheus`` query answered at one check: a value per series (NaN kept,
+    judged as no data), or why there is no usable answer."""
+
+    gate: GateQuery
+    values: tuple[float, ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        state, detail = gate_verdict(self)
+        return {
+            "name": self.gate.name,
+            "query": self.gate.query,
+            "max": self.gate.max,
+            "min": self.gate.min,
+            # JSON has no NaN or infinity: those values are given as text.
+            "values": [v if math.isfinite(v) else str(v) for v in self.values],
+            "state": state,
+            "detail": detail,
+        }
+
+
+def gate_verdict(reading: GateReading) -> tuple[GateState, str]:
+    """A gate's state at one check and one line saying why."""
+    gate = reading.gate
+    where = f"gate {gate.name}"
+    if reading.error is not None:
+        return "unavailable", f"{where}: no usable answer from Prometheus ({reading.error})"
+    values = [v for v in reading.values if not math.isnan(v)]
+    if not values:
+        return "no-data", f"{where}: no data" + (" (NaN)" if reading.values else " (empty result)")
+    query = excerpt(gate.query, QUERY_EXCERPT_CHARS)
+    if gate.max is not None and max(values) > gate.max:
+        return "breach", f"{where}: {max(values):.4g} above max {gate.max:g} ({query})"
+    if gate.min is not None and min(values) < gate.min:
+        return "breach", f"{where}: {min(values):.4g} below min {gate.min:g} ({query})"
+    if len(values) == 1:
+        value = f"{values[0]:.4g}"
+    else:
+        value = f"{min(values):.4g} to {max(values):.4g} over {len(values)} series"
+    return "ok", f"{where}: {value}"
+
+
 def judge_check(
     observation: Observation,
     share: Share,
     settings: GuardSettings,
     baseline: Baseline | None,
+    gates: Sequence[GateReading] = (),
 ) -> list[str]:
     """Why this check failed; empty when it passed."""
     reasons: list[str] = []
@@ -223,6 +234,10 @@ def judge_check(
             f"time to first token {ttft:.0f} ms above {limit:.0f} ms "
             f"({settings.ttft_ratio:g} x the smoke's p95 of {baseline.ttft_ms_p95:.0f} ms)"
         )
+    for reading in gates:
+        state, detail = gate_verdict(reading)
+        if state == "breach":
+            reasons.append(detail)
     return reasons
 
 
@@ -266,6 +281,7 @@ class CheckRecord:
     reasons: tuple[str, ...]
     observation: Observation
     share: Share
+    gates: tuple[GateReading, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -275,6 +291,7 @@ class CheckRecord:
             "reasons": list(self.reasons),
             "probe": self.observation.to_dict(),
             "error_share": self.share.to_dict(),
+            "gates": [g.to_dict() for g in self.gates],
         }
 
 

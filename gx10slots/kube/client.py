@@ -2,7 +2,10 @@
 
 Objects travel as plain dicts (the API's JSON), not the client's generated models: the plans we
 compute are JSON patches over the same shapes, and unknown fields survive a read-modify-write.
-The official client still does what it is good at: kubeconfig/in-cluster auth, TLS and URLs.
+Requests are plain JSON over one urllib3 pool (gx10slots.kube.rest); the official client's
+kubeconfig loader is used only where a kubeconfig needs it (exec plugins, auth providers,
+in-cluster credentials: gx10slots.kube.kubeconfig), and its generated API classes not at all:
+importing them cost every command about a second (docs/benchmarks.md).
 
 Retries: reads are retried for connection errors, 5xx and 429 (honouring ``Retry-After``), capped
 and logged as "attempt n/N". Writes are never retried here; a write whose answer was lost raises
@@ -11,13 +14,12 @@ and logged as "attempt n/N". Writes are never retried here; a write whose answer
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +36,10 @@ from gx10slots.errors import (
     Unauthorized,
     excerpt,
 )
+from gx10slots.kube.rest import Credentials, Group, HttpStatus, RefusedCall, TooLarge, Transport
 
 if TYPE_CHECKING:
     import httpx
-    from kubernetes.client import ApiClient
 
 log = logging.getLogger("gx10slots.kube")
 
@@ -52,13 +54,6 @@ MAX_TEXT_BYTES = 64 * 1024
 # sends more is refused before it can exhaust memory.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-_API_CLASSES = {
-    "core": "CoreV1Api",
-    "apps": "AppsV1Api",
-    "coordination": "CoordinationV1Api",
-    "events": "EventsV1Api",
-    "custom": "CustomObjectsApi",
-}
 
 
 class WriteOutcomeUnknown(ApiUnreachable):
@@ -78,14 +73,14 @@ TLS_HINT = (
     "certificate, and the clock"
 )
 CLIENT_HINT = (
-    "the installed kubernetes client refused the call before sending it; reinstall gx10slots so "
-    "pip resolves a kubernetes client it supports (pyproject.toml declares the floor)"
+    "nothing was sent: this is a bug in gx10slots (a call its Kubernetes adapter does not know); "
+    "please report it with the command you ran"
 )
 
 
 @dataclass(frozen=True)
 class Connection:
-    api_client: ApiClient
+    transport: Transport
     host: str
     source: str  # "kubeconfig <path> (context <name>)" or "in-cluster service account"
 
@@ -96,49 +91,39 @@ class Connection:
         )
 
     def http_transport(self) -> httpx.BaseTransport:
-        """An httpx transport that authenticates to the API server as the official client does
-        (bearer token, refreshed by the client's hook; client certificates; the cluster CA)."""
-        return _kube_auth_transport(self.api_client.configuration)
+        """An httpx transport that authenticates to the API server as our requests do (bearer
+        token, refreshed by the loader's hook; client certificates; the cluster CA)."""
+        return _kube_auth_transport(self.transport.credentials)
 
 
 def connect(kubeconfig: str | None, context: str | None) -> Connection:
-    """Credentials as kubectl finds them: given kubeconfig, else in-cluster, else ~/.kube/config."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    """Credentials as kubectl finds them: given kubeconfig, else in-cluster, else ~/.kube/config.
 
+    A plain kubeconfig (a token, a client certificate, a CA) is read by our own loader, which
+    needs neither the official client nor its ~300 ms import; exec plugins, auth providers,
+    several merged files and in-cluster credentials go through the official loader
+    (gx10slots.kube.kubeconfig)."""
     from gx10slots.kube import kubeconfig as kubeconfig_loader
 
-    configuration = client.Configuration()
-    # urllib3 would otherwise retry PUTs after a read timeout: a blind write retry. We own retries.
-    configuration.retries = False
     in_cluster = (
         not kubeconfig
         and "KUBERNETES_SERVICE_HOST" in os.environ
         and os.path.exists(IN_CLUSTER_TOKEN)
     )
+    path = kubeconfig or os.path.expanduser("~/.kube/config")
     try:
         if in_cluster:
-            config.load_incluster_config(client_configuration=configuration)
-            source = "in-cluster service account"
+            credentials = kubeconfig_loader.in_cluster_credentials()
         else:
-            path = kubeconfig or os.path.expanduser("~/.kube/config")
-            # As kubectl: KUBECONFIG may list several files; the client merges them.
+            # As kubectl: KUBECONFIG may list several files; the official loader merges them.
             if not any(os.path.exists(p) for p in path.split(os.pathsep) if p):
                 raise ConfigError(
                     f"kubeconfig {path} not found",
                     hint="pass --kubeconfig PATH or set KUBECONFIG",
                 )
-            with _loader_errors() as logged:
-                # As config.load_kube_config, with every read bounded and the exec plugin
-                # time-limited (gx10slots.kube.kubeconfig).
-                kubeconfig_loader.load(path, context, configuration)
-            if logged:
-                # The loader logs a failed exec credential plugin (or token refresh) and goes on
-                # without credentials: every request would then be refused with no cause shown.
-                raise ConfigError(
-                    f"cannot load Kubernetes credentials from {path}: {excerpt(logged[0], 200)}"
-                )
-            source = f"kubeconfig {path}" + (f" (context {context})" if context else "")
+            credentials = kubeconfig_loader.plain_credentials(
+                path, context
+            ) or kubeconfig_loader.official_credentials(path, context)
     except yaml.YAMLError as exc:
         # Line and column only: a YAML error's snippet would quote the file, token and all.
         mark = getattr(exc, "problem_mark", None)
@@ -148,90 +133,45 @@ def connect(kubeconfig: str | None, context: str | None) -> Connection:
             f"cannot load Kubernetes credentials from {kubeconfig or 'the default kubeconfig'}: "
             f"not valid YAML{where}: {problem}"
         ) from exc
-    except ConfigException as exc:
-        raise ConfigError(f"cannot load Kubernetes credentials: {excerpt(str(exc))}") from exc
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        # A malformed kubeconfig surfaces from the loader as whatever its parser tripped on.
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ssl.SSLError) as exc:
+        # A malformed kubeconfig surfaces from a loader as whatever its parser tripped on.
         raise ConfigError(
             f"cannot load Kubernetes credentials from {kubeconfig or 'the default kubeconfig'}: "
             f"malformed ({type(exc).__name__}: {excerpt(str(exc), 120)})"
         ) from exc
-    kubeconfig_loader.remember_configuration(configuration)
-    api_client = client.ApiClient(configuration)
-    _refuse_oversized_answers(api_client)
-    return Connection(api_client, configuration.host, source)
-
-
-def _refuse_oversized_answers(api_client: Any) -> None:
-    """Check every answer's declared size before anything reads it: the client's ApiException
-    reads an error answer's whole body itself, beyond the reach of :func:`_read_body`."""
-    pool = api_client.rest_client.pool_manager
-    send = pool.request
-
-    def request(*args: Any, **kwargs: Any) -> Any:
-        response = send(*args, **kwargs)
-        headers = getattr(response, "headers", None) or {}
-        declared = str(headers.get("Content-Length", "") or "")
-        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-            response.close()
-            raise ApiError(
-                f"the API server announced a {declared}-byte answer, over the "
-                f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB limit",
-                status=int(getattr(response, "status", 0) or 0),
-            )
-        return response
-
-    pool.request = request
-
-
-@contextlib.contextmanager
-def _loader_errors() -> Iterator[list[str]]:
-    """Errors the kubernetes config loader logs (through the root logger) instead of raising."""
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "kubernetes" in record.pathname:
-                messages.append(record.getMessage())
-
-    handler = Collect(level=logging.ERROR)
-    root = logging.getLogger()
-    root.addHandler(handler)
     try:
-        yield messages
-    finally:
-        root.removeHandler(handler)
+        transport = Transport(credentials, MAX_RESPONSE_BYTES)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        # A CA or client certificate that is not PEM, a key that does not match the certificate.
+        raise ConfigError(
+            f"cannot load Kubernetes credentials from {credentials.source}: the certificate "
+            f"material is unusable ({type(exc).__name__}: {excerpt(str(exc), 120)})"
+        ) from exc
+    return Connection(transport, credentials.host, credentials.source)
 
 
-def _kube_auth_transport(configuration: Any) -> httpx.BaseTransport:
+def _kube_auth_transport(credentials: Credentials) -> httpx.BaseTransport:
     # httpx is imported here, not at the top: only the apiserver-proxy path needs it, and at
     # module level it cost every command ~90 ms of start-up (`slots status` never uses it).
     import httpx
 
     class _KubeAuthTransport(httpx.HTTPTransport):
-        def __init__(self, configuration: Any) -> None:
-            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-            if not configuration.verify_ssl:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            if configuration.cert_file:
-                context.load_cert_chain(configuration.cert_file, configuration.key_file)
-            super().__init__(verify=context)
-            self._configuration = configuration
+        def __init__(self, credentials: Credentials) -> None:
+            super().__init__(verify=credentials.ssl_context())
+            self._credentials = credentials
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
-            # The client's own auth settings (refresh hooks included), as its ApiClient applies
-            # them.
-            for setting in self._configuration.auth_settings().values():
-                if setting.get("in") == "header" and setting.get("value"):
-                    request.headers[setting["key"]] = setting["value"]
+            # The loader's auth headers, refreshed per request as for our API calls.
+            for key, value in self._credentials.headers().items():
+                request.headers[key] = value
             return super().handle_request(request)
 
-    return _KubeAuthTransport(configuration)
+    return _KubeAuthTransport(credentials)
 
 
 def translate_api_exception(exc: Any, what: str) -> ApiError:
-    """An ``ApiException`` as the most specific error of ours, with a bounded message."""
+    """An HTTP error answer (:class:`HttpStatus`, or anything with ``status``/``body``/``reason``)
+    as the most specific error of ours, with a bounded message."""
     status = int(getattr(exc, "status", 0) or 0)
     body = getattr(exc, "body", None)
     reason = ""
@@ -260,6 +200,13 @@ def translate_api_exception(exc: Any, what: str) -> ApiError:
     return cls(text, status=status, reason=reason, hint=hint)
 
 
+def _retryable(exc: ApiError | ApiUnreachable) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.status == 429 or exc.status >= 500
+    # A failed TLS handshake fails the same way every time: no retry.
+    return not isinstance(exc, TlsFailure)
+
+
 def _retry_after(exc: Any) -> float | None:
     headers = getattr(exc, "headers", None) or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
@@ -270,7 +217,8 @@ def _retry_after(exc: Any) -> float | None:
 
 
 class Kube:
-    """Typed entry points over the official client; every call returns the API's JSON as dicts."""
+    """The API calls with their retry policy and error translation; each returns the API's JSON
+    as dicts."""
 
     def __init__(self, connection: Connection, namespace: str) -> None:
         self.connection = connection
@@ -278,64 +226,36 @@ class Kube:
         self._apis: dict[str, Any] = {}
 
     def api(self, name: str) -> Any:
-        """``core``, ``apps``, ``coordination``, ``events`` or ``custom`` API object, made once."""
+        """``core``, ``apps``, ``coordination``, ``events`` or ``custom``: the generated API's
+        method names, sent as plain JSON requests (gx10slots.kube.rest.Group)."""
         if name not in self._apis:
-            from kubernetes import client
-
-            # Look up only the class asked for: each generated API module imports its models on
-            # first access (CoreV1Api alone is ~300 ms), so naming all five here cost every
-            # command the imports of APIs it never calls.
-            factory = getattr(client, _API_CLASSES[name])
-            self._apis[name] = factory(self.connection.api_client)
+            self._apis[name] = Group(self.connection.transport, name)
         return self._apis[name]
 
     # -- calls -----------------------------------------------------------------------------------
 
     def read(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """A GET/LIST with the read retry policy; ``what`` names it in messages and logs."""
-        from tenacity import (
-            RetryCallState,
-            Retrying,
-            retry_if_exception,
-            stop_after_attempt,
-            wait_exponential,
-        )
+        """A GET/LIST with the read retry policy; ``what`` names it in messages and logs.
 
-        def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, ApiError):
-                return exc.status == 429 or exc.status >= 500
-            # A failed TLS handshake fails the same way every time: no retry.
-            return isinstance(exc, ApiUnreachable) and not isinstance(exc, TlsFailure)
-
-        backoff = wait_exponential(multiplier=0.2, max=2.0)
-
-        def wait(state: RetryCallState) -> float:
-            outcome = state.outcome
-            exc = outcome.exception() if outcome else None
-            after = getattr(exc, "retry_after", None)
-            return float(after) if after is not None else float(backoff(state))
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "%s failed (%s), attempt %d/%d, retrying",
-                what,
-                getattr(exc, "message", exc),
-                state.attempt_number,
-                READ_ATTEMPTS,
-            )
-
-        retrying = Retrying(
-            retry=retry_if_exception(retryable),
-            stop=stop_after_attempt(READ_ATTEMPTS),
-            wait=wait,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        result: dict[str, Any] = retrying(
-            self._call, what, fn, args, kwargs, READ_TIMEOUT, write=False
-        )
-        return result
+        Retried: connection errors (not a failed TLS handshake, which fails the same way every
+        time), 5xx and 429, at most READ_ATTEMPTS times, waiting as the server's Retry-After asks
+        (capped) or 0.2, 0.4, 0.8 s... (at most 2 s). A plain loop rather than tenacity: its
+        import (asyncio included) was start-up time every command paid for a policy that is
+        four lines."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._call(what, fn, args, dict(kwargs), READ_TIMEOUT, write=False)
+            except (ApiError, ApiUnreachable) as exc:
+                if attempt == READ_ATTEMPTS or not _retryable(exc):
+                    raise
+                after = getattr(exc, "retry_after", None)
+                delay = float(after) if after is not None else min(0.2 * 2 ** (attempt - 1), 2.0)
+                log.warning(
+                    "%s failed (%s), attempt %d/%d, retrying", what, exc.message, attempt,
+                    READ_ATTEMPTS,
+                )  # fmt: skip
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def read_text(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
         """A GET whose answer is text (pod logs), bounded; no retries (logs are best effort)."""
@@ -358,7 +278,6 @@ class Kube:
         write: bool,
     ) -> dict[str, Any]:
         import urllib3.exceptions as u3
-        from kubernetes.client.exceptions import ApiException, OpenApiException
 
         raw_text = kwargs.pop("_raw_text", False)
         kwargs.setdefault("_request_timeout", timeout)
@@ -367,20 +286,20 @@ class Kube:
         try:
             response = fn(*args, **kwargs)
             data = _read_body(response, MAX_RESPONSE_BYTES, what)
-        except ApiException as exc:
-            if not getattr(exc, "status", 0) and _tls_failure(exc):
-                # The client turns urllib3's SSLError into ApiException(status=0) (rest.py:
-                # `except urllib3.exceptions.SSLError as e: raise ApiException(status=0, ...)`):
-                # no HTTP answer at all, so not an API error.
-                raise self._tls_error(what, exc.__context__ or exc, write=write) from exc
+        except HttpStatus as exc:
             error = translate_api_exception(exc, what)
             error.retry_after = _retry_after(exc)
             raise error from exc
-        except OpenApiException as exc:
-            # ApiTypeError/ApiValueError/ApiKeyError (clients <= 35): an unknown keyword or a
-            # missing parameter, raised by the generated method before anything is sent.
+        except TooLarge as exc:
+            raise ApiError(
+                f"{what}: the API server announced a {exc.declared}-byte answer, over the "
+                f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB limit",
+                status=exc.status,
+            ) from exc
+        except RefusedCall as exc:
+            # An unknown method or keyword, a missing argument: refused before anything is sent.
             raise ClusterError(
-                f"{what}: the kubernetes client refused the call ({_cause(exc)})",
+                f"{what}: the Kubernetes adapter refused the call ({_cause(exc)})",
                 hint=CLIENT_HINT,
             ) from exc
         except u3.SSLError as exc:
@@ -396,16 +315,6 @@ class Kube:
             cls = WriteOutcomeUnknown if write else ApiUnreachable
             raise cls(
                 f"{what}: no answer from the API server after {elapsed:.1f} s ({_cause(exc)})"
-            ) from exc
-        except ValueError as exc:
-            # Clients >= 36 validate arguments with pydantic (`@validate_call`): a
-            # pydantic_core.ValidationError (a ValueError) before anything is sent. Nothing else
-            # in this block raises ValueError (the body is parsed below).
-            if not _is_validation_error(exc):
-                raise
-            raise ClusterError(
-                f"{what}: the kubernetes client refused the call ({_cause(exc)})",
-                hint=CLIENT_HINT,
             ) from exc
         if raw_text:
             return {"text": (data or b"")[-MAX_TEXT_BYTES:].decode("utf-8", errors="replace")}
@@ -480,23 +389,6 @@ def _read_body(response: Any, cap: int, what: str) -> bytes:
             )
     response.release_conn()
     return bytes(body)
-
-
-def _tls_failure(exc: BaseException) -> bool:
-    """Whether a status-0 ApiException stands for a TLS failure (urllib3's SSLError)."""
-    import urllib3.exceptions as u3
-
-    if isinstance(exc.__context__, (u3.SSLError, ssl.SSLError, ssl.CertificateError)):
-        return True
-    return str(getattr(exc, "reason", "") or "").startswith("SSLError")
-
-
-def _is_validation_error(exc: BaseException) -> bool:
-    try:
-        from pydantic import ValidationError
-    except ImportError:  # clients <= 35 do not depend on pydantic
-        return False
-    return isinstance(exc, ValidationError)
 
 
 def _cause(exc: BaseException) -> str:

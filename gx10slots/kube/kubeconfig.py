@@ -1,7 +1,17 @@
 """Loading a kubeconfig with every read bounded and every wait time-limited.
 
+Two loaders, one result (:class:`gx10slots.kube.rest.Credentials`):
+
+- :func:`plain_credentials`, ours, for the common kubeconfig: one file whose context's user has a
+  bearer token (``token``/``tokenFile``) and/or a client certificate, and whose cluster has a
+  server, a CA (or ``insecure-skip-tls-verify``). It needs no import of the official client
+  (about 300 ms of start-up: docs/benchmarks.md), and answers ``None`` for anything else;
+- :func:`official_credentials`, the official client's loader, for the rest: exec plugins, auth
+  providers (OIDC, gcp), basic auth, proxies, several merged files; and
+  :func:`in_cluster_credentials` for a pod's service account.
+
 The official client's loader does the merging, contexts and auth plugins as kubectl does; what it
-does not do is distrust its input. Here, around it:
+does not do is distrust its input. Here, around it (and in our loader alike):
 
 - each kubeconfig file, token file and certificate/key file must be a regular file of at most
   1 MiB (``fileio.check_regular_file``): ``tokenFile: /dev/zero`` or a kubeconfig given as a FIFO
@@ -20,18 +30,24 @@ both, so an upgrade that moves them fails there, not in production.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import functools
 import json
+import logging
 import os
 import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from gx10slots import scrub
-from gx10slots.errors import ConfigError
-from gx10slots.fileio import MAX_INPUT_FILE_BYTES, NotReadable, check_regular_file
+from gx10slots.errors import ConfigError, excerpt
+from gx10slots.fileio import MAX_INPUT_FILE_BYTES, NotReadable, check_regular_file, read_bounded
+from gx10slots.kube.rest import Credentials
 
 # An exec plugin (aws eks get-token, gke-gcloud-auth-plugin, kubelogin) answers in a second or
 # two; an interactive one (a browser login) may take a while, but not forever.
@@ -52,6 +68,212 @@ def _check(path: str, what: str) -> None:
         check_regular_file(path, MAX_INPUT_FILE_BYTES)
     except NotReadable as exc:
         raise ConfigError(f"cannot load Kubernetes credentials: {what} {path} {exc}") from exc
+
+
+# What our loader understands; a kubeconfig with anything else in its chosen user or cluster
+# (exec, auth-provider, username/password, proxy-url, tls-server-name, as/impersonation...) goes
+# to the official loader, which knows them all.
+PLAIN_USER_KEYS = frozenset(
+    {
+        "token",
+        "tokenFile",
+        "client-certificate",
+        "client-certificate-data",
+        "client-key",
+        "client-key-data",
+        "extensions",
+    }
+)
+PLAIN_CLUSTER_KEYS = frozenset(
+    {
+        "server",
+        "certificate-authority",
+        "certificate-authority-data",
+        "insecure-skip-tls-verify",
+        "extensions",
+    }
+)
+
+
+def plain_credentials(path: str, context: str | None) -> Credentials | None:
+    """The credentials of a plain kubeconfig (see the module doc), read as the official loader
+    reads them (kubernetes.config.kube_config.KubeConfigLoader: ``_load_cluster_info``,
+    ``_load_user_token``; ``token`` wins over ``tokenFile``, ``*-data`` over the file, paths
+    relative to the kubeconfig's directory); ``None`` when the official loader must do it."""
+    import yaml
+
+    paths = [p for p in path.split(os.pathsep) if p]
+    if len(paths) != 1:
+        return None  # several files: merged by the official loader, as kubectl merges them
+    filename = os.path.expanduser(paths[0])
+    _check(filename, "kubeconfig")
+    doc = yaml.safe_load(read_bounded(filename))
+    if not isinstance(doc, dict):
+        return None
+    name = context or doc.get("current-context")
+    ctx = _named(doc.get("contexts"), name, "context")
+    if ctx is None or not set(ctx) <= {"cluster", "user", "namespace", "extensions"}:
+        return None
+    cluster = _named(doc.get("clusters"), ctx.get("cluster"), "cluster")
+    user = _named(doc.get("users"), ctx.get("user"), "user") if ctx.get("user") else {}
+    if cluster is None or user is None:
+        return None
+    if not set(cluster) <= PLAIN_CLUSTER_KEYS or not set(user) <= PLAIN_USER_KEYS:
+        return None
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
+        return None
+    insecure = cluster.get("insecure-skip-tls-verify", False)
+    if not isinstance(insecure, bool):
+        return None  # the official loader reads any truthy value (a string "false" too)
+    base = os.path.dirname(os.path.abspath(filename))
+    try:
+        token = _file_or_data(user, "tokenFile", "token", base, decode=False)
+        cert = _file_or_data(user, "client-certificate", "client-certificate-data", base)
+        key = _file_or_data(user, "client-key", "client-key-data", base)
+        ca = _file_or_data(cluster, "certificate-authority", "certificate-authority-data", base)
+    except _NotPlain:
+        return None
+    headers: dict[str, str] = {}
+    if token:
+        headers["Authorization"] = f"Bearer {scrub.checked_key(token, KUBECONFIG_TOKEN)}"
+    if (cert is None) != (key is None):
+        return None  # half a key pair: let the official loader say what it makes of it
+    if key is not None:
+        scrub.remember(key.decode("ascii", "replace"))
+    source = f"kubeconfig {path}" + (f" (context {context})" if context else "")
+    https = server.startswith("https://")
+    return Credentials(
+        host=server.rstrip("/"),
+        source=source,
+        verify=not insecure,
+        ca_data=ca.decode("ascii", "replace") if ca is not None and https else None,
+        cert_data=cert if https else None,
+        key_data=key if https else None,
+        headers=lambda: headers,
+    )
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _named(items: Any, name: Any, what: str) -> dict[str, Any] | None:
+    """The ``what`` entry of the one item called ``name`` in a kubeconfig list."""
+    if not isinstance(items, list) or not isinstance(name, str):
+        return None
+    found = [item for item in items if isinstance(item, dict) and item.get("name") == name]
+    if len(found) != 1:
+        return None  # missing or ambiguous: the official loader says which
+    value = found[0].get(what)
+    return value if isinstance(value, dict) else ({} if value is None else None)
+
+
+def _file_or_data(
+    node: dict[str, Any], file_key: str, data_key: str, base: str, *, decode: bool = True
+) -> bytes | None:
+    """As the official loader's ``FileOrData``: inline data (base64 unless ``decode`` is
+    False) before a file; every file bounded."""
+    if data_key in node:
+        value = node[data_key]
+        if not isinstance(value, str):
+            raise _NotPlain
+        if not decode:
+            return value.encode()
+        try:
+            return base64.b64decode(value, validate=False)
+        except (binascii.Error, ValueError):
+            raise _NotPlain from None
+    if file_key in node:
+        value = node[file_key]
+        if not isinstance(value, str):
+            raise _NotPlain
+        path = os.path.normpath(os.path.join(base, value))
+        try:
+            return read_bounded(path)
+        except NotReadable as exc:
+            raise ConfigError(
+                f"cannot load Kubernetes credentials: {file_key} {path} {exc}"
+            ) from exc
+    return None
+
+
+def official_credentials(path: str, context: str | None) -> Credentials:
+    """The official client's loader (bounded, see the module doc), as :class:`Credentials`."""
+    from kubernetes import client
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    try:
+        with _loader_errors() as logged:
+            load(path, context, configuration)
+    except ConfigException as exc:
+        raise ConfigError(f"cannot load Kubernetes credentials: {excerpt(str(exc))}") from exc
+    if logged:
+        # The loader logs a failed exec credential plugin (or token refresh) and goes on
+        # without credentials: every request would then be refused with no cause shown.
+        raise ConfigError(
+            f"cannot load Kubernetes credentials from {path}: {excerpt(logged[0], 200)}"
+        )
+    source = f"kubeconfig {path}" + (f" (context {context})" if context else "")
+    return _from_configuration(configuration, source)
+
+
+def in_cluster_credentials() -> Credentials:
+    """A pod's service account, through the official loader (it re-reads the rotated token)."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException as exc:
+        raise ConfigError(f"cannot load Kubernetes credentials: {excerpt(str(exc))}") from exc
+    return _from_configuration(configuration, "in-cluster service account")
+
+
+def _from_configuration(configuration: Any, source: str) -> Credentials:
+    remember_configuration(configuration)
+
+    def headers() -> dict[str, str]:
+        # As the official ApiClient applies them, refresh hooks (an exec plugin's expiring
+        # token) included: auth_settings() calls get_api_key_with_prefix, which refreshes.
+        found = {}
+        for setting in configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                found[str(setting["key"])] = str(setting["value"])
+        return found
+
+    return Credentials(
+        host=str(configuration.host).rstrip("/"),
+        source=source,
+        verify=bool(configuration.verify_ssl),
+        ca_file=configuration.ssl_ca_cert or None,
+        cert_file=configuration.cert_file or None,
+        key_file=configuration.key_file or None,
+        tls_server_name=getattr(configuration, "tls_server_name", None) or None,
+        proxy=configuration.proxy or None,
+        headers=headers,
+    )
+
+
+@contextlib.contextmanager
+def _loader_errors() -> Iterator[list[str]]:
+    """Errors the kubernetes config loader logs (through the root logger) instead of raising."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "kubernetes" in record.pathname:
+                messages.append(record.getMessage())
+
+    handler = Collect(level=logging.ERROR)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        root.removeHandler(handler)
 
 
 def load(path: str, context: str | None, configuration: Any) -> None:
@@ -100,8 +322,6 @@ KUBECONFIG_TOKEN = "kubeconfig: the user's bearer token"
 
 def _clean_token(loader: Any) -> None:
     """The Authorization value the loader made, with its credential checked and registered."""
-    from gx10slots.ops.engine import checked_key
-
     header = loader.__dict__.get("token")
     if not isinstance(header, str):
         return
@@ -112,7 +332,7 @@ def _clean_token(loader: Any) -> None:
         if user is not None and "password" in user:
             scrub.remember(str(user["password"]))
         return
-    loader.token = f"{scheme} {checked_key(credential, KUBECONFIG_TOKEN)}"
+    loader.token = f"{scheme} {scrub.checked_key(credential, KUBECONFIG_TOKEN)}"
 
 
 def remember_configuration(configuration: Any) -> None:
@@ -146,8 +366,10 @@ def bounded_exec_provider() -> type:
             }
             if previous_response:
                 info["spec"]["response"] = previous_response
-            if self.cluster:
-                info["spec"]["cluster"] = self.cluster.value
+            # `cluster` (provideClusterInfo) exists on clients >= 31 only: the floor has none.
+            cluster = getattr(self, "cluster", None)
+            if cluster:
+                info["spec"]["cluster"] = cluster.value
             self.env["KUBERNETES_EXEC_INFO"] = json.dumps(info)
             command = str(self.args[0])
             try:
@@ -158,7 +380,7 @@ def bounded_exec_provider() -> type:
                     stdin=None if interactive else subprocess.DEVNULL,
                     cwd=self.cwd,
                     env=self.env,
-                    shell=self.shell,
+                    shell=getattr(self, "shell", False),  # clients <= 30 have no shell option
                 )
             except OSError as exc:
                 raise ConfigException(

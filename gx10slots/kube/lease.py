@@ -48,6 +48,7 @@ from gx10slots.errors import (
     SlotsError,
 )
 from gx10slots.kube.client import Kube
+from gx10slots.kube.values import micro_time, parse_micro, rfc3339
 
 log = logging.getLogger("gx10slots.kube.lease")
 
@@ -88,36 +89,6 @@ def holder_identity() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}:{os.getpid()}"
-
-
-def micro_time(moment: datetime | None = None) -> str:
-    """A ``MicroTime`` as the API server writes it: always six fractional digits, in UTC.
-
-    A real API server parses ``RFC3339Micro`` ("2006-01-02T15:04:05.000000Z07:00") strictly;
-    ``%f`` always gives six digits (apimachinery pkg/apis/meta/v1/micro_time.go)."""
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_micro(text: Any) -> datetime | None:
-    if not text or not isinstance(text, str) or len(text) > 64:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    try:
-        parsed = (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).astimezone(
-            UTC
-        )
-    except OverflowError:  # year 1 or 9999 moved across midnight by its offset
-        return _EARLIEST if parsed.year < 5000 else _LATEST
-    # A record from the edge of the calendar (hostile, or a broken clock): clamped, so that
-    # adding a lease duration to it can never overflow.
-    return min(max(parsed, _EARLIEST), _LATEST)
-
-
-_EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def record_duration_s(spec: Mapping[str, Any], default: int) -> int:
@@ -299,7 +270,7 @@ def lease_view(lease: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _rfc3339(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+    return rfc3339(moment) if moment else None
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,18 @@ are used up.
 from __future__ import annotations
 
 import contextlib
-import functools
+import json
 import logging
 import queue
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gx10slots.errors import ApiError, ApiUnreachable, SlotsError
+from gx10slots.errors import ApiError, ApiUnreachable, SlotsError, excerpt
 from gx10slots.kube.client import Kube, translate_api_exception
+from gx10slots.kube.rest import HttpStatus
 
 log = logging.getLogger("gx10slots.watch")
 
@@ -31,48 +33,56 @@ WATCH_LINE_CAP = 8 * 1024 * 1024
 WATCH_BYTES_CAP = 64 * 1024 * 1024
 
 
-class _BoundedStream:
-    """A watch response whose body is counted as the client's line reader consumes it
-    (kubernetes.watch.watch.iter_resp_lines buffers until a newline, without a limit)."""
-
-    def __init__(self, response: Any, what: str) -> None:
-        self._response = response
-        self._what = what
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._response, name)
-
-    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Any:
-        total = 0
-        since_newline = 0
-        # The client asks for amt=None, which on a body without chunked encoding reads until the
-        # connection closes, in one piece: read in bounded pieces instead.
-        for segment in self._response.stream(amt or 65536, decode_content=decode_content):
-            data = segment if isinstance(segment, bytes) else str(segment).encode()
-            total += len(data)
-            cut = data.rfind(b"\n")
-            since_newline = len(data) - cut - 1 if cut >= 0 else since_newline + len(data)
-            if since_newline > WATCH_LINE_CAP or total > WATCH_BYTES_CAP:
-                self._response.close()
-                limit = WATCH_LINE_CAP if since_newline > WATCH_LINE_CAP else WATCH_BYTES_CAP
-                what = "one event" if since_newline > WATCH_LINE_CAP else "one watch"
-                raise ApiError(
-                    f"{self._what}: the API server sent more than {limit // (1024 * 1024)} MiB "
-                    f"in {what}; stopped reading",
-                    status=int(getattr(self._response, "status", 0) or 0),
-                )
-            yield segment
+def _event_lines(response: Any, what: str) -> Iterator[bytes]:
+    """The lines of a watch answer (one JSON event each), counted as they arrive: a line longer
+    than WATCH_LINE_CAP, or more than WATCH_BYTES_CAP in one watch, is refused."""
+    total = 0
+    pending = bytearray()
+    for chunk in response.stream(65536):
+        total += len(chunk)
+        pending += chunk
+        lines: list[bytes] = []
+        if b"\n" in chunk:
+            *lines, rest = bytes(pending).split(b"\n")
+            pending = bytearray(rest)
+        if len(pending) > WATCH_LINE_CAP or total > WATCH_BYTES_CAP:
+            response.close()
+            over_line = len(pending) > WATCH_LINE_CAP
+            limit = WATCH_LINE_CAP if over_line else WATCH_BYTES_CAP
+            raise ApiError(
+                f"{what}: the API server sent more than {limit // (1024 * 1024)} MiB "
+                f"in {'one event' if over_line else 'one watch'}; stopped reading",
+                status=int(getattr(response, "status", 0) or 0),
+            )
+        yield from (line for line in lines if line.strip())
+    if pending.strip():
+        yield bytes(pending)
 
 
-def _bounded(list_fn: Callable[..., Any], what: str) -> Callable[..., Any]:
-    # kubernetes.watch.Watch inspects the function (signature, docstring) for its return type
-    # and watch argument: functools.wraps keeps both visible through the wrapper.
-    @functools.wraps(list_fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        response = list_fn(*args, **kwargs)
-        return _BoundedStream(response, what) if kwargs.get("watch") else response
+class _BadEvent(Exception):
+    """An ERROR event (a Status other than 410) or a line that is not an event: the stream is
+    dropped and listed again, as for a dropped connection."""
 
-    return call
+
+class _Expired(Exception):
+    """The watch's resourceVersion was compacted away (410 Gone): list again."""
+
+
+def _event(line: bytes, source: str) -> WatchEvent:
+    """One watch event line: ``{"type": ..., "object": {...}}``; an ERROR carries a Status."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        text = excerpt(line.decode("utf-8", "replace"))
+        raise _BadEvent(f"an event that is not JSON: {text}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("object"), dict):
+        raise _BadEvent("an event that is not an object")
+    kind, obj = str(doc.get("type") or ""), doc["object"]
+    if kind == "ERROR":
+        if obj.get("code") == 410:
+            raise _Expired
+        raise _BadEvent(f"{obj.get('code')} {excerpt(str(obj.get('message') or ''))}")
+    return WatchEvent(source, kind, obj)
 
 
 @dataclass
@@ -91,7 +101,9 @@ class Watcher:
         self.events: queue.Queue[WatchEvent] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._watches: list[Any] = []
+        self._responses: list[Any] = []  # the open watch answers, closed by stop()
+        # Set once a watch stream is open: changes from then on arrive as they happen.
+        self.watching = threading.Event()
 
     def add(
         self,
@@ -117,9 +129,6 @@ class Watcher:
         field_selector: str | None,
         label_selector: str | None,
     ) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
         selectors: dict[str, Any] = {}
         if field_selector:
             selectors["field_selector"] = field_selector
@@ -132,26 +141,27 @@ class Watcher:
                 for item in listed.get("items") or []:
                     self.events.put(WatchEvent(source, "LISTED", item))
                 version = listed.get("metadata", {}).get("resourceVersion")
-                w = watch.Watch()
-                self._watches.append(w)
-                for event in w.stream(
-                    _bounded(list_fn, f"watch {source}"),
+                response = list_fn(
                     self.kube.namespace,
+                    watch=True,
                     resource_version=version,
                     timeout_seconds=WATCH_SECONDS,
                     _request_timeout=(5, WATCH_SECONDS + 10),
                     **selectors,
-                ):
+                )
+                self._responses.append(response)
+                self.watching.set()
+                for line in _event_lines(response, f"watch {source}"):
                     if self._stop.is_set():
-                        w.stop()
                         return
+                    event = _event(line, source)
                     errors = 0
-                    self.events.put(
-                        WatchEvent(source, str(event["type"]), dict(event["raw_object"]))
-                    )
-            except ApiException as exc:
+                    self.events.put(event)
+            except _Expired:
+                continue  # our version was compacted: list again
+            except HttpStatus as exc:
                 if exc.status == 410:
-                    continue  # our version was compacted: list again
+                    continue
                 errors += 1
                 if errors >= MAX_CONSECUTIVE_ERRORS or self._stop.is_set():
                     self._fail(source, translate_api_exception(exc, f"watch {source}"))
@@ -176,11 +186,15 @@ class Watcher:
     def stop(self) -> None:
         """Stop and close the streams now (not at their next event), then let the threads go."""
         self._stop.set()
-        for w in self._watches:
-            w.stop()
-            response = getattr(w, "_resp", None)  # the open urllib3 response of the stream
-            if response is not None:
-                with contextlib.suppress(Exception):
-                    response.close()
+        for response in self._responses:
+            # Closing a response does not wake a thread blocked reading it; shutting its socket
+            # down does (the plain socket's shutdown: the TLS layer's own would unwind its state
+            # under the reading thread).
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            with contextlib.suppress(Exception):
+                response.close()
         for thread in self._threads:
             thread.join(timeout=2)

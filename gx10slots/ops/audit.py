@@ -22,7 +22,7 @@ from typing import Any
 from gx10slots import scrub
 from gx10slots.app import App
 from gx10slots.errors import ApiError, ApiUnreachable, ClusterError, Conflict, NotFound, SlotsError
-from gx10slots.kube.lease import micro_time
+from gx10slots.kube.values import micro_time
 
 log = logging.getLogger("gx10slots.audit")
 

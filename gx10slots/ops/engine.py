@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
 from gx10slots.app import App
 from gx10slots.errors import ConfigError, NotFound
+from gx10slots.scrub import checked_key
 
 if TYPE_CHECKING:
+    # Only for annotations: importing httpx (and the rich/pygments its CLI pulls in) costs
+    # ~140 ms, which `flip-back --force` would pay before its write rather than after it.
+    import httpx
+
     from gx10slots.smoke.report import Report
     from gx10slots.smoke.settings import SuiteSettings
 
@@ -81,40 +84,6 @@ def engine_api_key(app: App) -> str | None:
     return key
 
 
-def checked_key(value: str | bytes, where: str) -> str:
-    """A credential as it may go into an HTTP header, or a :class:`ConfigError` that names where
-    it came from and never quotes it.
-
-    Surrounding whitespace is stripped: a key read from a file or a Secret usually ends in a
-    newline, and client-go does the same for bearer token files (``strings.TrimSpace`` in
-    ``fileTokenSource.Token``, staging/src/k8s.io/client-go/transport/token_source.go). Anything
-    else that is not visible ASCII (a control character inside, a non-ASCII letter) cannot be
-    sent in a header (RFC 9110 field values; h11 and urllib3 raise with the value in the
-    message), so it is refused up front.
-    """
-    from gx10slots import scrub
-
-    scrub.remember(value)
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("ascii")
-        except UnicodeDecodeError:
-            raise ConfigError(
-                f"{where}: the credential is not ASCII text (its value is not shown)",
-                hint="set it to the key itself, printable ASCII without spaces",
-            ) from None
-    key = value.strip()
-    bad = [c for c in key if not ("!" <= c <= "~")]
-    if bad or not key:
-        what = "is empty" if not key else "holds a space, a control or a non-ASCII character"
-        raise ConfigError(
-            f"{where}: the credential {what} (its value is not shown)",
-            hint="set it to the key itself, printable ASCII without spaces",
-        )
-    scrub.remember(key)
-    return key
-
-
 def _engine_api_key(app: App) -> str | None:
     explicit = os.environ.get("SLOTS_ENGINE_API_KEY")
     if explicit:
@@ -174,6 +143,10 @@ def suite_settings(app: App, probes: tuple[str, ...] | None = None) -> SuiteSett
         burst=smoke.burst,
         probe_timeout_s=smoke.probe_timeout_s,
         deadline_s=smoke.deadline_s,
+        prompts=smoke.prompts,
+        baseline_ttft_ratio=smoke.baseline.ttft_ratio,
+        baseline_tokens_ratio=smoke.baseline.tokens_ratio,
+        baseline_margin_ms=smoke.baseline.margin_s * 1000.0,
     )
 
 

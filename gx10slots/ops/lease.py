@@ -18,8 +18,9 @@ from gx10slots.app import App
 from gx10slots.errors import NotFound, SlotsError
 from gx10slots.fallback import FallbackProtection, fallback_protection, guard_watch
 from gx10slots.kube.lease import LEASE_NAME, Lock, Takeover, here
+from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
-from gx10slots.slots import FlagState, SlotState, now_utc, rfc3339
+from gx10slots.slots import FlagState, SlotState
 
 # Held by `slots guard` (and, later, the controller) for as long as it watches production: while
 # it is held, production's fallback stays protected (see state.fallback_protection).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from gx10slots.app import App
@@ -17,8 +18,10 @@ from gx10slots.errors import (
 )
 from gx10slots.fallback import check_fallback
 from gx10slots.flip.rules import clean_reason
+from gx10slots.kube.cas import CAS_ATTEMPTS, patch_until_settled
 from gx10slots.kube.client import FIELD_MANAGER, WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
+from gx10slots.kube.values import now_utc, parse_rfc3339, rfc3339
 from gx10slots.ops.audit import (
     HistoryEntry,
     append_history,
@@ -28,9 +31,8 @@ from gx10slots.ops.audit import (
 )
 from gx10slots.ops.lease import hold, protection
 from gx10slots.ops.read import read_deployment, snapshot
-from gx10slots.slots import ANNOTATION_PREFIX, now_utc, other_slot, parse_rfc3339, rfc3339
+from gx10slots.slots import ANNOTATION_PREFIX, other_slot
 
-CAS_ATTEMPTS = 3
 PARKED_BY = ANNOTATION_PREFIX + "parked-by"
 PARKED_AT = ANNOTATION_PREFIX + "parked-at"
 PARKED_REASON = ANNOTATION_PREFIX + "parked-reason"
@@ -181,30 +183,26 @@ def scale_to_zero(app: App, slot: str) -> None:
     """Scale a slot to zero with compare-and-swap (the caller holds the lease and checked roles)."""
     kube, config = app.kube, app.config
     name = config.slot(slot).deployment
-    for _ in range(CAS_ATTEMPTS):
-        current = read_deployment(app, slot)
+
+    def plan(current: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
         if current is None or not current["spec"].get("replicas"):
-            return
-        try:
-            kube.write(
-                f"scale Deployment {config.namespace}/{name} to 0",
-                kube.api("apps").patch_namespaced_deployment,
-                name,
-                config.namespace,
-                [
-                    {
-                        "op": "test",
-                        "path": "/metadata/resourceVersion",
-                        "value": current["metadata"]["resourceVersion"],
-                    },
-                    {"op": "replace", "path": "/spec/replicas", "value": 0},
-                ],
-                field_manager=FIELD_MANAGER,
-            )
-            return
-        except (Conflict, Invalid):
-            continue
-    raise ClusterError(f"Deployment {name} kept changing under us; it was not scaled to 0")
+            return None
+        return [{"op": "replace", "path": "/spec/replicas", "value": 0}]
+
+    written = patch_until_settled(
+        lambda: read_deployment(app, slot),
+        plan,
+        lambda ops: kube.write(
+            f"scale Deployment {config.namespace}/{name} to 0",
+            kube.api("apps").patch_namespaced_deployment,
+            name,
+            config.namespace,
+            ops,
+            field_manager=FIELD_MANAGER,
+        ),
+    )
+    if written is None:
+        raise ClusterError(f"Deployment {name} kept changing under us; it was not scaled to 0")
 
 
 def _decide(

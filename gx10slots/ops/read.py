@@ -8,6 +8,7 @@ from typing import Any
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
 from gx10slots.errors import ApiError, NotFound
+from gx10slots.flags import kind_of
 from gx10slots.memory import gib
 from gx10slots.slots import FlagState, SlotState, flag_state, slot_state
 
@@ -24,16 +25,9 @@ class Snapshot:
 
 
 def read_flag_object(app: App) -> dict[str, Any]:
-    config, kube = app.config, app.kube
-    core = kube.api("core")
-    if config.flag.kind == "service-selector":
-        what = f"read Service {config.namespace}/{config.flag.name}"
-        fn = core.read_namespaced_service
-    else:
-        what = f"read ConfigMap {config.namespace}/{config.flag.name}"
-        fn = core.read_namespaced_config_map
+    config = app.config
     try:
-        return kube.read(what, fn, config.flag.name, config.namespace)
+        return kind_of(config).read(app)
     except NotFound as exc:
         exc.hint = (
             f"the flag object named in {config.source} (flag.name) must exist in namespace "

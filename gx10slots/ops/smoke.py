@@ -1,5 +1,12 @@
 """`slots smoke [SLOT]`: the deep-liveness suite against a slot, reports, and the recorded result.
 
+When production's active slot is another, ready slot, a short reference run against it comes first
+(readiness, known-answer, streaming, tool-call forced on, burst): what it can do the candidate must
+do too (capability parity), and its figures are the live baseline the candidate's are judged
+against; the report holds them under `baseline`. Reference first, then the candidate; when the
+candidate looks like a regression, both are measured again back to back (a burst each) and only a
+regression seen again fails (one slow moment of a busy machine is not a slower model).
+
 The result is recorded as annotations on the slot's Deployment, bound to the revision (pod
 template hash) that was tested: a later change to image, env or args makes it stale for `flip`.
 The suite runs without the lease (a smoke of the standby must never block an emergency
@@ -9,36 +16,43 @@ refuses to record a result for a revision that changed while the suite ran.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gx10slots import console
+from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
-from gx10slots.errors import ClusterError, Conflict, Invalid, LockHeld, UsageError
+from gx10slots.errors import ClusterError, LockHeld, SlotsError, UsageError
+from gx10slots.kube.cas import annotation_ops, patch_until_settled
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.kube.lease import Lock
+from gx10slots.kube.values import annotation_pointer, now_utc, rfc3339
 from gx10slots.ops.engine import probe_access, slot_endpoint, suite_settings
 from gx10slots.ops.lease import hold
-from gx10slots.ops.read import read_deployment, snapshot
+from gx10slots.ops.read import read_deployment, read_flag_object, snapshot
 from gx10slots.slots import (
     SMOKE_AT,
     SMOKE_PASSED,
     SMOKE_REPORT,
     SMOKE_REVISION,
-    now_utc,
+    flag_state,
     other_slot,
     revision_of,
-    rfc3339,
     slot_state,
 )
 
 if TYPE_CHECKING:
-    from gx10slots.smoke.report import Report
+    import httpx
+
+    from gx10slots.smoke.profiles import EngineProfile
+    from gx10slots.smoke.report import Baseline, Report
     from gx10slots.smoke.result import ProbeResult
 
-REPORT_FORMATS = ("json", "md", "junit")
+# The reference run against production's active slot: enough to learn what it does (tool calls,
+# streaming with usage) and how fast (TTFT, tokens/s), nothing that waits long.
+REFERENCE_PROBES = ("readiness", "known-answer", "streaming", "tool-call", "burst")
 
 
 @dataclass(frozen=True)
@@ -78,20 +92,135 @@ def resolve_slot(app: App, requested: str) -> str:
 def parse_formats(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
+    from gx10slots.smoke.report import FORMATS
+
     formats = tuple(f.strip() for f in text.split(",") if f.strip())
-    unknown = [f for f in formats if f not in REPORT_FORMATS]
+    unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UsageError(
-            f"--format {text!r}: expected a comma-separated list drawn from json, md, junit"
+            f"--format {text!r}: expected a comma-separated list drawn from {', '.join(FORMATS)}"
         )
     return formats
 
 
-def _progress(result: ProbeResult) -> None:
+def _progress(result: ProbeResult, indent: str = "  ") -> None:
     verdict = "skip" if result.skipped and result.passed else "ok" if result.passed else "FAIL"
     console.progress(
-        f"  {verdict:4} {result.name:13} {result.duration_ms:8.1f} ms  {result.detail}"
+        f"{indent}{verdict:4} {result.name:13} {result.duration_ms:8.1f} ms  {result.detail}"
     )
+
+
+def _progress_reference(result: ProbeResult) -> None:
+    _progress(result, "    active: ")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Production's active slot as the reference run found it, and how to reach it again."""
+
+    baseline: Baseline
+    endpoint: str
+    served_name: str
+
+
+def reference_run(
+    app: App,
+    slot: str,
+    profile: EngineProfile,
+    api_key: str | None,
+    transport: httpx.BaseTransport | None,
+) -> Reference | None:
+    """Production's active slot measured now, when it is another ready slot (else None, said)."""
+    from gx10slots.smoke.report import Baseline
+    from gx10slots.smoke.suite import run_suite
+
+    config = app.config
+    if not config.smoke.baseline.live:
+        return None
+    try:
+        # The flag, then the active slot's Deployment only: two reads, not a whole snapshot
+        # (each read costs on a busy API server, before every smoke).
+        active = flag_state(read_flag_object(app), config).active
+        if active is None or active == slot or active not in config.slots:
+            return None
+        state = slot_state(active, read_deployment(app, active), config, None)
+    except SlotsError as exc:
+        console.progress(f"no live baseline: cannot read production's active slot: {exc.message}")
+        return None
+    if not state.is_ready:
+        console.progress(f"no live baseline: production's active slot {active} is not ready")
+        return None
+    settings = suite_settings(app, REFERENCE_PROBES)
+    settings = replace(
+        settings,
+        tool_call=True,  # learn whether it makes tool calls, whatever smoke.tool_call says
+        prompts=(),
+        # It serves production now: no model load to wait for.
+        timeouts={"readiness": settings.probe_timeout_s},
+        deadline_s=min(settings.deadline_s, 5 * settings.probe_timeout_s),
+    )
+    console.progress(
+        f"reference run first: production's active slot {active} ({state.model}), for "
+        "capability parity and the live baseline"
+    )
+    endpoint = slot_endpoint(app, active)
+    served = state.served_name or state.model or ""
+    report = run_suite(
+        endpoint,
+        served,
+        profile,
+        settings,
+        api_key=api_key,
+        transport=transport,
+        on_probe=_progress_reference,
+        slot=active,
+        model=state.model or "",
+        revision=state.revision or "",
+    )
+    baseline = Baseline.of(report)
+    console.progress(
+        f"  active slot {active}: tool calls {'yes' if baseline.tool_calls else 'no'}, streaming "
+        f"usage {'yes' if baseline.stream_usage else 'no'}; now the candidate {slot}"
+    )
+    return Reference(baseline, endpoint, served)
+
+
+def _confirm(
+    app: App,
+    report: Report,
+    reference: Reference,
+    candidate: tuple[str, str],
+    profile: EngineProfile,
+    api_key: str | None,
+    transport: httpx.BaseTransport | None,
+) -> Report:
+    """Both slots measured again back to back (a burst each) and the baseline judged again."""
+    from gx10slots.smoke.report import Baseline
+    from gx10slots.smoke.suite import confirm_baseline, run_suite
+
+    settings = replace(suite_settings(app, ("burst",)), prompts=())
+    console.progress("a regression against the active slot: measuring both again, back to back")
+    runs = []
+    for slot, (endpoint, served), on_probe in (
+        (reference.baseline.slot, (reference.endpoint, reference.served_name), _progress_reference),
+        (report.slot, candidate, _progress),
+    ):
+        runs.append(
+            run_suite(
+                endpoint,
+                served,
+                profile,
+                settings,
+                api_key=api_key,
+                transport=transport,
+                on_probe=on_probe,
+                slot=slot,
+            )
+        )
+    confirmed = confirm_baseline(report, Baseline.of(runs[0]), runs[1], suite_settings(app))
+    verdict = next(p for p in confirmed.probes if p.name == "baseline")
+    console.progress(f"  {'ok' if verdict.passed else 'FAIL':4} baseline  {verdict.detail}")
+    return confirmed
 
 
 def smoke_slot(
@@ -104,7 +233,7 @@ def smoke_slot(
 ) -> SmokeOutcome:
     from gx10slots.smoke.profiles import get_profile
     from gx10slots.smoke.report import write_reports
-    from gx10slots.smoke.suite import run_suite
+    from gx10slots.smoke.suite import regression_seen, run_suite
 
     config = app.config
     directory = check_report_dir(report_dir or config.smoke.report_dir)
@@ -124,24 +253,45 @@ def smoke_slot(
         f"{config.engine}"
     )
     api_key, transport = probe_access(app)
+    profile = get_profile(config.engine)
+    reference = reference_run(app, slot, profile, api_key, transport)
+    served = state.served_name or state.model or ""
     report = run_suite(
         endpoint,
-        state.served_name or state.model or "",
-        get_profile(config.engine),
+        served,
+        profile,
         suite_settings(app),
         api_key=api_key,
         transport=transport,
         on_probe=_progress,
+        baseline=reference.baseline if reference is not None else None,
         slot=slot,
         model=state.model or "",
         revision=state.revision or "",
         # /v1/models must list every name the slot claims (its aliases and identity name too).
         served_names=state.served_names,
     )
+    if reference is not None and regression_seen(report):
+        report = _confirm(app, report, reference, (endpoint, served), profile, api_key, transport)
     wanted = ("json", *(f for f in (formats or config.smoke.formats) if f != "json"))
     paths = [str(p) for p in write_reports(report, directory, wanted)]
     recorded = _record(app, slot, state.revision or "", report, Path(paths[0]).name, lock)
-    return SmokeOutcome(report, paths, recorded)
+    outcome = SmokeOutcome(report, paths, recorded)
+    if not outcome.passed:
+        notify.notify(config, "smoke-failed", _failed_smoke_fields(outcome, state.model))
+    return outcome
+
+
+def _failed_smoke_fields(outcome: SmokeOutcome, model: str | None) -> dict[str, Any]:
+    report = outcome.report
+    return {
+        "slot": report.slot,
+        "model": model,
+        "revision": report.revision,
+        "result": "failed",
+        "detail": outcome.failure_summary,
+        "report": outcome.report_path,
+    }
 
 
 def check_report_dir(directory: str) -> Path:
@@ -173,84 +323,64 @@ def _record(
 def _record_locked(
     app: App, slot: str, revision: str, report: Report, report_name: str, lock: Lock
 ) -> bool:
-    kube, config = app.kube, app.config
-    name = config.slot(slot).deployment
-    for _ in range(3):
-        current = read_deployment(app, slot)
+    annotations = {
+        SMOKE_REVISION: revision,
+        SMOKE_PASSED: "true" if report.passed else "false",
+        SMOKE_AT: rfc3339(report.finished_at),
+        SMOKE_REPORT: report_name,
+    }
+
+    def plan(current: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
         if current is None or revision_of(current) != revision:
             console.progress(
                 f"slot {slot} changed while the suite ran: the result is not recorded "
                 "(it is for an older revision)"
             )
-            return False
-        annotations = {
-            SMOKE_REVISION: revision,
-            SMOKE_PASSED: "true" if report.passed else "false",
-            SMOKE_AT: rfc3339(report.finished_at),
-            SMOKE_REPORT: report_name,
-        }
-        ops: list[dict[str, Any]] = [
-            {
-                "op": "test",
-                "path": "/metadata/resourceVersion",
-                "value": current["metadata"]["resourceVersion"],
-            },
-        ]
-        if current["metadata"].get("annotations") is None:
-            ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
-        else:
-            ops += [{"op": "add", "path": _pointer(k), "value": v} for k, v in annotations.items()]
+            return None
         lock.check()
-        try:
-            kube.write(
-                f"record smoke result on Deployment {config.namespace}/{name}",
-                kube.api("apps").patch_namespaced_deployment,
-                name,
-                config.namespace,
-                ops,
-                field_manager=FIELD_MANAGER,
-            )
-            return True
-        except (Conflict, Invalid):
-            continue
-    console.progress(f"slot {slot} kept changing: the smoke result is not recorded")
-    return False
+        return annotation_ops(current, annotations)
+
+    written = _patch_slot(app, slot, "record smoke result on", plan)
+    if written is None:
+        console.progress(f"slot {slot} kept changing: the smoke result is not recorded")
+    return bool(written)
 
 
 def invalidate_smoke(app: App, slot: str, why: str, lock: Lock) -> bool:
     """Mark the slot's recorded smoke as failed (the guard saw it fail under real traffic), so
     that `flip` refuses it until a new smoke passes."""
-    kube, config = app.kube, app.config
-    name = config.slot(slot).deployment
-    for _ in range(3):
-        current = read_deployment(app, slot)
+
+    def plan(current: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
         annotations = (current or {}).get("metadata", {}).get("annotations") or {}
         if current is None or SMOKE_REVISION not in annotations:
-            return False
+            return None
         lock.check()
-        try:
-            kube.write(
-                f"mark smoke failed on Deployment {config.namespace}/{name}",
-                kube.api("apps").patch_namespaced_deployment,
-                name,
-                config.namespace,
-                [
-                    {
-                        "op": "test",
-                        "path": "/metadata/resourceVersion",
-                        "value": current["metadata"]["resourceVersion"],
-                    },
-                    {"op": "replace", "path": _pointer(SMOKE_PASSED), "value": "false"},
-                    {"op": "add", "path": _pointer(SMOKE_AT), "value": rfc3339(now_utc())},
-                    {"op": "add", "path": _pointer(SMOKE_REPORT), "value": why[:250]},
-                ],
-                field_manager=FIELD_MANAGER,
-            )
-            return True
-        except (Conflict, Invalid):
-            continue
-    return False
+        return [
+            {"op": "replace", "path": annotation_pointer(SMOKE_PASSED), "value": "false"},
+            *annotation_ops(current, {SMOKE_AT: rfc3339(now_utc()), SMOKE_REPORT: why[:250]}),
+        ]
+
+    return bool(_patch_slot(app, slot, "mark smoke failed on", plan))
 
 
-def _pointer(annotation: str) -> str:
-    return "/metadata/annotations/" + annotation.replace("~", "~0").replace("/", "~1")
+def _patch_slot(
+    app: App,
+    slot: str,
+    what: str,
+    plan: Callable[[Mapping[str, Any] | None], list[dict[str, Any]] | None],
+) -> bool | None:
+    """A compare-and-swap patch of the slot's Deployment (gx10slots.kube.cas)."""
+    kube, config = app.kube, app.config
+    name = config.slot(slot).deployment
+    return patch_until_settled(
+        lambda: read_deployment(app, slot),
+        plan,
+        lambda ops: kube.write(
+            f"{what} Deployment {config.namespace}/{name}",
+            kube.api("apps").patch_namespaced_deployment,
+            name,
+            config.namespace,
+            ops,
+            field_manager=FIELD_MANAGER,
+        ),
+    )

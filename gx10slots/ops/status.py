@@ -8,9 +8,10 @@ from gx10slots.app import App
 from gx10slots.errors import ApiError
 from gx10slots.flip.unfinished import find_unfinished
 from gx10slots.kube.lease import LEASE_NAME, lease_view
+from gx10slots.kube.values import now_utc
 from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
-from gx10slots.slots import now_utc, role_of, status_warnings
+from gx10slots.slots import role_of, status_warnings
 
 
 def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from gx10slots.sandbox import apiproxy, protobuf, tables
+from gx10slots.sandbox import apiproxy, customresources, protobuf, tables
 from gx10slots.sandbox import resources as res
 from gx10slots.sandbox.faults import FaultRule, Faults, RequestInfo
 from gx10slots.sandbox.patching import PatchError, apply_patch, patch_type
@@ -959,15 +959,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _patch(self, route: Route, body: bytes, dry_run: bool) -> Response:
         content_type = self.headers.get("Content-Type")
+        custom = customresources.definition(route.rt) is not None
 
         def patched(current: Obj) -> Obj:
             try:
-                return apply_patch(current, body, content_type)
+                return apply_patch(current, body, content_type, custom=custom)
             except PatchError as err:
                 raise _patch_status(err) from err
 
         try:
-            patch_type(content_type)  # before looking the object up, as the apiserver does
+            patch_type(content_type, custom=custom)  # before the lookup, as the apiserver does
         except PatchError as err:
             raise _patch_status(err) from err
 

@@ -94,6 +94,15 @@ def slots_config(
             "endpoint": prod,
             "service": seed.PRODUCTION_SERVICE,
         }
+    elif flag == "httproute":
+        # The route's backendRefs are the slot Services (slots.*.service, by default the
+        # Deployments' names); production's address is the Gateway's (the sandbox's router).
+        flag_section = {
+            "kind": "httproute",
+            "name": seed.FLAG_ROUTE,
+            "endpoint": prod,
+            "service": seed.PRODUCTION_SERVICE,
+        }
     else:
         flag_section = {
             "kind": "service-selector",
@@ -274,7 +283,7 @@ class Sandbox:
             deployment = server.store.find(DEPLOYMENTS, seed.NAMESPACE, active) or {}
             status = deployment.get("status") or {}
             if (
-                plane.backends(seed.PRODUCTION_SERVICE)
+                plane.production_serves()
                 and status.get("availableReplicas")
                 and (status.get("observedGeneration") == deployment["metadata"].get("generation"))
             ):
@@ -303,7 +312,8 @@ def describe(directory: str | os.PathLike[str], info: dict[str, Any]) -> str:
             f"  blue / green         {info['slots']['blue']}  {info['slots']['green']}",
             "try:",
             f"  export KUBECONFIG={d / 'kubeconfig'} SLOTS_CONFIG={d / 'slots.yaml'}",
-            "  slots status    kubectl get deploy,pods,svc",
+            "  slots status    kubectl get deploy,pods,svc"
+            + (",httproutes" if info.get("flag") == "httproute" else ""),
             f"stop with: slots sandbox down --dir {directory}",
         ]
     )

@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from gx10slots.kube.values import now_utc, parse_rfc3339, rfc3339
 from gx10slots.sandbox.quota import admit_pod, quota_status
 from gx10slots.sandbox.resources import (
     DEPLOYMENTS,
@@ -69,16 +70,7 @@ from gx10slots.sandbox.runtime import (
     node_ip,
 )
 from gx10slots.sandbox.selectors import LabelSelector, Requirement
-from gx10slots.sandbox.store import (
-    ALPHANUMS,
-    Obj,
-    ResourceType,
-    StatusError,
-    Store,
-    now,
-    parse_time,
-    rfc3339,
-)
+from gx10slots.sandbox.store import ALPHANUMS, Obj, ResourceType, StatusError, Store
 
 __all__ = ["Controller", "InstantRuntime", "PodRuntime", "PodStatusWriter", "template_hash"]
 
@@ -153,7 +145,7 @@ def _available(pod: Obj, min_ready_seconds: int, at: datetime) -> bool:
         return False
     if min_ready_seconds <= 0:
         return True
-    since = parse_time((_condition(pod, "Ready") or {}).get("lastTransitionTime"))
+    since = parse_rfc3339((_condition(pod, "Ready") or {}).get("lastTransitionTime"))
     return since is not None and (at - since).total_seconds() >= min_ready_seconds
 
 
@@ -771,7 +763,7 @@ class Controller:
         meta = _meta(rs)
         spec = rs.get("spec") or {}
         owned = [p for p in pods if _controller_uid(p) == meta["uid"] and _active(p)]
-        at = now()
+        at = now_utc()
         min_ready = int(spec.get("minReadySeconds") or 0)
         counts = {
             "fullyLabeledReplicas": len(owned),
@@ -842,7 +834,7 @@ class Controller:
         owners = {_meta(rs)["uid"] for rs in mine}
         owned = [p for p in pods if _controller_uid(p) in owners and _active(p)]
         pod_hash = self._current_hash(deployment)
-        at = now()
+        at = now_utc()
         desired = int(spec.get("replicas", 1))
         min_ready = int(spec.get("minReadySeconds") or 0)
         updated = sum(
@@ -965,7 +957,7 @@ class Controller:
             and current.get("reason") != "NewReplicaSetAvailable"
             and isinstance(deadline, int)
         ):
-            since = parse_time(current.get("lastUpdateTime"))
+            since = parse_rfc3339(current.get("lastUpdateTime"))
             if since is not None and (at - since).total_seconds() > deadline:
                 _set_condition(
                     conditions,
@@ -1050,7 +1042,7 @@ class Controller:
             status = current.setdefault("status", {})
             conditions = [dict(c) for c in status.get("conditions") or []]
             before = copy.deepcopy(conditions)
-            _set_condition(conditions, "PodScheduled", False, "Unschedulable", message, now())
+            _set_condition(conditions, "PodScheduled", False, "Unschedulable", message, now_utc())
             for c in conditions:
                 c.pop("lastUpdateTime", None)
                 c.setdefault("lastProbeTime", None)
@@ -1271,7 +1263,7 @@ def _set_condition(
 ) -> None:
     """SetDeploymentCondition: keep the transition time while the status holds; change nothing
     when status and reason are unchanged, unless ``refresh`` (progress was made)."""
-    stamp = rfc3339(at or now())
+    stamp = rfc3339(at or now_utc())
     status = "True" if ok else "False"
     current = next((c for c in conditions if c.get("type") == kind), None)
     unchanged = current is not None and (current.get("status"), current.get("reason")) == (

@@ -44,6 +44,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gx10slots.kube.values import now_utc, parse_rfc3339, rfc3339
 from gx10slots.sandbox.resources import (
     CONFIGMAPS,
     JOB_NAME_LABEL,
@@ -54,7 +55,7 @@ from gx10slots.sandbox.resources import (
     admit_create,
 )
 from gx10slots.sandbox.runtime import terminated_state
-from gx10slots.sandbox.store import Obj, StatusError, Store, now, parse_time, rfc3339
+from gx10slots.sandbox.store import Obj, StatusError, Store
 
 if TYPE_CHECKING:
     from gx10slots.sandbox.kubelet import PodProcess, ProcessRuntime
@@ -77,9 +78,19 @@ def job_of(pod: Obj) -> str | None:
     return None
 
 
+# The tool's own entrypoint: a pod whose container runs it (the controller's Deployment,
+# docs/manifests/controller.yaml) runs as that command, as a Job's pod does.
+TOOL_COMMAND = "slots"
+
+
 def runs_to_completion(pod: Obj) -> bool:
-    """A pod the kubelet runs as its container's command rather than as a model server."""
-    return job_of(pod) is not None
+    """A pod the kubelet runs as its container's command rather than as a model server: a Job's,
+    or one whose container runs `slots` itself (restarted as its restartPolicy says)."""
+    if job_of(pod) is not None:
+        return True
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    command = containers[0].get("command") if isinstance(containers[0], dict) else None
+    return isinstance(command, list) and bool(command) and command[0] == TOOL_COMMAND
 
 
 # -- the job controller ---------------------------------------------------------------------
@@ -163,7 +174,7 @@ class JobController:
             if phase in (None, "Pending", "Running")
         ]
         status = copy.deepcopy(job.get("status") or {})
-        started = parse_time(status.get("startTime")) or now()
+        started = parse_rfc3339(status.get("startTime")) or now_utc()
         deadline = spec.get("activeDeadlineSeconds")
         condition: list[Obj] = []
         if succeeded >= int(spec.get("completions") or 1):
@@ -184,7 +195,7 @@ class JobController:
                 _condition("FailureTarget", reason, message),
                 _condition("Failed", reason, message),
             ]
-        elif isinstance(deadline, int) and now() - started > timedelta(seconds=deadline):
+        elif isinstance(deadline, int) and now_utc() - started > timedelta(seconds=deadline):
             reason, message = "DeadlineExceeded", "Job was active longer than specified deadline"
             condition = [
                 _condition("FailureTarget", reason, message),
@@ -422,7 +433,7 @@ def run_to_completion(process: PodProcess) -> None:
     from gx10slots.sandbox.kubelet import _die_with_parent
 
     runtime, pod = process.runtime, process.pod
-    policy = (pod.get("spec") or {}).get("restartPolicy", "Never")
+    policy = (pod.get("spec") or {}).get("restartPolicy", "Always")  # the API default
     status = runtime.status
     process.log_path.parent.mkdir(parents=True, exist_ok=True)
     process.pid_path.parent.mkdir(parents=True, exist_ok=True)
@@ -467,7 +478,9 @@ def run_to_completion(process: PodProcess) -> None:
                 return  # stopped (the pod was deleted): PodProcess.stop kills the process
         code = child.returncode
         process.pid_path.unlink(missing_ok=True)
-        if code == 0 or policy != "OnFailure":
+        # Always (a Deployment's pod) restarts whatever the exit code; OnFailure only after a
+        # failure; Never not at all (pkg/kubelet/container/helpers.go ShouldContainerBeRestarted).
+        if policy != "Always" and (code == 0 or policy != "OnFailure"):
             status.write(
                 pod,
                 state=terminated_state("Completed" if code == 0 else "Error", code),

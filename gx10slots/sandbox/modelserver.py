@@ -45,6 +45,8 @@ VERSION = "0.0.0+sandbox"
 # What ``sandbox/garbage`` generates when the request sets no max_tokens; a real engine would run
 # to max_model_len, which only makes tests slow.
 GARBAGE_WORDS = 48
+# sandbox/loading-<dur> loads its "weights" in this many steps, logging a progress line per step.
+LOADING_SHARDS = 5
 
 
 class ModelSpecError(ValueError):
@@ -1003,7 +1005,10 @@ class ModelServer:
         return self._url
 
     def log(self, level: str, source: str, message: str) -> None:
-        line = f"{level} {time.strftime('%m-%d %H:%M:%S')} [{source}] {message}"
+        self._raw(f"{level} {time.strftime('%m-%d %H:%M:%S')} [{source}] {message}")
+
+    def _raw(self, line: str) -> None:
+        """One log line as the engine writes it (a progress bar has no level or source)."""
         if self.config.log is not None:
             self.config.log(line)
         else:
@@ -1060,7 +1065,19 @@ class ModelServer:
         return self._url
 
     def _finish_loading(self) -> None:
-        if not self._stopping.wait(self.behaviour.seconds):
+        # vLLM's weight loader reports its progress as a tqdm bar, one update per shard (the
+        # format `slots deploy` reads back from the pod's log: gx10slots.progress).
+        shards = LOADING_SHARDS
+        step = self.behaviour.seconds / shards
+        for done in range(shards + 1):
+            if done and self._stopping.wait(step):
+                return
+            percent = 100 * done // shards
+            self._raw(
+                f"Loading safetensors checkpoint shards: {percent:3d}% Completed | "
+                f"{done}/{shards} [00:00<00:00, {step:.2f}s/it]"
+            )
+        if not self._stopping.is_set():
             self.log("INFO", "loader.py", f"Model loading took {self.behaviour.seconds:g} seconds")
             self.log("INFO", "uvicorn", "Application startup complete.")
 

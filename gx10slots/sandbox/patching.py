@@ -1,6 +1,8 @@
 """The three patch types the apiserver accepts: JSON merge, JSON Patch and strategic merge.
 
 Server-side apply (``application/apply-patch+yaml``) is deliberately unsupported: it answers 415.
+Custom resources take JSON Patch and JSON merge patch only (``custom=True``): the apiextensions
+apiserver offers them no strategic merge patch (customresource_handler.go, ``supportedTypes``).
 The strategic merge patch covers what Kubernetes clients send for the built-in kinds we serve:
 maps merge recursively, ``null`` deletes a key, lists of named things (containers, volumes, env,
 ports, conditions...) merge by their merge key, ``$patch: delete|replace|merge`` directives,
@@ -22,6 +24,7 @@ JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 _ACCEPTED = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH)
+_ACCEPTED_CUSTOM = (JSON_PATCH, MERGE_PATCH)
 
 # Field name -> merge key, from the patchMergeKey tags of the core/apps/meta types.
 _MERGE_KEYS = {
@@ -59,22 +62,26 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def patch_type(content_type: str | None) -> str:
-    """The patch type of a PATCH request's Content-Type; 415 for any other (apply included)."""
+def patch_type(content_type: str | None, *, custom: bool = False) -> str:
+    """The patch type of a PATCH request's Content-Type; 415 for any other (apply included,
+    and strategic merge for a ``custom`` resource)."""
     kind = media_type(content_type)
-    if kind not in _ACCEPTED:
+    accepted = _ACCEPTED_CUSTOM if custom else _ACCEPTED
+    if kind not in accepted:
         raise PatchError(
             415,
             "UnsupportedMediaType",
             "the body of the request was in an unknown format - accepted media types include: "
-            + ", ".join(_ACCEPTED),
+            + ", ".join(accepted),
         )
     return kind
 
 
-def apply_patch(original: Mapping[str, Any], body: bytes, content_type: str | None) -> dict:
+def apply_patch(
+    original: Mapping[str, Any], body: bytes, content_type: str | None, *, custom: bool = False
+) -> dict:
     """Apply a PATCH request body of the given Content-Type to ``original`` (not modified)."""
-    kind = patch_type(content_type)
+    kind = patch_type(content_type, custom=custom)
     try:
         patch = json.loads(body or b"null")
     except ValueError as e:

@@ -12,6 +12,9 @@ conntrack keeps established flows to a de-selected pod in iptables mode. Unlike 
 pins a whole TCP connection, the choice is per request: a client's keep-alive connection follows a
 selector change at its next request.
 
+``backends()`` may instead raise :class:`~gx10slots.sandbox.routing.NoRoute` for a status the
+router answers itself (a Gateway's 500 for a route with no valid backend).
+
 Round-robin among the backends; one retry on the next backend when a connect is refused (nothing
 reached a backend, so it is safe for any method). No backend: 503 (a real cluster refuses the
 connection; the JSON says why). A backend that fails before its first response byte: 502. Every
@@ -22,7 +25,7 @@ connection per request (``Connection: close``: no pool to drain on a selector ch
 Responses stream chunk by chunk as they arrive; while it waits for the backend, a handler also
 watches its client, so a client that hangs up closes the upstream connection even when the backend
 is silent. ``stop()`` shuts down every client and upstream socket, which ends wedged exchanges.
-Stdlib only.
+Stdlib only (and the router's pure :mod:`gx10slots.sandbox.routing`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
+
+from gx10slots.sandbox.routing import NoRoute
 
 BACKEND_HEADER = "x-gx10-backend"
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -403,6 +408,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             backends = list(proxy.backends())
+        except NoRoute as answer:  # a router's answer instead of a backend (Gateway API 500s)
+            self._error(answer.status, answer.message)
+            return
         except Exception as exc:  # noqa: BLE001 - a failing endpoint lookup is this request's 503
             self._error(503, f"cannot list the endpoints of service {proxy.name}: {exc}")
             return

@@ -26,13 +26,14 @@ import kubernetes_validate.utils as kv
 import referencing
 
 from gx10slots.kube import quantity
+from gx10slots.sandbox import customresources
 from gx10slots.sandbox.selectors import (
     COMMON_FIELDS,
     SelectorError,
     format_selector,
     selector_from_spec,
 )
-from gx10slots.sandbox.store import Cause, Obj, ResourceType, StatusError, invalid
+from gx10slots.sandbox.store import Cause, Obj, ResourceType, StatusError, field_path, invalid
 
 KUBERNETES_VERSION = "1.32"
 
@@ -178,6 +179,10 @@ JOBS = ResourceType(
     status_subresource=True,
 )
 
+# Gateway API HTTPRoute, from its published CRD (gx10slots.sandbox.customresources): the
+# `httproute` availability flag.
+HTTPROUTES = customresources.HTTPROUTE.rt
+
 RESOURCES: tuple[ResourceType, ...] = (
     NAMESPACES,
     NODES,
@@ -199,6 +204,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     CLUSTERROLES,
     CLUSTERROLEBINDINGS,
     JOBS,
+    HTTPROUTES,
 )
 _RBAC_KINDS = (ROLES, ROLEBINDINGS, CLUSTERROLES, CLUSTERROLEBINDINGS)
 # Kinds whose DELETE answers with the object rather than a Status (ReturnDeletedObject).
@@ -617,7 +623,10 @@ def _job_causes(obj: Obj, old: Obj | None) -> Iterator[Cause]:
 def apply_defaults(rt: ResourceType, obj: Obj, old: Obj | None = None) -> None:
     """The apiserver's defaulting for ``obj`` (in place); runs on every write, as decoding does."""
     meta = obj.setdefault("metadata", {})
-    if rt is DEPLOYMENTS:
+    crd = customresources.definition(rt)
+    if crd is not None:
+        customresources.apply_defaults(crd.schema, obj)
+    elif rt is DEPLOYMENTS:
         _default_deployment(obj)
     elif rt is PODS:
         spec = obj.setdefault("spec", {})
@@ -647,6 +656,10 @@ def initial_status(rt: ResourceType, obj: Obj) -> None:
         obj["status"] = {"loadBalancer": {}}
     elif rt is JOBS:
         obj["status"] = {}
+    elif rt.status_subresource and customresources.definition(rt) is not None:
+        # A custom resource's status is the status subresource's to write (PrepareForCreate in
+        # apiextensions-apiserver/pkg/registry/customresource/strategy.go drops it).
+        obj.pop("status", None)
 
 
 # -- events.k8s.io <-> core/v1 ----------------------------------------------------------------
@@ -806,9 +819,9 @@ def _check(
 ) -> None:
     """Drop unknown fields as decoding does (400 when Strict, a warning when Warn), then
     validate: schema causes, then the kind's semantic checks."""
-    unknown, causes = _schema_findings(obj)
+    unknown, causes = _schema_findings(rt, obj)
     if unknown:
-        paths = [f'unknown field "{_field_path([*parts, name])}"' for parts, name, _ in unknown]
+        paths = [f'unknown field "{field_path([*parts, name])}"' for parts, name, _ in unknown]
         if field_validation == "Strict":
             raise StatusError(
                 400,
@@ -859,15 +872,13 @@ def _validator(api_version: str, kind: str) -> Any:
         return _validators[key]
 
 
-def _field_path(parts: Any) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-def _schema_findings(obj: Obj) -> tuple[list[tuple[list[Any], str, Obj]], list[Cause]]:
+def _schema_findings(
+    rt: ResourceType, obj: Obj
+) -> tuple[list[tuple[list[Any], str, Obj]], list[Cause]]:
     """Unknown fields (path, name, the map holding it) and the other schema violations."""
+    crd = customresources.definition(rt)
+    if crd is not None:
+        return customresources.findings(crd, obj)
     try:
         validator = _validator(str(obj.get("apiVersion")), str(obj.get("kind")))
     except (FileNotFoundError, kv.SchemaNotFoundError, kv.VersionNotSupportedError):
@@ -889,7 +900,7 @@ def _schema_findings(obj: Obj) -> tuple[list[tuple[list[Any], str, Obj]], list[C
 
 
 def _cause_of(error: jsonschema.ValidationError) -> Cause:
-    path = _field_path(error.absolute_path)
+    path = field_path(error.absolute_path)
     if error.validator == "required":
         missing = re.match(r"'([^']+)'", error.message)
         name = missing.group(1) if missing else "?"

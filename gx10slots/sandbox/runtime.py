@@ -26,8 +26,9 @@ from __future__ import annotations
 import secrets
 from typing import Protocol
 
+from gx10slots.kube.values import rfc3339
 from gx10slots.sandbox.resources import NODES, PODS
-from gx10slots.sandbox.store import Obj, Store, rfc3339
+from gx10slots.sandbox.store import Obj, Store
 
 DEFAULT_POD_IP = "127.0.0.1"
 

@@ -22,7 +22,12 @@ PRODUCTION_SERVICE = "gx10-model"
 # production router follows (docs/manifests/flag-configmap.yaml).
 FLAG_CONFIGMAP = "gx10-flag"
 FLAG_KEY = "active-slot"
-FLAG_KINDS = ("service-selector", "configmap")
+# With `sandbox up --flag httproute`: the flag is the weights of this Gateway API HTTPRoute's
+# backendRefs to the slot Services (100 active, 0 parked), which the sandbox's router follows as
+# the Gateway it names would (gx10slots.sandbox.routing).
+FLAG_ROUTE = PRODUCTION_SERVICE
+GATEWAY = "gx10-gateway"
+FLAG_KINDS = ("service-selector", "configmap", "httproute")
 CONTAINER = "engine"
 PORT = 8000
 IMAGE = "vllm/vllm-openai:v0.11.0"
@@ -173,6 +178,35 @@ def flag_configmap() -> dict[str, Any]:
     }
 
 
+def http_route(active: str = "blue") -> dict[str, Any]:
+    """docs/manifests/flag-httproute.yaml: one rule, the two slot Services weighted 100 and 0."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": FLAG_ROUTE,
+            "namespace": NAMESPACE,
+            "labels": {APP_LABEL: APP},
+            "annotations": {"gx10slots.io/active": active},
+        },
+        "spec": {
+            "parentRefs": [{"name": GATEWAY}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {
+                            "name": deployment_name(slot),
+                            "port": PORT,
+                            "weight": 100 if slot == active else 0,
+                        }
+                        for slot in ("blue", "green")
+                    ]
+                }
+            ],
+        },
+    }
+
+
 def initial_objects(flag: str = "service-selector", engine: str = "vllm") -> list[dict[str, Any]]:
     """In creation order; `blue` active serving sandbox/ok, `green` parked; the slots' containers
     shaped for ``engine`` (the slots.yaml engine: vllm or llama-server)."""
@@ -192,6 +226,10 @@ def initial_objects(flag: str = "service-selector", engine: str = "vllm") -> lis
         # Production enters through the router, which follows the ConfigMap: its Service has no
         # selector (its endpoints are the router's business, not the endpoint controller's).
         objects += [flag_configmap(), service(PRODUCTION_SERVICE, {})]
+    elif flag == "httproute":
+        # Production enters through the Gateway (the sandbox's router), which follows the
+        # route's weights; its Service, like the ConfigMap router's, has no selector.
+        objects += [http_route(), service(PRODUCTION_SERVICE, {})]
     else:
         objects.append(
             service(

@@ -22,9 +22,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from gx10slots.kube.values import rfc3339
 from gx10slots.sandbox.selectors import FieldSelector, LabelSelector
 
 DEFAULT_HISTORY = 2000
@@ -36,24 +36,6 @@ Obj = dict[str, Any]
 
 def random_suffix(length: int = 5) -> str:
     return "".join(secrets.choice(ALPHANUMS) for _ in range(length))
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(moment: datetime | None = None) -> str:
-    """A ``metav1.Time``: RFC 3339 in UTC with second precision."""
-    return (moment or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -174,6 +156,14 @@ class Cause:
 
     def text(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
+
+
+def field_path(parts: Any) -> str:
+    """A JSON path as field errors name it: ``spec.rules[0].backendRefs[1].weight``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
 def invalid(rt: ResourceType, name: str, causes: list[Cause]) -> StatusError:

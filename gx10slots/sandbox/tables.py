@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from gx10slots.kube.values import now_utc, parse_rfc3339
+from gx10slots.sandbox import customresources
 from gx10slots.sandbox.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -27,7 +29,7 @@ from gx10slots.sandbox.resources import (
     SERVICES,
 )
 from gx10slots.sandbox.selectors import format_selector, selector_from_spec
-from gx10slots.sandbox.store import Obj, ResourceType, now, parse_time
+from gx10slots.sandbox.store import Obj, ResourceType
 
 Column = tuple[str, str, int]  # name, type, priority
 Printer = Callable[[Obj, datetime], list[Any]]
@@ -66,7 +68,7 @@ def _age(obj: Obj, at: datetime) -> str:
 
 
 def _since(stamp: str | None, at: datetime) -> str:
-    moment = parse_time(stamp)
+    moment = parse_rfc3339(stamp)
     return human_duration((at - moment).total_seconds()) if moment else "<unknown>"
 
 
@@ -390,8 +392,8 @@ def _job(job: Obj, at: datetime) -> list[Any]:
         "Suspended" if spec.get("suspend") else "Running",
     )
     started, finished = (
-        parse_time(status.get("startTime")),
-        parse_time(status.get("completionTime")),
+        parse_rfc3339(status.get("startTime")),
+        parse_rfc3339(status.get("completionTime")),
     )
     duration = human_duration(((finished or at) - started).total_seconds()) if started else ""
     template = (spec.get("template") or {}).get("spec") or {}
@@ -421,6 +423,28 @@ _PRINTERS[JOBS.key] = (
     ],
     _job,
 )
+
+
+def _custom_printer(crd: customresources.CustomResource) -> tuple[list[Column], Printer]:
+    """A custom resource's Table: NAME, then its CRD's additionalPrinterColumns."""
+    columns: list[Column] = [("Name", "string", 0)]
+    columns += [
+        (str(c.get("name")), str(c.get("type")), int(c.get("priority") or 0))
+        for c in crd.printer_columns
+    ]
+
+    def printer(obj: Obj, at: datetime) -> list[Any]:
+        cells: list[Any] = [obj["metadata"]["name"]]
+        for column in crd.printer_columns:
+            cells.append(customresources.printer_cell(column, obj, lambda t: _since(t, at)))
+        return cells
+
+    return columns, printer
+
+
+for _crd in customresources.CUSTOM_RESOURCES:
+    _PRINTERS[_crd.rt.key] = _custom_printer(_crd)
+
 _DEFAULT: tuple[list[Column], Printer] = (
     [("Name", "string", 0), ("Age", "string", 0)],
     lambda o, at: [o["metadata"]["name"], _age(o, at)],
@@ -447,7 +471,7 @@ def table(
     with_columns: bool = True,
 ) -> Obj:
     columns, printer = _PRINTERS.get(rt.key, _DEFAULT)
-    at = now()
+    at = now_utc()
     rows = []
     for obj in objects:
         row: Obj = {"cells": printer(obj, at)}

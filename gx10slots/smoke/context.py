@@ -36,6 +36,7 @@ class SuiteStats:
     tokens_received: int = 0
     ttft_ms: list[float] = field(default_factory=list)
     burst_tokens_per_s: float = 0.0
+    burst_tokens: int = 0
     # Prometheus samples taken before our first generation; None (with the reason) if unavailable.
     metrics_before: dict[str, float] | None = None
     metrics_unavailable: str = ""

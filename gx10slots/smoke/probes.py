@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 from tenacity import (
@@ -51,14 +53,17 @@ from gx10slots.smoke.progress import (
     stall_verdict,
 )
 from gx10slots.smoke.result import ProbeResult
+from gx10slots.smoke.settings import GoldenPrompt
 
 __all__ = [
+    "PROBES",
     "ProbeContext",
     "SuiteStats",
     "probe_burst",
     "probe_identity",
     "probe_known_answer",
     "probe_progress",
+    "probe_prompt",
     "probe_readiness",
     "probe_streaming",
     "probe_tool_call",
@@ -69,6 +74,24 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODELS_PATH = "/v1/models"
+
+ProbeFn = Callable[[ProbeContext, float], Awaitable[ProbeResult]]
+
+# The probe functions by name (the names and their order are gx10slots.smoke.catalog's).
+PROBES: dict[str, ProbeFn] = {}
+
+
+_Fn = TypeVar("_Fn", bound=ProbeFn)
+
+
+def registered(name: str) -> Callable[[_Fn], _Fn]:
+    """Register a probe function under its catalog name (its own type kept for direct callers)."""
+
+    def register(fn: _Fn) -> _Fn:
+        PROBES[name] = fn
+        return fn
+
+    return register
 
 
 # --- readiness ------------------------------------------------------------------------------
@@ -84,6 +107,7 @@ class _StillLoading(Exception):
 _NOT_LISTENING_YET = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
+@registered("readiness")
 async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """Poll the profile's readiness endpoint until it says ready, it fails, or time runs out."""
     timeout = ctx.settings.timeout_for("readiness") if timeout is None else timeout
@@ -167,6 +191,7 @@ async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> Pr
 # --- identity -------------------------------------------------------------------------------
 
 
+@registered("identity")
 async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """`/v1/models` serves every name the slot claims, and nothing else (for engines that list
     only what they serve); for vLLM also a long enough context."""
@@ -220,6 +245,7 @@ def _answer_evidence(ctx: ProbeContext, content: str | None, reasoning: str | No
     return ctx.redact.clip(" | ".join(parts) or "(no text)", EVIDENCE)
 
 
+@registered("known-answer")
 async def probe_known_answer(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """Temperature 0, fixed seed, a prompt with one right answer: garbage output fails here."""
     timeout = ctx.settings.timeout_for("known-answer") if timeout is None else timeout
@@ -266,9 +292,66 @@ async def probe_known_answer(ctx: ProbeContext, timeout: float | None = None) ->
     return await run_probe("known-answer", timeout, body, ctx.redact)
 
 
+# --- golden prompts -------------------------------------------------------------------------
+
+# How much of an answer a golden prompt's expectation is matched against: bounded, whatever the
+# engine sends (the chat reader's byte budget bounds it first).
+GOLDEN_ANSWER_CHARS = 64 * 1024
+
+
+async def probe_prompt(ctx: ProbeContext, timeout: float, golden: GoldenPrompt) -> ProbeResult:
+    """One of the team's golden prompts (smoke.prompts): temperature 0, fixed seed, the answer
+    must match its regular expression (``re.search``)."""
+    settings = ctx.settings
+    name = f"prompt:{golden.name}"
+
+    async def body(phase: Phase) -> Outcome:
+        request = wire.chat_body(
+            ctx.profile,
+            ctx.served_name,
+            golden.prompt,
+            max_tokens=golden.max_tokens,
+            seed=settings.seed,
+        )
+        phase.set("waiting for the answer")
+        started = time.perf_counter()
+        answer = await chat_once(ctx, request, timeout)
+        latency = (time.perf_counter() - started) * 1000.0
+        metrics = {"latency_ms": latency}
+        if answer.completion_tokens is not None:
+            metrics["completion_tokens"] = float(answer.completion_tokens)
+        content = answer.content[:GOLDEN_ANSWER_CHARS] if answer.content is not None else None
+        reasoning = answer.reasoning[:GOLDEN_ANSWER_CHARS] if answer.reasoning else None
+        evidence = _answer_evidence(ctx, content, reasoning)
+        problems = checks.answer_problems(
+            content=content,
+            reasoning=reasoning,
+            finish_reason=answer.finish_reason,
+            completion_tokens=answer.completion_tokens,
+            max_tokens=golden.max_tokens,
+            expect=golden.pattern,
+            expect_display=f"/{golden.expect}/",
+            reasoning_allowed=settings.reasoning,
+            usage_required=False,
+            redact=ctx.redact,
+        )
+        if problems:
+            raise ProbeFailure("; ".join(problems), evidence=evidence, metrics=metrics)
+        shown = content if content else reasoning
+        return Outcome(
+            f"answered {ctx.redact.quote(shown)} matching /{ctx.redact.clip(golden.expect, 80)}/ "
+            f"in {latency:.0f} ms",
+            metrics,
+            evidence,
+        )
+
+    return await run_probe(name, timeout, body, ctx.redact)
+
+
 # --- streaming ------------------------------------------------------------------------------
 
 
+@registered("streaming")
 async def probe_streaming(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """The known answer again, streamed: every frame parses, it ends with [DONE], TTFT measured."""
     timeout = ctx.settings.timeout_for("streaming") if timeout is None else timeout
@@ -283,6 +366,9 @@ async def probe_streaming(ctx: ProbeContext, timeout: float | None = None) -> Pr
             seed=settings.seed,
             stream=True,
         )
+        if settings.require_stream_usage:
+            # Parity: ask for the usage chunk the active slot sends, whatever the profile says.
+            request["stream_options"] = {"include_usage": True}
         out = await stream_chat(ctx, request, phase, timeout)
         ctx.stats.tokens_received += out.completion_tokens or 0
         metrics = {"latency_ms": out.latency_ms, "frames": float(out.frames)}
@@ -304,8 +390,9 @@ async def probe_streaming(ctx: ProbeContext, timeout: float | None = None) -> Pr
             expect=settings.expect_pattern,
             expect_display=settings.expect_display,
             reasoning_allowed=settings.reasoning,
-            # Without include_usage support there is no usage chunk to demand.
-            usage_required=ctx.profile.stream_usage,
+            # Without include_usage support there is no usage chunk to demand, unless production's
+            # active slot (same engine) sends one: then the candidate must too (parity).
+            usage_required=ctx.profile.stream_usage or settings.require_stream_usage,
             redact=ctx.redact,
         )
         if problems:
@@ -325,6 +412,7 @@ async def probe_streaming(ctx: ProbeContext, timeout: float | None = None) -> Pr
 # --- tool call ------------------------------------------------------------------------------
 
 
+@registered("tool-call")
 async def probe_tool_call(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """One function offered with tool_choice auto: a parsed call must come back, not text."""
     timeout = ctx.settings.timeout_for("tool-call") if timeout is None else timeout
@@ -362,6 +450,7 @@ async def probe_tool_call(ctx: ProbeContext, timeout: float | None = None) -> Pr
 # --- burst ----------------------------------------------------------------------------------
 
 
+@registered("burst")
 async def probe_burst(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """N concurrent streamed requests, all must succeed; latency percentiles and tokens/s."""
     timeout = ctx.settings.timeout_for("burst") if timeout is None else timeout
@@ -414,6 +503,7 @@ async def probe_burst(ctx: ProbeContext, timeout: float | None = None) -> ProbeR
             "ttft_ms_p50": checks.percentile(ttfts, 50),
             "ttft_ms_p95": checks.percentile(ttfts, 95),
             "tokens_per_s": tokens_per_s,
+            "tokens": float(tokens),
         }
         if errors:
             distinct = list(dict.fromkeys(errors))
@@ -423,6 +513,7 @@ async def probe_burst(ctx: ProbeContext, timeout: float | None = None) -> ProbeR
                 metrics=metrics,
             )
         ctx.stats.burst_tokens_per_s = tokens_per_s
+        ctx.stats.burst_tokens = tokens
         return Outcome(
             f"{n} concurrent requests: latency p50 {metrics['latency_ms_p50']:.0f} ms, "
             f"p95 {metrics['latency_ms_p95']:.0f} ms, TTFT p95 {metrics['ttft_ms_p95']:.0f} ms, "
@@ -518,6 +609,7 @@ async def watch_for_stall(
     return verdict.verdict, verdict.detail, samples
 
 
+@registered("progress")
 async def probe_progress(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """The token counter advanced by what we received, and no requests sit on a flat counter."""
     timeout = ctx.settings.timeout_for("progress") if timeout is None else timeout

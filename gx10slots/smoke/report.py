@@ -65,6 +65,83 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """Production's active slot as measured in the same run (the reference the candidate is
+    judged against): its figures (None: not measured) and what it can do (capability parity)."""
+
+    slot: str
+    model: str
+    passed: bool
+    ttft_ms_p50: float | None = None
+    ttft_ms_p95: float | None = None
+    tokens_per_s: float | None = None
+    tool_calls: bool = False
+    stream_usage: bool = False
+    # What failed in the reference run ("" when it passed).
+    detail: str = ""
+
+    @classmethod
+    def of(cls, report: Report) -> Baseline:
+        """The reference run's report reduced to what the candidate is judged against."""
+        probes = {p.name: p for p in report.probes}
+        tool = probes.get("tool-call")
+        streaming = probes.get("streaming")
+        s = report.summary
+        failed = [p for p in report.probes if not p.passed]
+        return cls(
+            slot=report.slot,
+            model=report.model,
+            passed=report.passed,
+            ttft_ms_p50=s.ttft_ms_p50 if s.ttft_ms_p50 > 0 else None,
+            ttft_ms_p95=s.ttft_ms_p95 if s.ttft_ms_p95 > 0 else None,
+            tokens_per_s=s.tokens_per_s if s.tokens_per_s > 0 else None,
+            tool_calls=tool is not None and tool.passed and not tool.skipped,
+            # A usage chunk counted the streamed tokens (the probe records completion_tokens).
+            stream_usage=streaming is not None
+            and streaming.passed
+            and "completion_tokens" in streaming.metrics,
+            detail="; ".join(f"{p.name}: {p.detail}" for p in failed)[:1000],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def rounded(value: float | None, digits: int) -> float | None:
+            return None if value is None else round(value, digits)
+
+        return {
+            "slot": self.slot,
+            "model": self.model,
+            "passed": self.passed,
+            "detail": self.detail,
+            "ttft_ms_p50": rounded(self.ttft_ms_p50, 1),
+            "ttft_ms_p95": rounded(self.ttft_ms_p95, 1),
+            "tokens_per_s": rounded(self.tokens_per_s, 2),
+            "capabilities": {"tool_calls": self.tool_calls, "stream_usage": self.stream_usage},
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Baseline:
+        if not isinstance(doc, Mapping):
+            raise ValueError("`baseline` is not an object")
+        caps = doc.get("capabilities") or {}
+        if not isinstance(caps, Mapping):
+            raise ValueError("`baseline.capabilities` is not an object")
+        passed = doc.get("passed")
+        if not isinstance(passed, bool):
+            raise ValueError("`baseline.passed` is not a boolean")
+        return cls(
+            slot=_text(doc, "slot"),
+            model=_text(doc, "model"),
+            passed=passed,
+            detail=_text(doc, "detail", required=False),
+            ttft_ms_p50=_optional_number(doc, "ttft_ms_p50"),
+            ttft_ms_p95=_optional_number(doc, "ttft_ms_p95"),
+            tokens_per_s=_optional_number(doc, "tokens_per_s"),
+            tool_calls=caps.get("tool_calls") is True,
+            stream_usage=caps.get("stream_usage") is True,
+        )
+
+
+@dataclass(frozen=True)
 class Report:
     slot: str
     model: str
@@ -77,6 +154,8 @@ class Report:
     probes: tuple[ProbeResult, ...]
     summary: Summary = field(default_factory=Summary)
     served_name: str = ""
+    # Production's active slot measured in the same run; None when there was none to measure.
+    baseline: Baseline | None = None
 
     # --- JSON ---------------------------------------------------------------------------------
 
@@ -94,6 +173,7 @@ class Report:
             "passed": self.passed,
             "probes": [p.to_dict() for p in self.probes],
             "summary": self.summary.to_dict(),
+            "baseline": self.baseline.to_dict() if self.baseline is not None else None,
         }
 
     def to_json(self) -> str:
@@ -122,7 +202,9 @@ class Report:
             passed = doc.get("passed")
             if not isinstance(passed, bool):
                 raise ValueError("`passed` is not a boolean")
+            raw_baseline = doc.get("baseline")
             return cls(
+                baseline=Baseline.from_dict(raw_baseline) if raw_baseline is not None else None,
                 slot=_text(doc, "slot"),
                 model=_text(doc, "model"),
                 served_name=_text(doc, "served_name", required=False),
@@ -163,8 +245,9 @@ class Report:
             "",
             f"Engine {md_cell(self.engine)} at {md_cell(self.endpoint)}, revision "
             f"{md_cell(self.revision or 'unknown')}; {rfc3339(self.started_at)}, {elapsed:.1f} s.",
-            f"TTFT p50 {s.ttft_ms_p50:.0f} ms, p95 {s.ttft_ms_p95:.0f} ms; "
-            f"{s.tokens_per_s:.1f} tokens/s; {s.requests} requests; {s.failures} failures.",
+            f"TTFT p50 {_ms(_measured(s.ttft_ms_p50))}, p95 {_ms(_measured(s.ttft_ms_p95))}; "
+            f"{_per_s(_measured(s.tokens_per_s))}; {s.requests} requests; "
+            f"{s.failures} failures.",
             "",
             "| Probe | Result | Time | Detail | Evidence |",
             "|---|---|---:|---|---|",
@@ -174,7 +257,57 @@ class Report:
                 f"| {md_cell(p.name)} | {_verdict(p)} | {p.duration_ms:.0f} ms | "
                 f"{md_cell(p.detail)} | {md_cell(p.evidence, MARKDOWN_EVIDENCE_CHARS)} |"
             )
+        if self.baseline is not None:
+            lines += ["", *self._markdown_baseline(self.baseline)]
         return "\n".join(lines) + "\n"
+
+    def _markdown_baseline(self, base: Baseline) -> list[str]:
+        s = self.summary
+        mine = (_measured(s.ttft_ms_p50), _measured(s.ttft_ms_p95), _measured(s.tokens_per_s))
+        probes = {p.name: p for p in self.probes}
+        tool = probes.get("tool-call")
+        streaming = probes.get("streaming")
+        my_tools = tool is not None and tool.passed and not tool.skipped
+        my_usage = (
+            streaming is not None and streaming.passed and "completion_tokens" in streaming.metrics
+        )
+        me = f"{md_cell(self.slot or '?')} (candidate) · {md_cell(self.model)}"
+        them = f"{md_cell(base.slot or '?')} (active) · {md_cell(base.model)}"
+        lines = [
+            "### Against production's active slot, measured in the same run",
+            "",
+            f"| | {me} | {them} |",
+            "|---|---:|---:|",
+            f"| TTFT p50 | {_ms(mine[0])} | {_ms(base.ttft_ms_p50)} |",
+            f"| TTFT p95 | {_ms(mine[1])} | {_ms(base.ttft_ms_p95)} |",
+            f"| tokens/s (burst) | {_per_s(mine[2])} | {_per_s(base.tokens_per_s)} |",
+            f"| tool calls | {_yes(my_tools)} | {_yes(base.tool_calls)} |",
+            f"| streaming with usage | {_yes(my_usage)} | {_yes(base.stream_usage)} |",
+        ]
+        if not base.passed:
+            lines += ["", f"The active slot's own run failed: {md_cell(base.detail, 300)}"]
+        labels = (f"{_chart_label(base.slot)} (active)", f"{_chart_label(self.slot)} (candidate)")
+        for title, unit, values in (
+            ("TTFT p95 (ms), lower is better", "ms", (base.ttft_ms_p95, mine[1])),
+            ("tokens/s in the burst, higher is better", "tokens/s", (base.tokens_per_s, mine[2])),
+        ):
+            # GitHub renders Mermaid's xychart-beta; a value not measured is drawn as 0 and its
+            # label says so.
+            shown = [
+                label if value is not None else f"{label} not measured"
+                for label, value in zip(labels, values, strict=True)
+            ]
+            lines += [
+                "",
+                "```mermaid",
+                "xychart-beta",
+                f'    title "{title}"',
+                "    x-axis [" + ", ".join(f'"{x}"' for x in shown) + "]",
+                f'    y-axis "{unit}"',
+                "    bar [" + ", ".join(f"{(v or 0.0):.1f}" for v in values) + "]",
+                "```",
+            ]
+        return lines
 
     # --- JUnit --------------------------------------------------------------------------------
 
@@ -225,6 +358,37 @@ class Report:
             + ET.tostring(suite, encoding="unicode")
             + "\n"
         )
+
+
+def _measured(value: float) -> float | None:
+    """A summary figure, None when nothing was measured (the summary holds 0 then)."""
+    return value if value > 0 else None
+
+
+def _ms(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.0f} ms"
+
+
+def _per_s(value: float | None) -> str:
+    return "tokens/s not measured" if value is None else f"{value:.1f} tokens/s"
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _chart_label(slot: str) -> str:
+    # Inside a quoted Mermaid string: nothing that could end the string or the statement.
+    return _SLOT_SAFE.sub("-", slot).strip("-")[:40] or "slot"
+
+
+def _optional_number(doc: Mapping[str, Any], key: str) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"`baseline.{key}` is not a number")
+    return float(value)
 
 
 def _as_map(value: Any) -> Mapping[str, Any]:

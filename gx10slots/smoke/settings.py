@@ -9,25 +9,64 @@ from types import MappingProxyType
 
 from gx10slots.errors import UsageError
 from gx10slots.limits import MAX_BURST, MAX_DURATION_S, MAX_MODEL_LEN, MAX_TOKENS
+from gx10slots.smoke.catalog import CATALOG, PROBE_NAMES
 
-# The probes in the order the suite runs them.
-PROBE_NAMES: tuple[str, ...] = (
-    "readiness",
-    "identity",
-    "known-answer",
-    "streaming",
-    "tool-call",
-    "burst",
-    "progress",
-    "baseline",
-)
+__all__ = ["PROBE_NAMES", "GoldenPrompt", "SuiteSettings", "golden_prompt_problem"]
 
 MIB = 1024 * 1024
 
 
-# Per-probe timeouts that differ from `probe_timeout_s`. Readiness waits for a model to load;
-# identity reads config and must be quick; progress holds a request open for the stall window.
-_DEFAULT_TIMEOUTS: Mapping[str, float] = MappingProxyType({"readiness": 120.0, "identity": 10.0})
+# Per-probe timeouts that differ from `probe_timeout_s` (the catalog's); progress holds a request
+# open for the stall window (computed in `timeout_for`).
+_DEFAULT_TIMEOUTS: Mapping[str, float] = MappingProxyType(
+    {spec.name: spec.timeout_s for spec in CATALOG if spec.timeout_s is not None}
+)
+
+# Bounds of smoke.prompts: a regression set, not a benchmark.
+MAX_PROMPTS = 20
+MAX_PROMPT_BYTES = 4096
+MAX_EXPECT_CHARS = 512
+MAX_PROMPT_TOKENS = 1024
+DEFAULT_PROMPT_TOKENS = 128
+PROMPT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class GoldenPrompt:
+    """One of the team's golden prompts: the answer must match ``expect`` (``re.search``)."""
+
+    name: str
+    prompt: str
+    expect: str
+    max_tokens: int = DEFAULT_PROMPT_TOKENS
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(self.expect)
+
+
+def golden_prompt_problem(prompt: GoldenPrompt) -> str | None:
+    """What is wrong with a golden prompt (the config names the key), or None."""
+    if not PROMPT_NAME.fullmatch(prompt.name):
+        return (
+            f"name {prompt.name[:80]!r}: expected lowercase letters, digits and '-' "
+            "(at most 63, starting and ending with a letter or digit)"
+        )
+    if not prompt.prompt.strip():
+        return "prompt: expected a non-empty text"
+    if len(prompt.prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
+        return f"prompt: expected at most {MAX_PROMPT_BYTES} bytes"
+    if not prompt.expect:
+        return "expect: expected a regular expression, got an empty one (it would match anything)"
+    if len(prompt.expect) > MAX_EXPECT_CHARS:
+        return f"expect: expected at most {MAX_EXPECT_CHARS} characters"
+    try:
+        re.compile(prompt.expect)
+    except re.error as exc:
+        return f"expect: not a regular expression: {exc}"
+    if not 1 <= prompt.max_tokens <= MAX_PROMPT_TOKENS:
+        return f"max_tokens: expected 1 to {MAX_PROMPT_TOKENS}, got {prompt.max_tokens!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,7 +88,8 @@ class SuiteSettings:
     # When set, vLLM's `/v1/models` must report at least this context length.
     max_model_len: int | None = None
 
-    # Tool calling (only when the deployment relies on it).
+    # Tool calling: when the deployment relies on it, or (capability parity) when production's
+    # active slot makes tool calls; then also a failure names the active slot.
     tool_call: bool = False
     tool_prompt: str = "What is the weather in Paris right now? Use the get_weather tool."
 
@@ -71,8 +111,19 @@ class SuiteSettings:
     stall_interval_s: float = 1.0
     progress_settle_s: float = 2.0
 
-    # Baseline: fail when TTFT p95 or tokens/s is worse than this fraction of the baseline's.
-    baseline_ratio: float = 0.7
+    # Capability parity: the streamed answer must carry usage (the active slot's does).
+    require_stream_usage: bool = False
+
+    # The team's golden prompts (smoke.prompts), each a probe `prompt:<name>`.
+    prompts: tuple[GoldenPrompt, ...] = ()
+
+    # Baseline (the active slot's figures): a regression is TTFT p95 more than `ttft_ratio` x AND
+    # more than `margin_ms` worse, or tokens/s below `tokens_ratio` x the baseline's while the
+    # burst took more than `margin_ms` longer than at the baseline's rate (so that a few
+    # milliseconds of noise on a tiny answer is not "half the speed").
+    baseline_ttft_ratio: float = 2.0
+    baseline_tokens_ratio: float = 0.5
+    baseline_margin_ms: float = 500.0
 
     # Byte budgets for what a server may send us (a hostile body ends in a failed probe).
     body_cap_bytes: int = MIB
@@ -125,10 +176,29 @@ class SuiteSettings:
                 raise UsageError(f"smoke {key}: expected at most {limit:g}, got {value!r}")
         if self.readiness_poll_s < 0 or self.progress_settle_s < 0:
             raise UsageError("smoke readiness_poll_s and progress_settle_s must not be negative")
-        if not 0 < self.baseline_ratio <= 1:
+        if not self.baseline_ttft_ratio >= 1:
             raise UsageError(
-                f"smoke baseline_ratio: expected a fraction in (0, 1], got {self.baseline_ratio!r}"
+                f"smoke baseline ttft_ratio: expected at least 1, got {self.baseline_ttft_ratio!r}"
             )
+        if not 0 < self.baseline_tokens_ratio <= 1:
+            raise UsageError(
+                "smoke baseline tokens_ratio: expected a fraction in (0, 1], got "
+                f"{self.baseline_tokens_ratio!r}"
+            )
+        if not 0 <= self.baseline_margin_ms <= MAX_DURATION_S * 1000:
+            raise UsageError(
+                f"smoke baseline margin: expected 0 or more ms, got {self.baseline_margin_ms!r}"
+            )
+        if len(self.prompts) > MAX_PROMPTS:
+            raise UsageError(f"smoke prompts: expected at most {MAX_PROMPTS}")
+        seen: set[str] = set()
+        for prompt in self.prompts:
+            problem = golden_prompt_problem(prompt)
+            if problem is None and prompt.name in seen:
+                problem = f"name {prompt.name!r} is used twice"
+            if problem is not None:
+                raise UsageError(f"smoke prompts: {problem}")
+            seen.add(prompt.name)
 
     @property
     def expect_pattern(self) -> re.Pattern[str]:

@@ -1,6 +1,7 @@
 """Run the deep-liveness suite against one engine endpoint and return its report.
 
-Order: readiness → identity → known-answer → streaming → tool-call → burst → progress → baseline.
+Order (gx10slots.smoke.catalog): readiness → identity → known-answer → streaming → tool-call →
+prompt:<name>... → burst → progress → baseline.
 Nothing can hang: each probe has its own timeout, capped by what is left of the suite deadline.
 When the engine is not ready, or a generation timed out (a wedge), the probes that would only wait
 out their own timeouts are reported "not run" with the reason instead.
@@ -24,42 +25,28 @@ import httpx
 from gx10slots.errors import Interrupted
 from gx10slots.smoke import checks
 from gx10slots.smoke._transport import as_async_transport
+from gx10slots.smoke.catalog import GENERATING, PROBE_NAMES, PROMPT_PREFIX
 from gx10slots.smoke.context import ProbeContext
-from gx10slots.smoke.probes import (
-    probe_burst,
-    probe_identity,
-    probe_known_answer,
-    probe_progress,
-    probe_readiness,
-    probe_streaming,
-    probe_tool_call,
-    take_metrics_baseline,
-)
+from gx10slots.smoke.probes import PROBES, ProbeFn, probe_prompt, take_metrics_baseline
 from gx10slots.smoke.profiles import EngineProfile
 from gx10slots.smoke.redact import Redactor
-from gx10slots.smoke.report import Report, Summary
+from gx10slots.smoke.report import Baseline, Report, Summary
 from gx10slots.smoke.result import ProbeResult, not_applicable, not_run
-from gx10slots.smoke.settings import PROBE_NAMES, SuiteSettings
+from gx10slots.smoke.settings import SuiteSettings
 
-__all__ = ["SuiteSettings", "cancel_on_sigterm", "run_suite", "run_suite_async"]
+__all__ = [
+    "SuiteSettings",
+    "cancel_on_sigterm",
+    "confirm_baseline",
+    "regression_seen",
+    "run_suite",
+    "run_suite_async",
+]
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-ProbeFn = Callable[[ProbeContext, float], Awaitable[ProbeResult]]
-
-_PROBES: dict[str, ProbeFn] = {
-    "readiness": probe_readiness,
-    "identity": probe_identity,
-    "known-answer": probe_known_answer,
-    "streaming": probe_streaming,
-    "tool-call": probe_tool_call,
-    "burst": probe_burst,
-    "progress": probe_progress,
-}
-# Probes that wait on a generation: after one of them times out, the rest would only time out too.
-_GENERATING = ("known-answer", "streaming", "tool-call", "burst")
 # How long the metrics snapshot before the generation probes may take.
 _METRICS_SNAPSHOT_S = 10.0
 
@@ -73,7 +60,7 @@ def run_suite(
     api_key: str | None = None,
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     on_probe: Callable[[ProbeResult], None] | None = None,
-    baseline: Report | None = None,
+    baseline: Baseline | None = None,
     slot: str = "",
     model: str | None = None,
     revision: str = "",
@@ -83,7 +70,9 @@ def run_suite(
     """Run the suite to completion (at most ``settings.deadline_s``) and return the report.
 
     ``api_key`` is sent as a bearer token and never appears in the report. ``on_probe`` sees each
-    result as it lands (for progress output). ``slot``, ``model`` (default ``served_name``) and
+    result as it lands (for progress output). ``baseline``: production's active slot measured
+    just before (capability parity: what it does, this engine must do; its figures judge the
+    baseline probe). ``slot``, ``model`` (default ``served_name``) and
     ``revision`` only label the report. From async code, await :func:`run_suite_async`.
     """
     return asyncio.run(
@@ -158,7 +147,7 @@ async def run_suite_async(
     api_key: str | None = None,
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     on_probe: Callable[[ProbeResult], None] | None = None,
-    baseline: Report | None = None,
+    baseline: Baseline | None = None,
     slot: str = "",
     model: str | None = None,
     revision: str = "",
@@ -166,6 +155,7 @@ async def run_suite_async(
     exact_names: bool = True,
 ) -> Report:
     started_at = datetime.now(UTC)
+    settings = with_parity(settings, baseline)
     redact = Redactor([api_key])
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     results: list[ProbeResult] = []
@@ -195,13 +185,13 @@ async def run_suite_async(
             served_names=tuple(served_names),
             exact_names=exact_names,
         )
-        blocked = await _run_probes(ctx, record)
+        blocked = await _run_probes(ctx, record, baseline)
         summary = _summary(ctx, results)
         if "baseline" in settings.probes:
             if blocked:
                 record(not_run("baseline", blocked))
             else:
-                record(_baseline_result(summary, baseline, settings))
+                record(_baseline_result(summary, baseline, settings, ctx.stats.burst_tokens))
             summary = dataclasses.replace(summary, failures=_failures(results))
 
     report = Report(
@@ -216,6 +206,7 @@ async def run_suite_async(
         passed=all(r.passed for r in results),
         probes=tuple(results),
         summary=summary,
+        baseline=baseline,
     )
     # A last net: nothing a server echoed may carry the key into any report format.
     return _redacted_report(report, redact)
@@ -231,7 +222,35 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
-async def _run_probes(ctx: ProbeContext, record: Callable[[ProbeResult], None]) -> str:
+def with_parity(settings: SuiteSettings, baseline: Baseline | None) -> SuiteSettings:
+    """Capability parity: what production's active slot does, the candidate must do too."""
+    if baseline is None:
+        return settings
+    return dataclasses.replace(
+        settings,
+        tool_call=settings.tool_call or baseline.tool_calls,
+        require_stream_usage=settings.require_stream_usage or baseline.stream_usage,
+    )
+
+
+def _parity_note(name: str, result: ProbeResult, baseline: Baseline | None) -> ProbeResult:
+    """A failure of a capability the active slot has says so: the reason it was required."""
+    if baseline is None or result.passed or result.skipped:
+        return result
+    has = {"tool-call": baseline.tool_calls, "streaming": baseline.stream_usage}
+    if not has.get(name):
+        return result
+    what = "makes tool calls" if name == "tool-call" else "streams with usage"
+    return dataclasses.replace(
+        result,
+        detail=f"{result.detail} (capability parity: the active slot {baseline.slot} "
+        f"({baseline.model}) {what})",
+    )
+
+
+async def _run_probes(
+    ctx: ProbeContext, record: Callable[[ProbeResult], None], baseline: Baseline | None = None
+) -> str:
     """Run the planned probes in order; why the rest could not run ("" when all could)."""
     settings = ctx.settings
     deadline = time.monotonic() + settings.deadline_s
@@ -244,37 +263,47 @@ async def _run_probes(ctx: ProbeContext, record: Callable[[ProbeResult], None]) 
         if name == "tool-call" and not settings.tool_call:
             record(not_applicable(name, "tool calls are not enabled (smoke tool_call)"))
             continue
-        if time.monotonic() >= deadline:
-            blocked = blocked or f"the suite deadline of {settings.deadline_s:g} s was reached"
-        if blocked:
-            record(not_run(name, blocked))
-            continue
-        if name in _GENERATING and generation_blocked:
-            record(not_run(name, generation_blocked))
-            continue
-        if name in _GENERATING and not snapshot_taken:
-            # Counters before any generation of ours, for the progress probe.
-            snapshot_taken = True
-            budget = min(_METRICS_SNAPSHOT_S, deadline - time.monotonic())
-            await take_metrics_baseline(ctx, max(budget, 0.001))
-        remaining = deadline - time.monotonic()
-        own = settings.timeout_for(name)
-        result = await _run_one(name, ctx, max(min(own, remaining), 0.001))
-        if own > remaining and result.detail.startswith("timed out"):
-            result = dataclasses.replace(
-                result, detail=f"{result.detail} (suite deadline of {settings.deadline_s:g} s)"
-            )
-        record(result)
-        if name == "readiness" and not result.passed:
-            blocked = "engine not ready"
-        if name in _GENERATING and result.detail.startswith("timed out"):
-            generation_blocked = f"{name} timed out; the engine looks wedged"
+        # The golden prompts run one by one, each its own probe; the others run once.
+        runs: list[tuple[str, ProbeFn]] = (
+            [
+                (f"{PROMPT_PREFIX}{golden.name}", functools.partial(probe_prompt, golden=golden))
+                for golden in settings.prompts
+            ]
+            if name == "prompts"
+            else [(name, PROBES[name])]
+        )
+        for shown, probe in runs:
+            if time.monotonic() >= deadline:
+                blocked = blocked or f"the suite deadline of {settings.deadline_s:g} s was reached"
+            if blocked:
+                record(not_run(shown, blocked))
+                continue
+            if name in GENERATING and generation_blocked:
+                record(not_run(shown, generation_blocked))
+                continue
+            if name in GENERATING and not snapshot_taken:
+                # Counters before any generation of ours, for the progress probe.
+                snapshot_taken = True
+                budget = min(_METRICS_SNAPSHOT_S, deadline - time.monotonic())
+                await take_metrics_baseline(ctx, max(budget, 0.001))
+            remaining = deadline - time.monotonic()
+            own = settings.timeout_for(name)
+            result = await _run_one(shown, probe, ctx, max(min(own, remaining), 0.001))
+            if own > remaining and result.detail.startswith("timed out"):
+                result = dataclasses.replace(
+                    result, detail=f"{result.detail} (suite deadline of {settings.deadline_s:g} s)"
+                )
+            record(_parity_note(name, result, baseline))
+            if name == "readiness" and not result.passed:
+                blocked = "engine not ready"
+            if name in GENERATING and result.detail.startswith("timed out"):
+                generation_blocked = f"{shown} timed out; the engine looks wedged"
     return blocked
 
 
-async def _run_one(name: str, ctx: ProbeContext, timeout: float) -> ProbeResult:
+async def _run_one(name: str, probe: ProbeFn, ctx: ProbeContext, timeout: float) -> ProbeResult:
     try:
-        return await _PROBES[name](ctx, timeout)
+        return await probe(ctx, timeout)
     except Interrupted:
         raise  # a signal, not a probe's failure
     except Exception as exc:
@@ -302,42 +331,118 @@ def _summary(ctx: ProbeContext, results: list[ProbeResult]) -> Summary:
 
 
 def _baseline_result(
-    summary: Summary, baseline: Report | None, settings: SuiteSettings
+    summary: Summary, baseline: Baseline | None, settings: SuiteSettings, burst_tokens: int
 ) -> ProbeResult:
     name = "baseline"
     if baseline is None:
-        return not_applicable(name, "no baseline report")
-    if not baseline.passed:
+        return not_applicable(name, "no active slot measured in this run")
+    against = f"active slot {baseline.slot} ({baseline.model})"
+    if baseline.ttft_ms_p95 is None and baseline.tokens_per_s is None:
+        # Production's own slot failing its run must not block deploying the fix for it.
         return not_applicable(
-            name, f"the baseline report of {baseline.started_at:%Y-%m-%d %H:%M} did not pass"
+            name, f"the {against} measured nothing: {baseline.detail or 'no figures'}"
         )
-    base = baseline.summary
     if summary.tokens_per_s <= 0 or summary.ttft_ms_p95 <= 0:
         return not_applicable(name, "this run measured no TTFT or tokens/s (burst did not pass)")
     metrics = {
         "ttft_ms_p95": summary.ttft_ms_p95,
-        "baseline_ttft_ms_p95": base.ttft_ms_p95,
         "tokens_per_s": summary.tokens_per_s,
-        "baseline_tokens_per_s": base.tokens_per_s,
-        "ratio": settings.baseline_ratio,
+        "ttft_ratio": settings.baseline_ttft_ratio,
+        "tokens_ratio": settings.baseline_tokens_ratio,
+        "margin_ms": settings.baseline_margin_ms,
     }
+    if baseline.ttft_ms_p95 is not None:
+        metrics["baseline_ttft_ms_p95"] = baseline.ttft_ms_p95
+    if baseline.tokens_per_s is not None:
+        metrics["baseline_tokens_per_s"] = baseline.tokens_per_s
     problems = checks.baseline_problems(
         ttft_p95_ms=summary.ttft_ms_p95,
         tokens_per_s=summary.tokens_per_s,
-        baseline_ttft_p95_ms=base.ttft_ms_p95,
-        baseline_tokens_per_s=base.tokens_per_s,
-        ratio=settings.baseline_ratio,
+        burst_tokens=burst_tokens,
+        baseline_ttft_p95_ms=baseline.ttft_ms_p95,
+        baseline_tokens_per_s=baseline.tokens_per_s,
+        ttft_ratio=settings.baseline_ttft_ratio,
+        tokens_ratio=settings.baseline_tokens_ratio,
+        margin_ms=settings.baseline_margin_ms,
     )
-    against = f"baseline {baseline.model} of {baseline.started_at:%Y-%m-%d %H:%M}Z"
     if problems:
         return ProbeResult(name, False, 0.0, f"{'; '.join(problems)} ({against})", metrics)
+
+    def figure(value: float | None, unit: str) -> str:
+        return "not measured" if value is None else f"{value:.1f}{unit}"
+
     return ProbeResult(
         name,
         True,
         0.0,
-        f"TTFT p95 {summary.ttft_ms_p95:.0f} ms (baseline {base.ttft_ms_p95:.0f}), "
-        f"{summary.tokens_per_s:.1f} tokens/s (baseline {base.tokens_per_s:.1f}) ({against})",
+        f"TTFT p95 {summary.ttft_ms_p95:.0f} ms (active {figure(baseline.ttft_ms_p95, ' ms')}), "
+        f"{summary.tokens_per_s:.1f} tokens/s (active {figure(baseline.tokens_per_s, '')}) "
+        f"({against})",
         metrics,
+    )
+
+
+def regression_seen(report: Report) -> bool:
+    """The baseline probe ran and failed: worth measuring both slots again to confirm."""
+    return any(p.name == "baseline" and not p.passed and not p.skipped for p in report.probes)
+
+
+def confirm_baseline(
+    report: Report, active_again: Baseline, candidate_again: Report, settings: SuiteSettings
+) -> Report:
+    """The baseline verdict after both slots were measured again, back to back (a burst each).
+
+    On a loaded machine one burst can take a second longer than the next; a regression counts
+    when it shows again with both slots measured under the same conditions. A re-measurement
+    that measured nothing keeps the first verdict.
+    """
+    burst = next((p for p in candidate_again.probes if p.name == "burst"), None)
+    s = candidate_again.summary
+    if burst is None or not burst.passed or s.ttft_ms_p95 <= 0 or s.tokens_per_s <= 0:
+        return report
+    if active_again.ttft_ms_p95 is None and active_again.tokens_per_s is None:
+        return report
+    problems = checks.baseline_problems(
+        ttft_p95_ms=s.ttft_ms_p95,
+        tokens_per_s=s.tokens_per_s,
+        burst_tokens=int(burst.metrics.get("tokens", 0.0)),
+        baseline_ttft_p95_ms=active_again.ttft_ms_p95,
+        baseline_tokens_per_s=active_again.tokens_per_s,
+        ttft_ratio=settings.baseline_ttft_ratio,
+        tokens_ratio=settings.baseline_tokens_ratio,
+        margin_ms=settings.baseline_margin_ms,
+    )
+
+    def rejudged(p: ProbeResult) -> ProbeResult:
+        if p.name != "baseline":
+            return p
+        metrics = {
+            **p.metrics,
+            "confirm_ttft_ms_p95": s.ttft_ms_p95,
+            "confirm_tokens_per_s": s.tokens_per_s,
+        }
+        if active_again.ttft_ms_p95 is not None:
+            metrics["confirm_baseline_ttft_ms_p95"] = active_again.ttft_ms_p95
+        if active_again.tokens_per_s is not None:
+            metrics["confirm_baseline_tokens_per_s"] = active_again.tokens_per_s
+        if problems:
+            detail = (
+                f"{p.detail}; confirmed when measured again back to back: {'; '.join(problems)}"
+            )
+            return dataclasses.replace(p, detail=detail, metrics=metrics)
+        detail = (
+            f"not confirmed: measured again back to back, TTFT p95 {s.ttft_ms_p95:.0f} ms "
+            f"(active {active_again.ttft_ms_p95 or 0:.0f} ms), {s.tokens_per_s:.1f} tokens/s "
+            f"(active {active_again.tokens_per_s or 0:.1f}); first measurement: {p.detail}"
+        )
+        return dataclasses.replace(p, passed=True, detail=detail, metrics=metrics)
+
+    probes = tuple(rejudged(p) for p in report.probes)
+    return dataclasses.replace(
+        report,
+        probes=probes,
+        passed=all(p.passed for p in probes),
+        summary=dataclasses.replace(report.summary, failures=_failures(list(probes))),
     )
 
 

@@ -101,17 +101,17 @@ def test_render_walks_nested_groups_and_skips_hidden_commands() -> None:
 # -- shell completion (click's own mechanism, documented in the page's header) ----------------
 
 SHELLS = {
-    "bash_source": "_slots_completion() {",
-    "zsh_source": "_slots_completion() {",
-    "fish_source": "function _slots_completion",
+    "bash": "_slots_completion() {",
+    "zsh": "_slots_completion() {",
+    "fish": "function _slots_completion",
 }
 
 
-def _run_slots(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_slots(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     assert SLOTS.exists(), f"{SLOTS} not found: install the project into this environment"
     return subprocess.run(
-        [str(SLOTS)],
-        env={**os.environ, **env},
+        [str(SLOTS), *args],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -120,23 +120,24 @@ def _run_slots(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("source", sorted(SHELLS))
-def test_completion_script_is_printed(source: str) -> None:
-    assert f"_SLOTS_COMPLETE={source} slots" in clidocs.HEADER, "documented in docs/cli.md"
-    result = _run_slots({"_SLOTS_COMPLETE": source})
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_completion_script_is_printed(shell: str) -> None:
+    assert f"slots completion {shell} >" in clidocs.HEADER, "documented in docs/cli.md"
+    result = _run_slots("completion", shell)
     assert result.returncode == 0, result.stderr
-    assert SHELLS[source] in result.stdout, result.stdout[:500]
+    assert SHELLS[shell] in result.stdout, result.stdout[:500]
+    # click's own variable still works, for scripts generated the earlier way.
+    old = _run_slots(env={"_SLOTS_COMPLETE": f"{shell}_source"})
+    assert old.stdout == result.stdout
 
 
-@pytest.mark.e2e
-def test_bash_completion_completes_subcommands(tmp_path: Path) -> None:
+def _bash_complete(tmp_path: Path, words: str, cword: int) -> list[str]:
     bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not installed")
+    assert bash is not None, "bash is part of the test image"
     script = tmp_path / "slots-complete.bash"
-    script.write_text(_run_slots({"_SLOTS_COMPLETE": "bash_source"}).stdout, encoding="utf-8")
+    script.write_text(_run_slots("completion", "bash").stdout, encoding="utf-8")
     probe = (
-        f'. "{script}"; COMP_WORDS=(slots fl); COMP_CWORD=1; _slots_completion slots; '
+        f'. "{script}"; COMP_WORDS=({words}); COMP_CWORD={cword}; _slots_completion slots; '
         'printf "%s\\n" "${COMPREPLY[@]}"'
     )
     result = subprocess.run(
@@ -148,4 +149,11 @@ def test_bash_completion_completes_subcommands(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["flip", "flip-back"]
+    return result.stdout.split()
+
+
+@pytest.mark.e2e
+def test_bash_completion_completes_subcommands_and_slot_names(tmp_path: Path) -> None:
+    assert _bash_complete(tmp_path, "slots fl", 1) == ["flip", "flip-back"]
+    assert _bash_complete(tmp_path, 'slots park ""', 2) == ["blue", "green", "standby"]
+    assert _bash_complete(tmp_path, "slots status -o y", 3) == ["yaml"]

@@ -145,7 +145,7 @@ def test_every_example_parses() -> None:
     for doc in examples():
         config = _parse(doc)
         kinds.add(config.flag.kind)
-    assert kinds == {"service-selector", "configmap"}
+    assert kinds == {"service-selector", "configmap", "httproute"}
 
 
 def test_documented_keys_are_exactly_the_accepted_keys() -> None:

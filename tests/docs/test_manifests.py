@@ -18,6 +18,8 @@ import yaml
 from gx10slots.config import Config, parse_config
 from gx10slots.kube.lease import LEASE_NAME
 from gx10slots.ops.audit import HISTORY_CONFIGMAP
+from gx10slots.sandbox import customresources
+from gx10slots.sandbox.resources import for_kind
 from gx10slots.servednames import alias_blocker, identity_name, served_names
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
@@ -28,8 +30,10 @@ EXPECTED_FILES = {
     "slot-llama-server.yaml",
     "services.yaml",
     "flag-configmap.yaml",
+    "flag-httproute.yaml",
     "rbac.yaml",
     "job-deploy.yaml",
+    "controller.yaml",
 }
 
 Document = dict[str, Any]
@@ -69,6 +73,14 @@ def test_every_expected_file_is_there() -> None:
 def test_document_is_valid_kubernetes(name: str, index: int, doc: Document) -> None:
     where = _label(name, index, doc)
     assert isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc, where
+    custom = for_kind(str(doc["apiVersion"]), str(doc["kind"]))
+    crd = customresources.definition(custom) if custom is not None else None
+    if crd is not None:
+        # A custom resource: the published CRD's schema, strict (unknown fields are errors).
+        unknown, causes = customresources.findings(crd, doc)
+        problems = [f"unknown field {n!r}" for _, n, _ in unknown] + [c.text() for c in causes]
+        assert not problems, f"{where}: {problems}"
+        return
     try:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -137,9 +149,10 @@ def test_production_service_is_the_flag_and_guarded_against_flux() -> None:
         assert services[slot.service]["spec"]["selector"]["gx10slots.io/slot"] == slot.name
 
 
-def _role_names(resource: str, verb: str) -> set[str] | None:
-    """Names the Role allows ``verb`` on ``resource`` for; None when any name is allowed."""
-    (role,) = _by_kind("Role", "rbac.yaml")
+def _role_names(resource: str, verb: str, file: str = "rbac.yaml") -> set[str] | None:
+    """Names the Role allows ``verb`` on ``resource`` for; None when any name is allowed; an
+    empty set when it is not allowed at all."""
+    (role,) = _by_kind("Role", file)
     names: set[str] = set()
     for rule in role["rules"]:
         if resource in rule["resources"] and verb in rule["verbs"]:
@@ -153,10 +166,12 @@ def _role_names(resource: str, verb: str) -> set[str] | None:
     ("resource", "verbs", "expected"),
     [
         ("deployments", ("get", "list", "watch", "update", "patch"), "slots"),
-        ("services", ("get", "patch"), "flag"),
+        # list/watch by name: `status --watch` redraws when the flag or a lease changes.
+        ("services", ("get", "list", "watch", "patch"), "flag"),
         ("endpointslices", ("list",), "any"),
         ("configmaps", ("get", "update"), HISTORY_CONFIGMAP),
-        ("leases", ("get", "update"), LEASE_NAME),
+        ("leases", ("get", "list", "watch", "update"), LEASE_NAME),
+        ("leases", ("get", "list", "watch"), "gx10slots-guard"),
         ("secrets", ("get",), "secret"),
     ],
 )
@@ -185,3 +200,27 @@ def test_role_lets_create_and_pod_watch_through() -> None:
         ("pods/log", "get"),
     ]:
         assert _role_names(resource, verb) is None, f"{verb} {resource} must not be name-restricted"
+
+
+def test_the_controller_role_grants_what_it_does_and_no_more() -> None:
+    from gx10slots.controller.election import LEASE_NAME as CONTROLLER_LEASE
+    from gx10slots.ops.lease import GUARD_LEASE
+
+    config = _job_config()
+    slots = {s.deployment for s in config.slots.values()}
+    for resource, verb, wanted in [
+        ("deployments", "get", slots),
+        ("deployments", "patch", slots),
+        ("services", "get", {config.flag.name}),
+        ("services", "patch", {config.flag.name}),
+        ("leases", "update", {CONTROLLER_LEASE, LEASE_NAME, GUARD_LEASE}),
+        ("configmaps", "update", {HISTORY_CONFIGMAP}),
+    ]:
+        allowed = _role_names(resource, verb, "controller.yaml")
+        assert allowed is not None and wanted <= allowed, f"{verb} {resource}: {allowed}"
+    # It never deploys or parks: no Deployment update, no pod watch.
+    assert _role_names("deployments", "update", "controller.yaml") == set()
+    assert _role_names("pods", "watch", "controller.yaml") == set()
+    (deployment,) = _by_kind("Deployment", "controller.yaml")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "controller"

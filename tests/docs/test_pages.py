@@ -54,7 +54,7 @@ _HEADING = re.compile(r"^#{1,6} +(.+?) *$", re.M)
 _INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 _SHELL_STOP = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "2>&1"}
 _RAISED = {"Refused", "CheckFailed", "StateUnknown", "ClusterError", "LockHeld"}
-_BLOCKERS = {"flux_deploy_blocker", "flux_flip_blocker"}
+_BLOCKERS = {"flux_deploy_blocker", "flux_blocker"}
 
 
 def _prose(text: str) -> str:

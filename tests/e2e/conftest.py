@@ -104,6 +104,7 @@ class Sandbox:
             "configmap": f"/api/v1/namespaces/{NS}/configmaps/{name}",
             "lease": f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{name}",
             "endpoints": f"/api/v1/namespaces/{NS}/endpoints/{name}",
+            "httproute": f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/{name}",
         }
         return dict(self.api("GET", paths[kind]))
 
@@ -125,6 +126,10 @@ class Sandbox:
     def flag(self) -> str | None:
         if self.info.get("flag") == "configmap":
             return self.get("configmap", "gx10-flag").get("data", {}).get("active-slot")
+        if self.info.get("flag") == "httproute":
+            refs = self.get("httproute", "gx10-model")["spec"]["rules"][0]["backendRefs"]
+            weighted = {r["name"].removeprefix("gx10-") for r in refs if r.get("weight", 1) > 0}
+            return weighted.pop() if len(weighted) == 1 else None
         selector = self.get("service", "gx10-model")["spec"]["selector"]
         return selector.get("gx10slots.io/slot")
 

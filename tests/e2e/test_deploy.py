@@ -347,7 +347,7 @@ def test_an_unwritable_report_dir_is_refused_before_anything_changes(sandbox: Sa
 
 
 def _now() -> str:
-    from gx10slots.kube.lease import micro_time
+    from gx10slots.kube.values import micro_time
 
     return micro_time()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gx10slots.kube.lease import micro_time
+from gx10slots.kube.values import micro_time
 from tests.e2e.conftest import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ def test_deploy_into_the_fallback_right_after_a_flip_is_refused_and_flip_back_st
     assert flipped_at + timedelta(minutes=59) < until <= flipped_at + timedelta(hours=1, seconds=5)
     assert status["slots"]["green"]["protected_until"] is None
     table = box.cli("status")
-    assert "fallback: blue protected until" in table.out
+    assert "fallback: blue, protected until" in table.out
 
     back = box.cli("flip-back")
     assert back.code == 0, back.err

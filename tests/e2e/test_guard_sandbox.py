@@ -134,7 +134,8 @@ def test_a_wedge_after_the_flip_trips_the_guard_and_production_serves_the_old_sl
         "ok",
     )
     assert entry["reason"].startswith("slots guard: 2 consecutive failed checks")
-    assert "timed out" in entry["reason"]
+    # No first token: the probe timed out, or the engine was seen stalled before it could.
+    assert "timed out" in entry["reason"] or "engine stalled" in entry["reason"]
     assert entry["by"].startswith("guard:")
     annotations = box.get("service", "gx10-model")["metadata"]["annotations"]
     assert annotations["gx10slots.io/active"] == "blue"

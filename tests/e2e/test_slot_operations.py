@@ -245,11 +245,17 @@ def test_history_limit_and_json(two_warm_slots: Sandbox) -> None:
     box = two_warm_slots
     assert box.cli("flip").code == 0
     assert box.cli("flip-back").code == 0
-    entries = box.cli("-o", "json", "history", "-n", "2").json()
+    # Global options after the subcommand, as kubectl takes them; -l/--limit is the count.
+    entries = box.cli("history", "-l", "2", "-o", "json").json()
     assert [e["action"] for e in entries] == ["flip-back", "flip"]
     for entry in entries:
         assert {"at", "action", "from", "to", "model", "by", "reason", "result"} <= entry.keys()
-    assert box.cli("history", "-n", "0").code == 2
+    assert [e["action"] for e in box.cli("history", "--limit", "1", "-o", "yaml").yaml()] == [
+        "flip-back"
+    ]
+    assert box.cli("history", "--limit", "0").code == 2
+    # After the subcommand -n is the namespace, as before it: another namespace has no history.
+    assert box.cli("history", "-n", "elsewhere", "-o", "json").json() == []
 
 
 def test_a_held_lease_refuses_naming_the_holder(two_warm_slots: Sandbox) -> None:
@@ -275,7 +281,7 @@ def test_a_held_lease_refuses_naming_the_holder(two_warm_slots: Sandbox) -> None
 
 
 def _now() -> str:
-    from gx10slots.kube.lease import micro_time
+    from gx10slots.kube.values import micro_time
 
     return micro_time()
 

@@ -80,7 +80,7 @@ def test_hostile_reasons_are_stored_safely(two_warm_slots: Sandbox) -> None:
     table = box.cli("history")
     assert table.code == 0
     assert "\x1b" not in table.out and "\x07" not in table.out and "\u202e" not in table.out
-    listing = box.cli("-o", "json", "history", "-n", "50").json()
+    listing = box.cli("-o", "json", "history", "-l", "50").json()
     assert len(listing) == len(HOSTILE_REASONS) + 1  # and the fixture's deploy
 
 

@@ -212,7 +212,7 @@ def test_a_smoke_report_name_from_an_annotation_is_read_safely(tmp_path: Path) -
     import os
     import threading
 
-    from gx10slots.guard.loop import load_baseline
+    from gx10slots.guard.run import load_baseline
     from gx10slots.slots import SlotState, SmokeRecord
 
     # A FIFO named like a report (nobody writes to it) and annotations naming it, or a NUL.

@@ -16,7 +16,8 @@ import pytest
 
 from gx10slots.app import App, GlobalOptions
 from gx10slots.errors import LockHeld
-from gx10slots.kube.lease import HOLDER_PROCESS, LEASE_DURATION_S, Lock, micro_time
+from gx10slots.kube.lease import HOLDER_PROCESS, LEASE_DURATION_S, Lock
+from gx10slots.kube.values import micro_time
 from tests.e2e.conftest import Sandbox, wait_for
 
 

@@ -270,21 +270,40 @@ def test_percentile() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
 
 
-def test_baseline_problems() -> None:
-    same = dict(baseline_ttft_p95_ms=100.0, baseline_tokens_per_s=50.0, ratio=0.7)
-    assert baseline_problems(ttft_p95_ms=140.0, tokens_per_s=36.0, **same) == []
-    slow = baseline_problems(ttft_p95_ms=150.0, tokens_per_s=30.0, **same)
-    assert len(slow) == 2
-    assert slow[0].startswith("TTFT p95 150 ms is worse than baseline 100 ms")
-    assert slow[1].startswith("30.0 tokens/s is below 0.7 x baseline 50.0")
-    # A baseline that measured nothing compares nothing.
+CONTRACT = dict(ttft_ratio=2.0, tokens_ratio=0.5, margin_ms=500.0)
+
+
+def test_baseline_problems_follow_the_contracts_rule() -> None:
+    base = dict(baseline_ttft_p95_ms=100.0, baseline_tokens_per_s=50.0, **CONTRACT)
+    # 2x and 500 ms worse both needed: 599 ms is 6x but only 499 ms worse; 250 ms at 2x+ too.
+    assert baseline_problems(ttft_p95_ms=599.0, tokens_per_s=50.0, burst_tokens=64, **base) == []
+    ttft = baseline_problems(ttft_p95_ms=2006.0, tokens_per_s=50.0, burst_tokens=64, **base)
+    assert len(ttft) == 1 and ttft[0].startswith("TTFT p95 2006 ms against the active slot's 100")
+    # Below half, and the 64-token burst took 3.2 s instead of 1.28 s: a regression.
+    slow = baseline_problems(ttft_p95_ms=100.0, tokens_per_s=20.0, burst_tokens=64, **base)
+    assert len(slow) == 1 and slow[0].startswith("20.0 tokens/s is below 0.5 x the active slot's")
+    # Exactly half is not below half.
+    assert baseline_problems(ttft_p95_ms=100.0, tokens_per_s=25.0, burst_tokens=64, **base) == []
+
+
+def test_a_tiny_bursts_noise_is_not_half_the_speed() -> None:
+    # 5000 vs 2000 tokens/s on 80 tokens: 24 ms apart, not a regression...
+    fast = dict(baseline_ttft_p95_ms=3.0, baseline_tokens_per_s=5000.0, **CONTRACT)
+    assert baseline_problems(ttft_p95_ms=5.0, tokens_per_s=2000.0, burst_tokens=80, **fast) == []
+    # ...unless the margin is set to 0 (the strict reading).
+    strict = {**fast, "margin_ms": 0.0}
+    assert baseline_problems(ttft_p95_ms=5.0, tokens_per_s=2000.0, burst_tokens=80, **strict)
+
+
+def test_a_baseline_that_measured_nothing_compares_nothing() -> None:
     assert (
         baseline_problems(
-            ttft_p95_ms=900.0,
+            ttft_p95_ms=9000.0,
             tokens_per_s=1.0,
-            baseline_ttft_p95_ms=0.0,
-            baseline_tokens_per_s=0.0,
-            ratio=0.7,
+            burst_tokens=64,
+            baseline_ttft_p95_ms=None,
+            baseline_tokens_per_s=None,
+            **CONTRACT,
         )
         == []
     )
@@ -339,8 +358,10 @@ def test_settings_validation() -> None:
         SuiteSettings(expect="(")
     with pytest.raises(UsageError, match="burst: expected a positive number"):
         SuiteSettings(burst=0)
-    with pytest.raises(UsageError, match="baseline_ratio"):
-        SuiteSettings(baseline_ratio=1.5)
+    with pytest.raises(UsageError, match="tokens_ratio"):
+        SuiteSettings(baseline_tokens_ratio=1.5)
+    with pytest.raises(UsageError, match="ttft_ratio"):
+        SuiteSettings(baseline_ttft_ratio=0.5)
     s = SuiteSettings(timeouts={"known-answer": 5.0})
     assert s.timeout_for("known-answer") == 5.0
     assert s.timeout_for("streaming") == s.probe_timeout_s

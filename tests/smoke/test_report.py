@@ -14,6 +14,7 @@ import pytest
 
 from gx10slots.errors import UsageError
 from gx10slots.smoke.report import (
+    Baseline,
     Report,
     Summary,
     latest_report,
@@ -160,6 +161,75 @@ def test_markdown_has_verdict_table_and_escaped_cut_evidence() -> None:
     assert "\\`rm\\`" in row and "\\*bold\\*" in row and "\\[link\\]" in row
     evidence_cell = row.rsplit(" | ", 1)[1]
     assert "…" in evidence_cell and "y" * 200 not in evidence_cell
+
+
+ACTIVE = Baseline(
+    slot="blue",
+    model="org/prod",
+    passed=True,
+    ttft_ms_p50=4.0,
+    ttft_ms_p95=6.5,
+    tokens_per_s=880.0,
+    tool_calls=True,
+    stream_usage=True,
+)
+
+
+def test_the_active_slots_figures_are_under_baseline_in_json() -> None:
+    doc = make_report(baseline=ACTIVE).to_dict()
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    assert doc["baseline"] == {
+        "slot": "blue",
+        "model": "org/prod",
+        "passed": True,
+        "detail": "",
+        "ttft_ms_p50": 4.0,
+        "ttft_ms_p95": 6.5,
+        "tokens_per_s": 880.0,
+        "capabilities": {"tool_calls": True, "stream_usage": True},
+    }
+    assert Report.from_json(make_report(baseline=ACTIVE).to_json()).baseline == ACTIVE
+    # Not measured is null, not 0; no baseline at all is null too.
+    unmeasured = Baseline("blue", "org/prod", passed=False, detail="readiness: refused")
+    doc = make_report(baseline=unmeasured).to_dict()
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    assert doc["baseline"]["ttft_ms_p95"] is None and doc["baseline"]["tokens_per_s"] is None
+    assert make_report().to_dict()["baseline"] is None
+
+
+def test_a_baseline_of_the_wrong_shape_is_not_a_report() -> None:
+    doc = make_report(baseline=ACTIVE).to_dict()
+    doc["baseline"]["ttft_ms_p95"] = "fast"
+    with pytest.raises(UsageError, match=r"baseline\.ttft_ms_p95"):
+        Report.from_dict(doc)
+
+
+def test_a_golden_prompts_result_validates_against_the_schema() -> None:
+    report = make_report(ProbeResult("prompt:capital-fr", False, 5.0, "expected /paris/"))
+    jsonschema.validate(report.to_dict(), SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+def test_markdown_shows_both_slots_side_by_side_with_a_chart() -> None:
+    md = make_report(baseline=ACTIVE).to_markdown()
+    assert "| | green (candidate) · org/model | blue (active) · org/prod |" in md
+    assert "| TTFT p95 | 120 ms | 6 ms |" in md  # 6.5 rounds to even
+    assert "| tokens/s (burst) | 41.2 tokens/s | 880.0 tokens/s |" in md
+    assert "| tool calls | no | yes |" in md
+    assert md.count("```mermaid\nxychart-beta") == 2
+    assert 'x-axis ["blue (active)", "green (candidate)"]' in md
+    assert "bar [6.5, 120.0]" in md and "bar [880.0, 41.2]" in md
+
+
+def test_nothing_measured_reads_not_measured_not_zero() -> None:
+    report = make_report(summary=Summary(requests=1, failures=1))
+    md = report.to_markdown()
+    assert "TTFT p50 not measured, p95 not measured; tokens/s not measured" in md
+    assert "0 ms" not in md.split("| Probe |")[0] and "0.0 tokens/s" not in md
+    unmeasured = Baseline("blue", "org/prod", passed=False, detail="readiness: refused")
+    md = make_report(baseline=unmeasured).to_markdown()
+    assert "| TTFT p95 | 120 ms | not measured |" in md
+    assert '"blue (active) not measured"' in md
+    assert "The active slot's own run failed: readiness: refused" in md
 
 
 def test_markdown_of_a_pass() -> None:

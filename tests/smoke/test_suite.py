@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -11,12 +12,12 @@ import httpx
 import pytest
 
 from gx10slots.smoke import probes as probes_module
-from gx10slots.smoke import suite as suite_module
+from gx10slots.smoke.catalog import CATALOG, JUDGED_BY_SUITE
 from gx10slots.smoke.profiles import VLLM
-from gx10slots.smoke.report import Report, Summary
+from gx10slots.smoke.report import Baseline, Report
 from gx10slots.smoke.result import ProbeResult
-from gx10slots.smoke.settings import PROBE_NAMES, SuiteSettings
-from gx10slots.smoke.suite import run_suite
+from gx10slots.smoke.settings import PROBE_NAMES, GoldenPrompt, SuiteSettings
+from gx10slots.smoke.suite import confirm_baseline, regression_seen, run_suite
 
 from .fakes import BASE, FAST, FakeEngine, hang_forever
 
@@ -37,12 +38,13 @@ def test_a_healthy_engine_passes_every_probe_in_order() -> None:
         FakeEngine(), slot="green", revision="rev-7", on_probe=lambda r: seen.append(r.name)
     )
     assert report.passed, [(p.name, p.detail) for p in report.probes if not p.passed]
-    assert [p.name for p in report.probes] == list(PROBE_NAMES)
-    assert seen == list(PROBE_NAMES)
+    # Without golden prompts, "prompts" adds no result.
+    ran = [name for name in PROBE_NAMES if name != "prompts"]
+    assert [p.name for p in report.probes] == ran
+    assert seen == ran
     results = by_name(report)
-    assert (
-        results["baseline"].skipped and results["baseline"].detail == "skipped: no baseline report"
-    )
+    assert results["baseline"].skipped
+    assert results["baseline"].detail == "skipped: no active slot measured in this run"
     assert not any(p.skipped for p in report.probes if p.name != "baseline")
     assert report.slot == "green" and report.revision == "rev-7" and report.model == "m"
     s = report.summary
@@ -63,7 +65,7 @@ def test_engine_not_ready_skips_the_rest_without_waiting() -> None:
     results = by_name(report)
     assert not results["readiness"].passed and not results["readiness"].skipped
     assert "Connection refused" in results["readiness"].detail
-    for name in PROBE_NAMES[1:]:
+    for name in [n for n in PROBE_NAMES[1:] if n != "prompts"]:
         assert results[name].skipped and not results[name].passed
         assert results[name].detail == "not run: engine not ready"
     assert report.summary.failures == 1
@@ -115,41 +117,134 @@ def test_a_crashing_probe_becomes_a_failed_result(monkeypatch: pytest.MonkeyPatc
     async def broken(ctx, timeout):
         raise KeyError("surprise")
 
-    monkeypatch.setitem(suite_module._PROBES, "identity", broken)
+    monkeypatch.setitem(probes_module.PROBES, "identity", broken)
     report = run(FakeEngine())
     identity = by_name(report)["identity"]
     assert identity.detail == "internal error in the identity probe: KeyError: 'surprise'"
     assert by_name(report)["known-answer"].passed  # the suite went on
 
 
-def _baseline(ttft_p95: float, tokens_per_s: float, passed: bool = True) -> Report:
-    healthy = run(FakeEngine(), FAST)
-    return dataclasses.replace(
-        healthy,
-        passed=passed,
-        summary=Summary(ttft_ms_p50=ttft_p95, ttft_ms_p95=ttft_p95, tokens_per_s=tokens_per_s),
+def _active(
+    ttft_p95: float | None,
+    tokens_per_s: float | None,
+    *,
+    tool_calls: bool = False,
+    stream_usage: bool = False,
+) -> Baseline:
+    return Baseline(
+        slot="blue",
+        model="prod-model",
+        passed=True,
+        ttft_ms_p50=ttft_p95,
+        ttft_ms_p95=ttft_p95,
+        tokens_per_s=tokens_per_s,
+        tool_calls=tool_calls,
+        stream_usage=stream_usage,
     )
 
 
-def test_baseline_passes_against_a_similar_run() -> None:
-    report = run(FakeEngine(), FAST, baseline=_baseline(ttft_p95=10_000.0, tokens_per_s=1.0))
+def test_baseline_passes_against_a_similar_active_slot() -> None:
+    report = run(FakeEngine(), FAST, baseline=_active(ttft_p95=10_000.0, tokens_per_s=1.0))
     baseline = by_name(report)["baseline"]
     assert baseline.passed and not baseline.skipped, baseline.detail
     assert baseline.metrics["baseline_tokens_per_s"] == 1.0
+    assert report.baseline is not None and report.baseline.slot == "blue"
 
 
-def test_baseline_fails_below_the_ratio() -> None:
-    report = run(FakeEngine(), FAST, baseline=_baseline(ttft_p95=0.001, tokens_per_s=1e9))
+def test_baseline_fails_on_a_slower_first_token_than_the_active_slot() -> None:
+    async def slow_first_token(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)  # the engine's time to first token, not a wait for a race
+        return engine.chat(json.loads(request.content))
+
+    engine = FakeEngine()
+    engine.routes["/v1/chat/completions"] = slow_first_token
+    settings = dataclasses.replace(FAST, baseline_margin_ms=100.0)
+    report = run(engine, settings, baseline=_active(ttft_p95=1.0, tokens_per_s=None))
     baseline = by_name(report)["baseline"]
     assert not baseline.passed
-    assert "TTFT p95" in baseline.detail and "tokens/s is below 0.7 x baseline" in baseline.detail
+    assert "against the active slot's 1 ms: more than 2x" in baseline.detail
     assert not report.passed and report.summary.failures == 1
 
 
-def test_a_failed_baseline_report_is_not_compared() -> None:
-    report = run(FakeEngine(), FAST, baseline=_baseline(0.001, 1e9, passed=False))
+def test_an_active_slot_that_measured_nothing_is_not_compared() -> None:
+    nothing = dataclasses.replace(_active(None, None), passed=False, detail="readiness: refused")
+    report = run(FakeEngine(), FAST, baseline=nothing)
     baseline = by_name(report)["baseline"]
-    assert baseline.skipped and baseline.passed and "did not pass" in baseline.detail
+    assert baseline.skipped and baseline.passed and "measured nothing" in baseline.detail
+    assert report.passed
+
+
+def test_parity_requires_tool_calls_when_the_active_slot_makes_them() -> None:
+    engine = FakeEngine()
+    engine.tool_mode = "text"  # answers the tool prompt with prose
+    assert not FAST.tool_call
+    alone = run(engine, FAST)
+    assert alone.passed and by_name(alone)["tool-call"].skipped
+    report = run(engine, FAST, baseline=_active(5.0, 100.0, tool_calls=True))
+    tool = by_name(report)["tool-call"]
+    assert not tool.passed and not tool.skipped
+    assert "capability parity: the active slot blue (prod-model) makes tool calls" in tool.detail
+    assert not report.passed
+
+
+def test_parity_requires_usage_in_the_stream_when_the_active_slot_sends_it() -> None:
+    # A profile that does not demand usage (llama-cpp-python's): an engine that never sends it
+    # passes alone but not against an active slot that does.
+    no_usage_profile = dataclasses.replace(VLLM, stream_usage=False)
+    asked_usage: list[bool] = []
+
+    async def no_usage(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        asked_usage.append("stream_options" in body)
+        body.pop("stream_options", None)
+        return engine.chat(body)
+
+    engine = FakeEngine()
+    engine.routes["/v1/chat/completions"] = no_usage
+    settings = dataclasses.replace(FAST, probes=("readiness", "streaming"))
+
+    def go(baseline: Baseline | None) -> Report:
+        return run_suite(
+            BASE,
+            "m",
+            no_usage_profile,
+            settings,
+            transport=httpx.MockTransport(engine),
+            baseline=baseline,
+        )
+
+    assert go(None).passed
+    report = go(_active(5.0, 100.0, stream_usage=True))
+    streaming = by_name(report)["streaming"]
+    assert not streaming.passed and "no usage.completion_tokens" in streaming.detail
+    assert "streams with usage" in streaming.detail
+    # Alone it did not ask for the usage chunk; against the active slot it did.
+    assert asked_usage == [False, True]
+
+
+def test_golden_prompts_run_as_probes_and_a_mismatch_fails_the_suite() -> None:
+    engine = FakeEngine(answer="pong <b>bold</b>")
+    prompts = (
+        GoldenPrompt("ping", "Say pong.", r"\bpong\b"),
+        GoldenPrompt("capital", "The capital of France?", "(?i)paris"),
+    )
+    report = run(engine, dataclasses.replace(TOOLS, prompts=prompts))
+    results = by_name(report)
+    names = [p.name for p in report.probes]
+    assert names.index("tool-call") < names.index("prompt:ping") < names.index("prompt:capital")
+    assert names.index("prompt:capital") < names.index("burst")
+    assert results["prompt:ping"].passed
+    capital = results["prompt:capital"]
+    assert not capital.passed and "expected /(?i)paris/" in capital.detail
+    assert "pong" in capital.evidence
+    assert not report.passed and report.summary.failures == 1
+    asked = [b["messages"][-1]["content"] for b in engine.bodies if "tools" not in b]
+    assert "The capital of France?" in asked
+
+
+def test_every_probe_in_the_catalog_has_a_function() -> None:
+    functions = set(probes_module.PROBES)
+    assert functions == {spec.name for spec in CATALOG} - JUDGED_BY_SUITE
 
 
 def test_the_api_key_is_sent_but_never_reported() -> None:
@@ -217,3 +312,37 @@ def test_probe_functions_are_exported_for_reuse() -> None:
     from gx10slots.smoke import watch_for_stall
 
     assert watch_for_stall is probes_module.watch_for_stall
+
+
+def test_a_regression_not_seen_again_back_to_back_does_not_fail() -> None:
+    # First measurement: the active slot looked far faster (a busy moment of the machine).
+    settings = dataclasses.replace(FAST, baseline_margin_ms=0.0)
+    first = run(FakeEngine(), settings, baseline=_active(ttft_p95=0.001, tokens_per_s=1e9))
+    assert regression_seen(first) and not first.passed
+    burst_only = dataclasses.replace(FAST, probes=("burst",))
+    again = run(FakeEngine(), burst_only)
+    active_again = Baseline.of(dataclasses.replace(run(FakeEngine(), burst_only), slot="blue"))
+    # Measured again back to back, the two engines are alike: the suite passes.
+    confirmed = confirm_baseline(first, active_again, again, FAST)
+    baseline = by_name(confirmed)["baseline"]
+    assert baseline.passed and baseline.detail.startswith("not confirmed")
+    assert confirmed.passed and confirmed.summary.failures == 0
+    # Seen again (an active slot still far faster), it stays a failure.
+    far_faster = _active(ttft_p95=0.001, tokens_per_s=1e9)
+    still = confirm_baseline(first, far_faster, again, settings)
+    assert not still.passed
+    assert "confirmed when measured again" in by_name(still)["baseline"].detail
+
+
+def test_a_golden_prompts_mismatch_quotes_a_short_clean_excerpt_of_a_hostile_answer() -> None:
+    key = "sk-golden-secret-98765"
+    hostile = "\x1b[31mred\x1b[0m\nline two | " + key + " " + "x" * 100_000
+    engine = FakeEngine(answer=hostile)
+    prompts = (GoldenPrompt("capital", "The capital of France?", "(?i)paris"),)
+    report = run(engine, dataclasses.replace(FAST, prompts=prompts), api_key=key)
+    capital = by_name(report)["prompt:capital"]
+    assert not capital.passed
+    assert len(capital.detail) < 300 and "\n" not in capital.detail
+    assert "\x1b" not in capital.detail
+    assert key not in capital.detail and key not in capital.evidence
+    assert "red" in capital.detail

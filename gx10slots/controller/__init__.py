@@ -1,0 +1,1 @@
+"""`slots controller`: leader election (election), the loop (run), its metrics (metrics)."""

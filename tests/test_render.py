@@ -1,0 +1,110 @@
+"""The human tables: whole values at 80 columns, the lease holder and the fallback's protection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gx10slots.render import history_text, status_text
+
+MODEL = "Qwen/Qwen3-30B-A3B-Instruct"
+REVISION = "e4e5bf86bd01"
+
+
+def _slot(role: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "role": role,
+        "model": MODEL,
+        "served_name": "qwen3-30b-a3b-instruct",
+        "image": "vllm/vllm-openai:v0.11.0",
+        "ready": 1,
+        "replicas": 1,
+        "memory_gib": 60,
+        "revision": REVISION,
+        "smoke": {"passed": True, "age_s": 700},
+        "protected": False,
+        "protected_until": None,
+        **extra,
+    }
+
+
+def _status(**extra: Any) -> dict[str, Any]:
+    return {
+        "namespace": "gx10",
+        "active": "blue",
+        "previous": "green",
+        "flag": {
+            "kind": "service-selector",
+            "name": "gx10-model",
+            "key": "gx10slots.io/slot",
+            "value": "blue",
+        },
+        "slots": {
+            "blue": _slot("active"),
+            "green": _slot("standby", protected=True, protected_until="2026-11-27T09:46:46Z"),
+        },
+        "fallback": {
+            "slot": "green",
+            "protected": True,
+            "until": "2026-11-27T09:46:46Z",
+            "reasons": ["flipped 2m ago"],
+        },
+        "lock": {
+            "holder": "alice@gx10-42",
+            "command": "slots deploy x",
+            "since": "2026-11-27T09:40:00Z",
+            "expires": "2026-11-27T09:41:00Z",
+            "expired": False,
+        },
+        "warnings": [],
+        **extra,
+    }
+
+
+def test_status_fits_80_columns_with_whole_values() -> None:
+    table = status_text(_status()).split("\n\n")[0]
+    assert all(len(line) <= 80 for line in table.splitlines()), table
+    assert MODEL in table and REVISION in table and "passed 12m ago" in table
+    assert "…" not in table
+
+
+def test_status_wide_shows_every_column() -> None:
+    narrow, wide = status_text(_status()), status_text(_status(), wide=True)
+    for header in ("SERVED NAME", "IMAGE", "MEMORY", "PROTECTED"):
+        assert header not in narrow.splitlines()[0]
+        assert header in wide.splitlines()[0]
+    assert "vllm/vllm-openai:v0.11.0" in wide and "until 2026-11-27T09:46:46Z" in wide
+
+
+def test_a_long_value_widens_its_column_never_cut() -> None:
+    long_model = "org/" + "m" * 120
+    doc = _status()
+    doc["slots"]["blue"]["model"] = long_model
+    assert long_model in status_text(doc)
+
+
+def test_status_shows_the_lease_holder_and_the_fallbacks_protection() -> None:
+    text = status_text(_status())
+    assert "lock: held by alice@gx10-42 running `slots deploy x`" in text
+    assert "fallback: green, protected until 2026-11-27T09:46:46Z (flipped 2m ago)" in text
+    free = status_text(_status(lock=None, fallback={"slot": "green", "protected": False}))
+    assert "lock: free" in free and "fallback: green, not protected" in free
+
+
+def test_history_fits_80_columns_with_whole_times() -> None:
+    entries = [
+        {
+            "at": "2026-11-27T09:46:46Z",
+            "action": "flip-back",
+            "from": "green",
+            "to": "blue",
+            "model": "sandbox/loading-30s",
+            "by": "alice@a-very-long-host-name.example",
+            "result": "ok",
+            "reason": "the new model answers in Klingon",
+        }
+    ]
+    text = history_text(entries)
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "2026-11-27T09:46:46Z" in text
+    wide = history_text(entries, wide=True)
+    assert "alice@a-very-long-host-name.example" in wide and "Klingon" in wide
