@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gx10slots.guard.rules import progress_verdict
 from gx10slots.sandbox import llamacpp
 from gx10slots.sandbox.kubelet import free_port
 from gx10slots.sandbox.tinymodels import ensure_tiny_model
+from gx10slots.smoke.live import progress_verdict
 from gx10slots.smoke.profiles import LLAMA_SERVER
 from gx10slots.smoke.progress import ProgressSample, Verdict, parse_prometheus, sample_of
 from tests.e2e.conftest import Sandbox

@@ -7,7 +7,7 @@ tests/e2e/test_llamacpp.py). A long healthy generation must read as progress.
 
 from __future__ import annotations
 
-from gx10slots.guard.rules import progress_verdict
+from gx10slots.smoke.live import progress_verdict
 from gx10slots.smoke.profiles import LLAMA_SERVER, PROFILES
 from gx10slots.smoke.progress import Verdict, sample_of
 
