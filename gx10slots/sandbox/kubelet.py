@@ -66,6 +66,21 @@ def _env_of(container: Obj) -> dict[str, str]:
     }
 
 
+def _llama_api_key(container: Obj) -> str | None:
+    """The key a llama-server container is given: ``--api-key KEY`` in its args ($(VAR)
+    expanded), else its literal ``LLAMA_API_KEY`` (the variable llama-server reads for
+    --api-key, common/arg.cpp)."""
+    from gx10slots.servednames import container_argv
+
+    argv = container_argv(container)
+    for index, arg in enumerate(argv):
+        if arg.startswith("--api-key="):
+            return arg.split("=", 1)[1] or None
+        if arg == "--api-key" and index + 1 < len(argv):
+            return argv[index + 1] or None
+    return _env_of(container).get("LLAMA_API_KEY") or None
+
+
 def memory_need_gib(container: Obj) -> float | None:
     """What the engine will try to take: vLLM reserves its utilisation fraction of the node."""
     args = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
@@ -134,27 +149,33 @@ class PodProcess:
 
     # -- the process -------------------------------------------------------------------------------
 
+    def _real_engine(self) -> bool:
+        """This pod runs llama.cpp's llama-server (a tiny-* model in a llama-server sandbox)."""
+        from gx10slots.sandbox.llamacpp import ENGINE
+
+        model = _env_of(self.container).get("MODEL", "")
+        return self.runtime.engine == ENGINE and model.startswith("tiny-")
+
     def _argv(self, port: int) -> list[str]:
+        from gx10slots.sandbox.llamacpp import ENGINE
         from gx10slots.servednames import served_names
 
         env = _env_of(self.container)
         model = env.get("MODEL", "sandbox/ok")
-        # The sandbox image behaves like vLLM's: it serves exactly the names its command line
-        # passes to --served-model-name (with $(VAR) expanded as the kubelet does), else
-        # $SERVED_MODEL_NAME, else MODEL. A name the spec does not wire is not served.
-        names = served_names(self.container, "vllm", "SERVED_MODEL_NAME", "MODEL") or [model]
-        if self.runtime.engine == "llama-cpp":
-            # That sandbox stands for llama-cpp-python (config engine llama-cpp-python): one
-            # --model_alias, so every server in it serves its first name only.
-            names = names[:1]
-        if model.startswith("tiny-") and self.runtime.engine == "llama-cpp":
-            from gx10slots.sandbox.llamacpp import server_argv
+        # The sandbox image behaves like its engine: it serves exactly the names its command line
+        # passes (vLLM's --served-model-name, llama-server's comma-separated --alias, with $(VAR)
+        # expanded as the kubelet does), else $SERVED_MODEL_NAME, else MODEL. A name the spec
+        # does not wire is not served.
+        dialect = ENGINE if self.runtime.engine == ENGINE else "vllm"
+        names = served_names(self.container, dialect, "SERVED_MODEL_NAME", "MODEL") or [model]
+        if self._real_engine():
+            from gx10slots.sandbox.llamacpp import require_binary, server_argv
             from gx10slots.sandbox.tinymodels import ensure_tiny_model
 
-            # llama-cpp-python serves one --model_alias: the first name, and only that.
             path = ensure_tiny_model(self.runtime.directory / "models", model)
-            return server_argv(path, names[0], port)
+            return server_argv(require_binary(), path, names, port)
         aliases = [arg for name in names[1:] for arg in ("--alias", name)]
+        key = _llama_api_key(self.container) if dialect == ENGINE else None
         return [
             sys.executable,
             "-m",
@@ -168,14 +189,12 @@ class PodProcess:
             "127.0.0.1",
             "--port",
             str(port),
+            # The key a llama-server slot is given binds its fake server too.
+            *(["--api-key", key] if key else []),
         ]
 
     def _readiness_path(self) -> str:
-        model = _env_of(self.container).get("MODEL", "")
-        if model.startswith("tiny-") and self.runtime.engine == "llama-cpp":
-            from gx10slots.sandbox.llamacpp import READY_PATH
-
-            return READY_PATH
+        # llama-server's /health (503 while loading) as the fake server's: see the manifests.
         return "/health"
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -184,10 +203,11 @@ class PodProcess:
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTS_")}
         env["PYTHONUNBUFFERED"] = "1"
-        if self.runtime.engine == "llama-cpp":
-            from gx10slots.sandbox.llamacpp import server_env
+        if self._real_engine():
+            from gx10slots.sandbox.llamacpp import LIBRARY_DIR, library_dir, server_env
 
-            env = server_env(env)
+            libraries = library_dir(self.runtime.directory / LIBRARY_DIR)
+            env = server_env(env, api_key=_llama_api_key(self.container), library_path=libraries)
         with open(self.log_path, "ab") as out:
             process = subprocess.Popen(
                 self._argv(port),

@@ -31,6 +31,7 @@ FLAG_KINDS = ("service-selector", "configmap", "httproute")
 CONTAINER = "engine"
 PORT = 8000
 IMAGE = "vllm/vllm-openai:v0.11.0"
+LLAMA_SERVER_IMAGE = "ghcr.io/ggml-org/llama.cpp:server"
 INITIAL_MODEL = "sandbox/ok"
 
 
@@ -64,7 +65,47 @@ def node() -> dict[str, Any]:
     }
 
 
-def slot_deployment(slot: str, *, model: str, served_name: str, replicas: int) -> dict[str, Any]:
+def engine_container(slot: str, engine: str) -> dict[str, Any]:
+    """The engine's image, command and args, with the served names wired as the manifests do."""
+    if engine == "llama-server":
+        # As docs/manifests/slot-llama-server.yaml: every name in one comma-separated --alias,
+        # the slot's identity name last; --metrics for the progress check.
+        return {
+            "image": LLAMA_SERVER_IMAGE,
+            "args": [
+                "--model",
+                "$(MODEL)",
+                "--alias",
+                f"$(SERVED_MODEL_NAME),gx10slots/{slot}",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(PORT),
+                "--ctx-size",
+                "512",
+                "--metrics",
+            ],
+        }
+    # As docs/manifests/slot-blue-vllm.yaml: the served names follow --served-model-name, the
+    # slot's identity name last.
+    return {
+        "image": IMAGE,
+        "command": ["vllm"],
+        "args": [
+            "serve",
+            "$(MODEL)",
+            "--served-model-name",
+            "$(SERVED_MODEL_NAME)",
+            f"gx10slots/{slot}",
+            "--gpu-memory-utilization",
+            "0.45",
+        ],
+    }
+
+
+def slot_deployment(
+    slot: str, *, model: str, served_name: str, replicas: int, engine: str = "vllm"
+) -> dict[str, Any]:
     labels = {APP_LABEL: APP, SLOT_LABEL: slot}
     return {
         "apiVersion": "apps/v1",
@@ -87,19 +128,7 @@ def slot_deployment(slot: str, *, model: str, served_name: str, replicas: int) -
                     "containers": [
                         {
                             "name": CONTAINER,
-                            "image": IMAGE,
-                            # As docs/manifests/slot-blue-vllm.yaml: the served names follow
-                            # --served-model-name, the slot's identity name last.
-                            "command": ["vllm"],
-                            "args": [
-                                "serve",
-                                "$(MODEL)",
-                                "--served-model-name",
-                                "$(SERVED_MODEL_NAME)",
-                                f"gx10slots/{slot}",
-                                "--gpu-memory-utilization",
-                                "0.45",
-                            ],
+                            **engine_container(slot, engine),
                             "env": [
                                 {"name": "MODEL", "value": model},
                                 {"name": "SERVED_MODEL_NAME", "value": served_name},
@@ -178,13 +207,18 @@ def http_route(active: str = "blue") -> dict[str, Any]:
     }
 
 
-def initial_objects(flag: str = "service-selector") -> list[dict[str, Any]]:
-    """In creation order; `blue` active serving sandbox/ok, `green` parked."""
+def initial_objects(flag: str = "service-selector", engine: str = "vllm") -> list[dict[str, Any]]:
+    """In creation order; `blue` active serving sandbox/ok, `green` parked; the slots' containers
+    shaped for ``engine`` (the slots.yaml engine: vllm or llama-server)."""
     objects = [
         namespace(),
         node(),
-        slot_deployment("blue", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=1),
-        slot_deployment("green", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=0),
+        slot_deployment(
+            "blue", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=1, engine=engine
+        ),
+        slot_deployment(
+            "green", model=INITIAL_MODEL, served_name="sandbox-ok", replicas=0, engine=engine
+        ),
         service(deployment_name("blue"), {APP_LABEL: APP, SLOT_LABEL: "blue"}),
         service(deployment_name("green"), {APP_LABEL: APP, SLOT_LABEL: "green"}),
     ]

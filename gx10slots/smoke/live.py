@@ -182,7 +182,7 @@ async def _watch_progress(
     sampling ends early; a wedged one shows it running on a flat counter for the window.
     """
     profile = ctx.profile
-    counter, gauge = profile.generation_tokens_metric, profile.requests_running_metric
+    counter, gauge = profile.progress_counter, profile.requests_running_metric
     if profile.metrics_format != "prometheus" or counter is None or gauge is None:
         return "unavailable", f"engine {profile.name}: no Prometheus progress metrics", None
     samples: list[ProgressSample] = []

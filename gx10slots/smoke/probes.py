@@ -566,7 +566,7 @@ async def watch_for_stall(
     flat counter. Reusable by ``slots guard`` with ``keep_busy=False`` over production traffic.
     """
     profile = ctx.profile
-    counter = profile.generation_tokens_metric or "generation counter"
+    counter = profile.progress_counter or "generation counter"
     gauge = profile.requests_running_metric or "running gauge"
     phase = phase or Phase()
     busy: asyncio.Task[StreamOutcome] | None = None

