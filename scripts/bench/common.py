@@ -27,7 +27,11 @@ POLL_S = 0.005  # the detection loop's pause between requests to the production 
 SETTLE_S = 0.3  # a pause between measured commands, so one's tail does not load the next
 DETECT_TIMEOUT_S = 90.0  # generous: a loaded machine can take this long; a figure is a median
 LATENCY_MS = 50  # the fault server's fixed latency for the probe-overhead figures
-READY_LINE = re.compile(r"^\[\s*[\d.]+s\] (blue|green): ready\b")
+# `slots deploy`'s line once the rollout is done, on a pipe: "<UTC time> green: ready [pod]" (the
+# progress reporter's timestamped lines), or "[ 1.2s] green: ready" (-v's elapsed-time prefix).
+READY_LINE = re.compile(
+    r"^(?:\[\s*[\d.]+s\]|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\s+(blue|green): ready\b"
+)
 
 # Targets from issue #8 (sandbox, fake engine, this 2-core machine); the ratios to kubectl and
 # --help from issue #17 (3x kubectl for status and time to restore, --help within 100 ms).

@@ -109,7 +109,10 @@ def test_the_job_manifest_runs_slots_in_the_sandbox_and_succeeds(
     # What the Job did, seen from outside: production on the new model's slot, verified.
     assert sandbox.flag() == "green"
     assert sandbox.answering_slot() == "green"
-    result = json.loads(logs[logs.index("{") :]) if "{" in logs else {}
+    # The result is the JSON document that starts a line; progress lines before it may quote
+    # JSON of their own (a tool call's arguments).
+    start = 0 if logs.startswith("{\n") else logs.find("\n{\n") + 1
+    result = json.loads(logs[start:]) if start > 0 or logs.startswith("{") else {}
     assert result.get("flip", {}).get("verified") is True, logs[-3000:]
     # It ran as the service account through RBAC, recorded as the Job's USER.
     latest = sandbox.history()[0]

@@ -174,7 +174,7 @@ def test_observe_mode_says_what_it_would_do_and_changes_nothing(
     assert controller.metric("gx10slots_auto_reverts_total") == 0
 
 
-def test_only_one_replica_leads_and_a_killed_leader_is_replaced(
+def test_only_one_replica_leads_and_a_killed_leader_is_replaced_by_one_that_guards(
     sandbox: Sandbox, controllers: list[Controller], tmp_path: Path
 ) -> None:
     box = sandbox
@@ -197,6 +197,18 @@ def test_only_one_replica_leads_and_a_killed_leader_is_replaced(
     assert time.monotonic() - killed <= 6 + 2 * 2 + 1
     holder = box.get("lease", "gx10slots-controller")["spec"]["holderIdentity"]
     assert holder.endswith(f":{second.process.pid}")
+    # ...and the new leader guards: a wedge after the next flip is flipped back, by it.
+    result = box.cli(
+        "deploy", f"sandbox/wedge-after-{WEDGE_AFTER_S}s", "--served-name", "sandbox-v2", "--flip"
+    )
+    assert result.code == 0, result.err
+    entry = wait_for(
+        lambda: next((e for e in box.history() if e["action"] == "auto-revert"), None),
+        timeout=WEDGE_AFTER_S + 60,
+        what="the new leader's auto-revert",
+    )
+    assert entry["by"] == holder
+    assert box.flag() == "blue"
 
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
