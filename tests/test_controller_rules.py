@@ -106,3 +106,14 @@ def test_controller_config_defaults_and_bounds() -> None:
         doc[section] = values
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_config(doc)
+
+
+def test_a_hostile_changed_at_is_bounded_and_guarded_for_a_whole_window() -> None:
+    from gx10slots.controller.run import flip_seen
+    from gx10slots.slots import CHANGED_AT, FlagState
+
+    flag = FlagState("green", "green", "blue", "7", annotations={CHANGED_AT: "9" * 100_000})
+    snap: Any = type("Snap", (), {"flag": flag})()
+    seen = flip_seen(snap)
+    assert seen is not None and len(seen.at) <= 64
+    assert window_left_s(seen, 600, NOW) == 600

@@ -41,6 +41,7 @@ from gx10slots.smoke import Observation
 
 # How often the flag is read between flips (a flip is guarded from the next read on).
 POLL_S = 2.0
+MAX_TIME_CHARS = 64
 
 
 class MetricsServer(Protocol):
@@ -89,7 +90,9 @@ class FlipSeen:
 def flip_seen(snap: Snapshot) -> FlipSeen | None:
     if snap.flag.active is None:
         return None
-    return FlipSeen(snap.flag.active, str(snap.flag.annotations.get(CHANGED_AT) or ""))
+    # The annotation is anyone's to write: bounded before it is kept or shown (a time is short).
+    at = str(snap.flag.annotations.get(CHANGED_AT) or "")[:MAX_TIME_CHARS]
+    return FlipSeen(snap.flag.active, at)
 
 
 def window_left_s(flip: FlipSeen, window_s: float, now: datetime) -> float:

@@ -86,3 +86,35 @@ class FlagKind(ABC):
         None when this kind's routing cannot be seen in the cluster; then only answers through
         production, attributed by the slots' identity names, can prove a flip."""
         return None
+
+
+class CoreObjectFlag(FlagKind):
+    """A flag that is a core/v1 object (a Service, a ConfigMap): read, patched and listed by the
+    same calls, named by ``core_resource`` (``service``, ``config_map``)."""
+
+    core_resource: ClassVar[str]
+
+    def lister(self, app: App) -> Callable[..., Any] | None:
+        return getattr(app.kube.api("core"), f"list_namespaced_{self.core_resource}")
+
+    def read(self, app: App) -> dict[str, Any]:
+        config, kube = app.config, app.kube
+        return kube.read(
+            f"read {self.object_kind} {config.namespace}/{config.flag.name}",
+            getattr(kube.api("core"), f"read_namespaced_{self.core_resource}"),
+            config.flag.name,
+            config.namespace,
+        )
+
+    def patch(self, app: App, patch: list[dict[str, Any]], purpose: str) -> dict[str, Any]:
+        from gx10slots.kube.client import FIELD_MANAGER
+
+        config, kube = app.config, app.kube
+        return kube.write(
+            f"patch {self.object_kind} {config.namespace}/{config.flag.name}{purpose}",
+            getattr(kube.api("core"), f"patch_namespaced_{self.core_resource}"),
+            config.flag.name,
+            config.namespace,
+            patch,
+            field_manager=FIELD_MANAGER,
+        )

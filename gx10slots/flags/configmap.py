@@ -7,21 +7,21 @@ production, attributed by the slots' identity names, can prove a flip.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gx10slots.flags.base import FlagKind
+from gx10slots.flags.base import CoreObjectFlag
 from gx10slots.flux import flux_protected
 from gx10slots.kube.values import pointer
 
 if TYPE_CHECKING:
-    from gx10slots.app import App
     from gx10slots.config import Config
 
 
-class ConfigMapKey(FlagKind):
+class ConfigMapKey(CoreObjectFlag):
     name = "configmap"
     object_kind = "ConfigMap"
+    core_resource = "config_map"
     default_key = "active-slot"
     key_pattern = re.compile(r"^[-._a-zA-Z0-9]+$")
     key_what = "a ConfigMap key"
@@ -55,31 +55,6 @@ class ConfigMapKey(FlagKind):
         return (
             f"ConfigMap {config.flag.name} is applied by Flux: key {config.flag.key} must not be "
             f"declared in Git, or the next reconcile reverts a flip"
-        )
-
-    def lister(self, app: App) -> Callable[..., Any] | None:
-        return app.kube.api("core").list_namespaced_config_map
-
-    def read(self, app: App) -> dict[str, Any]:
-        config, kube = app.config, app.kube
-        return kube.read(
-            f"read ConfigMap {config.namespace}/{config.flag.name}",
-            kube.api("core").read_namespaced_config_map,
-            config.flag.name,
-            config.namespace,
-        )
-
-    def patch(self, app: App, patch: list[dict[str, Any]], purpose: str) -> dict[str, Any]:
-        from gx10slots.kube.client import FIELD_MANAGER
-
-        config, kube = app.config, app.kube
-        return kube.write(
-            f"patch ConfigMap {config.namespace}/{config.flag.name}{purpose}",
-            kube.api("core").patch_namespaced_config_map,
-            config.flag.name,
-            config.namespace,
-            patch,
-            field_manager=FIELD_MANAGER,
         )
 
 

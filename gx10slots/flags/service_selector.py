@@ -7,11 +7,11 @@ its EndpointSlices list the pods the selector picks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gx10slots.errors import Interrupted, SlotsError
-from gx10slots.flags.base import FlagKind
+from gx10slots.flags.base import CoreObjectFlag
 from gx10slots.flux import FLUX_RECONCILE, FLUX_SSA, flux_protected
 from gx10slots.kube.values import pointer
 
@@ -28,9 +28,10 @@ MAX_SLICES = 100
 MAX_NAMES_SHOWN = 5
 
 
-class ServiceSelector(FlagKind):
+class ServiceSelector(CoreObjectFlag):
     name = "service-selector"
     object_kind = "Service"
+    core_resource = "service"
     default_key = "gx10slots.io/slot"
     key_pattern = _LABEL_KEY
     key_what = "a label key"
@@ -66,31 +67,6 @@ class ServiceSelector(FlagKind):
             f"Service {config.flag.name} is applied by Flux and its selector is an atomic map: "
             f"the next reconcile would revert the flip. Annotate it in Git with "
             f"{FLUX_SSA}: IfNotPresent (or {FLUX_RECONCILE}: disabled), or use a configmap flag"
-        )
-
-    def lister(self, app: App) -> Callable[..., Any] | None:
-        return app.kube.api("core").list_namespaced_service
-
-    def read(self, app: App) -> dict[str, Any]:
-        config, kube = app.config, app.kube
-        return kube.read(
-            f"read Service {config.namespace}/{config.flag.name}",
-            kube.api("core").read_namespaced_service,
-            config.flag.name,
-            config.namespace,
-        )
-
-    def patch(self, app: App, patch: list[dict[str, Any]], purpose: str) -> dict[str, Any]:
-        from gx10slots.kube.client import FIELD_MANAGER
-
-        config, kube = app.config, app.kube
-        return kube.write(
-            f"patch Service {config.namespace}/{config.flag.name}{purpose}",
-            kube.api("core").patch_namespaced_service,
-            config.flag.name,
-            config.namespace,
-            patch,
-            field_manager=FIELD_MANAGER,
         )
 
     def routes_to(self, app: App, slot: str) -> tuple[bool, str] | None:
