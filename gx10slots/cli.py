@@ -13,13 +13,16 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
 from gx10slots import __version__
 from gx10slots.app import App, GlobalOptions, OutputFormat
 from gx10slots.errors import Interrupted, SlotsError, UsageError
+
+if TYPE_CHECKING:
+    from gx10slots.flip.result import FlipResult
 
 
 class _Duration(click.ParamType):
@@ -306,14 +309,17 @@ def _emit(app: App, document: Any, human: str) -> None:
 
 
 def _emit_guarded(
-    ctx: click.Context, app: App, result: dict[str, Any], human: str, code: int
+    ctx: click.Context, app: App, result: Any, guarded: dict[str, Any] | None, human: str
 ) -> None:
     """One document (the guard's outcome inside it); the guard's verdict is the exit code."""
+    if guarded is None:
+        _emit(app, result, human)
+        return
+    from gx10slots.guard.run import exit_code
     from gx10slots.render import guard_summary
 
-    if "guard" in result:
-        human += "\n" + guard_summary(result["guard"])
-    _emit(app, result, human)
+    _emit(app, result, human + "\n" + guard_summary(guarded))
+    code = exit_code(guarded)
     if code:
         ctx.exit(code)
 
@@ -352,22 +358,18 @@ _GUARD = click.option(
 
 def _guarded(
     app: App,
-    result: dict[str, Any],
-    flipped: dict[str, Any] | None,
+    flipped: FlipResult | None,
     guard_for: float | None,
     report_dir: str | None = None,
     *,
     break_lock: bool = False,
-) -> int:
-    """`--guard`: guard the slot the flip made active, into ``result["guard"]``; the exit code."""
-    if guard_for is None or not flipped or not flipped.get("to"):
-        return 0
-    from gx10slots.guard.run import exit_code, guard_after_flip
+) -> dict[str, Any] | None:
+    """`--guard`: guard the slot the flip made active; the guard's document (None: no guard)."""
+    if guard_for is None or flipped is None or not flipped.target:
+        return None
+    from gx10slots.guard.run import guard_after_flip
 
-    result["guard"] = guard_after_flip(
-        app, flipped, guard_for, report_dir=report_dir, break_lock=break_lock
-    )
-    return exit_code(result["guard"])
+    return guard_after_flip(app, flipped, guard_for, report_dir=report_dir, break_lock=break_lock)
 
 
 _RENAME = click.option(
@@ -388,6 +390,8 @@ def _flip_command(
     break_lock: bool = False,
     rename: bool = False,
 ) -> None:
+    from dataclasses import replace
+
     from gx10slots.flip.run import flip as run_flip
     from gx10slots.render import flip_summary
 
@@ -403,8 +407,10 @@ def _flip_command(
         break_lock=break_lock,
         rename=rename,
     )
-    code = _guarded(app, result, result, guard_for, break_lock=break_lock)
-    _emit_guarded(ctx, app, result, flip_summary(result), code)
+    guarded = _guarded(app, result, guard_for, break_lock=break_lock)
+    if guarded is not None:
+        result = replace(result, guard=guarded)
+    _emit_guarded(ctx, app, result, guarded, flip_summary(result))
 
 
 @cli.command()
@@ -773,8 +779,10 @@ def deploy(
         with Reporter() as reporter:
             result = run_deploy(app, request, reporter)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
-    code = _guarded(app, result, result.get("flip"), guard_for, report_dir, break_lock=break_lock)
-    _emit_guarded(ctx, app, result, deploy_summary(result), code)
+    guarded = _guarded(app, result.get("flip"), guard_for, report_dir, break_lock=break_lock)
+    if guarded is not None:
+        result["guard"] = guarded
+    _emit_guarded(ctx, app, result, guarded, deploy_summary(result))
 
 
 @cli.command()

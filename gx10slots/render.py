@@ -1,11 +1,37 @@
-"""Human renderings of command results (JSON output is the documents themselves)."""
+"""Renderings of command results: a human summary or table, or the result's document.
+
+The operations return frozen result dataclasses (``flip.result.FlipResult``, ...). For -o table
+and -o wide, the functions below turn one into text; for -o json and -o yaml, :func:`emit` prints
+its ``to_dict()``, the contract's document (keys and their order pinned by tests).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from gx10slots.flip.result import FlipResult
+
+
+@runtime_checkable
+class Result(Protocol):
+    """An operation's result: rendered by the functions here, its document by ``to_dict``."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def plain(document: Any) -> Any:
+    """``document`` with every result in it replaced by its ``to_dict()`` document."""
+    if isinstance(document, Result):
+        return plain(document.to_dict())
+    if isinstance(document, dict):
+        return {key: plain(value) for key, value in document.items()}
+    if isinstance(document, list | tuple):
+        return [plain(value) for value in document]
+    return document
 
 
 def emit_json(document: Any) -> None:
@@ -21,7 +47,7 @@ def format_document(document: Any, output: str) -> str:
     as double-quoted escapes), so foreign text never reaches a terminal raw."""
     from gx10slots.scrub import redact_doc
 
-    clean = redact_doc(document)
+    clean = redact_doc(plain(document))
     if output == "yaml":
         import yaml
 
@@ -165,25 +191,25 @@ def lock_line(lock: dict[str, Any] | None) -> str:
     )
 
 
-def flip_summary(result: dict[str, Any]) -> str:
-    if result.get("dry_run"):
+def flip_summary(result: FlipResult) -> str:
+    if result.dry_run:
         lines = [
-            f"dry run: {result['action']} {result['from'] or 'no slot'} -> {result['to']} "
-            f"({result['model']})"
+            f"dry run: {result.action} {result.source or 'no slot'} -> {result.target} "
+            f"({result.model})"
         ]
-        lines += [f"  gate passed: {gate}" for gate in result.get("gates", [])]
-        lines.append("  patch: " + json.dumps(result["patch"]))
+        lines += [f"  gate passed: {gate}" for gate in result.gates]
+        lines.append("  patch: " + json.dumps(result.patch))
         lines.append("nothing changed (the pre-flip probe runs only for real)")
         return "\n".join(lines)
     completed = (
-        f" (completed the run by {result['completed']}, interrupted after its flag write)"
-        if result.get("completed")
+        f" (completed the run by {result.completed}, interrupted after its flag write)"
+        if result.completed
         else ""
     )
-    warm = f"; {result['warm']} stays warm for `slots flip-back`" if result.get("warm") else ""
+    warm = f"; {result.warm} stays warm for `slots flip-back`" if result.warm else ""
     return (
-        f"production: {_cell(result['from'] or 'no slot')} -> {result['to']} "
-        f"({result['model']}), verified in {result['duration_s']:.2f} s{completed}{warm}"
+        f"production: {_cell(result.source or 'no slot')} -> {result.target} "
+        f"({result.model}), verified in {result.duration_s:.2f} s{completed}{warm}"
     )
 
 

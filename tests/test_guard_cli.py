@@ -10,6 +10,7 @@ import yaml
 
 from gx10slots.config import GuardConfig, parse_config
 from gx10slots.errors import ConfigError, Refused
+from gx10slots.flip.result import FlipResult
 from gx10slots.guard import run as guard_mod
 from tests.helpers.cli import run_cli
 from tests.helpers.config import valid
@@ -105,16 +106,9 @@ TRIPPED = {
     "revert": {"to": "blue", "reason": "3 consecutive failed checks", "in_flight_on_guarded": 1},
     "error": {"type": "check-failed", "message": "flipped back", "exit_code": 1},
 }
-FLIPPED = {
-    "action": "flip",
-    "changed": True,
-    "from": "blue",
-    "to": "green",
-    "model": "new",
-    "verified": True,
-    "warm": "blue",
-    "duration_s": 0.5,
-}
+FLIPPED = FlipResult(
+    action="flip", source="blue", target="green", model="new", source_model="old", duration_s=0.5
+)
 
 
 @pytest.fixture
@@ -169,7 +163,7 @@ def test_flip_with_guard_guards_the_new_slot_and_reports_both(
 ) -> None:
     from gx10slots.flip import run as flip_mod
 
-    monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: dict(FLIPPED))
+    monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: FLIPPED)
     result = run_cli(capsys, "-o", "json", "flip", "--guard", "2m")
     assert result.code == 1
     doc = result.json()
@@ -189,7 +183,7 @@ def test_break_lock_on_a_guarded_flip_also_applies_to_the_guards_flip_back(
         requests.append(request)
         return TRIPPED
 
-    monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: dict(FLIPPED))
+    monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: FLIPPED)
     monkeypatch.setattr(guard_mod, "guard", fake_guard)
     run_cli(capsys, "-o", "json", "flip", "--guard", "2m", "--break-lock")
     assert requests == [guard_mod.GuardRequest(window_s=120.0, expected="green", break_lock=True)]
@@ -203,7 +197,7 @@ def test_flip_with_guard_refused_keeps_the_flip_result_and_exits_3(
     def refuse(app: Any, request: Any) -> dict[str, Any]:
         raise Refused("not guarding green: slot blue is not ready")
 
-    monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: dict(FLIPPED))
+    monkeypatch.setattr(flip_mod, "flip", lambda app, mode, **kw: FLIPPED)
     monkeypatch.setattr(guard_mod, "guard", refuse)
     result = run_cli(capsys, "flip-back", "--guard", "1m")
     assert result.code == 3
@@ -222,7 +216,7 @@ def test_deploy_flip_with_guard_guards_after_the_deploy(
         "model": "new",
         "revision": "r",
         "smoke": {"passed": True, "report": "rep.json"},
-        "flip": dict(FLIPPED),
+        "flip": FLIPPED,
     }
     requests: list[Any] = []
 

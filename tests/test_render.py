@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
-from gx10slots.render import history_text, status_text
+from gx10slots.flip.result import FlipResult
+from gx10slots.flip.rules import FlipPlan
+from gx10slots.render import flip_summary, format_document, history_text, status_text
 
 MODEL = "Qwen/Qwen3-30B-A3B-Instruct"
 REVISION = "e4e5bf86bd01"
@@ -108,3 +112,41 @@ def test_history_fits_80_columns_with_whole_times() -> None:
     assert "2026-11-27T09:46:46Z" in text
     wide = history_text(entries, wide=True)
     assert "alice@a-very-long-host-name.example" in wide and "Klingon" in wide
+
+
+def test_a_flip_result_keeps_the_documents_keys_and_their_order() -> None:
+    flipped = FlipResult(
+        action="flip",
+        source="blue",
+        target="green",
+        model="new",
+        source_model="old",
+        gates=["target ready"],
+        detail="answered from green",
+        duration_s=1.5,
+    )
+    assert list(flipped.to_dict()) == [
+        "action", "changed", "from", "to", "model", "from_model", "verified", "detail", "gates",
+        "warm", "duration_s",
+    ]  # fmt: skip
+    assert flipped.to_dict()["warm"] == "blue" and flipped.to_dict()["verified"] is True
+    completed = replace(flipped, changed=False, completed="bob@host", guard={"result": "passed"})
+    assert list(completed.to_dict())[:3] == ["action", "changed", "completed"]
+    assert completed.to_dict()["guard"] == {"result": "passed"}
+    assert "completed the run by bob@host" in flip_summary(completed)
+    assert flip_summary(flipped).startswith("production: blue -> green (new), verified in 1.50 s")
+
+
+def test_a_flip_dry_run_shows_the_plan_and_its_patch() -> None:
+    patch = [{"op": "replace", "path": "/spec/selector/slot", "value": "green"}]
+    plan = FlipPlan("flip", "blue", "green", "new", "old", "new-name", patch, ["target ready"])
+    preview = FlipResult.of(plan, "flip", dry_run=True)
+    assert preview.to_dict() == {
+        "action": "flip",
+        "dry_run": True,
+        "changed": False,
+        **plan.to_dict(),
+    }
+    text = flip_summary(preview)
+    assert "dry run: flip blue -> green (new)" in text and "gate passed: target ready" in text
+    assert json.loads(format_document(preview, "json"))["patch"] == patch

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from gx10slots import console, notify
 from gx10slots.app import App
@@ -29,6 +29,7 @@ from gx10slots.errors import (
     StateUnknown,
 )
 from gx10slots.flags import kind_of
+from gx10slots.flip.result import FlipResult
 from gx10slots.flip.rules import FlipPlan, Mode, clean_reason, plan_flip
 from gx10slots.flip.verify import STOOD_DOWN, verify
 from gx10slots.kube.cas import CAS_ATTEMPTS
@@ -284,7 +285,7 @@ def flip(
     lock: Lock | None = None,
     break_lock: bool = False,
     rename: bool = False,
-) -> dict[str, Any]:
+) -> FlipResult:
     """Flip or flip back; ``lock`` lets `deploy --flip` flip under the lease it already holds;
     ``break_lock`` takes over a lease nobody renews (see gx10slots.kube.lease); ``rename`` lets
     the flip drop names production serves now."""
@@ -304,7 +305,7 @@ def flip(
             now=now_utc(),
             rename=rename,
         )
-        return {"action": mode, "dry_run": True, "changed": False, **plan.to_dict()}
+        return FlipResult.of(plan, mode, dry_run=True)
     if lock is None:
         try:
             with hold(app, holder=by, break_lock=break_lock) as own:
@@ -322,7 +323,7 @@ def flip(
 
 def _flip_locked(
     app: App, mode: Mode, lock: Lock, *, force: bool, by: str, why: str, rename: bool = False
-) -> dict[str, Any]:
+) -> FlipResult:
     from gx10slots.flip.unfinished import settle_unfinished
 
     started = time.monotonic()
@@ -382,20 +383,7 @@ def _flip_locked(
             + f" failed: {exc.message}",
             hint=f"re-run `slots {mode}`: it records the entry without switching again",
         ) from exc
-    elapsed = time.monotonic() - started
-    return {
-        "action": mode,
-        "changed": True,
-        "from": plan.source,
-        "to": plan.target,
-        "model": plan.target_model,
-        "from_model": plan.source_model,
-        "verified": True,
-        "detail": detail,
-        "gates": plan.gates,
-        "warm": plan.source,
-        "duration_s": round(elapsed, 3),
-    }
+    return FlipResult.of(plan, mode, detail=detail, duration_s=round(time.monotonic() - started, 3))
 
 
 def _after_interruption(mode: Mode, switched: Switched | None) -> str | None:
@@ -425,13 +413,14 @@ def where_production_is(app: App, switched: Switched | None, *, verified: bool =
 
 def _revert_after_failed_verification(
     app: App, lock: Lock, switched: Switched, by: str, reason: str, detail: str
-) -> dict[str, Any]:
+) -> NoReturn:
+    """Never returns: switched back (CheckFailed), or not, saying where production is."""
     plan = switched.plan
     if detail.startswith(STOOD_DOWN):
         # Someone else moved the flag after our write: never fight them, never call it verified.
         moved = _moved_by_someone_else(app, plan)
         if moved is not None:
-            return _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
+            _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
         where = where_production_is(app, None)
         record_flip(
             app,
@@ -465,7 +454,7 @@ def _revert_after_failed_verification(
     except SlotsError as exc:
         moved = _moved_by_someone_else(app, plan) if isinstance(exc, Refused) else None
         if moved is not None:
-            return _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
+            _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
         record_flip(
             app,
             plan,
@@ -523,7 +512,7 @@ def _stand_down_after_outside_move(
     reason: str,
     detail: str,
     flag_obj: dict[str, Any],
-) -> dict[str, Any]:
+) -> NoReturn:
     """Verification failed and the flag no longer names our target: someone else moved it. We
     do not fight them (no switch back over their change); we record it and say where production
     is, read back."""

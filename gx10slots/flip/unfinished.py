@@ -29,6 +29,7 @@ from typing import Any
 
 from gx10slots import console
 from gx10slots.app import App
+from gx10slots.flip.result import FlipResult
 from gx10slots.flip.rules import FlipPlan, Mode
 from gx10slots.kube.lease import Lock
 from gx10slots.ops.read import snapshot
@@ -84,9 +85,7 @@ def find_unfinished(app: App, flag_obj: dict[str, Any]) -> Unfinished | None:
     )
 
 
-def settle_unfinished(
-    app: App, mode: Mode, lock: Lock, *, by: str, why: str
-) -> dict[str, Any] | None:
+def settle_unfinished(app: App, mode: Mode, lock: Lock, *, by: str, why: str) -> FlipResult | None:
     """Before a flip-like command switches the flag: complete an unfinished run of the same
     command (its result), or record another command's unfinished run and return None."""
     from gx10slots.flip import run as flip_ops
@@ -133,7 +132,7 @@ def settle_unfinished(
     ok, detail = verify(app, target, plan.target_served_name, app.config.flag.verify_window_s)
     switched = flip_ops.Switched(plan, snap.flag_obj, unfinished.at)
     if not ok:
-        return flip_ops._revert_after_failed_verification(app, lock, switched, by, why, detail)
+        flip_ops._revert_after_failed_verification(app, lock, switched, by, why, detail)
     flip_ops.record_flip(
         app,
         plan,
@@ -146,17 +145,11 @@ def settle_unfinished(
         entry_id=unfinished.run,
     )
     flip_ops.mark_done(app, snap.flag_obj, unfinished.run)
-    return {
-        "action": mode,
-        "changed": False,
-        "completed": unfinished.by,
-        "from": source,
-        "to": target,
-        "model": plan.target_model,
-        "from_model": plan.source_model,
-        "verified": True,
-        "detail": detail,
-        "gates": [],
-        "warm": source,
-        "duration_s": round(time.monotonic() - started, 3),
-    }
+    return FlipResult.of(
+        plan,
+        mode,
+        changed=False,
+        completed=unfinished.by,
+        detail=detail,
+        duration_s=round(time.monotonic() - started, 3),
+    )

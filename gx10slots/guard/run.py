@@ -20,6 +20,7 @@ from gx10slots.errors import (
     SlotsError,
     StateUnknown,
 )
+from gx10slots.flip.result import FlipResult
 from gx10slots.flip.rules import FlipPlan, clean_reason
 from gx10slots.flip.run import record_flip
 from gx10slots.guard.loop import GuardRequest, Ports, WatchOutcome, watch
@@ -306,7 +307,7 @@ def _record_blocked(app: App, target: Target, by: str, outcome: WatchOutcome) ->
 
 def guard_after_flip(
     app: App,
-    flip_result: dict[str, Any],
+    flip_result: FlipResult,
     window_s: float,
     *,
     report_dir: str | None = None,
@@ -323,7 +324,7 @@ def guard_after_flip(
             GuardRequest(
                 window_s=window_s,
                 report_dir=report_dir,
-                expected=flip_result["to"],
+                expected=flip_result.target,
                 # --break-lock on the flip applies to the lock the guard takes to flip back.
                 break_lock=break_lock,
             ),
@@ -333,7 +334,7 @@ def guard_after_flip(
         return {
             "action": "guard",
             "result": "refused",
-            "slot": flip_result["to"],
+            "slot": flip_result.target,
             "error": exc.to_dict(),
         }
 
