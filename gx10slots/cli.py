@@ -743,6 +743,9 @@ def deploy(
     (flip.protect_fallback_for after a flip, and while a guard watches) unless
     --replace-fallback.
     """
+    from dataclasses import replace
+
+    from gx10slots.deploy.result import Deployed
     from gx10slots.deploy.run import DeployRequest
     from gx10slots.deploy.run import deploy as run_deploy
     from gx10slots.ops.smoke import parse_formats
@@ -779,9 +782,10 @@ def deploy(
         with Reporter() as reporter:
             result = run_deploy(app, request, reporter)
     # After run_deploy, so the deploy's lease is released: the guard takes it only to flip back.
-    guarded = _guarded(app, result.get("flip"), guard_for, report_dir, break_lock=break_lock)
-    if guarded is not None:
-        result["guard"] = guarded
+    flipped = result.flip if isinstance(result, Deployed) else None
+    guarded = _guarded(app, flipped, guard_for, report_dir, break_lock=break_lock)
+    if isinstance(result, Deployed) and guarded is not None:
+        result = replace(result, guard=guarded)
     _emit_guarded(ctx, app, result, guarded, deploy_summary(result))
 
 

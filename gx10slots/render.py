@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from gx10slots.deploy.result import DeployResult
     from gx10slots.flip.result import FlipResult
 
 
@@ -233,33 +234,36 @@ def history_text(entries: list[dict[str, Any]], *, wide: bool = False) -> str:
     return format_table(HISTORY_COLUMNS, rows, wide=wide)
 
 
-def deploy_summary(result: dict[str, Any]) -> str:
-    if result.get("dry_run"):
+def deploy_summary(result: DeployResult) -> str:
+    from gx10slots.deploy.result import DeployPreview
+
+    if isinstance(result, DeployPreview):
+        plan = result.plan
         lines = [
-            f"dry run: deploy {result['model']} into slot {result['slot']} "
-            f"({result['deployment']}), served as {result['served_name']}"
+            f"dry run: deploy {plan.model} into slot {plan.slot} "
+            f"({plan.deployment['metadata']['name']}), served as {plan.served_name}"
         ]
-        lines += [f"  change: {c}" for c in result["changes"]] or ["  no change: already deployed"]
-        lines.append(f"  {result['memory']}")
-        lines.append(f"  revision {result['revision_before']} -> {result['revision_after']}")
+        lines += [f"  change: {c}" for c in plan.changes] or ["  no change: already deployed"]
+        lines.append(f"  {result.memory}")
+        lines.append(f"  revision {plan.revision_before} -> {plan.revision_after}")
         lines.append("nothing changed")
         return "\n".join(lines)
-    if result.get("already_active"):
+    if result.already_active:
         lines = [
-            f"production (slot {result['slot']}) already runs {result['model']} (revision "
-            f"{result['revision']}): nothing deployed"
+            f"production (slot {result.slot}) already runs {result.model} (revision "
+            f"{result.revision}): nothing deployed"
         ]
-        if result.get("flip"):
-            lines.append(flip_summary(result["flip"]))
+        if result.flip:
+            lines.append(flip_summary(result.flip))
         return "\n".join(lines)
     lines = [
-        f"deployed {result['model']} into slot {result['slot']} (revision {result['revision']}); "
-        f"smoke passed; report {result['smoke']['report']}"
+        f"deployed {result.model} into slot {result.slot} (revision {result.revision}); "
+        f"smoke passed; report {result.smoke_report}"
     ]
-    if result.get("flip"):
-        lines.append(flip_summary(result["flip"]))
+    if result.flip:
+        lines.append(flip_summary(result.flip))
     else:
-        lines.append(f"production unchanged; `slots flip` makes {result['slot']} active")
+        lines.append(f"production unchanged; `slots flip` makes {result.slot} active")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from gx10slots.config import GuardConfig, parse_config
+from gx10slots.deploy.result import Deployed
 from gx10slots.errors import ConfigError, Refused
 from gx10slots.flip.result import FlipResult
 from gx10slots.guard import run as guard_mod
@@ -210,14 +211,15 @@ def test_deploy_flip_with_guard_guards_after_the_deploy(
 ) -> None:
     from gx10slots.deploy import run as deploy_mod
 
-    deployed = {
-        "action": "deploy",
-        "slot": "green",
-        "model": "new",
-        "revision": "r",
-        "smoke": {"passed": True, "report": "rep.json"},
-        "flip": FLIPPED,
-    }
+    deployed = Deployed(
+        slot="green",
+        model="new",
+        served_name="new",
+        revision="r",
+        changed=True,
+        smoke_report="rep.json",
+        flip=FLIPPED,
+    )
     requests: list[Any] = []
 
     def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:

@@ -6,9 +6,16 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from gx10slots.deploy.result import Deployed
 from gx10slots.flip.result import FlipResult
 from gx10slots.flip.rules import FlipPlan
-from gx10slots.render import flip_summary, format_document, history_text, status_text
+from gx10slots.render import (
+    deploy_summary,
+    flip_summary,
+    format_document,
+    history_text,
+    status_text,
+)
 
 MODEL = "Qwen/Qwen3-30B-A3B-Instruct"
 REVISION = "e4e5bf86bd01"
@@ -150,3 +157,39 @@ def test_a_flip_dry_run_shows_the_plan_and_its_patch() -> None:
     text = flip_summary(preview)
     assert "dry run: flip blue -> green (new)" in text and "gate passed: target ready" in text
     assert json.loads(format_document(preview, "json"))["patch"] == patch
+
+
+def test_a_deploy_result_keeps_the_documents_keys_and_their_order() -> None:
+    flipped = FlipResult(
+        action="flip", source="blue", target="green", model="new", source_model="o"
+    )
+    deployed = Deployed(
+        slot="green",
+        model="new",
+        served_name="new",
+        revision="r2",
+        changed=True,
+        smoke_report="rep.json",
+        reports=["rep.json", "rep.md"],
+        flip=flipped,
+    )
+    doc = deployed.to_dict()
+    assert list(doc) == [
+        "action", "changed", "slot", "model", "served_name", "revision", "smoke", "reports",
+        "duration_s", "replaced_fallback", "flip",
+    ]  # fmt: skip
+    assert doc["smoke"] == {"passed": True, "report": "rep.json"}
+    assert doc["flip"] == flipped.to_dict()
+    text = deploy_summary(deployed)
+    assert "deployed new into slot green (revision r2); smoke passed; report rep.json" in text
+    assert "production: blue -> green (new)" in text
+    again = Deployed(
+        slot="blue", model="new", served_name="new", revision="r2", changed=False,
+        already_active=True,
+    )  # fmt: skip
+    assert list(again.to_dict()) == [
+        "action", "changed", "already_active", "slot", "model", "served_name", "revision",
+        "smoke", "reports", "duration_s", "flip",
+    ]  # fmt: skip
+    assert again.to_dict()["smoke"] is None and again.to_dict()["flip"] is None
+    assert deploy_summary(again).startswith("production (slot blue) already runs new")

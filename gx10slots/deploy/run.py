@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gx10slots import console, notify
 from gx10slots.app import App
 from gx10slots.config import SLOT_NAMES
+from gx10slots.deploy.result import Deployed, DeployPreview, DeployResult
 from gx10slots.deploy.rules import (
     DeployPlan,
     memory_gate,
@@ -183,21 +184,16 @@ def _plan(app: App, request: DeployRequest, snap: Snapshot, by: str) -> Planned:
     return Planned(plan, memory_note, replaced)
 
 
-def deploy(app: App, request: DeployRequest, hooks: Hooks | None = None) -> dict[str, Any]:
+def deploy(app: App, request: DeployRequest, hooks: Hooks | None = None) -> DeployResult:
     """``hooks`` hear each phase, what it waits for and the engine's log (live progress)."""
     hooks = hooks if hooks is not None else PlainHooks()
     by = holder_identity()
     why = clean_reason(request.reason) or f"slots deploy {request.model}"
     if request.dry_run:
         planned = _plan(app, request, snapshot(app), by)
-        return {
-            "action": "deploy",
-            "dry_run": True,
-            "changed": False,
-            "memory": planned.memory_note,
-            "replaced_fallback": planned.replaced_fallback is not None,
-            **planned.plan.to_dict(),
-        }
+        return DeployPreview(
+            planned.plan, planned.memory_note, planned.replaced_fallback is not None
+        )
     from gx10slots.ops.smoke import check_report_dir
 
     # Before any change: a smoke whose report cannot be written, or whose engine key cannot be
@@ -276,7 +272,7 @@ def _apply(app: App, request: DeployRequest, lock: Lock, by: str) -> tuple[Plann
 
 def _already_in_production(
     app: App, request: DeployRequest, lock: Lock, by: str, why: str
-) -> dict[str, Any] | None:
+) -> Deployed | None:
     """`deploy MODEL --flip` when production already runs exactly that revision: the intent is
     met (typically a re-run after the earlier run's flip landed). Complete that flip if it was
     left unverified and unrecorded; never deploy into the standby, which holds the slot to flip
@@ -300,19 +296,15 @@ def _already_in_production(
     flipped = None
     if unfinished is not None and unfinished.action == "flip" and unfinished.active == active:
         flipped = flip(app, "flip", force=False, reason=why, dry_run=False, lock=lock)
-    return {
-        "action": "deploy",
-        "changed": False,
-        "already_active": True,
-        "slot": active,
-        "model": plan.model,
-        "served_name": plan.served_name,
-        "revision": plan.revision_after,
-        "smoke": None,
-        "reports": [],
-        "duration_s": 0.0,
-        "flip": flipped,
-    }
+    return Deployed(
+        slot=active,
+        model=plan.model,
+        served_name=plan.served_name,
+        revision=plan.revision_after,
+        changed=False,
+        already_active=True,
+        flip=flipped,
+    )
 
 
 def _log_tail(app: App, pod: str, lines: int = LOG_LINES) -> str:
@@ -503,7 +495,7 @@ def _park(app: App, plan: DeployPlan, request: DeployRequest) -> str:
 
 def _deploy_locked(
     app: App, request: DeployRequest, lock: Lock, by: str, why: str, hooks: Hooks
-) -> dict[str, Any]:
+) -> Deployed:
     from gx10slots.ops.smoke import smoke_slot
 
     started = time.monotonic()
@@ -546,25 +538,32 @@ def _deploy_locked(
         )
     if written or not _already_recorded(app, plan):
         _record(app, plan, by, why, "ok", f"smoke passed; report {outcome.report_path}", replaced)
-    result: dict[str, Any] = {
-        "action": "deploy",
-        "changed": written,
-        "slot": plan.slot,
-        "model": plan.model,
-        "served_name": plan.served_name,
-        "revision": plan.revision_after,
-        "smoke": {"passed": True, "report": outcome.report_path},
-        "reports": outcome.report_paths,
-        "duration_s": round(time.monotonic() - started, 3),
-        "replaced_fallback": replaced is not None,
-        "flip": None,
-    }
+    result = Deployed(
+        slot=plan.slot,
+        model=plan.model,
+        served_name=plan.served_name,
+        revision=plan.revision_after,
+        changed=written,
+        smoke_report=outcome.report_path,
+        reports=outcome.report_paths,
+        duration_s=round(time.monotonic() - started, 3),
+        replaced_fallback=replaced is not None,
+    )
     if request.flip:
         from gx10slots.flip.run import flip
 
         console.progress(f"smoke passed; flipping production to {plan.slot}")
         hooks.phase(f"flip to {plan.slot}")
-        result["flip"] = flip(
-            app, "flip", force=False, reason=why, dry_run=False, lock=lock, rename=request.rename
+        result = replace(
+            result,
+            flip=flip(
+                app,
+                "flip",
+                force=False,
+                reason=why,
+                dry_run=False,
+                lock=lock,
+                rename=request.rename,
+            ),
         )
     return result
