@@ -621,6 +621,7 @@ def park(
     after a flip, and while a guard watches) unless --replace-fallback.
     """
     from gx10slots.ops.park import park as run_park
+    from gx10slots.render import park_summary
 
     app = _app(ctx)
     result = run_park(
@@ -631,7 +632,7 @@ def park(
         replace_fallback=replace_fallback,
         break_lock=break_lock,
     )
-    _emit(app, result, result["detail"])
+    _emit(app, result, park_summary(result))
 
 
 @cli.command()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from gx10slots.deploy.result import DeployResult
     from gx10slots.flip.result import FlipResult
+    from gx10slots.ops.park import ParkResult
 
 
 @runtime_checkable
@@ -265,6 +266,10 @@ def deploy_summary(result: DeployResult) -> str:
     else:
         lines.append(f"production unchanged; `slots flip` makes {result.slot} active")
     return "\n".join(lines)
+
+
+def park_summary(result: ParkResult) -> str:
+    return result.detail
 
 
 def guard_summary(result: dict[str, Any]) -> str:

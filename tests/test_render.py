@@ -9,11 +9,13 @@ from typing import Any
 from gx10slots.deploy.result import Deployed
 from gx10slots.flip.result import FlipResult
 from gx10slots.flip.rules import FlipPlan
+from gx10slots.ops.park import ParkResult
 from gx10slots.render import (
     deploy_summary,
     flip_summary,
     format_document,
     history_text,
+    park_summary,
     status_text,
 )
 
@@ -193,3 +195,29 @@ def test_a_deploy_result_keeps_the_documents_keys_and_their_order() -> None:
     ]  # fmt: skip
     assert again.to_dict()["smoke"] is None and again.to_dict()["flip"] is None
     assert deploy_summary(again).startswith("production (slot blue) already runs new")
+
+
+def test_a_park_result_keeps_the_documents_keys_and_shows_its_patch_only_in_a_dry_run() -> None:
+    patch = [{"op": "replace", "path": "/spec/replicas", "value": 0}]
+    parked = ParkResult(
+        slot="green",
+        model="old",
+        replicas_before=1,
+        dry_run=False,
+        changed=True,
+        detail="slot green (old) scaled to 0; flip-back to it needs a redeploy",
+        replaced_fallback=True,
+        replaced_fallback_note="replaced the fallback",
+        patch=patch,
+        unrecorded=("bob", "why"),
+    )
+    assert list(parked.to_dict()) == [
+        "action", "slot", "model", "replicas_before", "dry_run", "changed", "replaced_fallback",
+        "replaced_fallback_note", "detail",
+    ]  # fmt: skip
+    assert replace(parked, dry_run=True, changed=False).to_dict()["patch"] == patch
+    already = ParkResult("green", "old", 0, False, False, "slot green is already parked")
+    assert list(already.to_dict()) == [
+        "action", "slot", "model", "replicas_before", "dry_run", "changed", "detail",
+    ]  # fmt: skip
+    assert park_summary(already) == "slot green is already parked"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gx10slots.app import App
@@ -38,6 +39,43 @@ PARKED_AT = ANNOTATION_PREFIX + "parked-at"
 PARKED_REASON = ANNOTATION_PREFIX + "parked-reason"
 
 
+@dataclass(frozen=True)
+class ParkResult:
+    """What `slots park` did (or, with --dry-run, would do). ``to_dict`` is the -o json|yaml
+    document; ``patch`` and ``unrecorded`` are the operation's own, shown only as noted."""
+
+    slot: str
+    model: str | None
+    replicas_before: int
+    dry_run: bool
+    changed: bool
+    detail: str  # the human summary
+    # Whether the slot was production's protected fallback (None: already parked, not asked).
+    replaced_fallback: bool | None = None
+    replaced_fallback_note: str | None = None
+    patch: list[dict[str, Any]] = field(default_factory=list)  # the scale; shown by --dry-run
+    # (holder, reason) of an earlier park that scaled the slot but recorded nothing.
+    unrecorded: tuple[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "action": "park",
+            "slot": self.slot,
+            "model": self.model,
+            "replicas_before": self.replicas_before,
+            "dry_run": self.dry_run,
+            "changed": self.changed,
+        }
+        if self.replaced_fallback is not None:
+            doc["replaced_fallback"] = self.replaced_fallback
+        if self.replaced_fallback_note:
+            doc["replaced_fallback_note"] = self.replaced_fallback_note
+        if self.dry_run and self.patch:
+            doc["patch"] = self.patch
+        doc["detail"] = self.detail
+        return doc
+
+
 def park(
     app: App,
     slot: str | None,
@@ -46,7 +84,7 @@ def park(
     dry_run: bool,
     replace_fallback: bool = False,
     break_lock: bool = False,
-) -> dict[str, Any]:
+) -> ParkResult:
     if slot is not None and slot not in (*SLOT_NAMES, "standby"):
         raise UsageError(f"slot must be blue, green or standby, got {slot!r}")
     by = holder_identity()
@@ -65,39 +103,44 @@ def park(
 
 def _park_locked(
     app: App, slot: str | None, lock: Lock, by: str, why: str, replace_fallback: bool
-) -> dict[str, Any]:
+) -> ParkResult:
     for _ in range(CAS_ATTEMPTS):
         decision = _decide(
             app, slot, dry_run=False, by=by, why=why, replace_fallback=replace_fallback
         )
-        if not decision["changed"]:
-            unrecorded = decision.pop("unrecorded", None)
-            if unrecorded:
+        if not decision.changed:
+            if decision.unrecorded:
                 # An earlier park scaled it but was stopped before recording: record it once.
+                unrecorded, reason = decision.unrecorded
                 _record(
                     app,
                     decision,
                     by=unrecorded,
-                    why=decision.pop("reason", why),
+                    why=reason,
                     detail=f"scaled to 0; recorded by {by} after that run was interrupted",
                 )
-                decision["detail"] += f" (the interrupted park by {unrecorded} recorded now)"
+                return replace(
+                    decision,
+                    detail=decision.detail
+                    + f" (the interrupted park by {unrecorded} recorded now)",
+                    unrecorded=None,
+                )
             return decision
         lock.check()
         kube, config = app.kube, app.config
-        name = config.slot(decision["slot"]).deployment
+        name = config.slot(decision.slot).deployment
         try:
             kube.write(
                 f"scale Deployment {config.namespace}/{name} to 0",
                 kube.api("apps").patch_namespaced_deployment,
                 name,
                 config.namespace,
-                decision["patch"],
+                decision.patch,
                 field_manager=FIELD_MANAGER,
             )
         except (ApiError, WriteOutcomeUnknown) as exc:
             # An error answer is not proof that nothing happened: read back, then decide.
-            current = read_deployment(app, decision["slot"])
+            current = read_deployment(app, decision.slot)
             annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
             landed = (
                 current is not None
@@ -109,25 +152,22 @@ def _park_locked(
             if not landed:
                 raise ClusterError(
                     f"scaling {name} to 0 failed and did not happen ({exc.message}; read back: "
-                    f"slot {decision['slot']} still runs); production untouched",
+                    f"slot {decision.slot} still runs); production untouched",
                     hint=exc.hint or "run the command again",
                 ) from exc
-        decision.pop("patch")
-        decision.pop("unrecorded", None)
-        decision.pop("reason", None)
-        replaced = decision.get("replaced_fallback_note")
+        replaced = decision.replaced_fallback_note
         try:
             _record(
                 app,
                 decision,
                 by=by,
                 why=why,
-                detail=f"scaled {name} from {decision['replicas_before']} to 0"
+                detail=f"scaled {name} from {decision.replicas_before} to 0"
                 + (f"; {replaced}" if replaced else ""),
             )
         except ClusterError as exc:
             raise ClusterError(
-                f"slot {decision['slot']} is parked (production untouched), but recording it in "
+                f"slot {decision.slot} is parked (production untouched), but recording it in "
                 f"the history failed: {exc.message}",
                 hint="re-run `slots park`: it records the entry",
             ) from exc
@@ -135,20 +175,20 @@ def _park_locked(
     raise ClusterError("the slot kept changing under us; nothing was changed", hint="try again")
 
 
-def _record(app: App, decision: dict[str, Any], *, by: str, why: str, detail: str) -> None:
-    name = app.config.slot(decision["slot"]).deployment
+def _record(app: App, decision: ParkResult, *, by: str, why: str, detail: str) -> None:
+    name = app.config.slot(decision.slot).deployment
     entry = HistoryEntry(
         at=rfc3339(now_utc()),
         action="park",
-        from_=decision["slot"],
+        from_=decision.slot,
         to=None,
-        model=decision["model"],
+        model=decision.model,
         by=by,
         reason=why,
         result="ok",
         detail=detail,
         id=new_entry_id(),
-        replaced_fallback=bool(decision.get("replaced_fallback")),
+        replaced_fallback=bool(decision.replaced_fallback),
     )
     append_history(app, entry)
     emit_event(
@@ -160,7 +200,7 @@ def _record(app: App, decision: dict[str, Any], *, by: str, why: str, detail: st
         },
         reason="Parked",
         action="park",
-        note=f"slot {decision['slot']} ({decision['model']}) parked by {by}: {why}",
+        note=f"slot {decision.slot} ({decision.model}) parked by {by}: {why}",
         instance=by,
     )
 
@@ -213,7 +253,7 @@ def _decide(
     by: str,
     why: str = "slots park",
     replace_fallback: bool = False,
-) -> dict[str, Any]:
+) -> ParkResult:
     snap = snapshot(app)
     if slot in (None, "standby"):
         if snap.flag.active is None:
@@ -229,31 +269,24 @@ def _decide(
     deployment = snap.deployments[target]
     if deployment is None:
         raise Refused(f"slot {target}: Deployment {app.config.slot(target).deployment} not found")
-    result: dict[str, Any] = {
-        "action": "park",
-        "slot": target,
-        "model": state.model,
-        "replicas_before": state.replicas,
-        "dry_run": dry_run,
-        "changed": state.replicas != 0,
-    }
     if state.replicas == 0:
-        result["detail"] = f"slot {target} is already parked"
-        unrecorded = None if dry_run else _unrecorded_park(app, deployment)
-        if unrecorded:
-            result["unrecorded"], result["reason"] = unrecorded
-        return result
+        return ParkResult(
+            slot=target,
+            model=state.model,
+            replicas_before=state.replicas,
+            dry_run=dry_run,
+            changed=False,
+            detail=f"slot {target} is already parked",
+            unrecorded=None if dry_run else _unrecorded_park(app, deployment),
+        )
     # Parking production's fallback would take away the one-step flip-back.
     replaced = check_fallback(
         protection(app, snap.flag, snap.slots), target, action="park", replace=replace_fallback
     )
-    result["replaced_fallback"] = replaced is not None
-    if replaced:
-        result["replaced_fallback_note"] = replaced
     # Who parked it and when travel with the scale (one patch): an interrupted park that scaled
     # the slot but recorded nothing is recognised, and recorded, by the next `slots park`.
     marks = {PARKED_BY: by, PARKED_AT: rfc3339(now_utc()), PARKED_REASON: why}
-    result["patch"] = [
+    patch: list[dict[str, Any]] = [
         {
             "op": "test",
             "path": "/metadata/resourceVersion",
@@ -262,19 +295,22 @@ def _decide(
         {"op": "replace", "path": "/spec/replicas", "value": 0},
     ]
     if deployment["metadata"].get("annotations") is None:
-        result["patch"].append({"op": "add", "path": "/metadata/annotations", "value": marks})
+        patch.append({"op": "add", "path": "/metadata/annotations", "value": marks})
     else:
-        result["patch"] += [
+        patch += [
             {"op": "add", "path": "/metadata/annotations/" + key.replace("/", "~1"), "value": v}
             for key, v in marks.items()
         ]
-    if dry_run:
-        result["changed"] = False
-        result["detail"] = (
-            f"dry run: would scale slot {target} ({state.model}) to 0; nothing changed"
-        )
-        return result
-    result["detail"] = (
-        f"slot {target} ({state.model}) scaled to 0; flip-back to it needs a redeploy"
+    return ParkResult(
+        slot=target,
+        model=state.model,
+        replicas_before=state.replicas,
+        dry_run=dry_run,
+        changed=not dry_run,
+        detail=f"dry run: would scale slot {target} ({state.model}) to 0; nothing changed"
+        if dry_run
+        else f"slot {target} ({state.model}) scaled to 0; flip-back to it needs a redeploy",
+        replaced_fallback=replaced is not None,
+        replaced_fallback_note=replaced or None,
+        patch=patch,
     )
-    return result

@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from gx10slots.kube import client as kube_client
+from gx10slots.kube.values import rfc3339
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.wait import wait_for
 
@@ -240,6 +241,41 @@ def test_park_scales_the_standby_and_records_it(two_warm_slots: Sandbox) -> None
     again = box.cli("park")
     assert again.code == 0 and "already parked" in again.out
     assert box.cli("flip").code == 3
+
+
+def test_a_park_stopped_before_its_record_is_recorded_once_by_the_next(
+    two_warm_slots: Sandbox,
+) -> None:
+    box = two_warm_slots
+    # What a park killed between its scale and its history entry leaves: the scale, with who
+    # parked it and when (written in the same patch), and no entry.
+    box.merge_patch(
+        "deployment",
+        "gx10-green",
+        {
+            "spec": {"replicas": 0},
+            "metadata": {
+                "annotations": {
+                    "gx10slots.io/parked-by": "carol@gone:7",
+                    "gx10slots.io/parked-at": rfc3339(),  # as park writes it
+                    "gx10slots.io/parked-reason": "free memory",
+                }
+            },
+        },
+    )
+    result = box.cli("park", "-o", "json")
+    assert result.code == 0, result.err
+    doc = result.json()
+    assert (doc["slot"], doc["changed"], doc["replicas_before"]) == ("green", False, 0)
+    assert "unrecorded" not in doc and "patch" not in doc
+    entry = box.history()[0]
+    assert (entry["action"], entry["by"], entry["reason"]) == (
+        "park",
+        "carol@gone:7",
+        "free memory",
+    )
+    assert box.cli("park").code == 0
+    assert [e["action"] for e in box.history()].count("park") == 1
 
 
 def test_history_limit_and_json(two_warm_slots: Sandbox) -> None:
