@@ -23,6 +23,7 @@ from gx10slots.errors import Explained, Interrupted, SlotsError, UsageError
 
 if TYPE_CHECKING:
     from gx10slots.flip.result import FlipResult
+    from gx10slots.ops.status import StatusResult
 
 
 class _Duration(click.ParamType):
@@ -268,7 +269,7 @@ def _watch_status(app: App) -> None:
     redraw = sys.stdout.isatty() and not app.options.document
     shown: list[str] = []
 
-    def draw(doc: dict[str, Any]) -> None:
+    def draw(doc: StatusResult) -> None:
         if app.options.document:
             text = format_document(doc, output).rstrip("\n")
             text = f"---\n{text}" if output == "yaml" else text

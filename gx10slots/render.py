@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gx10slots.deploy.result import DeployResult
     from gx10slots.flip.result import FlipResult
     from gx10slots.ops.park import ParkResult
+    from gx10slots.ops.status import StatusResult
 
 
 @runtime_checkable
@@ -115,8 +116,10 @@ STATUS_COLUMNS = (
 )
 
 
-def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
-    """`slots status` as a table and the lines under it (pure: the watch redraws from it)."""
+def status_text(result: StatusResult | dict[str, Any], *, wide: bool = False) -> str:
+    """`slots status` as a table and the lines under it (pure: the watch redraws from it),
+    drawn from the result's document: what the table shows is what -o json shows."""
+    doc = plain(result)
     rows = []
     for name, slot in doc["slots"].items():
         smoke = slot.get("smoke")

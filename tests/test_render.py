@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from gx10slots.deploy.result import Deployed
+from gx10slots.fallback import FallbackProtection
 from gx10slots.flip.result import FlipResult
 from gx10slots.flip.rules import FlipPlan
 from gx10slots.ops.park import ParkResult
+from gx10slots.ops.status import FlagView, StatusResult
 from gx10slots.render import (
     deploy_summary,
     flip_summary,
@@ -221,3 +224,42 @@ def test_a_park_result_keeps_the_documents_keys_and_shows_its_patch_only_in_a_dr
         "action", "slot", "model", "replicas_before", "dry_run", "changed", "detail",
     ]  # fmt: skip
     assert park_summary(already) == "slot green is already parked"
+
+
+def test_a_status_result_is_drawn_as_its_document_is() -> None:
+    doc = _status()
+    result = StatusResult(
+        namespace="gx10",
+        active="blue",
+        previous="green",
+        flag=FlagView(
+            kind="service-selector",
+            name="gx10-model",
+            key="gx10slots.io/slot",
+            value="blue",
+            endpoint=None,
+            changed_at="2026-11-27T09:44:46Z",
+            changed_by="alice@gx10-42",
+            flux_managed=False,
+        ),
+        node_capacity_gib=128.0,
+        slots=doc["slots"],
+        fallback=FallbackProtection(
+            "green", True, datetime(2026, 11, 27, 9, 46, 46, tzinfo=UTC), ("flipped 2m ago",)
+        ),
+        lock=doc["lock"],
+        warnings=["slot green: something"],
+    )
+    assert list(result.to_dict()) == [
+        "namespace", "active", "previous", "flag", "node_capacity_gib", "slots", "fallback",
+        "lock", "warnings",
+    ]  # fmt: skip
+    assert result.to_dict()["fallback"]["until"] == "2026-11-27T09:46:46Z"
+    text = status_text(result, wide=True)
+    assert text == status_text(result.to_dict(), wide=True)
+    assert "changed 2026-11-27T09:44:46Z by alice@gx10-42" in text
+    assert "fallback: green, protected until 2026-11-27T09:46:46Z (flipped 2m ago)" in text
+    assert "warning: slot green: something" in text
+    assert json.loads(format_document(result, "json"))["flag"]["value"] == "blue"
+    no_fallback = replace(result, fallback=FallbackProtection(None, False, None))
+    assert no_fallback.to_dict()["fallback"] is None

@@ -2,16 +2,75 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from gx10slots.app import App
 from gx10slots.errors import ApiError
+from gx10slots.fallback import FallbackProtection
 from gx10slots.flip.unfinished import find_unfinished
 from gx10slots.kube.lease import LEASE_NAME, lease_view
 from gx10slots.kube.values import now_utc
 from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
 from gx10slots.slots import role_of, status_warnings
+
+
+@dataclass(frozen=True)
+class FlagView:
+    """The availability flag as `slots status` shows it."""
+
+    kind: str
+    name: str
+    key: str | None
+    value: str | None  # what the flag object says (a slot name, or whatever someone wrote)
+    endpoint: str | None
+    changed_at: str | None
+    changed_by: str | None
+    flux_managed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "key": self.key,
+            "value": self.value,
+            "endpoint": self.endpoint,
+            "changed_at": self.changed_at,
+            "changed_by": self.changed_by,
+            "flux_managed": self.flux_managed,
+        }
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """What `slots status` shows; ``to_dict`` is the -o json|yaml document (and the one the
+    table is drawn from, so that `status --watch` redraws only when it changes)."""
+
+    namespace: str
+    active: str | None
+    previous: str | None
+    flag: FlagView
+    node_capacity_gib: float | None
+    # Each slot's document: its state (SlotState.to_dict), its role, its protection and its
+    # smoke's age: the shape the contract pins, built by status() below.
+    slots: dict[str, dict[str, Any]]
+    fallback: FallbackProtection | None
+    lock: dict[str, Any] | None  # the lease gx10slots-lock as kube.lease.lease_view shows it
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "active": self.active,
+            "previous": self.previous,
+            "flag": self.flag.to_dict(),
+            "node_capacity_gib": self.node_capacity_gib,
+            "slots": self.slots,
+            "fallback": self.fallback.to_dict() if self.fallback and self.fallback.slot else None,
+            "lock": self.lock,
+            "warnings": self.warnings,
+        }
 
 
 def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
@@ -23,7 +82,7 @@ def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
         return None
 
 
-def status(app: App) -> dict[str, Any]:
+def status(app: App) -> StatusResult:
     config = app.config
     snap = snapshot(app)
     now = now_utc()
@@ -62,26 +121,26 @@ def status(app: App) -> dict[str, Any]:
             age = slot.smoke.age_s(now)
             doc["smoke"]["age_s"] = round(age, 1) if age is not None else None
         slots[name] = doc
-    return {
-        "namespace": config.namespace,
-        "active": snap.flag.active,
-        "previous": snap.flag.previous,
-        "flag": {
-            "kind": config.flag.kind,
-            "name": config.flag.name,
-            "key": config.flag.key,
-            "value": snap.flag.value,
-            "endpoint": config.flag.endpoint,
-            "changed_at": snap.flag.annotations.get("gx10slots.io/changed-at"),
-            "changed_by": snap.flag.annotations.get("gx10slots.io/changed-by"),
-            "flux_managed": snap.flag.flux_managed,
-        },
-        "node_capacity_gib": snap.node_capacity_gib,
-        "slots": slots,
-        "fallback": fallback.to_dict() if fallback and fallback.slot else None,
-        "lock": lock,
-        "warnings": status_warnings(
+    return StatusResult(
+        namespace=config.namespace,
+        active=snap.flag.active,
+        previous=snap.flag.previous,
+        flag=FlagView(
+            kind=config.flag.kind,
+            name=config.flag.name,
+            key=config.flag.key,
+            value=snap.flag.value,
+            endpoint=config.flag.endpoint,
+            changed_at=snap.flag.annotations.get("gx10slots.io/changed-at"),
+            changed_by=snap.flag.annotations.get("gx10slots.io/changed-by"),
+            flux_managed=snap.flag.flux_managed,
+        ),
+        node_capacity_gib=snap.node_capacity_gib,
+        slots=slots,
+        fallback=fallback,
+        lock=lock,
+        warnings=status_warnings(
             snap.slots, snap.flag, snap.flag_obj, config, now, snap.deployments
         )
         + extra_warnings,
-    }
+    )

@@ -21,7 +21,7 @@ from gx10slots.flags import kind_of
 from gx10slots.kube.lease import LEASE_NAME
 from gx10slots.kube.watch import Watcher
 from gx10slots.ops.lease import GUARD_LEASE
-from gx10slots.ops.status import status
+from gx10slots.ops.status import StatusResult, status
 
 SETTLE_S = 0.3
 REFRESH_S = 30.0
@@ -46,7 +46,7 @@ def _sources(app: App) -> list[tuple[str, Any, str]]:
 
 def watch_status(
     app: App,
-    draw: Callable[[dict[str, Any]], None],
+    draw: Callable[[StatusResult], None],
     *,
     stop: Callable[[], bool] = lambda: False,
 ) -> None:
