@@ -654,16 +654,12 @@ def park(
 def smoke(ctx: click.Context, slot: str, report_dir: str | None, formats: str | None) -> None:
     """Run the deep-liveness suite against SLOT (default: the standby) and record the result."""
     from gx10slots.ops.smoke import parse_formats, resolve_slot, smoke_slot
+    from gx10slots.render import smoke_summary
 
     app = _app(ctx)
     wanted = parse_formats(formats)
     outcome = smoke_slot(app, resolve_slot(app, slot), report_dir=report_dir, formats=wanted)
-    verdict = "passed" if outcome.passed else f"FAILED ({outcome.failure_summary})"
-    _emit(
-        app,
-        outcome.to_dict(),
-        f"smoke {outcome.report.slot}: {verdict}\nreports: " + ", ".join(outcome.report_paths),
-    )
+    _emit(app, outcome, smoke_summary(outcome))
     if not outcome.passed:
         ctx.exit(1)
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gx10slots.deploy.result import DeployResult
     from gx10slots.flip.result import FlipResult
     from gx10slots.ops.park import ParkResult
+    from gx10slots.ops.smoke import SmokeOutcome
     from gx10slots.ops.status import StatusResult
 
 
@@ -273,6 +274,11 @@ def deploy_summary(result: DeployResult) -> str:
 
 def park_summary(result: ParkResult) -> str:
     return result.detail
+
+
+def smoke_summary(outcome: SmokeOutcome) -> str:
+    verdict = "passed" if outcome.passed else f"FAILED ({outcome.failure_summary})"
+    return f"smoke {outcome.report.slot}: {verdict}\nreports: " + ", ".join(outcome.report_paths)
 
 
 def guard_summary(result: dict[str, Any]) -> str:
