@@ -23,6 +23,7 @@ from gx10slots.errors import Explained, Interrupted, SlotsError, UsageError
 
 if TYPE_CHECKING:
     from gx10slots.flip.result import FlipResult
+    from gx10slots.guard.result import GuardResult
     from gx10slots.ops.status import StatusResult
 
 
@@ -310,19 +311,17 @@ def _emit(app: App, document: Any, human: str) -> None:
 
 
 def _emit_guarded(
-    ctx: click.Context, app: App, result: Any, guarded: dict[str, Any] | None, human: str
+    ctx: click.Context, app: App, result: Any, guarded: GuardResult | None, human: str
 ) -> None:
     """One document (the guard's outcome inside it); the guard's verdict is the exit code."""
     if guarded is None:
         _emit(app, result, human)
         return
-    from gx10slots.guard.run import exit_code
     from gx10slots.render import guard_summary
 
     _emit(app, result, human + "\n" + guard_summary(guarded))
-    code = exit_code(guarded)
-    if code:
-        ctx.exit(code)
+    if guarded.exit_code:
+        ctx.exit(guarded.exit_code)
 
 
 _REASON = click.option("--reason", metavar="TEXT", help="Why: recorded in history and annotations.")
@@ -364,8 +363,8 @@ def _guarded(
     report_dir: str | None = None,
     *,
     break_lock: bool = False,
-) -> dict[str, Any] | None:
-    """`--guard`: guard the slot the flip made active; the guard's document (None: no guard)."""
+) -> GuardResult | None:
+    """`--guard`: guard the slot the flip made active; what the guard did (None: no guard)."""
     if guard_for is None or flipped is None or not flipped.target:
         return None
     from gx10slots.guard.run import guard_after_flip

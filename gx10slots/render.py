@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from gx10slots.deploy.result import DeployResult
     from gx10slots.flip.result import FlipResult
+    from gx10slots.guard.result import GuardResult
     from gx10slots.ops.park import ParkResult
     from gx10slots.ops.smoke import SmokeOutcome
     from gx10slots.ops.status import StatusResult
@@ -281,7 +282,8 @@ def smoke_summary(outcome: SmokeOutcome) -> str:
     return f"smoke {outcome.report.slot}: {verdict}\nreports: " + ", ".join(outcome.report_paths)
 
 
-def guard_summary(result: dict[str, Any]) -> str:
+def guard_summary(guarded: GuardResult) -> str:
+    result = guarded.report
     slot = result.get("slot") or "?"
     outcome = result.get("result")
     checks = result.get("checks", 0)

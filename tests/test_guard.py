@@ -30,6 +30,7 @@ from gx10slots.guard import ports as ports_mod
 from gx10slots.guard import run as run_mod
 from gx10slots.guard.loop import GuardRequest, RevertBlocked, RevertResult, watch
 from gx10slots.guard.ports import ClusterPorts
+from gx10slots.guard.result import GuardResult
 from gx10slots.guard.rules import (
     SHARE_WINDOW,
     CheckRecord,
@@ -662,16 +663,17 @@ def command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
     yield state
 
 
-def run_guard(state: dict[str, Any], ports: FakePorts, **request: Any) -> dict[str, Any]:
+def run_guard(state: dict[str, Any], ports: FakePorts, **request: Any) -> GuardResult:
     return run_mod.guard(
         state["app"], GuardRequest(window_s=60, interval_s=30, **request), ports=ports
     )
 
 
 def test_guard_passes_and_uses_the_smoke_report_as_ttft_baseline(command: dict[str, Any]) -> None:
-    doc = run_guard(command, FakePorts([OK]))
+    result = run_guard(command, FakePorts([OK]))
+    doc = result.to_dict()
     assert doc["result"] == "passed"
-    assert exit_code(doc) == 0
+    assert exit_code(result) == 0
     assert doc["checks"] == 3
     assert doc["baseline"]["ttft_ms_p95"] == 900
     assert doc["ttft_limit_ms"] == 2700
@@ -688,9 +690,10 @@ def test_guard_passes_and_uses_the_smoke_report_as_ttft_baseline(command: dict[s
 
 
 def test_guard_trip_is_exit_1_with_evidence_and_a_report(command: dict[str, Any]) -> None:
-    doc = run_guard(command, FakePorts([WEDGED], reverts=[REVERTED]))
+    result = run_guard(command, FakePorts([WEDGED], reverts=[REVERTED]))
+    doc = result.to_dict()
     assert doc["result"] == "tripped"
-    assert exit_code(doc) == 1
+    assert exit_code(result) == 1
     assert doc["error"]["exit_code"] == 1
     assert "production is on blue again (verified)" in doc["error"]["message"]
     assert doc["revert"]["in_flight_on_guarded"] == 2.0
@@ -713,9 +716,10 @@ def test_guard_stands_down_at_once_when_the_flip_it_follows_was_undone(
     command: dict[str, Any],
 ) -> None:
     ports = FakePorts([OK])
-    doc = run_guard(command, ports, expected="blue")
+    result = run_guard(command, ports, expected="blue")
+    doc = result.to_dict()
     assert doc["result"] == "stood-down"
-    assert exit_code(doc) == 0
+    assert exit_code(result) == 0
     assert ports.checks_at == []
 
 

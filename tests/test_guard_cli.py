@@ -13,6 +13,7 @@ from gx10slots.deploy.result import Deployed
 from gx10slots.errors import ConfigError, Refused
 from gx10slots.flip.result import FlipResult
 from gx10slots.guard import run as guard_mod
+from gx10slots.guard.result import GuardResult
 from tests.helpers.cli import run_cli
 from tests.helpers.config import valid
 
@@ -98,7 +99,7 @@ def test_help_documents_guard_and_its_exit_codes(capsys: pytest.CaptureFixture[s
 
 # -- wiring to the operation (the operation itself is tested in test_guard.py) -------------------
 
-TRIPPED = {
+TRIPPED_REPORT = {
     "action": "guard",
     "result": "tripped",
     "slot": "green",
@@ -107,6 +108,7 @@ TRIPPED = {
     "revert": {"to": "blue", "reason": "3 consecutive failed checks", "in_flight_on_guarded": 1},
     "error": {"type": "check-failed", "message": "flipped back", "exit_code": 1},
 }
+TRIPPED = GuardResult(TRIPPED_REPORT)
 FLIPPED = FlipResult(
     action="flip", source="blue", target="green", model="new", source_model="old", duration_s=0.5
 )
@@ -149,7 +151,9 @@ def test_guard_human_summary(
     assert result.code == 1
     assert "guard green: TRIPPED after 3 failed checks in a row" in result.out
     assert "production is on blue again (verified); 1 request(s) were still running" in result.out
-    passed = {**TRIPPED, "result": "passed", "failed_checks": 1, "settings": {"failures": 3}}
+    passed = GuardResult(
+        {**TRIPPED_REPORT, "result": "passed", "failed_checks": 1, "settings": {"failures": 3}}
+    )
     monkeypatch.setattr(guard_mod, "guard", lambda app, request: passed)
     result = run_cli(capsys, "guard")
     assert result.code == 0
@@ -224,7 +228,7 @@ def test_deploy_flip_with_guard_guards_after_the_deploy(
 
     def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:
         requests.append(request)
-        return {**TRIPPED, "result": "passed"}
+        return GuardResult({**TRIPPED_REPORT, "result": "passed"})
 
     monkeypatch.setattr(deploy_mod, "deploy", lambda app, request, *hooks: deployed)
     monkeypatch.setattr(guard_mod, "guard", fake_guard)

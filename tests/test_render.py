@@ -11,6 +11,7 @@ from gx10slots.deploy.result import Deployed
 from gx10slots.fallback import FallbackProtection
 from gx10slots.flip.result import FlipResult
 from gx10slots.flip.rules import FlipPlan
+from gx10slots.guard.result import GuardResult
 from gx10slots.ops.park import ParkResult
 from gx10slots.ops.status import FlagView, StatusResult
 from gx10slots.render import (
@@ -142,9 +143,10 @@ def test_a_flip_result_keeps_the_documents_keys_and_their_order() -> None:
         "warm", "duration_s",
     ]  # fmt: skip
     assert flipped.to_dict()["warm"] == "blue" and flipped.to_dict()["verified"] is True
-    completed = replace(flipped, changed=False, completed="bob@host", guard={"result": "passed"})
+    passed = GuardResult({"action": "guard", "result": "passed", "slot": "green"})
+    completed = replace(flipped, changed=False, completed="bob@host", guard=passed)
     assert list(completed.to_dict())[:3] == ["action", "changed", "completed"]
-    assert completed.to_dict()["guard"] == {"result": "passed"}
+    assert completed.to_dict()["guard"] == passed.to_dict()
     assert "completed the run by bob@host" in flip_summary(completed)
     assert flip_summary(flipped).startswith("production: blue -> green (new), verified in 1.50 s")
 

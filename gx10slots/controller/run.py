@@ -278,8 +278,8 @@ class Controller:
 
         self.metrics.guarding.set(1)
         try:
-            doc = guard(self.app, request, make_ports=make_ports)
-            console.progress(f"controller: guard of {flip.active}: {doc.get('result')}")
+            guarded = guard(self.app, request, make_ports=make_ports)
+            console.progress(f"controller: guard of {flip.active}: {guarded.outcome}")
         except Refused as exc:
             console.progress(f"controller: not guarding {flip.active}: {exc.message}")
         except StateUnknown as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gx10slots.deploy.rules import DeployPlan
 from gx10slots.flip.result import FlipResult
+from gx10slots.guard.result import GuardResult
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Deployed:
     # smoke; ``flip`` is the interrupted flip it completed, if any.
     already_active: bool = False
     flip: FlipResult | None = None  # --flip
-    guard: dict[str, Any] | None = None  # --guard: the guard's own document
+    guard: GuardResult | None = None  # --guard: what the guard did after the flip
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"action": "deploy", "changed": self.changed}
@@ -67,7 +68,7 @@ class Deployed:
             doc["replaced_fallback"] = self.replaced_fallback
         doc["flip"] = self.flip.to_dict() if self.flip is not None else None
         if self.guard is not None:
-            doc["guard"] = self.guard
+            doc["guard"] = self.guard.to_dict()
         return doc
 
 

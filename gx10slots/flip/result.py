@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gx10slots.flip.rules import FlipPlan
+from gx10slots.guard.result import GuardResult
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class FlipResult:
     completed: str | None = None  # the holder whose interrupted run this one completed
     dry_run: bool = False
     patch: list[dict[str, Any]] = field(default_factory=list)  # --dry-run: the exact change
-    guard: dict[str, Any] | None = None  # --guard: the guard's own document
+    guard: GuardResult | None = None  # --guard: what the guard did after the flip
 
     @classmethod
     def of(
@@ -92,5 +93,5 @@ class FlipResult:
                 "duration_s": self.duration_s,
             }
         if self.guard is not None:
-            doc["guard"] = self.guard
+            doc["guard"] = self.guard.to_dict()
         return doc

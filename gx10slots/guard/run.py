@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from gx10slots import console
 from gx10slots.app import App
@@ -25,6 +25,7 @@ from gx10slots.flip.rules import FlipPlan, clean_reason
 from gx10slots.flip.run import record_flip
 from gx10slots.guard.loop import GuardRequest, Ports, WatchOutcome, watch
 from gx10slots.guard.ports import ClusterPorts
+from gx10slots.guard.result import GuardResult
 from gx10slots.guard.rules import (
     Baseline,
     GuardSettings,
@@ -40,10 +41,6 @@ from gx10slots.kube.values import now_utc, rfc3339
 from gx10slots.ops.lease import GUARD_LEASE, WATCH_UNTIL, hold
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.slots import SlotState
-
-GuardResult = Literal["passed", "stood-down", "tripped", "refused"]
-EXIT_CODES: dict[str, int] = {"passed": 0, "stood-down": 0, "tripped": 1, "refused": 3}
-
 
 # A smoke report is tens of KB; a bigger file under that name is not one of ours.
 REPORT_CAP_BYTES = 16 * 1024 * 1024  # as smoke.report.MAX_REPORT_BYTES
@@ -93,8 +90,8 @@ def guard(
     wait: Callable[[float], bool] | None = None,
     ports: Ports | None = None,
     make_ports: Callable[[Target, GuardSettings, str], Ports] | None = None,
-) -> dict[str, Any]:
-    """Run the guard; the result document (``result``: passed, stood-down or tripped).
+) -> GuardResult:
+    """Run the guard; its result, the report (``result``: passed, stood-down or tripped).
 
     Raises ``Refused`` (exit 3) when there is nothing safe to fall back to, or when it tripped
     and the flip-back stayed blocked until the window ended; ``StateUnknown`` (exit 4) when it
@@ -122,15 +119,17 @@ def guard(
     started_at = now_utc()
     if isinstance(gate, str):
         console.progress(f"guard: {gate}")
-        return {
-            "action": "guard",
-            "result": "stood-down",
-            "slot": request.expected,
-            "stood_down": gate,
-            "checks": 0,
-            "started_at": rfc3339(started_at),
-            "finished_at": rfc3339(now_utc()),
-        }
+        return GuardResult(
+            {
+                "action": "guard",
+                "result": "stood-down",
+                "slot": request.expected,
+                "stood_down": gate,
+                "checks": 0,
+                "started_at": rfc3339(started_at),
+                "finished_at": rfc3339(now_utc()),
+            }
+        )
     target = gate
     report_dir = request.report_dir or config.smoke.report_dir
     baseline, baseline_note = load_baseline(snap.slots[target.guarded], report_dir)
@@ -176,7 +175,7 @@ def guard(
             f"back: production is on {revert.target} again (verified)",
             hint=f"inspect slot {target.guarded} with `slots smoke {target.guarded}`",
         ).to_dict()
-    return doc
+    return GuardResult(doc)
 
 
 def announce_watch(app: App, by: str, window_s: float) -> Lock | None:
@@ -312,7 +311,7 @@ def guard_after_flip(
     *,
     report_dir: str | None = None,
     break_lock: bool = False,
-) -> dict[str, Any]:
+) -> GuardResult:
     """`flip|flip-back|deploy --flip --guard DURATION`: guard the slot the flip made active.
 
     A refusal becomes part of the document (``result: refused``) rather than an error, so the
@@ -331,13 +330,15 @@ def guard_after_flip(
         )
     except Refused as exc:
         console.progress(f"guard: {exc.message}")
-        return {
-            "action": "guard",
-            "result": "refused",
-            "slot": flip_result.target,
-            "error": exc.to_dict(),
-        }
+        return GuardResult(
+            {
+                "action": "guard",
+                "result": "refused",
+                "slot": flip_result.target,
+                "error": exc.to_dict(),
+            }
+        )
 
 
-def exit_code(doc: dict[str, Any]) -> int:
-    return EXIT_CODES.get(str(doc.get("result")), 1)
+def exit_code(result: GuardResult) -> int:
+    return result.exit_code
