@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from gx10slots.app import App
@@ -11,7 +12,9 @@ from gx10slots.kube.lease import LEASE_NAME, lease_view
 from gx10slots.kube.values import now_utc
 from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
+from gx10slots.ops.smokesummary import read_last_smoke
 from gx10slots.slots import role_of, status_warnings
+from gx10slots.smoke.summary import configmap_name
 
 
 def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
@@ -21,6 +24,22 @@ def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
     except ApiError as exc:  # e.g. a read-only Role without leases: say so, do not guess
         warnings.append(f"cannot read Lease {LEASE_NAME}: {exc.message}")
         return None
+
+
+def _last_smoke(
+    app: App, slot: str, revision: str | None, now: datetime, warnings: list[str]
+) -> dict[str, Any] | None:
+    """The summary of the slot's last smoke report kept in the cluster (whichever machine ran
+    it), with its age and whether the slot's revision moved since; None when none was kept."""
+    last = read_last_smoke(app, slot)
+    if last is None:
+        return None
+    if last.summary is None:
+        warnings.append(
+            f"slot {slot}: the last smoke summary (ConfigMap {configmap_name(slot)}) is "
+            f"unreadable: {last.error}"
+        )
+    return last.view(revision, now)
 
 
 def status(app: App) -> dict[str, Any]:
@@ -61,6 +80,7 @@ def status(app: App) -> dict[str, Any]:
         if slot.smoke is not None:
             age = slot.smoke.age_s(now)
             doc["smoke"]["age_s"] = round(age, 1) if age is not None else None
+        doc["last_smoke"] = _last_smoke(app, name, slot.revision, now, extra_warnings)
         slots[name] = doc
     return {
         "namespace": config.namespace,
