@@ -139,8 +139,8 @@ def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
 def smoke_cell(slot: dict[str, Any]) -> str:
     """The SMOKE column: what `flip` trusts (the record on the Deployment for the slot's current
     revision) first; else the last report kept in the cluster, marked ``stale`` when the slot's
-    revision moved since it ran (flip will not accept it) and ``unrecorded`` when its record
-    never reached the Deployment."""
+    revision moved since it ran (flip will not accept it) or ``unrecorded`` when its record
+    never reached the Deployment (flip will not accept it either)."""
     if not slot.get("exists", True):
         return "-"
     gate = slot.get("smoke")
@@ -152,9 +152,9 @@ def smoke_cell(slot: dict[str, Any]) -> str:
         return "none"  # for this revision: a smoke of an earlier one does not count
     if not last.get("readable"):
         return "unreadable"
+    # Short enough for the 80-column table: its age and revision are in -o wide and the JSON.
     verdict = "passed" if last.get("passed") else "FAILED"
-    note = "stale" if last.get("stale") else "unrecorded"
-    return f"{verdict} {_age(last.get('age_s'))} ago, {note}"
+    return f"{'stale' if last.get('stale') else 'unrecorded'}: {verdict}"
 
 
 def _figures_text(figures: dict[str, Any] | None) -> str:
@@ -174,7 +174,8 @@ def last_smoke_line(slot: str, last: dict[str, Any]) -> str:
     stale = " (stale: the slot's revision moved since)" if last.get("stale") else ""
     failed = [p["name"] for p in last.get("probes", []) if p.get("result") in ("fail", "not-run")]
     parts = [
-        f"last smoke of {_cell(slot)}: {verdict} at {_cell(last.get('at'))} by "
+        f"last smoke of {_cell(slot)}: {verdict} {_age(last.get('age_s'))} ago "
+        f"({_cell(last.get('at'))}) by "
         f"{_cell(last.get('by'))}, model {_cell(last.get('model'))}, revision "
         f"{_cell(last.get('revision'))}{stale}",
         f"failed: {_cell(', '.join(failed))}" if failed else "",

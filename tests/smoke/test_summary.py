@@ -224,8 +224,8 @@ def test_the_smoke_column_prefers_the_gates_record_then_the_kept_report() -> Non
     now = START + timedelta(seconds=42 + 300)
     assert smoke_cell(_slot(None)) == "none"
     assert smoke_cell(_slot({"readable": False, "error": "x"})) == "unreadable"
-    assert smoke_cell(_slot(last.view("rev-newer", now))) == "FAILED 5m ago, stale"
-    assert smoke_cell(_slot(last.view("rev-new", now))) == "FAILED 5m ago, unrecorded"
+    assert smoke_cell(_slot(last.view("rev-newer", now))) == "stale: FAILED"
+    assert smoke_cell(_slot(last.view("rev-new", now))) == "unrecorded: FAILED"
     gate = {"passed": True, "age_s": 60}
     assert smoke_cell(_slot(last.view("rev-new", now), gate)) == "passed 60s ago"
 
@@ -234,7 +234,7 @@ def test_status_wide_shows_who_ran_the_last_smoke_and_both_slots_figures() -> No
     summary = _build(_report(baseline=BASELINE))
     last = last_smoke_of(_configmap(encode(summary)), "green")
     assert last is not None
-    doc = {
+    doc: dict[str, Any] = {
         "namespace": "gx10",
         "previous": None,
         "flag": {"kind": "service-selector", "name": "gx10-model", "key": "k", "value": "blue"},
@@ -242,10 +242,12 @@ def test_status_wide_shows_who_ran_the_last_smoke_and_both_slots_figures() -> No
         "warnings": [],
     }
     narrow, wide = status_text(doc), status_text(doc, wide=True)
-    assert "FAILED 2m ago, stale" in narrow and "alice@gx10:42" not in narrow
+    assert "stale: FAILED" in narrow and "alice@gx10:42" not in narrow
+    assert all(len(x) <= 80 for x in narrow.split("\n\n")[0].splitlines()), narrow
     assert "SMOKE BY" in wide.splitlines()[0] and "alice@gx10:42" in wide
     line = next(x for x in wide.splitlines() if x.startswith("last smoke of green"))
-    assert "FAILED" in line and "revision rev-new (stale" in line
+    assert "FAILED 2m ago (2026-11-27T08:15:42Z) by alice@gx10:42" in line
+    assert "revision rev-new (stale" in line
     assert "failed: tool-call, streaming" in line
     assert "green TTFT p50 95 ms, 41.2 tokens/s" in line
     assert "active blue TTFT p50 10 ms, n/a tokens/s" in line
