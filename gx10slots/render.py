@@ -115,7 +115,7 @@ def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
     lines = [format_table(STATUS_COLUMNS, rows, wide=wide), ""]
     if wide:
         lines += [
-            last_smoke_line(name, slot["last_smoke"])
+            last_smoke_line(name, slot)
             for name, slot in doc["slots"].items()
             if (slot.get("last_smoke") or {}).get("readable")
         ]
@@ -168,8 +168,10 @@ def _figures_text(figures: dict[str, Any] | None) -> str:
     )
 
 
-def last_smoke_line(slot: str, last: dict[str, Any]) -> str:
-    """One line per slot (-o wide): the last smoke report kept in the cluster, whoever ran it."""
+def last_smoke_line(slot: str, doc: dict[str, Any]) -> str:
+    """One line per slot (-o wide): the last smoke report kept in the cluster, whoever ran it,
+    and the gate's record when it says otherwise (a guard marked the slot failed since)."""
+    last = doc["last_smoke"]
     verdict = "passed" if last.get("passed") else "FAILED"
     stale = " (stale: the slot's revision moved since)" if last.get("stale") else ""
     failed = [p["name"] for p in last.get("probes", []) if p.get("result") in ("fail", "not-run")]
@@ -186,6 +188,12 @@ def last_smoke_line(slot: str, last: dict[str, Any]) -> str:
         parts.append(f"active {_cell(baseline.get('slot'))} {_figures_text(baseline)}")
     if last.get("report"):
         parts.append(f"report {_cell(last['report'])}")
+    gate = doc.get("smoke")
+    if gate is not None and not last.get("stale") and gate.get("passed") != last.get("passed"):
+        gate_verdict = "passed" if gate.get("passed") else "FAILED"
+        parts.append(
+            f"but the record flip reads says {gate_verdict} since ({_cell(gate.get('report'))})"
+        )
     return "; ".join(p for p in parts if p)
 
 

@@ -251,3 +251,22 @@ def test_status_wide_shows_who_ran_the_last_smoke_and_both_slots_figures() -> No
     assert "failed: tool-call, streaming" in line
     assert "green TTFT p50 95 ms, 41.2 tokens/s" in line
     assert "active blue TTFT p50 10 ms, n/a tokens/s" in line
+
+
+def test_status_wide_says_when_the_gates_record_disagrees_with_the_kept_report() -> None:
+    passed = _build(_report(ProbeResult("readiness", True, 1.0, "ok")))
+    last = last_smoke_of(_configmap(encode(passed)), "green")
+    assert last is not None
+    tripped = {"passed": False, "age_s": 5, "report": "guard: 3 failed checks in a row"}
+    doc: dict[str, Any] = {
+        "namespace": "gx10",
+        "previous": None,
+        "flag": {"kind": "service-selector", "name": "gx10-model", "key": "k", "value": "blue"},
+        "slots": {"green": _slot(last.view("rev-new", START + timedelta(minutes=3)), tripped)},
+        "warnings": [],
+    }
+    wide = status_text(doc, wide=True)
+    line = next(x for x in wide.splitlines() if x.startswith("last smoke of green"))
+    assert line.startswith("last smoke of green: passed")
+    assert "but the record flip reads says FAILED since (guard: 3 failed checks in a row)" in line
+    assert "FAILED 5s ago" in wide  # the SMOKE column is the gate's
