@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gx10slots import console
 from gx10slots.app import App
-from gx10slots.errors import ApiError, ClusterError, Conflict, LockHeld, NotFound
+from gx10slots.errors import ClusterError, Conflict, LockHeld, NotFound
 from gx10slots.kube.cas import patch_until_settled
 from gx10slots.kube.client import FIELD_MANAGER
 from gx10slots.smoke.summary import KEY, LastSmoke, configmap_name, encode, last_smoke_of
@@ -43,7 +43,7 @@ def read_last_smoke(app: App, slot: str) -> LastSmoke | None:
     ConfigMap holds, nor for a read the cluster refuses (that is said in ``error``)."""
     try:
         configmap = read_summary_configmap(app, slot)
-    except ApiError as exc:  # e.g. a read-only Role without this ConfigMap
+    except ClusterError as exc:  # e.g. a Role without this ConfigMap: status goes on
         return LastSmoke(error=f"cannot read ConfigMap {configmap_name(slot)}: {exc.message}")
     return last_smoke_of(configmap, slot)
 

@@ -141,6 +141,17 @@ def test_a_garbled_or_oversized_summary_leaves_status_working_and_the_next_smoke
     last = _status(other)["slots"]["green"]["last_smoke"]
     assert last["readable"] is False and "oversized" in last["error"]
 
+    # A ConfigMap the API server will not give (an error every time): status goes on.
+    sandbox.fault(action="error", verb="get", resource="configmaps", name=SUMMARY_CM, count=50)
+    status = _status(other)
+    assert status["slots"]["green"]["last_smoke"]["readable"] is False
+    assert (
+        "cannot read ConfigMap gx10slots-smoke-green"
+        in status["slots"]["green"]["last_smoke"]["error"]
+    )
+    assert status["active"] == "blue" and status["slots"]["green"]["smoke"]["passed"] is True
+    sandbox.clear_faults()
+
     # The next smoke (from the other machine this time) writes the summary whole again.
     assert _slots(other, "smoke", "green").returncode == 0
     last = _status(sandbox.dir)["slots"]["green"]["last_smoke"]
