@@ -4,9 +4,11 @@
 
 MODEL picks a behaviour (``Behaviour.parse``): ``sandbox/ok``, ``sandbox/wedge``,
 ``sandbox/loading-<dur>``, ``sandbox/wrong-name``, ``sandbox/no-tools``, ``sandbox/garbage``,
-``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``, ``sandbox/wedge-after-<dur>``;
-any name outside ``sandbox/`` behaves like ``sandbox/ok``. The behaviour logic (answers, tool
-calls, failure decisions) is pure and separate from the HTTP plumbing below it, which imitates the
+``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``, ``sandbox/wedge-after-<dur>``,
+``sandbox/one-slot-<dur>`` (one generation at a time, <dur> per token); any name outside
+``sandbox/`` behaves like ``sandbox/ok``. A request's ``ignore_eos`` (vLLM's and llama-server's
+option) makes the answer run to ``max_tokens``. The behaviour logic (answers, tool calls, failure
+decisions) is pure and separate from the HTTP plumbing below it, which imitates the
 wire shapes of vLLM: ``/health``, ``/v1/models``, ``/v1/chat/completions`` (JSON and SSE),
 ``/v1/completions`` and Prometheus ``/metrics`` with vLLM's metric names.
 
@@ -77,6 +79,7 @@ class Kind(StrEnum):
     CRASH = "crash"
     FLAKY = "flaky"
     WEDGE_AFTER = "wedge-after"
+    ONE_SLOT = "one-slot"
 
 
 _PLAIN_KINDS = {
@@ -88,11 +91,13 @@ _TIMED_KINDS = (
     ("wedge-after-", Kind.WEDGE_AFTER),
     ("loading-", Kind.LOADING),
     ("slow-", Kind.SLOW),
+    ("one-slot-", Kind.ONE_SLOT),
 )
 _MODEL_HELP = (
     "sandbox/ok, sandbox/wedge, sandbox/loading-<dur>, sandbox/wrong-name, sandbox/no-tools, "
     "sandbox/garbage, sandbox/slow-<dur>, sandbox/crash, sandbox/flaky-<pct>, "
-    "sandbox/wedge-after-<dur> (durations like 500ms, 1.5s, 30s, 2m, 1h30m)"
+    "sandbox/wedge-after-<dur>, sandbox/one-slot-<dur> (durations like 500ms, 1.5s, 30s, 2m, "
+    "1h30m)"
 )
 
 
@@ -117,6 +122,8 @@ class GenRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "none"  # "none" | "auto" | "required" | "named"
     tool_name: str | None = None  # with tool_choice "named"
+    # vLLM's and llama-server's `ignore_eos`: generate max_tokens tokens whatever the answer.
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,7 @@ class Behaviour:
     """What a MODEL value makes the server do; every decision is a pure function of inputs."""
 
     kind: Kind = Kind.OK
-    seconds: float = 0.0  # loading-, slow-, wedge-after-
+    seconds: float = 0.0  # loading-, slow-, wedge-after-, one-slot- (the pace per token)
     percent: int = 0  # flaky-
 
     @classmethod
@@ -272,6 +279,17 @@ class Behaviour:
     def ttft_delay(self) -> float:
         return self.seconds if self.kind is Kind.SLOW else 0.0
 
+    @property
+    def one_slot(self) -> bool:
+        """``sandbox/one-slot-<dur>``: one generation at a time, the others wait their turn (an
+        engine with one slot: llama-server ``--parallel 1``, vLLM ``--max-num-seqs 1``)."""
+        return self.kind is Kind.ONE_SLOT
+
+    @property
+    def token_pace(self) -> float:
+        """Seconds between two generated tokens (a real engine decodes at a rate)."""
+        return self.seconds if self.kind is Kind.ONE_SLOT else 0.0
+
     def served_id(self, served_name: str) -> str:
         return served_name + "-wrong" if self.kind is Kind.WRONG_NAME else served_name
 
@@ -300,6 +318,8 @@ class Behaviour:
                 return Answer(raw, "stop", len(raw.split()))
             call = ToolCall(f"chatcmpl-tool-{uuid.uuid4().hex}", tool.name, arguments)
             return Answer(None, "tool_calls", len(raw.split()), (call,))
+        if req.ignore_eos and req.max_tokens is not None:
+            return _to_length(req.max_tokens)
         if "pong" in req.prompt.lower():
             return _limited("pong", req.max_tokens)
         if req.temperature == 0:
@@ -324,6 +344,13 @@ def _limited(text: str, max_tokens: int | None) -> Answer:
     if max_tokens is not None and len(words) > max_tokens:
         return Answer(" ".join(words[:max_tokens]), "length", max_tokens)
     return Answer(" ".join(words), "stop", max(1, len(words)))
+
+
+def _to_length(tokens: int) -> Answer:
+    """``ignore_eos``: the sentences over and over, up to exactly ``tokens`` words."""
+    words = " ".join(_SENTENCES).split()
+    text = " ".join(words[i % len(words)] for i in range(tokens))
+    return Answer(text, "length", tokens)
 
 
 def count_tokens(text: str) -> int:
@@ -383,6 +410,9 @@ def _common(body: Any) -> dict[str, Any]:
     if options is not None and not stream:
         raise RequestError("Stream options can only be defined when `stream=True`.")
     include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise RequestError("ignore_eos must be a boolean")
     return {
         "model": model,
         "max_tokens": max_tokens,
@@ -390,6 +420,7 @@ def _common(body: Any) -> dict[str, Any]:
         "seed": seed,
         "stream": stream,
         "include_usage": include_usage,
+        "ignore_eos": ignore_eos,
     }
 
 
@@ -528,6 +559,7 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.running = 0
+        self.waiting = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.success = dict.fromkeys(FINISH_REASONS, 0)
@@ -538,6 +570,18 @@ class Metrics:
         with self._lock:
             self.running += 1
             self.prompt_tokens += prompt_tokens
+
+    def queued(self) -> None:
+        """An accepted request waits for the engine's one slot: waiting, not running (vLLM's
+        scheduler counts it in num_requests_waiting)."""
+        with self._lock:
+            self.running -= 1
+            self.waiting += 1
+
+    def admitted(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+            self.running += 1
 
     def first_token(self, seconds: float) -> None:
         with self._lock:
@@ -566,7 +610,7 @@ class Metrics:
             family("vllm:num_requests_running", "gauge", "Number of requests in model execution.")
             out.append(f"vllm:num_requests_running{lbl} {float(self.running)}")
             family("vllm:num_requests_waiting", "gauge", "Number of requests waiting.")
-            out.append(f"vllm:num_requests_waiting{lbl} 0.0")
+            out.append(f"vllm:num_requests_waiting{lbl} {float(self.waiting)}")
             family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent.")
             out.append(f"vllm:kv_cache_usage_perc{lbl} {min(1.0, self.running / 64)}")
             family("vllm:prompt_tokens", "counter", "Number of prefill tokens processed.")
@@ -846,12 +890,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, req: GenRequest, index: int, *, chat: bool, wedged: bool) -> str:
         owner = self.owner
-        if wedged:
-            owner.pause(None)
-        owner.pause(owner.behaviour.ttft_delay)
-        answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
-        owner.metrics.first_token(time.monotonic() - self._t0)
-        owner.metrics.generated(answer.completion_tokens)
+        with owner.turn():
+            if wedged:
+                owner.pause(None)
+            owner.pause(owner.behaviour.ttft_delay)
+            answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
+            owner.metrics.first_token(time.monotonic() - self._t0)
+            pace = owner.behaviour.token_pace
+            if pace > 0:  # one decode step per further token, counted as it is made
+                owner.metrics.generated(1)
+                for _ in range(answer.completion_tokens - 1):
+                    owner.pause(pace)
+                    owner.metrics.generated(1)
+            else:
+                owner.metrics.generated(answer.completion_tokens)
         choice: dict[str, Any]
         if chat:
             message = {
@@ -885,6 +937,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-sandbox-server-ms", self._server_ms())
         self.end_headers()
+        with owner.turn():
+            return self._stream_answer(req, index, chat=chat, wedged=wedged)
+
+    def _stream_answer(self, req: GenRequest, index: int, *, chat: bool, wedged: bool) -> str:
+        owner = self.owner
         if wedged:
             owner.pause(None)
         owner.pause(owner.behaviour.ttft_delay)
@@ -897,6 +954,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         first = True
         for choice, tokens in _stream_choices(answer, chat=chat):
+            if tokens and not first:
+                owner.pause(owner.behaviour.token_pace)  # the engine's next decode step
             self._event(base | {"choices": [choice]})
             if tokens and first:
                 owner.metrics.first_token(time.monotonic() - self._t0)
@@ -992,6 +1051,7 @@ class ModelServer:
         self.created = int(time.time())
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._slot = threading.Lock()  # sandbox/one-slot-<dur>: the engine's one slot
         self._index = 0
         self._started = 0.0
         self._httpd: _HTTPServer | None = None
@@ -1123,6 +1183,25 @@ class ModelServer:
         with self._lock:
             self._index += 1
             return self._index - 1
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """The engine's slot for one generation: at once, or with ``sandbox/one-slot-<dur>``
+        once the requests ahead are done (counted as waiting meanwhile)."""
+        if not self.behaviour.one_slot:
+            yield
+            return
+        self.metrics.queued()
+        try:
+            while not self._slot.acquire(timeout=0.05):
+                if self._stopping.is_set():
+                    raise _Aborted
+        finally:
+            self.metrics.admitted()
+        try:
+            yield
+        finally:
+            self._slot.release()
 
     def pause(self, seconds: float | None) -> None:
         """Sleep without burning CPU (None: until stop); raise _Aborted when the server stops."""
