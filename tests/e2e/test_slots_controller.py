@@ -3,6 +3,7 @@ mode changes nothing, and a killed leader is replaced."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -148,6 +149,75 @@ def test_a_wedge_after_a_flip_is_back_on_the_fallback_within_15_s(
         lambda: controller.metric('gx10slots_active_slot{slot="blue"}') == 1,
         what="the active-slot gauge to follow",
     )
+    assert controller.stop() == 0
+    assert "Traceback" not in controller.text()
+
+
+# sandbox/one-slot-<pace>: one generation at a time, as llama-server --parallel 1 serves.
+PACE_S = 0.02
+# One streamed generation of this many tokens holds the slot for LONG_TOKENS x PACE_S = 24 s:
+# several times the controller's interval x failures (3 s x 2), every one of its probes queued.
+LONG_TOKENS = 1200
+
+
+def _checks(controller: Controller, slot: str) -> int:
+    return len(re.findall(rf"guard {slot}: check \d+", controller.text()))
+
+
+def test_a_long_streaming_generation_on_a_one_slot_engine_is_never_reverted(
+    sandbox: Sandbox, controllers: list[Controller], tmp_path: Path
+) -> None:
+    """The controller's probes wait behind a healthy long generation on an engine that serves one
+    request at a time: busy, not wedged (its token counter moves). Production stays on the slot."""
+    box = sandbox
+    # The sandbox's blue is a concurrent engine: next to it, a one-slot engine's burst is a
+    # regression by design. The smoke's live comparison is not this test's subject.
+    box.set_smoke(baseline={"live": False})
+    controller = Controller(box, tmp_path / "controller.err")
+    controllers.append(controller)
+    wait_for(lambda: "leading" in controller.text(), timeout=60, what="the controller to lead")
+    model = f"sandbox/one-slot-{PACE_S * 1000:g}ms"
+    result = box.cli("deploy", model, "--served-name", "sandbox-v2", "--flip")
+    assert result.code == 0, result.err
+    assert box.flag() == "green"
+    wait_for(lambda: _checks(controller, "green") >= 1, timeout=60, what="the guard's first check")
+    body = {
+        "model": "sandbox-v2",
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": LONG_TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    checks_before = _checks(controller, "green")
+    started = time.monotonic()
+    tokens = 0
+    with httpx.stream(
+        "POST", f"{box.info['prod_endpoint']}/v1/chat/completions", json=body, timeout=120
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                delta = json.loads(line.removeprefix("data: "))["choices"][0]["delta"]
+                tokens += len((delta.get("content") or "").split())
+    took = time.monotonic() - started
+    log_at_end = len(controller.text())
+    checks_during = _checks(controller, "green") - checks_before
+    assert tokens == LONG_TOKENS
+    assert took >= LONG_TOKENS * PACE_S * 0.9, f"the generation took only {took:.1f} s"
+    # Production never moved: the flag, the history and the metric agree...
+    assert box.flag() == "green", controller.text()
+    assert box.production() == "sandbox-v2"
+    assert all(e["action"] != "auto-revert" for e in box.history()), box.history()
+    assert controller.metric("gx10slots_auto_reverts_total") == 0
+    # ...while the controller kept checking all along (a check every 3 s at most).
+    assert checks_during >= 4, controller.text()
+    # Its probes answer again once the generation is over.
+    wait_for(
+        lambda: re.search(r"guard green: check \d+ \S+ ok", controller.text()[log_at_end:]),
+        timeout=30,
+        what="a passing check after the generation",
+    )
+    assert box.flag() == "green"
     assert controller.stop() == 0
     assert "Traceback" not in controller.text()
 
