@@ -128,6 +128,41 @@ def test_tiny_babble_is_refused_by_smoke_and_production_never_sees_it(
 # --------------------------------------------------------------------------- the server itself
 
 
+class _Stream:
+    """One streamed chat completion in a thread: its frames counted; :meth:`stop` hangs up,
+    which ends the generation on the server."""
+
+    def __init__(self, base: str, body: dict[str, Any]) -> None:
+        self.base, self.body = base, body
+        self.frames: list[int] = []
+        self.done = threading.Event()
+        self._hang_up = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            url = f"{self.base}/v1/chat/completions"
+            with httpx.stream("POST", url, json=self.body, timeout=120) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        self.frames.append(len(line))
+                    if self._hang_up.is_set():
+                        return
+        finally:
+            self.done.set()
+
+    def start(self) -> _Stream:
+        """Start it and wait for its first frame (or its end)."""
+        self.thread.start()
+        while not self.frames and not self.done.is_set():
+            self.done.wait(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._hang_up.set()
+        self.thread.join(timeout=60)
+
+
 class _Server:
     def __init__(self, process: Any, base: str, log: Path) -> None:
         self.process, self.base, self.log = process, base, log
@@ -243,34 +278,18 @@ def test_a_long_healthy_generation_is_progress_not_a_wedge(
         "max_tokens": GENERATED,
         "stream": True,
     }
-    chunks: list[int] = []
-    done = threading.Event()
-
-    def stream() -> None:
-        try:
-            with httpx.stream(
-                "POST", f"{server.base}/v1/chat/completions", json=body, timeout=120
-            ) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        chunks.append(len(line))
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=stream, daemon=True)
-    worker.start()
+    stream = _Stream(server.base, body).start()
     samples: list[ProgressSample] = []
     totals: list[dict[str, float]] = []
     # Sample while the one request runs (the stream has started: its first chunk arrived).
-    while not chunks and not done.is_set():
-        done.wait(0.01)
+    done = stream.done
     while not done.is_set():
         metrics = _metrics(server)
         if metrics.get(PROCESSING) == 1.0:
             totals.append(metrics)
             samples.append(sample_of(metrics, LLAMA_SERVER, time.monotonic()))
         done.wait(0.02)
-    worker.join(timeout=60)
+    stream.thread.join(timeout=60)
     assert len(samples) >= 3, f"the generation ended after {len(samples)} samples"
     span = samples[-1].at - samples[0].at
     # The request-end counter never moved while the request ran...
@@ -366,31 +385,15 @@ def test_the_guard_never_reverts_a_one_slot_server_busy_with_a_long_generation(
         "ignore_eos": True,
         "stream": True,
     }
-    hang_up = threading.Event()
-    frames: list[int] = []
-
-    def long_generation() -> None:
-        with httpx.stream(
-            "POST", f"{server.base}/v1/chat/completions", json=body, timeout=120
-        ) as response:
-            for line in response.iter_lines():
-                frames.append(len(line))
-                if hang_up.is_set():
-                    return  # closing the connection ends the generation
-
-    worker = threading.Thread(target=long_generation, daemon=True)
     ports = _RealServerPorts(server.base)
     assert ports.observe(3.0).passed  # idle, the server answers at once
-    worker.start()
-    while not frames and worker.is_alive():
-        time.sleep(0.01)
+    stream = _Stream(server.base, body).start()
     try:
         outcome = watch(ports, PONG_TARGET, CONTROLLER, None)
-        still_generating = worker.is_alive()
+        still_generating = not stream.done.is_set()
         deferred = _metrics(server).get("llamacpp:requests_deferred", 0.0)
     finally:
-        hang_up.set()
-        worker.join(timeout=30)
+        stream.stop()
     assert still_generating, "the long generation ended before the guard's window"
     assert outcome.result == "passed" and ports.reverted == [], outcome.records
     # The probes really were queued: they timed out on a server that answers in milliseconds,
@@ -403,19 +406,13 @@ def test_the_guard_never_reverts_a_one_slot_server_busy_with_a_long_generation(
     assert ports.observe(3.0).passed
 
     # The same server stopped mid-generation: nothing moves, nothing answers.
-    hang_up.clear()
-    frames.clear()
-    worker = threading.Thread(target=long_generation, daemon=True)
-    worker.start()
-    while not frames and worker.is_alive():
-        time.sleep(0.01)
+    stream = _Stream(server.base, body).start()
     os.kill(server.process.pid, signal.SIGSTOP)
     try:
         stopped = watch(ports, PONG_TARGET, CONTROLLER, None)
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
-        hang_up.set()
-        worker.join(timeout=30)
+        stream.stop()
     assert stopped.result == "tripped", [r.to_dict() for r in stopped.records]
     assert len(ports.reverted) == 1
     assert [r.busy for r in stopped.streak] == [False, False]
