@@ -4,16 +4,19 @@
 
 MODEL picks a behaviour (``Behaviour.parse``): ``sandbox/ok``, ``sandbox/wedge``,
 ``sandbox/loading-<dur>``, ``sandbox/wrong-name``, ``sandbox/no-tools``, ``sandbox/garbage``,
-``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``, ``sandbox/wedge-after-<dur>``,
-``sandbox/one-slot-<dur>`` (one generation at a time, <dur> per token); any name outside
-``sandbox/`` behaves like ``sandbox/ok``. A request's ``ignore_eos`` (vLLM's and llama-server's
-option) makes the answer run to ``max_tokens``. The behaviour logic (answers, tool calls, failure
-decisions) is pure and separate from the HTTP plumbing below it, which imitates the
+``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``, ``sandbox/wedge-after-<dur>``;
+any name outside ``sandbox/`` behaves like ``sandbox/ok``. The behaviour logic (answers, tool
+calls, failure decisions) is pure and separate from the HTTP plumbing below it, which imitates the
 wire shapes of vLLM: ``/health``, ``/v1/models``, ``/v1/chat/completions`` (JSON and SSE),
 ``/v1/completions`` and Prometheus ``/metrics`` with vLLM's metric names.
 
 Stdlib only (plus the stdlib-only ``gx10slots.durations``), so it runs wherever a Python runs.
 Time-based behaviours count from ``start()``.
+
+``sandbox/one-slot-<dur>`` is an engine with one slot (llama-server ``--parallel 1``): one
+generation at a time, the others wait their turn, <dur> per generated token. A request's
+``ignore_eos`` (vLLM's and llama-server's option) runs the answer on to ``max_tokens``: with both,
+a test holds a long streaming generation open.
 """
 
 from __future__ import annotations
@@ -119,11 +122,11 @@ class GenRequest:
     seed: int | None = None
     stream: bool = False
     include_usage: bool = False
+    # vLLM's and llama-server's `ignore_eos`: generate max_tokens tokens whatever the answer.
+    ignore_eos: bool = False
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "none"  # "none" | "auto" | "required" | "named"
     tool_name: str | None = None  # with tool_choice "named"
-    # vLLM's and llama-server's `ignore_eos`: generate max_tokens tokens whatever the answer.
-    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,14 @@ class Behaviour:
         """Seconds between two generated tokens (a real engine decodes at a rate)."""
         return self.seconds if self.kind is Kind.ONE_SLOT else 0.0
 
+    def generate(self, req: GenRequest, *, index: int, seed: int) -> Answer:
+        """The answer, run on to ``max_tokens`` when the request sets ``ignore_eos`` (the engine
+        then never stops at the end-of-sequence token)."""
+        answer = self.answer(req, index=index, seed=seed)
+        if req.ignore_eos and req.max_tokens is not None and not answer.tool_calls:
+            return _to_length(answer.text or "", req.max_tokens)
+        return answer
+
     def served_id(self, served_name: str) -> str:
         return served_name + "-wrong" if self.kind is Kind.WRONG_NAME else served_name
 
@@ -318,8 +329,6 @@ class Behaviour:
                 return Answer(raw, "stop", len(raw.split()))
             call = ToolCall(f"chatcmpl-tool-{uuid.uuid4().hex}", tool.name, arguments)
             return Answer(None, "tool_calls", len(raw.split()), (call,))
-        if req.ignore_eos and req.max_tokens is not None:
-            return _to_length(req.max_tokens)
         if "pong" in req.prompt.lower():
             return _limited("pong", req.max_tokens)
         if req.temperature == 0:
@@ -346,11 +355,10 @@ def _limited(text: str, max_tokens: int | None) -> Answer:
     return Answer(" ".join(words), "stop", max(1, len(words)))
 
 
-def _to_length(tokens: int) -> Answer:
-    """``ignore_eos``: the sentences over and over, up to exactly ``tokens`` words."""
-    words = " ".join(_SENTENCES).split()
-    text = " ".join(words[i % len(words)] for i in range(tokens))
-    return Answer(text, "length", tokens)
+def _to_length(text: str, tokens: int) -> Answer:
+    """``ignore_eos``: ``text``, then the sentences over and over, exactly ``tokens`` words."""
+    words = text.split() + " ".join(_SENTENCES).split() * (tokens // 20 + 1)
+    return Answer(" ".join(words[:tokens]), "length", tokens)
 
 
 def count_tokens(text: str) -> int:
@@ -894,7 +902,7 @@ class _Handler(BaseHTTPRequestHandler):
             if wedged:
                 owner.pause(None)
             owner.pause(owner.behaviour.ttft_delay)
-            answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
+            answer = owner.behaviour.generate(req, index=index, seed=owner.config.seed)
             owner.metrics.first_token(time.monotonic() - self._t0)
             pace = owner.behaviour.token_pace
             if pace > 0:  # one decode step per further token, counted as it is made
@@ -945,7 +953,7 @@ class _Handler(BaseHTTPRequestHandler):
         if wedged:
             owner.pause(None)
         owner.pause(owner.behaviour.ttft_delay)
-        answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
+        answer = owner.behaviour.generate(req, index=index, seed=owner.config.seed)
         base = {
             "id": _completion_id(chat),
             "object": "chat.completion.chunk" if chat else "text_completion",

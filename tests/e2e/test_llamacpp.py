@@ -31,7 +31,6 @@ from gx10slots.slots import FlagState
 from gx10slots.smoke.live import Observation, observe, progress_verdict
 from gx10slots.smoke.profiles import LLAMA_SERVER
 from gx10slots.smoke.progress import ProgressSample, Verdict, parse_prometheus, sample_of
-from gx10slots.smoke.settings import SuiteSettings
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.traffic import ProductionTraffic
 
@@ -123,6 +122,116 @@ def test_tiny_babble_is_refused_by_smoke_and_production_never_sees_it(
     assert int(junit.get("failures", "0")) >= 1
     status = box.cli("-o", "json", "status").json()
     assert status["slots"]["green"]["smoke"]["passed"] is False
+
+
+# ------------------------------------------------- the guard against a one-slot llama-server
+
+
+class _RealServerPorts:
+    """The guard's loop on the real server: production is the server itself, the flag stays on
+    green, and a flip-back is only recorded (the loop and the rules are what is under test)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.reverted: list[str] = []
+        self.observations: list[Observation] = []
+        self._stop = threading.Event()
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def wait(self, seconds: float) -> bool:
+        return self._stop.wait(seconds)
+
+    def flag(self) -> FlagState:
+        return FlagState(
+            value="green", active="green", previous="blue", resource_version="1", annotations={}
+        )
+
+    def observe(self, timeout_s: float) -> Observation:
+        from gx10slots.smoke.settings import SuiteSettings
+
+        observation = observe(
+            self.base,
+            "pong",
+            LLAMA_SERVER,
+            SuiteSettings(probes=("streaming",), probe_timeout_s=timeout_s),
+            api_key=None,
+            timeout_s=timeout_s,
+            stall_window_s=CONTROLLER.stall_window_s,
+            sample_every_s=CONTROLLER.sample_every_s,
+        )
+        self.observations.append(observation)
+        return observation
+
+    def gates(self) -> tuple[GateReading, ...]:
+        return ()
+
+    def revert(self, summary: str, streak: Sequence[CheckRecord]) -> RevertResult:
+        self.reverted.append(summary)
+        return RevertResult("green", "blue", True, "recorded by the test")
+
+
+# The controller's defaults: a check every 3 s, 2 failed in a row flip back, a 3 s probe.
+CONTROLLER = resolve_settings(
+    GuardConfig(),
+    window_s=12.0,
+    interval_s=ControllerConfig.interval_s,
+    failures=ControllerConfig.failures,
+    probe_timeout_s=ControllerConfig.probe_timeout_s,
+)
+PONG_TARGET = Target("green", "blue", "tiny-pong", "pong", None, "sandbox-ok")
+
+
+def test_the_guard_never_reverts_a_one_slot_server_busy_with_a_long_generation(
+    tmp_path: Path, start_server: Any
+) -> None:
+    """llama-server with one slot (--parallel 1) serves one generation at a time: the guard's
+    probes wait behind a long streamed generation and time out, while llamacpp:n_decode_total
+    moves at every decode step. The controller's checks call that busy, never a wedge; the same
+    server stopped mid-generation (SIGSTOP) is still left within two checks."""
+    model = ensure_tiny_model(tmp_path / "models", "tiny-pong")
+    server = start_server(model, ["pong"], extra=("--context-shift", "--parallel", "1"))
+    llamacpp.wait_until_ready(server.base, process=server.process, served_name="pong")
+    # ignore_eos: tiny-pong would say " pong" and stop; the long generation runs until we hang up.
+    body = {
+        "model": "pong",
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 10**7,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    ports = _RealServerPorts(server.base)
+    assert ports.observe(3.0).passed  # idle, the server answers at once
+    stream = _Stream(server.base, body).start()
+    try:
+        outcome = watch(ports, PONG_TARGET, CONTROLLER, None)
+        still_generating = not stream.done.is_set()
+        deferred = _metrics(server).get("llamacpp:requests_deferred", 0.0)
+    finally:
+        stream.stop()
+    assert still_generating, "the long generation ended before the guard's window"
+    assert outcome.result == "passed" and ports.reverted == [], outcome.records
+    # The probes really were queued: they timed out on a server that answers in milliseconds,
+    # each check judged busy on the decode counter (the request-end counter never moved).
+    queued = [r for r in outcome.records[1:] if not r.observation.passed]
+    assert len(queued) >= 3, [r.to_dict() for r in outcome.records]
+    assert all(r.busy and r.passed for r in queued), [r.to_dict() for r in queued]
+    assert deferred >= 1  # llama-server says so too: requests wait for the one slot
+    # Once the generation is over, the probe answers again.
+    assert ports.observe(3.0).passed
+
+    # The same server stopped mid-generation: nothing moves, nothing answers.
+    stream = _Stream(server.base, body).start()
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        stopped = watch(ports, PONG_TARGET, CONTROLLER, None)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        stream.stop()
+    assert stopped.result == "tripped", [r.to_dict() for r in stopped.records]
+    assert len(ports.reverted) == 1
+    assert [r.busy for r in stopped.streak] == [False, False]
 
 
 # --------------------------------------------------------------------------- the server itself
@@ -308,111 +417,3 @@ def test_a_long_healthy_generation_is_progress_not_a_wedge(
     # stops by itself: it runs to max_tokens).
     after = _metrics(server)
     assert after[PREDICTED] - totals[0][PREDICTED] == GENERATED
-
-
-# ------------------------------------------------- the guard against a one-slot llama-server
-
-
-class _RealServerPorts:
-    """The guard's loop on the real server: production is the server itself, the flag stays on
-    green, and a flip-back is only recorded (the loop and the rules are what is under test)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.reverted: list[str] = []
-        self.observations: list[Observation] = []
-        self._stop = threading.Event()
-
-    def clock(self) -> float:
-        return time.monotonic()
-
-    def wait(self, seconds: float) -> bool:
-        return self._stop.wait(seconds)
-
-    def flag(self) -> FlagState:
-        return FlagState(
-            value="green", active="green", previous="blue", resource_version="1", annotations={}
-        )
-
-    def observe(self, timeout_s: float) -> Observation:
-        observation = observe(
-            self.base,
-            "pong",
-            LLAMA_SERVER,
-            SuiteSettings(probes=("streaming",), probe_timeout_s=timeout_s),
-            api_key=None,
-            timeout_s=timeout_s,
-            stall_window_s=CONTROLLER.stall_window_s,
-            sample_every_s=CONTROLLER.sample_every_s,
-        )
-        self.observations.append(observation)
-        return observation
-
-    def gates(self) -> tuple[GateReading, ...]:
-        return ()
-
-    def revert(self, summary: str, streak: Sequence[CheckRecord]) -> RevertResult:
-        self.reverted.append(summary)
-        return RevertResult("green", "blue", True, "recorded by the test")
-
-
-# The controller's defaults: a check every 3 s, 2 failed in a row flip back, a 3 s probe.
-CONTROLLER = resolve_settings(
-    GuardConfig(),
-    window_s=12.0,
-    interval_s=ControllerConfig.interval_s,
-    failures=ControllerConfig.failures,
-    probe_timeout_s=ControllerConfig.probe_timeout_s,
-)
-PONG_TARGET = Target("green", "blue", "tiny-pong", "pong", None, "sandbox-ok")
-
-
-def test_the_guard_never_reverts_a_one_slot_server_busy_with_a_long_generation(
-    tmp_path: Path, start_server: Any
-) -> None:
-    """llama-server with one slot (--parallel 1) serves one generation at a time: the guard's
-    probes wait behind a long streamed generation and time out, while llamacpp:n_decode_total
-    moves at every decode step. The controller's checks call that busy, never a wedge; the same
-    server stopped mid-generation (SIGSTOP) is still left within two checks."""
-    model = ensure_tiny_model(tmp_path / "models", "tiny-pong")
-    server = start_server(model, ["pong"], extra=("--context-shift", "--parallel", "1"))
-    llamacpp.wait_until_ready(server.base, process=server.process, served_name="pong")
-    # ignore_eos: tiny-pong would say " pong" and stop; the long generation runs until we hang up.
-    body = {
-        "model": "pong",
-        "messages": [{"role": "user", "content": "ping"}],
-        "max_tokens": 10**7,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    ports = _RealServerPorts(server.base)
-    assert ports.observe(3.0).passed  # idle, the server answers at once
-    stream = _Stream(server.base, body).start()
-    try:
-        outcome = watch(ports, PONG_TARGET, CONTROLLER, None)
-        still_generating = not stream.done.is_set()
-        deferred = _metrics(server).get("llamacpp:requests_deferred", 0.0)
-    finally:
-        stream.stop()
-    assert still_generating, "the long generation ended before the guard's window"
-    assert outcome.result == "passed" and ports.reverted == [], outcome.records
-    # The probes really were queued: they timed out on a server that answers in milliseconds,
-    # each check judged busy on the decode counter (the request-end counter never moved).
-    queued = [r for r in outcome.records[1:] if not r.observation.passed]
-    assert len(queued) >= 3, [r.to_dict() for r in outcome.records]
-    assert all(r.busy and r.passed for r in queued), [r.to_dict() for r in queued]
-    assert deferred >= 1  # llama-server says so too: requests wait for the one slot
-    # Once the generation is over, the probe answers again.
-    assert ports.observe(3.0).passed
-
-    # The same server stopped mid-generation: nothing moves, nothing answers.
-    stream = _Stream(server.base, body).start()
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        stopped = watch(ports, PONG_TARGET, CONTROLLER, None)
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
-        stream.stop()
-    assert stopped.result == "tripped", [r.to_dict() for r in stopped.records]
-    assert len(ports.reverted) == 1
-    assert [r.busy for r in stopped.streak] == [False, False]

@@ -542,9 +542,10 @@ def test_one_slot_parses_its_pace() -> None:
 
 def test_ignore_eos_runs_to_max_tokens() -> None:
     long = GenRequest(model=None, prompt="pong", prompt_tokens=1, max_tokens=300, ignore_eos=True)
-    answer = Behaviour.parse("sandbox/ok").answer(long, index=0, seed=0)
+    answer = Behaviour.parse("sandbox/ok").generate(long, index=0, seed=0)
     assert (answer.completion_tokens, answer.finish_reason) == (300, "length")
-    assert len((answer.text or "").split()) == 300
+    words = (answer.text or "").split()
+    assert len(words) == 300 and words[0] == "pong"  # the answer, then on and on
 
 
 def test_ignore_eos_must_be_a_boolean(serve: Serve) -> None:
