@@ -589,3 +589,31 @@ def test_one_slot_streams_at_its_pace_and_queues_the_next_request(serve: Serve) 
     assert len("".join(words).split()) == 100
     assert sample(url, "vllm:num_requests_waiting") == 0
     assert sample(url, "vllm:num_requests_running") == 0
+
+
+def test_one_slot_stops_with_requests_waiting_their_turn(serve: Serve) -> None:
+    server = serve("sandbox/one-slot-50ms")
+    body = {"messages": PONG, "stream": True, "max_tokens": 1000, "ignore_eos": True}
+    ended: list[str] = []
+
+    def request() -> None:
+        try:
+            with httpx.stream(
+                "POST", f"{server.url}/v1/chat/completions", json=body, timeout=30
+            ) as r:
+                for _ in r.iter_lines():
+                    pass
+        except httpx.HTTPError as exc:
+            ended.append(type(exc).__name__)
+        else:
+            ended.append("complete")
+
+    threads = [threading.Thread(target=request, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: sample(server.url, "vllm:num_requests_waiting") == 1, within=5)
+    started = time.monotonic()
+    server.stop()  # the running one and the waiting one are both let go
+    for thread in threads:
+        thread.join(10)
+    assert len(ended) == 2 and time.monotonic() - started < 5
