@@ -40,6 +40,7 @@ from gx10slots.guard.rules import (
     busy,
 )
 from gx10slots.guard.run import exit_code
+from gx10slots.ops.engine import ProbeVerdict
 from gx10slots.ops.read import Snapshot
 from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SmokeRecord
 from gx10slots.smoke.live import Observation, observe
@@ -571,6 +572,73 @@ def wired(
     ports = ClusterPorts(make_app(tmp_path), TARGET, SETTINGS, by="guard:me@host:1")
     monkeypatch.setattr(ports, "flag", lambda: flag("green"))
     yield ports, calls
+
+
+@pytest.mark.parametrize(
+    ("answer", "look", "safe"),
+    [
+        # Queued behind a stream the flip left there, its counter moving: busy, a safe place.
+        (ProbeVerdict(False, "known-answer: timed out after 10.0 s", timed_out=True), BUSY, True),
+        # Timed out on a flat counter: wedged, no place to go.
+        (
+            ProbeVerdict(False, "known-answer: timed out after 10.0 s", timed_out=True),
+            WEDGED,
+            False,
+        ),
+        # An error is not a queue: not even looked at again.
+        (ProbeVerdict(False, "known-answer: HTTP 500"), BUSY, False),
+    ],
+)
+def test_a_fallback_busy_with_a_long_generation_is_still_a_safe_place_to_go(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    answer: ProbeVerdict,
+    look: Observation,
+    safe: bool,
+) -> None:
+    looked: list[str] = []
+
+    def fake_observe(endpoint: str, served: str, *args: Any, **kw: Any) -> Observation:
+        looked.append(f"{endpoint} {served}")
+        return look
+
+    monkeypatch.setattr(ports_mod, "slot_endpoint", lambda app, slot: f"http://{slot}.test")
+    monkeypatch.setattr(ports_mod, "quick_probe", lambda *args, **kw: answer)
+    monkeypatch.setattr(ports_mod, "observe", fake_observe)
+    target = Target("green", "blue", "new-model", "new-model", "rev-green", "old-model", "old")
+    ports = ClusterPorts(make_app(tmp_path), target, SETTINGS, by="guard:me@host:1")
+    unsafe = ports._fallback_answers()
+    assert (unsafe is None) == safe, unsafe
+    if not safe:
+        assert unsafe is not None and unsafe.startswith(
+            "the previous slot blue failed its own probe"
+        )
+    assert looked == ([] if not answer.timed_out else ["http://blue.test old"])
+
+
+def test_a_quick_probe_says_whether_its_failures_were_only_timeouts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from gx10slots.ops import engine as engine_mod
+
+    hung, erroring = FakeEngine(), FakeEngine()
+    hung.routes["/v1/chat/completions"] = hang_forever
+
+    async def error(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"error": {"message": "EngineCore failed"}})
+
+    erroring.routes["/v1/chat/completions"] = error
+    app = make_app(tmp_path)
+    verdicts = []
+    for fake in (FakeEngine(), hung, erroring):
+        transport = httpx.MockTransport(fake)
+        monkeypatch.setattr(engine_mod, "probe_access", lambda app, t=transport: (None, t))
+        verdicts.append(engine_mod.quick_probe(app, "http://engine.test", "m", timeout_s=0.3))
+    assert [(v.passed, v.timed_out) for v in verdicts] == [
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
 
 
 STREAK = [CheckRecord(i, float(i), False, ("wedged",), WEDGED, Share(0, 0)) for i in (1, 2, 3)]
