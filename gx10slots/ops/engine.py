@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 class ProbeVerdict:
     passed: bool
     detail: str
+    # Every failed probe ran out of time (as Observation.timed_out: the detail says so): the
+    # engine may be busy rather than broken.
+    timed_out: bool = False
 
 
 def slot_endpoint(app: App, slot: str) -> str:
@@ -197,4 +200,7 @@ def quick_probe(
     failed = [p for p in report.probes if not p.passed]
     if not failed:
         return ProbeVerdict(True, "answered " + ", ".join(p.name for p in report.probes))
+    if all(p.detail.startswith("timed out") for p in failed):
+        # Only out of time: the engine may be busy rather than broken (guard.rules.busy).
+        return ProbeVerdict(False, "; ".join(f"{p.name}: {p.detail}" for p in failed), True)
     return ProbeVerdict(False, "; ".join(f"{p.name}: {p.detail}" for p in failed))

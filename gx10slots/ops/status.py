@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gx10slots.app import App
@@ -13,7 +14,9 @@ from gx10slots.kube.lease import LEASE_NAME, lease_view
 from gx10slots.kube.values import now_utc
 from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
+from gx10slots.ops.smokesummary import read_last_smoke
 from gx10slots.slots import role_of, status_warnings
+from gx10slots.smoke.summary import configmap_name
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class StatusResult:
     flag: FlagView
     node_capacity_gib: float | None
     # Each slot's document: its state (SlotState.to_dict), its role, its protection and its
-    # smoke's age: the shape the contract pins, built by status() below.
+    # smoke's age, and its last smoke summary kept in the cluster: built by status() below.
     slots: dict[str, dict[str, Any]]
     fallback: FallbackProtection | None
     lock: dict[str, Any] | None  # the lease gx10slots-lock as kube.lease.lease_view shows it
@@ -80,6 +83,22 @@ def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
     except ApiError as exc:  # e.g. a read-only Role without leases: say so, do not guess
         warnings.append(f"cannot read Lease {LEASE_NAME}: {exc.message}")
         return None
+
+
+def _last_smoke(
+    app: App, slot: str, revision: str | None, now: datetime, warnings: list[str]
+) -> dict[str, Any] | None:
+    """The summary of the slot's last smoke report kept in the cluster (whichever machine ran
+    it), with its age and whether the slot's revision moved since; None when none was kept."""
+    last = read_last_smoke(app, slot)
+    if last is None:
+        return None
+    if last.summary is None:
+        warnings.append(
+            f"slot {slot}: the last smoke summary (ConfigMap {configmap_name(slot)}) is "
+            f"unreadable: {last.error}"
+        )
+    return last.view(revision, now)
 
 
 def status(app: App) -> StatusResult:
@@ -120,6 +139,7 @@ def status(app: App) -> StatusResult:
         if slot.smoke is not None:
             age = slot.smoke.age_s(now)
             doc["smoke"]["age_s"] = round(age, 1) if age is not None else None
+        doc["last_smoke"] = _last_smoke(app, name, slot.revision, now, extra_warnings)
         slots[name] = doc
     return StatusResult(
         namespace=config.namespace,

@@ -12,6 +12,11 @@ wire shapes of vLLM: ``/health``, ``/v1/models``, ``/v1/chat/completions`` (JSON
 
 Stdlib only (plus the stdlib-only ``gx10slots.durations``), so it runs wherever a Python runs.
 Time-based behaviours count from ``start()``.
+
+``sandbox/one-slot-<dur>`` is an engine with one slot (llama-server ``--parallel 1``): one
+generation at a time, the others wait their turn, <dur> per generated token. A request's
+``ignore_eos`` (vLLM's and llama-server's option) runs the answer on to ``max_tokens``: with both,
+a test holds a long streaming generation open.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class Kind(StrEnum):
     CRASH = "crash"
     FLAKY = "flaky"
     WEDGE_AFTER = "wedge-after"
+    ONE_SLOT = "one-slot"
 
 
 _PLAIN_KINDS = {
@@ -88,11 +94,13 @@ _TIMED_KINDS = (
     ("wedge-after-", Kind.WEDGE_AFTER),
     ("loading-", Kind.LOADING),
     ("slow-", Kind.SLOW),
+    ("one-slot-", Kind.ONE_SLOT),
 )
 _MODEL_HELP = (
     "sandbox/ok, sandbox/wedge, sandbox/loading-<dur>, sandbox/wrong-name, sandbox/no-tools, "
     "sandbox/garbage, sandbox/slow-<dur>, sandbox/crash, sandbox/flaky-<pct>, "
-    "sandbox/wedge-after-<dur> (durations like 500ms, 1.5s, 30s, 2m, 1h30m)"
+    "sandbox/wedge-after-<dur>, sandbox/one-slot-<dur> (durations like 500ms, 1.5s, 30s, 2m, "
+    "1h30m)"
 )
 
 
@@ -114,6 +122,8 @@ class GenRequest:
     seed: int | None = None
     stream: bool = False
     include_usage: bool = False
+    # vLLM's and llama-server's `ignore_eos`: generate max_tokens tokens whatever the answer.
+    ignore_eos: bool = False
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "none"  # "none" | "auto" | "required" | "named"
     tool_name: str | None = None  # with tool_choice "named"
@@ -239,7 +249,7 @@ class Behaviour:
     """What a MODEL value makes the server do; every decision is a pure function of inputs."""
 
     kind: Kind = Kind.OK
-    seconds: float = 0.0  # loading-, slow-, wedge-after-
+    seconds: float = 0.0  # loading-, slow-, wedge-after-, one-slot- (the pace per token)
     percent: int = 0  # flaky-
 
     @classmethod
@@ -271,6 +281,25 @@ class Behaviour:
     @property
     def ttft_delay(self) -> float:
         return self.seconds if self.kind is Kind.SLOW else 0.0
+
+    @property
+    def one_slot(self) -> bool:
+        """``sandbox/one-slot-<dur>``: one generation at a time, the others wait their turn (an
+        engine with one slot: llama-server ``--parallel 1``, vLLM ``--max-num-seqs 1``)."""
+        return self.kind is Kind.ONE_SLOT
+
+    @property
+    def token_pace(self) -> float:
+        """Seconds between two generated tokens (a real engine decodes at a rate)."""
+        return self.seconds if self.kind is Kind.ONE_SLOT else 0.0
+
+    def generate(self, req: GenRequest, *, index: int, seed: int) -> Answer:
+        """The answer, run on to ``max_tokens`` when the request sets ``ignore_eos`` (the engine
+        then never stops at the end-of-sequence token)."""
+        answer = self.answer(req, index=index, seed=seed)
+        if req.ignore_eos and req.max_tokens is not None and not answer.tool_calls:
+            return _to_length(answer.text or "", req.max_tokens)
+        return answer
 
     def served_id(self, served_name: str) -> str:
         return served_name + "-wrong" if self.kind is Kind.WRONG_NAME else served_name
@@ -324,6 +353,12 @@ def _limited(text: str, max_tokens: int | None) -> Answer:
     if max_tokens is not None and len(words) > max_tokens:
         return Answer(" ".join(words[:max_tokens]), "length", max_tokens)
     return Answer(" ".join(words), "stop", max(1, len(words)))
+
+
+def _to_length(text: str, tokens: int) -> Answer:
+    """``ignore_eos``: ``text``, then the sentences over and over, exactly ``tokens`` words."""
+    words = text.split() + " ".join(_SENTENCES).split() * (tokens // 20 + 1)
+    return Answer(" ".join(words[:tokens]), "length", tokens)
 
 
 def count_tokens(text: str) -> int:
@@ -383,6 +418,9 @@ def _common(body: Any) -> dict[str, Any]:
     if options is not None and not stream:
         raise RequestError("Stream options can only be defined when `stream=True`.")
     include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise RequestError("ignore_eos must be a boolean")
     return {
         "model": model,
         "max_tokens": max_tokens,
@@ -390,6 +428,7 @@ def _common(body: Any) -> dict[str, Any]:
         "seed": seed,
         "stream": stream,
         "include_usage": include_usage,
+        "ignore_eos": ignore_eos,
     }
 
 
@@ -528,6 +567,7 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.running = 0
+        self.waiting = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.success = dict.fromkeys(FINISH_REASONS, 0)
@@ -538,6 +578,18 @@ class Metrics:
         with self._lock:
             self.running += 1
             self.prompt_tokens += prompt_tokens
+
+    def queued(self) -> None:
+        """An accepted request waits for the engine's one slot: waiting, not running (vLLM's
+        scheduler counts it in num_requests_waiting)."""
+        with self._lock:
+            self.running -= 1
+            self.waiting += 1
+
+    def admitted(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+            self.running += 1
 
     def first_token(self, seconds: float) -> None:
         with self._lock:
@@ -566,7 +618,7 @@ class Metrics:
             family("vllm:num_requests_running", "gauge", "Number of requests in model execution.")
             out.append(f"vllm:num_requests_running{lbl} {float(self.running)}")
             family("vllm:num_requests_waiting", "gauge", "Number of requests waiting.")
-            out.append(f"vllm:num_requests_waiting{lbl} 0.0")
+            out.append(f"vllm:num_requests_waiting{lbl} {float(self.waiting)}")
             family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent.")
             out.append(f"vllm:kv_cache_usage_perc{lbl} {min(1.0, self.running / 64)}")
             family("vllm:prompt_tokens", "counter", "Number of prefill tokens processed.")
@@ -846,12 +898,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, req: GenRequest, index: int, *, chat: bool, wedged: bool) -> str:
         owner = self.owner
-        if wedged:
-            owner.pause(None)
-        owner.pause(owner.behaviour.ttft_delay)
-        answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
-        owner.metrics.first_token(time.monotonic() - self._t0)
-        owner.metrics.generated(answer.completion_tokens)
+        with owner.turn():
+            if wedged:
+                owner.pause(None)
+            owner.pause(owner.behaviour.ttft_delay)
+            answer = owner.behaviour.generate(req, index=index, seed=owner.config.seed)
+            owner.metrics.first_token(time.monotonic() - self._t0)
+            pace = owner.behaviour.token_pace
+            if pace > 0:  # one decode step per further token, counted as it is made
+                owner.metrics.generated(1)
+                for _ in range(answer.completion_tokens - 1):
+                    owner.pause(pace)
+                    owner.metrics.generated(1)
+            else:
+                owner.metrics.generated(answer.completion_tokens)
         choice: dict[str, Any]
         if chat:
             message = {
@@ -885,10 +945,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-sandbox-server-ms", self._server_ms())
         self.end_headers()
+        with owner.turn():
+            return self._stream_answer(req, index, chat=chat, wedged=wedged)
+
+    def _stream_answer(self, req: GenRequest, index: int, *, chat: bool, wedged: bool) -> str:
+        owner = self.owner
         if wedged:
             owner.pause(None)
         owner.pause(owner.behaviour.ttft_delay)
-        answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
+        answer = owner.behaviour.generate(req, index=index, seed=owner.config.seed)
         base = {
             "id": _completion_id(chat),
             "object": "chat.completion.chunk" if chat else "text_completion",
@@ -897,6 +962,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         first = True
         for choice, tokens in _stream_choices(answer, chat=chat):
+            if tokens and not first:
+                owner.pause(owner.behaviour.token_pace)  # the engine's next decode step
             self._event(base | {"choices": [choice]})
             if tokens and first:
                 owner.metrics.first_token(time.monotonic() - self._t0)
@@ -992,6 +1059,7 @@ class ModelServer:
         self.created = int(time.time())
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._slot = threading.Lock()  # sandbox/one-slot-<dur>: the engine's one slot
         self._index = 0
         self._started = 0.0
         self._httpd: _HTTPServer | None = None
@@ -1123,6 +1191,25 @@ class ModelServer:
         with self._lock:
             self._index += 1
             return self._index - 1
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """The engine's slot for one generation: at once, or with ``sandbox/one-slot-<dur>``
+        once the requests ahead are done (counted as waiting meanwhile)."""
+        if not self.behaviour.one_slot:
+            yield
+            return
+        self.metrics.queued()
+        try:
+            while not self._slot.acquire(timeout=0.05):
+                if self._stopping.is_set():
+                    raise _Aborted
+        finally:
+            self.metrics.admitted()
+        try:
+            yield
+        finally:
+            self._slot.release()
 
     def pause(self, seconds: float | None) -> None:
         """Sleep without burning CPU (None: until stop); raise _Aborted when the server stops."""
