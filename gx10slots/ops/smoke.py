@@ -51,8 +51,15 @@ if TYPE_CHECKING:
     from gx10slots.smoke.result import ProbeResult
 
 # The reference run against production's active slot: enough to learn what it does (tool calls,
-# streaming with usage) and how fast (TTFT, tokens/s), nothing that waits long.
-REFERENCE_PROBES = ("readiness", "known-answer", "streaming", "tool-call", "burst")
+# streaming with usage, structured output) and how fast (TTFT, tokens/s), nothing that waits long.
+REFERENCE_PROBES = (
+    "readiness",
+    "known-answer",
+    "streaming",
+    "tool-call",
+    "structured-output",
+    "burst",
+)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ def reference_run(
     settings = replace(
         settings,
         tool_call=True,  # learn whether it makes tool calls, whatever smoke.tool_call says
+        structured_output=True,  # and whether it returns JSON matching a schema
         prompts=(),
         # It serves production now: no model load to wait for.
         timeouts={"readiness": settings.probe_timeout_s},
@@ -180,7 +188,8 @@ def reference_run(
     baseline = Baseline.of(report)
     console.progress(
         f"  active slot {active}: tool calls {'yes' if baseline.tool_calls else 'no'}, streaming "
-        f"usage {'yes' if baseline.stream_usage else 'no'}; now the candidate {slot}"
+        f"usage {'yes' if baseline.stream_usage else 'no'}, structured output "
+        f"{'yes' if baseline.structured_output else 'no'}; now the candidate {slot}"
     )
     return Reference(baseline, endpoint, served)
 

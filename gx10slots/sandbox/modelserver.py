@@ -3,12 +3,13 @@
     python -m gx10slots.sandbox.modelserver --model sandbox/wedge --served-name gx10 --port 0
 
 MODEL picks a behaviour (``Behaviour.parse``): ``sandbox/ok``, ``sandbox/wedge``,
-``sandbox/loading-<dur>``, ``sandbox/wrong-name``, ``sandbox/no-tools``, ``sandbox/garbage``,
-``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``, ``sandbox/wedge-after-<dur>``;
-any name outside ``sandbox/`` behaves like ``sandbox/ok``. The behaviour logic (answers, tool
-calls, failure decisions) is pure and separate from the HTTP plumbing below it, which imitates the
-wire shapes of vLLM: ``/health``, ``/v1/models``, ``/v1/chat/completions`` (JSON and SSE),
-``/v1/completions`` and Prometheus ``/metrics`` with vLLM's metric names.
+``sandbox/loading-<dur>``, ``sandbox/wrong-name``, ``sandbox/no-tools``, ``sandbox/no-json``,
+``sandbox/garbage``, ``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``,
+``sandbox/wedge-after-<dur>``; any name outside ``sandbox/`` behaves like ``sandbox/ok``. The
+behaviour logic (answers, tool calls, failure decisions) is pure and separate from the HTTP
+plumbing below it, which imitates the wire shapes of vLLM: ``/health``, ``/v1/models``,
+``/v1/chat/completions`` (JSON and SSE), ``/v1/completions`` and Prometheus ``/metrics`` with
+vLLM's metric names.
 
 Stdlib only (plus the stdlib-only ``gx10slots.durations``), so it runs wherever a Python runs.
 Time-based behaviours count from ``start()``.
@@ -72,6 +73,7 @@ class Kind(StrEnum):
     LOADING = "loading"
     WRONG_NAME = "wrong-name"
     NO_TOOLS = "no-tools"
+    NO_JSON = "no-json"  # no guided decoding: response_format is accepted and ignored
     GARBAGE = "garbage"
     SLOW = "slow"
     CRASH = "crash"
@@ -83,6 +85,7 @@ _PLAIN_KINDS = {
     k.value: k
     for k in (Kind.OK, Kind.WEDGE, Kind.WRONG_NAME, Kind.NO_TOOLS, Kind.GARBAGE, Kind.CRASH)
 }
+_PLAIN_KINDS[Kind.NO_JSON.value] = Kind.NO_JSON
 # Longest prefix first: "wedge-after-" must win over a bare "wedge".
 _TIMED_KINDS = (
     ("wedge-after-", Kind.WEDGE_AFTER),
@@ -91,6 +94,7 @@ _TIMED_KINDS = (
 )
 _MODEL_HELP = (
     "sandbox/ok, sandbox/wedge, sandbox/loading-<dur>, sandbox/wrong-name, sandbox/no-tools, "
+    "sandbox/no-json, "
     "sandbox/garbage, sandbox/slow-<dur>, sandbox/crash, sandbox/flaky-<pct>, "
     "sandbox/wedge-after-<dur> (durations like 500ms, 1.5s, 30s, 2m, 1h30m)"
 )
@@ -117,6 +121,9 @@ class GenRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "none"  # "none" | "auto" | "required" | "named"
     tool_name: str | None = None  # with tool_choice "named"
+    # The JSON schema response_format asks the answer to match (json_object: any object);
+    # None: free text.
+    response_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +307,9 @@ class Behaviour:
                 return Answer(raw, "stop", len(raw.split()))
             call = ToolCall(f"chatcmpl-tool-{uuid.uuid4().hex}", tool.name, arguments)
             return Answer(None, "tool_calls", len(raw.split()), (call,))
+        if req.response_schema is not None and self.kind is not Kind.NO_JSON:
+            # Guided decoding: JSON matching the schema (cut at max_tokens, as an engine would).
+            return _limited(json.dumps(example_value(req.response_schema)), req.max_tokens)
         if "pong" in req.prompt.lower():
             return _limited("pong", req.max_tokens)
         if req.temperature == 0:
@@ -421,6 +431,29 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[Tool, ...], str, str | None]:
     return tuple(tools), "named", name
 
 
+def _response_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The schema of ``response_format`` as vLLM reads it (vllm/entrypoints/openai/protocol.py
+    ResponseFormat: type "text" | "json_object" | "json_schema"; json_schema {name, schema,
+    strict}, required for "json_schema")."""
+    raw = body.get("response_format")
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, Mapping) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise RequestError(
+            "response_format.type must be one of 'text', 'json_object', 'json_schema'"
+        )
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    wrapper = cast(Mapping[str, Any], raw).get("json_schema")
+    if not isinstance(wrapper, Mapping):
+        raise RequestError("response_format.json_schema is required for type 'json_schema'")
+    schema = wrapper.get("schema")
+    return schema if isinstance(schema, Mapping) else {"type": "object"}
+
+
 def parse_chat_request(body: Any) -> GenRequest:
     common = _common(body)
     messages = body.get("messages")
@@ -443,6 +476,7 @@ def parse_chat_request(body: Any) -> GenRequest:
         tools=tools,
         tool_choice=choice,
         tool_name=name,
+        response_schema=_response_schema(body),
         **common,
     )
 

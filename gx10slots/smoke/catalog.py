@@ -27,6 +27,8 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("known-answer", generating=True),
     ProbeSpec("streaming", generating=True),
     ProbeSpec("tool-call", generating=True),
+    # A JSON schema in response_format: the answer must be JSON matching it.
+    ProbeSpec("structured-output", generating=True),
     # The team's golden prompts (smoke.prompts): one result `prompt:<name>` per prompt.
     ProbeSpec("prompts", generating=True),
     ProbeSpec("burst", generating=True),

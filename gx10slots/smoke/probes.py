@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import (
@@ -54,6 +54,7 @@ from gx10slots.smoke.progress import (
 )
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import GoldenPrompt
+from gx10slots.smoke.wire import ChatAnswer
 
 __all__ = [
     "PROBES",
@@ -66,6 +67,7 @@ __all__ = [
     "probe_prompt",
     "probe_readiness",
     "probe_streaming",
+    "probe_structured_output",
     "probe_tool_call",
     "take_metrics_baseline",
     "watch_for_stall",
@@ -411,28 +413,49 @@ async def probe_streaming(ctx: ProbeContext, timeout: float | None = None) -> Pr
 
 # --- tool call ------------------------------------------------------------------------------
 
+# A tool call with its arguments, or a small JSON object, needs more room than the one-word answer.
+ROOMY_MAX_TOKENS = 128
+
+
+async def _ask_roomy(
+    ctx: ProbeContext,
+    phase: Phase,
+    prompt: str,
+    timeout: float,
+    waiting: str,
+    **extra: Any,
+) -> tuple[ChatAnswer, dict[str, float], str]:
+    """One non-streamed request with room for a structured answer: the answer, its latency and
+    the evidence to quote."""
+    request = wire.chat_body(
+        ctx.profile,
+        ctx.served_name,
+        prompt,
+        max_tokens=max(ctx.settings.max_tokens, ROOMY_MAX_TOKENS),
+        seed=ctx.settings.seed,
+        **extra,
+    )
+    phase.set(waiting)
+    started = time.perf_counter()
+    answer = await chat_once(ctx, request, timeout)
+    metrics = {"latency_ms": (time.perf_counter() - started) * 1000.0}
+    return answer, metrics, _answer_evidence(ctx, answer.content, answer.reasoning)
+
 
 @registered("tool-call")
 async def probe_tool_call(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """One function offered with tool_choice auto: a parsed call must come back, not text."""
     timeout = ctx.settings.timeout_for("tool-call") if timeout is None else timeout
-    settings = ctx.settings
 
     async def body(phase: Phase) -> Outcome:
-        request = wire.chat_body(
-            ctx.profile,
-            ctx.served_name,
-            settings.tool_prompt,
-            # A call with its arguments needs more room than the one-word answer.
-            max_tokens=max(settings.max_tokens, 128),
-            seed=settings.seed,
+        answer, metrics, evidence = await _ask_roomy(
+            ctx,
+            phase,
+            ctx.settings.tool_prompt,
+            timeout,
+            "waiting for the tool call",
             tools=[wire.WEATHER_TOOL],
         )
-        phase.set("waiting for the tool call")
-        started = time.perf_counter()
-        answer = await chat_once(ctx, request, timeout)
-        metrics = {"latency_ms": (time.perf_counter() - started) * 1000.0}
-        evidence = _answer_evidence(ctx, answer.content, answer.reasoning)
         problems = checks.tool_call_problems(answer, ctx.redact)
         if problems:
             raise ProbeFailure("; ".join(problems), evidence=evidence, metrics=metrics)
@@ -445,6 +468,37 @@ async def probe_tool_call(ctx: ProbeContext, timeout: float | None = None) -> Pr
         )
 
     return await run_probe("tool-call", timeout, body, ctx.redact)
+
+
+# --- structured output ----------------------------------------------------------------------
+
+
+@registered("structured-output")
+async def probe_structured_output(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
+    """response_format with a small JSON schema: the answer must be JSON matching it."""
+    timeout = ctx.settings.timeout_for("structured-output") if timeout is None else timeout
+
+    async def body(phase: Phase) -> Outcome:
+        answer, metrics, evidence = await _ask_roomy(
+            ctx,
+            phase,
+            ctx.settings.json_prompt,
+            timeout,
+            "waiting for the JSON answer",
+            response_format=wire.STRUCTURED_RESPONSE_FORMAT,
+        )
+        problems = checks.structured_output_problems(
+            answer.content, answer.finish_reason, wire.WEATHER_REPORT_SCHEMA, ctx.redact
+        )
+        if problems:
+            raise ProbeFailure("; ".join(problems), evidence=evidence, metrics=metrics)
+        return Outcome(
+            f"answered JSON matching the schema: {ctx.redact.clip(answer.content, 120)}",
+            metrics,
+            evidence,
+        )
+
+    return await run_probe("structured-output", timeout, body, ctx.redact)
 
 
 # --- burst ----------------------------------------------------------------------------------

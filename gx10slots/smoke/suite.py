@@ -1,7 +1,7 @@
 """Run the deep-liveness suite against one engine endpoint and return its report.
 
 Order (gx10slots.smoke.catalog): readiness → identity → known-answer → streaming → tool-call →
-prompt:<name>... → burst → progress → baseline.
+structured-output → prompt:<name>... → burst → progress → baseline.
 Nothing can hang: each probe has its own timeout, capped by what is left of the suite deadline.
 When the engine is not ready, or a generation timed out (a wedge), the probes that would only wait
 out their own timeouts are reported "not run" with the reason instead.
@@ -230,6 +230,7 @@ def with_parity(settings: SuiteSettings, baseline: Baseline | None) -> SuiteSett
         settings,
         tool_call=settings.tool_call or baseline.tool_calls,
         require_stream_usage=settings.require_stream_usage or baseline.stream_usage,
+        structured_output=settings.structured_output or baseline.structured_output,
     )
 
 
@@ -237,10 +238,14 @@ def _parity_note(name: str, result: ProbeResult, baseline: Baseline | None) -> P
     """A failure of a capability the active slot has says so: the reason it was required."""
     if baseline is None or result.passed or result.skipped:
         return result
-    has = {"tool-call": baseline.tool_calls, "streaming": baseline.stream_usage}
-    if not has.get(name):
+    does = {
+        "tool-call": (baseline.tool_calls, "makes tool calls"),
+        "streaming": (baseline.stream_usage, "streams with usage"),
+        "structured-output": (baseline.structured_output, "returns JSON matching a schema"),
+    }
+    has, what = does.get(name, (False, ""))
+    if not has:
         return result
-    what = "makes tool calls" if name == "tool-call" else "streams with usage"
     return dataclasses.replace(
         result,
         detail=f"{result.detail} (capability parity: the active slot {baseline.slot} "
@@ -262,6 +267,15 @@ async def _run_probes(
             continue
         if name == "tool-call" and not settings.tool_call:
             record(not_applicable(name, "tool calls are not enabled (smoke tool_call)"))
+            continue
+        if name == "structured-output" and not settings.structured_output:
+            # Required only where production's active slot does it: not every engine (or model)
+            # can constrain its output, and one that cannot is no regression against itself.
+            record(
+                not_applicable(
+                    name, "structured output is not required (the active slot does not return it)"
+                )
+            )
             continue
         # The golden prompts run one by one, each its own probe; the others run once.
         runs: list[tuple[str, ProbeFn]] = (

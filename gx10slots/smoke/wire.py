@@ -30,6 +30,25 @@ WEATHER_TOOL: dict[str, Any] = {
 }
 
 
+# The structured-output probe's schema: small, and every engine's guided decoding handles it.
+WEATHER_REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "temperature_c": {"type": "integer"}},
+    "required": ["city", "temperature_c"],
+    "additionalProperties": False,
+}
+
+# OpenAI's response_format with a JSON schema, as the engines read it: vLLM's ResponseFormat
+# (vllm/entrypoints/openai/protocol.py: type "text" | "json_object" | "json_schema", and
+# json_schema {name, description, schema, strict}); llama-server reads
+# response_format.json_schema.schema (tools/server/server-common.cpp, oaicompat_chat_params_parse)
+# and answers 400 when it cannot build the grammar.
+STRUCTURED_RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "weather_report", "schema": WEATHER_REPORT_SCHEMA, "strict": True},
+}
+
+
 def chat_body(
     profile: EngineProfile,
     served_name: str,
@@ -39,6 +58,7 @@ def chat_body(
     seed: int,
     stream: bool = False,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    response_format: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A deterministic chat request in the dialect ``profile`` understands."""
     body: dict[str, Any] = {
@@ -60,6 +80,8 @@ def chat_body(
     if tools:
         body["tools"] = list(tools)
         body["tool_choice"] = "auto"
+    if response_format is not None:
+        body["response_format"] = dict(response_format)
     return body
 
 

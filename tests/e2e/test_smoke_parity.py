@@ -51,6 +51,27 @@ def test_a_model_without_tool_calls_fails_against_an_active_slot_that_makes_them
     assert sandbox.history()[0]["result"] == "failed"
 
 
+def test_a_model_without_structured_output_fails_against_an_active_slot_that_has_it(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    reports = _setup(sandbox, tmp_path)
+    before = sandbox.versions()["flag"]
+    result = sandbox.cli("deploy", "sandbox/no-json", "--flip")
+    assert result.code == 1, result.err
+    assert "structured-output" in result.err and "capability parity" in result.err
+    assert sandbox.flag() == "blue" and sandbox.answering_slot() == "blue"
+    assert sandbox.versions()["flag"] == before
+    report = _report(reports)
+    structured = _probes(report)["structured-output"]
+    assert not structured["passed"] and not structured["skipped"]
+    assert "the answer is not JSON" in structured["detail"]
+    # Both slots' figures: the active slot returned such JSON, the candidate did not.
+    assert report["baseline"]["capabilities"]["structured_output"] is True
+    markdown = sorted(reports.glob("*-green.md"))[-1].read_text()
+    assert "| structured output (JSON schema) | no | yes |" in markdown
+    assert sandbox.history()[0]["result"] == "failed"
+
+
 def test_the_same_model_passes_and_its_report_holds_both_slots(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -60,6 +81,7 @@ def test_the_same_model_passes_and_its_report_holds_both_slots(
     report = _report(reports)
     probes = _probes(report)
     assert probes["tool-call"]["passed"] and not probes["tool-call"]["skipped"]
+    assert probes["structured-output"]["passed"] and not probes["structured-output"]["skipped"]
     assert probes["baseline"]["passed"] and not probes["baseline"]["skipped"]
     base = report["baseline"]
     assert base["slot"] == "blue" and base["ttft_ms_p95"] > 0 and base["tokens_per_s"] > 0

@@ -18,6 +18,7 @@ from gx10slots.smoke.probes import (
     probe_progress,
     probe_readiness,
     probe_streaming,
+    probe_structured_output,
     probe_tool_call,
     take_metrics_baseline,
 )
@@ -397,6 +398,48 @@ def test_tool_parser_not_enabled() -> None:
     )
     response = httpx.Response(400, json={"error": {"message": message}})
     result, _ = run_probe(probe_tool_call, respond(response))
+    assert result.detail == f"/v1/chat/completions answered HTTP 400: {message}"
+
+
+# --- structured output --------------------------------------------------------------------------
+
+
+def test_structured_output_asks_for_a_json_schema_and_passes_on_matching_json() -> None:
+    engine = FakeEngine()
+    result, _ = run_probe(probe_structured_output, engine)
+    assert result.passed, result.detail
+    asked = engine.bodies[0]["response_format"]
+    assert asked["type"] == "json_schema"
+    assert asked["json_schema"]["schema"]["required"] == ["city", "temperature_c"]
+
+
+def test_structured_output_fails_on_prose_json_of_another_shape_and_a_cut_object() -> None:
+    cases = {
+        "ignore": "the answer is not JSON: 'pong'",
+        '```json\n{"city": "Paris", "temperature_c": 21}\n```': "the answer is not JSON",
+        '["Paris", 21]': "the answer is a list, expected object",
+        '{"city": "Paris", "temperature_c": "warm"}': (
+            "the answer['temperature_c'] is a string, expected integer"
+        ),
+        '{"city": "Paris", "temperature_c": true}': "is a boolean, expected integer",
+        '{"city": "Paris"}': "the answer lacks 'temperature_c'",
+        '{"city": "Paris", "temperature_c": 21, "x": 1}': "keys the schema does not allow: ['x']",
+    }
+    for mode, expected in cases.items():
+        engine = FakeEngine()
+        engine.json_mode = mode
+        result, _ = run_probe(probe_structured_output, engine)
+        assert not result.passed and expected in result.detail, (mode, result.detail)
+    cut = completion('{"city": "Par', finish="length", tokens=128)
+    result, _ = run_probe(probe_structured_output, respond(cut))
+    assert result.detail.startswith("the answer is not JSON (cut at max_tokens)")
+
+
+def test_structured_output_refused_by_the_engine_quotes_it() -> None:
+    # llama-server with a model whose vocabulary cannot build the schema's grammar.
+    message = "Failed to initialize samplers: std::exception"
+    response = httpx.Response(400, json={"error": {"code": 400, "message": message}})
+    result, _ = run_probe(probe_structured_output, respond(response))
     assert result.detail == f"/v1/chat/completions answered HTTP 400: {message}"
 
 

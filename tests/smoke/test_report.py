@@ -172,6 +172,7 @@ ACTIVE = Baseline(
     tokens_per_s=880.0,
     tool_calls=True,
     stream_usage=True,
+    structured_output=True,
 )
 
 
@@ -186,7 +187,7 @@ def test_the_active_slots_figures_are_under_baseline_in_json() -> None:
         "ttft_ms_p50": 4.0,
         "ttft_ms_p95": 6.5,
         "tokens_per_s": 880.0,
-        "capabilities": {"tool_calls": True, "stream_usage": True},
+        "capabilities": {"tool_calls": True, "stream_usage": True, "structured_output": True},
     }
     assert Report.from_json(make_report(baseline=ACTIVE).to_json()).baseline == ACTIVE
     # Not measured is null, not 0; no baseline at all is null too.
@@ -195,6 +196,14 @@ def test_the_active_slots_figures_are_under_baseline_in_json() -> None:
     jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     assert doc["baseline"]["ttft_ms_p95"] is None and doc["baseline"]["tokens_per_s"] is None
     assert make_report().to_dict()["baseline"] is None
+
+
+def test_a_baseline_from_before_structured_output_reads_as_not_returning_it() -> None:
+    doc = make_report(baseline=ACTIVE).to_dict()
+    del doc["baseline"]["capabilities"]["structured_output"]
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    baseline = Report.from_dict(doc).baseline
+    assert baseline is not None and baseline.tool_calls and not baseline.structured_output
 
 
 def test_a_baseline_of_the_wrong_shape_is_not_a_report() -> None:
@@ -215,6 +224,7 @@ def test_markdown_shows_both_slots_side_by_side_with_a_chart() -> None:
     assert "| TTFT p95 | 120 ms | 6 ms |" in md  # 6.5 rounds to even
     assert "| tokens/s (burst) | 41.2 tokens/s | 880.0 tokens/s |" in md
     assert "| tool calls | no | yes |" in md
+    assert "| structured output (JSON schema) | no | yes |" in md
     assert md.count("```mermaid\nxychart-beta") == 2
     assert 'x-axis ["blue (active)", "green (candidate)"]' in md
     assert "bar [6.5, 120.0]" in md and "bar [880.0, 41.2]" in md

@@ -20,7 +20,7 @@ from gx10slots.smoke.settings import PROBE_NAMES, GoldenPrompt, SuiteSettings
 from gx10slots.smoke.suite import confirm_baseline, regression_seen, run_suite
 from tests.helpers.engines import BASE, FAST, FakeEngine, hang_forever
 
-TOOLS = dataclasses.replace(FAST, tool_call=True)
+TOOLS = dataclasses.replace(FAST, tool_call=True, structured_output=True)
 
 
 def run(engine, settings: SuiteSettings = TOOLS, **kw) -> Report:
@@ -129,6 +129,7 @@ def _active(
     *,
     tool_calls: bool = False,
     stream_usage: bool = False,
+    structured_output: bool = False,
 ) -> Baseline:
     return Baseline(
         slot="blue",
@@ -139,6 +140,7 @@ def _active(
         tokens_per_s=tokens_per_s,
         tool_calls=tool_calls,
         stream_usage=stream_usage,
+        structured_output=structured_output,
     )
 
 
@@ -219,6 +221,51 @@ def test_parity_requires_usage_in_the_stream_when_the_active_slot_sends_it() -> 
     assert "streams with usage" in streaming.detail
     # Alone it did not ask for the usage chunk; against the active slot it did.
     assert asked_usage == [False, True]
+
+
+def test_parity_requires_structured_output_when_the_active_slot_returns_it() -> None:
+    engine = FakeEngine()
+    engine.json_mode = "ignore"  # no guided decoding: prose whatever response_format says
+    alone = run(engine, FAST)
+    assert alone.passed and by_name(alone)["structured-output"].skipped
+    report = run(engine, FAST, baseline=_active(5.0, 100.0, structured_output=True))
+    structured = by_name(report)["structured-output"]
+    assert not structured.passed and not structured.skipped
+    assert "the answer is not JSON" in structured.detail
+    assert (
+        "capability parity: the active slot blue (prod-model) returns JSON matching a schema"
+        in structured.detail
+    )
+    assert not report.passed
+    # An engine that does it passes against the same active slot.
+    good = run(FakeEngine(), FAST, baseline=_active(5.0, 100.0, structured_output=True))
+    assert good.passed and not by_name(good)["structured-output"].skipped
+
+
+def test_an_active_slot_without_structured_output_does_not_require_it() -> None:
+    # What the reference run learns from an engine that refuses response_format (llama-server
+    # whose grammar cannot be built): no structured output, so the candidate is not asked.
+    refusing = FakeEngine()
+
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if "response_format" in body:
+            message = "Failed to initialize samplers: std::exception"
+            return httpx.Response(400, json={"error": {"code": 400, "message": message}})
+        return refusing.chat(body)
+
+    refusing.routes["/v1/chat/completions"] = refuse
+    learn = dataclasses.replace(
+        FAST, probes=("readiness", "streaming", "structured-output"), structured_output=True
+    )
+    reference = run(refusing, learn, slot="blue")
+    assert not by_name(reference)["structured-output"].passed
+    active = Baseline.of(reference)
+    assert not active.structured_output
+    engine = FakeEngine()
+    engine.json_mode = "ignore"
+    report = run(engine, FAST, baseline=active)
+    assert by_name(report)["structured-output"].skipped and report.passed
 
 
 def test_golden_prompts_run_as_probes_and_a_mismatch_fails_the_suite() -> None:
