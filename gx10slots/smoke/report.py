@@ -257,7 +257,7 @@ class Report:
             f"Engine {md_cell(self.engine)} at {md_cell(self.endpoint)}, revision "
             f"{md_cell(self.revision or 'unknown')}; {rfc3339(self.started_at)}, {elapsed:.1f} s.",
             f"TTFT p50 {_ms(_measured(s.ttft_ms_p50))}, p95 {_ms(_measured(s.ttft_ms_p95))}; "
-            f"{_per_s(_measured(s.tokens_per_s))}; {s.requests} requests; "
+            f"{_per_s(_measured(s.tokens_per_s), named=True)}; {s.requests} requests; "
             f"{s.failures} failures.",
             "",
             "| Probe | Result | Time | Detail | Evidence |",
@@ -309,7 +309,7 @@ class Report:
             # GitHub renders Mermaid's xychart-beta; a value not measured is drawn as 0 and its
             # label says so.
             shown = [
-                label if value is not None else f"{label} not measured"
+                label if value is not None else f"{label} {NOT_MEASURED}"
                 for label, value in zip(labels, values, strict=True)
             ]
             lines += [
@@ -380,12 +380,19 @@ def _measured(value: float) -> float | None:
     return value if value > 0 else None
 
 
+# What a figure nothing measured reads, never 0.
+NOT_MEASURED = "n/a"
+
+
 def _ms(value: float | None) -> str:
-    return "not measured" if value is None else f"{value:.0f} ms"
+    return NOT_MEASURED if value is None else f"{value:.0f} ms"
 
 
-def _per_s(value: float | None) -> str:
-    return "tokens/s not measured" if value is None else f"{value:.1f} tokens/s"
+def _per_s(value: float | None, *, named: bool = False) -> str:
+    """``41.2 tokens/s``; ``n/a`` (``tokens/s n/a`` where nothing else names the figure)."""
+    if value is None:
+        return f"tokens/s {NOT_MEASURED}" if named else NOT_MEASURED
+    return f"{value:.1f} tokens/s"
 
 
 def _yes(value: bool) -> str:

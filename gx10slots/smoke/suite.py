@@ -30,7 +30,7 @@ from gx10slots.smoke.context import ProbeContext
 from gx10slots.smoke.probes import PROBES, ProbeFn, probe_prompt, take_metrics_baseline
 from gx10slots.smoke.profiles import EngineProfile
 from gx10slots.smoke.redact import Redactor
-from gx10slots.smoke.report import Baseline, Report, Summary
+from gx10slots.smoke.report import NOT_MEASURED, Baseline, Report, Summary
 from gx10slots.smoke.result import ProbeResult, not_applicable, not_run
 from gx10slots.smoke.settings import SuiteSettings
 
@@ -382,18 +382,21 @@ def _baseline_result(
     if problems:
         return ProbeResult(name, False, 0.0, f"{'; '.join(problems)} ({against})", metrics)
 
-    def figure(value: float | None, unit: str) -> str:
-        return "not measured" if value is None else f"{value:.1f}{unit}"
-
     return ProbeResult(
         name,
         True,
         0.0,
-        f"TTFT p95 {summary.ttft_ms_p95:.0f} ms (active {figure(baseline.ttft_ms_p95, ' ms')}), "
-        f"{summary.tokens_per_s:.1f} tokens/s (active {figure(baseline.tokens_per_s, '')}) "
+        f"TTFT p95 {summary.ttft_ms_p95:.0f} ms "
+        f"(active {_figure(baseline.ttft_ms_p95, '.1f', ' ms')}), "
+        f"{summary.tokens_per_s:.1f} tokens/s (active {_figure(baseline.tokens_per_s, '.1f')}) "
         f"({against})",
         metrics,
     )
+
+
+def _figure(value: float | None, spec: str, unit: str = "") -> str:
+    """A figure of the active slot; ``n/a`` when it was not measured (never 0)."""
+    return NOT_MEASURED if value is None else f"{value:{spec}}{unit}"
 
 
 def regression_seen(report: Report) -> bool:
@@ -446,8 +449,9 @@ def confirm_baseline(
             return dataclasses.replace(p, detail=detail, metrics=metrics)
         detail = (
             f"not confirmed: measured again back to back, TTFT p95 {s.ttft_ms_p95:.0f} ms "
-            f"(active {active_again.ttft_ms_p95 or 0:.0f} ms), {s.tokens_per_s:.1f} tokens/s "
-            f"(active {active_again.tokens_per_s or 0:.1f}); first measurement: {p.detail}"
+            f"(active {_figure(active_again.ttft_ms_p95, '.0f', ' ms')}), "
+            f"{s.tokens_per_s:.1f} tokens/s (active {_figure(active_again.tokens_per_s, '.1f')}); "
+            f"first measurement: {p.detail}"
         )
         return dataclasses.replace(p, passed=True, detail=detail, metrics=metrics)
 

@@ -230,15 +230,16 @@ def test_markdown_shows_both_slots_side_by_side_with_a_chart() -> None:
     assert "bar [6.5, 120.0]" in md and "bar [880.0, 41.2]" in md
 
 
-def test_nothing_measured_reads_not_measured_not_zero() -> None:
+def test_nothing_measured_reads_n_a_not_zero() -> None:
     report = make_report(summary=Summary(requests=1, failures=1))
     md = report.to_markdown()
-    assert "TTFT p50 not measured, p95 not measured; tokens/s not measured" in md
+    assert "TTFT p50 n/a, p95 n/a; tokens/s n/a" in md
     assert "0 ms" not in md.split("| Probe |")[0] and "0.0 tokens/s" not in md
     unmeasured = Baseline("blue", "org/prod", passed=False, detail="readiness: refused")
     md = make_report(baseline=unmeasured).to_markdown()
-    assert "| TTFT p95 | 120 ms | not measured |" in md
-    assert '"blue (active) not measured"' in md
+    assert "| TTFT p95 | 120 ms | n/a |" in md
+    assert "| tokens/s (burst) | 41.2 tokens/s | n/a |" in md
+    assert '"blue (active) n/a"' in md
     assert "The active slot's own run failed: readiness: refused" in md
 
 

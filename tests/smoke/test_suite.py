@@ -380,6 +380,17 @@ def test_a_regression_not_seen_again_back_to_back_does_not_fail() -> None:
     assert "confirmed when measured again" in by_name(still)["baseline"].detail
 
 
+def test_a_figure_the_second_measurement_lacks_reads_n_a_not_zero() -> None:
+    settings = dataclasses.replace(FAST, baseline_margin_ms=0.0)
+    first = run(FakeEngine(), settings, baseline=_active(ttft_p95=0.001, tokens_per_s=1e9))
+    again = run(FakeEngine(), dataclasses.replace(FAST, probes=("burst",)))
+    # Measured again, the active slot gave tokens/s but no time to first token.
+    confirmed = confirm_baseline(first, _active(None, 1.0), again, FAST)
+    detail = by_name(confirmed)["baseline"].detail
+    assert detail.startswith("not confirmed") and "(active n/a)" in detail
+    assert "active 0 ms" not in detail
+
+
 def test_a_golden_prompts_mismatch_quotes_a_short_clean_excerpt_of_a_hostile_answer() -> None:
     key = "sk-golden-secret-98765"
     hostile = "\x1b[31mred\x1b[0m\nline two | " + key + " " + "x" * 100_000
