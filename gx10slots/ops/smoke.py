@@ -1,11 +1,14 @@
 """`slots smoke [SLOT]`: the deep-liveness suite against a slot, reports, and the recorded result.
 
 When production's active slot is another, ready slot, a short reference run against it comes first
-(readiness, known-answer, streaming, tool-call forced on, burst): what it can do the candidate must
-do too (capability parity), and its figures are the live baseline the candidate's are judged
-against; the report holds them under `baseline`. Reference first, then the candidate; when the
-candidate looks like a regression, both are measured again back to back (a burst each) and only a
-regression seen again fails (one slow moment of a busy machine is not a slower model).
+(readiness, known-answer, streaming, tool-call and structured-output forced on): what it can do the
+candidate must do too (capability parity). Then the candidate's suite, which measures the active
+slot again interleaved with the candidate (its streaming right after the candidate's, its burst
+right before the candidate's), so both slots' TTFT and tokens/s come from the same moments of the
+machine: the live baseline the candidate's are judged against; the report holds them under
+`baseline`. When the candidate looks like a regression, both are measured again back to back (a
+burst each) and only a regression seen again fails (one slow moment of a busy machine is not a
+slower model).
 
 The result is recorded as annotations on the slot's Deployment, bound to the revision (pod
 template hash) that was tested: a later change to image, env or args makes it stale for `flip`.
@@ -51,15 +54,9 @@ if TYPE_CHECKING:
     from gx10slots.smoke.result import ProbeResult
 
 # The reference run against production's active slot: enough to learn what it does (tool calls,
-# streaming with usage, structured output) and how fast (TTFT, tokens/s), nothing that waits long.
-REFERENCE_PROBES = (
-    "readiness",
-    "known-answer",
-    "streaming",
-    "tool-call",
-    "structured-output",
-    "burst",
-)
+# streaming with usage, structured output), nothing that waits long. How fast it is (TTFT,
+# tokens/s) is measured in the candidate's run, interleaved with the candidate.
+REFERENCE_PROBES = ("readiness", "known-answer", "streaming", "tool-call", "structured-output")
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,7 @@ def parse_formats(text: str | None) -> tuple[str, ...] | None:
 def _progress(result: ProbeResult, indent: str = "  ") -> None:
     verdict = "skip" if result.skipped and result.passed else "ok" if result.passed else "FAIL"
     console.progress(
-        f"{indent}{verdict:4} {result.name:13} {result.duration_ms:8.1f} ms  {result.detail}"
+        f"{indent}{verdict:4} {result.name:17} {result.duration_ms:8.1f} ms  {result.detail}"
     )
 
 
@@ -169,7 +166,7 @@ def reference_run(
     )
     console.progress(
         f"reference run first: production's active slot {active} ({state.model}), for "
-        "capability parity and the live baseline"
+        "capability parity"
     )
     endpoint = slot_endpoint(app, active)
     served = state.served_name or state.model or ""
@@ -189,7 +186,8 @@ def reference_run(
     console.progress(
         f"  active slot {active}: tool calls {'yes' if baseline.tool_calls else 'no'}, streaming "
         f"usage {'yes' if baseline.stream_usage else 'no'}, structured output "
-        f"{'yes' if baseline.structured_output else 'no'}; now the candidate {slot}"
+        f"{'yes' if baseline.structured_output else 'no'}; now the candidate {slot}, its speed "
+        f"measured interleaved with {active}'s"
     )
     return Reference(baseline, endpoint, served)
 
@@ -242,7 +240,7 @@ def smoke_slot(
 ) -> SmokeOutcome:
     from gx10slots.smoke.profiles import get_profile
     from gx10slots.smoke.report import write_reports
-    from gx10slots.smoke.suite import regression_seen, run_suite
+    from gx10slots.smoke.suite import LiveTarget, regression_seen, run_suite
 
     config = app.config
     directory = check_report_dir(report_dir or config.smoke.report_dir)
@@ -274,6 +272,9 @@ def smoke_slot(
         transport=transport,
         on_probe=_progress,
         baseline=reference.baseline if reference is not None else None,
+        # The live baseline: the active slot's TTFT and tokens/s, measured next to ours.
+        live=LiveTarget(reference.endpoint, reference.served_name) if reference else None,
+        on_active_probe=_progress_reference,
         slot=slot,
         model=state.model or "",
         revision=state.revision or "",

@@ -78,6 +78,22 @@ def test_the_same_model_passes_and_its_report_holds_both_slots(
     reports = _setup(sandbox, tmp_path)
     result = sandbox.cli("deploy", "sandbox/ok")
     assert result.code == 0, result.err
+    # The active slot's speed is measured interleaved with the candidate's, in the same run:
+    # candidate streaming, active streaming, active burst, candidate burst (each progress line
+    # after its timestamp: "  ok   NAME" for the candidate, "    active: ok   NAME").
+    lines = result.err.splitlines()
+
+    def at(slot: str, probe: str) -> list[int]:
+        mark = f"Z {'    active: ' if slot == 'active' else '  '}ok   {probe} "
+        return [i for i, line in enumerate(lines) if mark in line]
+
+    # The reference run (capabilities) before the candidate's run, then the interleaved ones.
+    assert at("active", "tool-call")[0] < at("candidate", "readiness")[0]
+    assert len(at("active", "streaming")) == 2
+    (candidate_streaming,) = at("candidate", "streaming")
+    assert candidate_streaming + 1 == at("active", "streaming")[1]
+    (active_burst,) = at("active", "burst")
+    assert active_burst + 1 == at("candidate", "burst")[0]
     report = _report(reports)
     probes = _probes(report)
     assert probes["tool-call"]["passed"] and not probes["tool-call"]["skipped"]

@@ -17,7 +17,7 @@ from gx10slots.smoke.profiles import VLLM
 from gx10slots.smoke.report import Baseline, Report
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import PROBE_NAMES, GoldenPrompt, SuiteSettings
-from gx10slots.smoke.suite import confirm_baseline, regression_seen, run_suite
+from gx10slots.smoke.suite import LiveTarget, confirm_baseline, regression_seen, run_suite
 from tests.helpers.engines import BASE, FAST, FakeEngine, hang_forever
 
 TOOLS = dataclasses.replace(FAST, tool_call=True, structured_output=True)
@@ -378,6 +378,86 @@ def test_a_regression_not_seen_again_back_to_back_does_not_fail() -> None:
     still = confirm_baseline(first, far_faster, again, settings)
     assert not still.passed
     assert "confirmed when measured again" in by_name(still)["baseline"].detail
+
+
+def _two_slots(candidate: FakeEngine, active: FakeEngine, log: list[str]) -> httpx.MockTransport:
+    """One transport for both slots: the active slot at http://active.test, the candidate at
+    BASE; ``log`` records which slot each generation request went to, in order."""
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        slot = "active" if request.url.host == "active.test" else "candidate"
+        if request.url.path == "/v1/chat/completions":
+            body = json.loads(request.content)
+            log.append(f"{slot} {'stream' if body.get('stream') else 'once'}")
+        return await (active if slot == "active" else candidate)(request)
+
+    return httpx.MockTransport(route)
+
+
+def test_the_active_slot_is_measured_interleaved_with_the_candidate() -> None:
+    log: list[str] = []
+    seen: list[str] = []
+    reference = _active(None, None, stream_usage=True)  # capabilities learned, no figures yet
+    report = run_suite(
+        BASE,
+        "m",
+        VLLM,
+        dataclasses.replace(FAST, probes=("readiness", "streaming", "burst", "baseline")),
+        transport=_two_slots(FakeEngine(), FakeEngine(), log),
+        baseline=reference,
+        live=LiveTarget("http://active.test", "m"),
+        on_active_probe=lambda r: seen.append(r.name),
+    )
+    assert report.passed, [(p.name, p.detail) for p in report.probes if not p.passed]
+    # Candidate, active, active, candidate: each slot measured next to the other, both seeing
+    # the same moments of the machine.
+    n = FAST.burst
+    assert log == [
+        "candidate stream",
+        "active stream",
+        *["active stream"] * n,
+        *["candidate stream"] * n,
+    ]
+    assert seen == ["streaming", "burst"]
+    # The active slot's figures are the interleaved measurement's, in the report's `baseline`.
+    base = report.baseline
+    assert base is not None and base.slot == "blue" and base.stream_usage
+    assert base.ttft_ms_p95 is not None and base.ttft_ms_p95 > 0
+    assert base.tokens_per_s is not None and base.tokens_per_s > 0
+    baseline = by_name(report)["baseline"]
+    assert baseline.passed and not baseline.skipped
+    assert baseline.metrics["baseline_tokens_per_s"] == pytest.approx(base.tokens_per_s)
+
+
+def test_an_active_slot_failing_its_interleaved_burst_is_said_and_not_compared() -> None:
+    log: list[str] = []
+    active = FakeEngine()
+
+    async def broken(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if (
+            body.get("max_tokens") == FAST.burst_max_tokens
+            or body.get("max_completion_tokens") == FAST.burst_max_tokens
+        ):
+            return httpx.Response(500, json={"error": {"message": "EngineCore died"}})
+        return active.chat(body)
+
+    active.routes["/v1/chat/completions"] = broken
+    report = run_suite(
+        BASE,
+        "m",
+        VLLM,
+        dataclasses.replace(FAST, probes=("readiness", "streaming", "burst", "baseline")),
+        transport=_two_slots(FakeEngine(), active, log),
+        baseline=_active(None, None),
+        live=LiveTarget("http://active.test", "m"),
+    )
+    base = report.baseline
+    assert base is not None and base.tokens_per_s is None and not base.passed
+    assert "burst" in base.detail and "EngineCore died" in base.detail
+    # Its time to first token was measured (streaming), so the baseline still judges that.
+    assert base.ttft_ms_p95 is not None
+    assert report.passed
 
 
 def test_a_figure_the_second_measurement_lacks_reads_n_a_not_zero() -> None:
