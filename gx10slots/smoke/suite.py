@@ -186,7 +186,9 @@ async def run_suite_async(
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(_client(endpoint, headers, transport))
         active: ProbeContext | None = None
-        if live is not None and baseline is not None:
+        # An active slot whose reference run got no token (wedged, or not generating) is not
+        # measured again: each of its probes would only spend the candidate's time on a timeout.
+        if live is not None and baseline is not None and baseline.ttft_ms_p50 is not None:
             active = ProbeContext(
                 await stack.enter_async_context(_client(live.endpoint, headers, transport)),
                 live.served_name,

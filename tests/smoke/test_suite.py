@@ -397,7 +397,8 @@ def _two_slots(candidate: FakeEngine, active: FakeEngine, log: list[str]) -> htt
 def test_the_active_slot_is_measured_interleaved_with_the_candidate() -> None:
     log: list[str] = []
     seen: list[str] = []
-    reference = _active(None, None, stream_usage=True)  # capabilities learned, no figures yet
+    # What the reference run learned: its capabilities, a first TTFT from its streaming probe.
+    reference = _active(1.0, None, stream_usage=True)
     report = run_suite(
         BASE,
         "m",
@@ -449,7 +450,7 @@ def test_an_active_slot_failing_its_interleaved_burst_is_said_and_not_compared()
         VLLM,
         dataclasses.replace(FAST, probes=("readiness", "streaming", "burst", "baseline")),
         transport=_two_slots(FakeEngine(), active, log),
-        baseline=_active(None, None),
+        baseline=_active(1.0, None),
         live=LiveTarget("http://active.test", "m"),
     )
     base = report.baseline
@@ -458,6 +459,27 @@ def test_an_active_slot_failing_its_interleaved_burst_is_said_and_not_compared()
     # Its time to first token was measured (streaming), so the baseline still judges that.
     assert base.ttft_ms_p95 is not None
     assert report.passed
+
+
+def test_an_active_slot_that_streamed_nothing_before_is_not_measured_again() -> None:
+    # Its reference run got no token (wedged): measuring it again would only spend the
+    # candidate's time on timeouts.
+    log: list[str] = []
+    active = FakeEngine()
+    active.routes["/v1/chat/completions"] = hang_forever
+    started = time.monotonic()
+    report = run_suite(
+        BASE,
+        "m",
+        VLLM,
+        dataclasses.replace(FAST, probes=("readiness", "streaming", "burst", "baseline")),
+        transport=_two_slots(FakeEngine(), active, log),
+        baseline=_active(None, None),
+        live=LiveTarget("http://active.test", "m"),
+    )
+    assert time.monotonic() - started < FAST.probe_timeout_s
+    assert not any(entry.startswith("active") for entry in log)
+    assert report.passed and by_name(report)["baseline"].skipped
 
 
 def test_a_figure_the_second_measurement_lacks_reads_n_a_not_zero() -> None:
