@@ -336,6 +336,11 @@ class Lock:
         self.took_over: Takeover | None = None
 
     @property
+    def held(self) -> bool:
+        """From a successful acquire until release, or until a renewal found it taken over."""
+        return self._lease is not None
+
+    @property
     def where(self) -> Here:
         if self._where is None:
             self._where = here()
@@ -610,7 +615,7 @@ class Lock:
     def _give_back_if_ours(self) -> None:
         try:
             current = self._read()
-        except (SlotsError, KeyboardInterrupt):
+        except (SlotsError, Interrupted, KeyboardInterrupt):
             return  # it expires on its own
         if ((current or {}).get("spec") or {}).get("holderIdentity") == self.holder:
             self._lease = current
