@@ -343,7 +343,7 @@ async def _run_probes(
     record_active: Callable[[ProbeResult], None] = lambda _: None,
 ) -> str:
     """Run the planned probes in order; why the rest could not run ("" when all could). With
-    ``active``, the measuring probes also run against it, interleaved (``_ACTIVE_AFTER``)."""
+    ``active``, the measuring probes also run against it, interleaved (see ``_ACTIVE_AFTER``)."""
     settings = ctx.settings
     deadline = time.monotonic() + settings.deadline_s
     blocked = ""  # why the remaining probes cannot run
@@ -358,11 +358,8 @@ async def _run_probes(
         if name == "structured-output" and not settings.structured_output:
             # Required only where production's active slot does it: not every engine (or model)
             # can constrain its output, and one that cannot is no regression against itself.
-            record(
-                not_applicable(
-                    name, "structured output is not required (the active slot does not return it)"
-                )
-            )
+            why = "no active slot measured" if baseline is None else "the active slot does not"
+            record(not_applicable(name, f"structured output is not required ({why})"))
             continue
         # The golden prompts run one by one, each its own probe; the others run once.
         runs: list[tuple[str, ProbeFn]] = (
