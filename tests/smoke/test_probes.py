@@ -435,6 +435,14 @@ def test_structured_output_fails_on_prose_json_of_another_shape_and_a_cut_object
     assert result.detail.startswith("the answer is not JSON (cut at max_tokens)")
 
 
+def test_structured_output_of_a_hostile_engine_fails_with_a_short_detail() -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    huge_key = json.dumps({"city": "Paris", "temperature_c": 1, "k" * 200_000: 1})
+    for content in (nested, huge_key, "\x00" * 1000):
+        result, _ = run_probe(probe_structured_output, respond(completion(content, tokens=9)))
+        assert not result.passed and len(result.detail) < 1000, result.detail[:200]
+
+
 def test_structured_output_refused_by_the_engine_quotes_it() -> None:
     # llama-server with a model whose vocabulary cannot build the schema's grammar.
     message = "Failed to initialize samplers: std::exception"
