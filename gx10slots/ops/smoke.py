@@ -201,30 +201,38 @@ def _confirm(
     api_key: str | None,
     transport: httpx.BaseTransport | None,
 ) -> Report:
-    """Both slots measured again back to back (a burst each) and the baseline judged again."""
+    """Both slots measured again back to back (a burst each) and the baseline judged again.
+
+    The candidate's burst goes first this time: the first measurement ran the active slot's
+    burst first, so over the two neither slot always has the machine's earlier moment.
+    """
     from gx10slots.smoke.report import Baseline
     from gx10slots.smoke.suite import confirm_baseline, run_suite
 
     settings = replace(suite_settings(app, ("burst",)), prompts=())
     console.progress("a regression against the active slot: measuring both again, back to back")
-    runs = []
-    for slot, (endpoint, served), on_probe in (
-        (reference.baseline.slot, (reference.endpoint, reference.served_name), _progress_reference),
-        (report.slot, candidate, _progress),
-    ):
-        runs.append(
-            run_suite(
-                endpoint,
-                served,
-                profile,
-                settings,
-                api_key=api_key,
-                transport=transport,
-                on_probe=on_probe,
-                slot=slot,
-            )
+
+    def measure(
+        slot: str, endpoint: str, served: str, on_probe: Callable[[ProbeResult], None]
+    ) -> Report:
+        return run_suite(
+            endpoint,
+            served,
+            profile,
+            settings,
+            api_key=api_key,
+            transport=transport,
+            on_probe=on_probe,
+            slot=slot,
         )
-    confirmed = confirm_baseline(report, Baseline.of(runs[0]), runs[1], suite_settings(app))
+
+    candidate_again = measure(report.slot, *candidate, _progress)
+    active_again = measure(
+        reference.baseline.slot, reference.endpoint, reference.served_name, _progress_reference
+    )
+    confirmed = confirm_baseline(
+        report, Baseline.of(active_again), candidate_again, suite_settings(app)
+    )
     verdict = next(p for p in confirmed.probes if p.name == "baseline")
     console.progress(f"  {'ok' if verdict.passed else 'FAIL':4} baseline  {verdict.detail}")
     return confirmed

@@ -4,6 +4,7 @@ baseline and golden prompts, on the sandbox with real model-server processes (is
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,11 @@ def test_a_model_far_slower_than_the_active_slot_fails_its_baseline(
     result = sandbox.cli("deploy", "sandbox/slow-2s", "--flip")
     assert result.code == 1, result.err
     assert "baseline" in result.err and "TTFT p95" in result.err
+    # Measured again to confirm, in the reverse order of the first measurement (active burst,
+    # candidate burst): candidate first, then the active slot.
+    again = result.err.split("measuring both again")[1]
+    bursts = re.findall(r"Z ( {4}active: | {2})(?:ok|FAIL) +burst ", again)
+    assert [b.strip() or "candidate" for b in bursts] == ["candidate", "active:"], again
     assert sandbox.flag() == "blue" and sandbox.answering_slot() == "blue"
     report = _report(reports)
     baseline = _probes(report)["baseline"]
