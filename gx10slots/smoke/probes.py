@@ -179,13 +179,49 @@ async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> Pr
                 f"{'s' if attempts != 1 else ''}): {describe_transport_error(exc)}"
             ) from None
         waited = time.monotonic() - started
-        return Outcome(
+        metrics = {"attempts": float(attempts), "waited_ms": waited * 1000.0}
+        detail = (
             f"{path} answered HTTP {status} after {attempts} attempt"
-            f"{'s' if attempts != 1 else ''} ({waited:.1f} s)",
-            metrics={"attempts": float(attempts), "waited_ms": waited * 1000.0},
+            f"{'s' if attempts != 1 else ''} ({waited:.1f} s)"
         )
+        if profile.warmth_path is not None:
+            phase.set(f"asking {profile.warmth_path} whether {ctx.served_name!r} is loaded")
+            warm = await _loaded(ctx, timeout)
+            metrics["warm"] = float(warm)
+            detail += (
+                f"; {ctx.served_name!r} was loaded"
+                if warm
+                else f"; {ctx.served_name!r} was cold (not listed by {profile.warmth_path})"
+            )
+        if profile.keep_alive_path is not None:
+            phase.set(f"loading {ctx.served_name!r} and keeping it loaded")
+            await _keep_loaded(ctx, timeout)
+            detail += f", kept loaded (keep_alive {profile.keep_alive})"
+        return Outcome(detail, metrics=metrics)
 
     return await run_probe("readiness", timeout, body, ctx.redact)
+
+
+async def _loaded(ctx: ProbeContext, timeout: float) -> bool:
+    """Whether the engine lists the served model among those loaded in memory now."""
+    path = ctx.profile.warmth_path
+    assert path is not None
+    async with open_response(ctx.client, "GET", path, timeout=timeout) as response:
+        if response.status_code != 200:
+            raise await http_error(ctx, response)
+        doc = await read_json(response, ctx.settings.body_cap_bytes, path, ctx.redact)
+    return any(wire.same_ollama_model(n, ctx.served_name) for n in wire.loaded_models(doc, path))
+
+
+async def _keep_loaded(ctx: ProbeContext, timeout: float) -> None:
+    """Load the served model (if it is not) and ask the engine to keep it loaded."""
+    path, profile = ctx.profile.keep_alive_path, ctx.profile
+    assert path is not None
+    body = {"model": ctx.served_name, "keep_alive": profile.keep_alive, "stream": False}
+    async with open_response(ctx.client, "POST", path, timeout=timeout, json_body=body) as response:
+        if response.status_code != 200:
+            raise await http_error(ctx, response)
+        await read_prefix(response, ERROR_BODY_PREFIX)
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -208,7 +244,11 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         claimed = list(ctx.claimed_names)
         metrics: dict[str, float] = {"models": float(len(ids))}
         missing = [n for n in claimed if n not in ids]
-        if ctx.exact_names and not ctx.profile.lists_all_models and set(ids) != set(claimed):
+        # A LoRA adapter card is an extra the slot may serve without claiming it; a model name
+        # nobody claimed means the slot's spec and its engine disagree.
+        unclaimed = [n for e in entries if not e.adapter for n in e.names if n not in claimed]
+        exact = ctx.exact_names and not ctx.profile.lists_all_models
+        if exact and (missing or unclaimed):
             raise ProbeFailure(f"expected exactly {claimed!r}, /v1/models holds {listed}")
         if missing:
             raise ProbeFailure(
@@ -218,7 +258,7 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         detail = f"serves {', '.join(repr(n) for n in claimed)}"
         wanted = ctx.settings.max_model_len
         if ctx.profile.reports_max_model_len and wanted is not None:
-            entry = next(e for e in entries if ctx.served_name in e.names)
+            entry = _model_card(entries, ctx.served_name)
             if entry.max_model_len is None:
                 raise ProbeFailure("/v1/models does not report max_model_len")
             metrics["max_model_len"] = float(entry.max_model_len)
@@ -231,6 +271,15 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         return Outcome(detail, metrics)
 
     return await run_probe("identity", timeout, body, ctx.redact)
+
+
+def _model_card(entries: list[wire.ModelEntry], name: str) -> wire.ModelEntry:
+    """The card that says how ``name`` is served: a LoRA adapter's base model's card (an
+    adapter card carries no max_model_len), else the card listing ``name``."""
+    entry = next(e for e in entries if name in e.names)
+    if entry.parent is not None:
+        return next((e for e in entries if entry.parent in e.names and not e.adapter), entry)
+    return entry
 
 
 # --- known answer ---------------------------------------------------------------------------
@@ -660,6 +709,10 @@ async def probe_progress(ctx: ProbeContext, timeout: float | None = None) -> Pro
         detail = f"{counter} advanced by {delta:g} ≥ {needed} tokens received"
         if profile.requests_running_metric is None:
             return Outcome(detail, metrics)
+        if profile.progress_counter is None:
+            return Outcome(
+                f"{detail}; no stall check ({counter} moves only as requests end)", metrics
+            )
         verdict, stall_detail, samples = await watch_for_stall(
             ctx,
             window_s=settings.stall_window_s,

@@ -54,6 +54,7 @@ def test_every_engine_of_the_config_has_a_profile() -> None:
         "sglang",
         "ollama",
         "trtllm",
+        "nim",
         "openai",
     }
     assert get_profile("sglang") is SGLANG
