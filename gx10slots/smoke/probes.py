@@ -61,6 +61,7 @@ __all__ = [
     "SuiteStats",
     "probe_burst",
     "probe_identity",
+    "probe_keep_alive",
     "probe_known_answer",
     "probe_progress",
     "probe_prompt",
@@ -193,10 +194,6 @@ async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> Pr
                 if warm
                 else f"; {ctx.served_name!r} was cold (not listed by {profile.warmth_path})"
             )
-        if profile.keep_alive_path is not None:
-            phase.set(f"loading {ctx.served_name!r} and keeping it loaded")
-            await _keep_loaded(ctx, timeout)
-            detail += f", kept loaded (keep_alive {profile.keep_alive})"
         return Outcome(detail, metrics=metrics)
 
     return await run_probe("readiness", timeout, body, ctx.redact)
@@ -213,15 +210,36 @@ async def _loaded(ctx: ProbeContext, timeout: float) -> bool:
     return any(wire.same_ollama_model(n, ctx.served_name) for n in wire.loaded_models(doc, path))
 
 
-async def _keep_loaded(ctx: ProbeContext, timeout: float) -> None:
-    """Load the served model (if it is not) and ask the engine to keep it loaded."""
-    path, profile = ctx.profile.keep_alive_path, ctx.profile
-    assert path is not None
-    body = {"model": ctx.served_name, "keep_alive": profile.keep_alive, "stream": False}
-    async with open_response(ctx.client, "POST", path, timeout=timeout, json_body=body) as response:
-        if response.status_code != 200:
-            raise await http_error(ctx, response)
-        await read_prefix(response, ERROR_BODY_PREFIX)
+@registered("keep-alive")
+async def probe_keep_alive(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
+    """Ask an engine that unloads idle models to keep the served one loaded, and check that it
+    is: a standby must still be warm when production flips to it."""
+    timeout = ctx.settings.timeout_for("keep-alive") if timeout is None else timeout
+    profile = ctx.profile
+
+    async def body(phase: Phase) -> Outcome:
+        path = profile.keep_alive_path
+        if path is None:
+            return Outcome(f"not needed: {profile.name} keeps its model loaded", skipped=True)
+        phase.set(f"asking {path} to keep {ctx.served_name!r} loaded")
+        request = {"model": ctx.served_name, "keep_alive": profile.keep_alive, "stream": False}
+        async with open_response(
+            ctx.client, "POST", path, timeout=timeout, json_body=request
+        ) as response:
+            if response.status_code != 200:
+                raise await http_error(ctx, response)
+            await read_prefix(response, ERROR_BODY_PREFIX)
+        detail = f"{ctx.served_name!r} kept loaded (keep_alive {profile.keep_alive})"
+        if profile.warmth_path is not None:
+            if not await _loaded(ctx, timeout):
+                raise ProbeFailure(
+                    f"{profile.warmth_path} does not list {ctx.served_name!r} after "
+                    f"{path} was asked to keep it loaded: the standby would be cold"
+                )
+            detail += f", listed by {profile.warmth_path}"
+        return Outcome(detail)
+
+    return await run_probe("keep-alive", timeout, body, ctx.redact)
 
 
 # --- identity -------------------------------------------------------------------------------

@@ -362,8 +362,7 @@ def readiness_state(profile: EngineProfile, status: int, body: str) -> Readiness
 
 
 PROFILES: dict[str, EngineProfile] = {
-    p.name: p
-    for p in (VLLM, LLAMA_SERVER, LLAMA_CPP_PYTHON, SGLANG, OLLAMA, TRTLLM, NIM, OPENAI)
+    p.name: p for p in (VLLM, LLAMA_SERVER, LLAMA_CPP_PYTHON, SGLANG, OLLAMA, TRTLLM, NIM, OPENAI)
 }
 
 
