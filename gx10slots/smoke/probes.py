@@ -207,7 +207,8 @@ async def _loaded(ctx: ProbeContext, timeout: float) -> bool:
         if response.status_code != 200:
             raise await http_error(ctx, response)
         doc = await read_json(response, ctx.settings.body_cap_bytes, path, ctx.redact)
-    return any(wire.same_ollama_model(n, ctx.served_name) for n in wire.loaded_models(doc, path))
+    loaded = wire.loaded_models(doc, path)
+    return any(ctx.profile.same_model(n, ctx.served_name) for n in loaded)
 
 
 @registered("keep-alive")
@@ -261,10 +262,17 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         listed = ctx.redact.clip(repr(ids), 300)
         claimed = list(ctx.claimed_names)
         metrics: dict[str, float] = {"models": float(len(ids))}
-        missing = [n for n in claimed if n not in ids]
+        same = ctx.profile.same_model
+        missing = [n for n in claimed if not any(same(n, i) for i in ids)]
         # A LoRA adapter card is an extra the slot may serve without claiming it; a model name
         # nobody claimed means the slot's spec and its engine disagree.
-        unclaimed = [n for e in entries if not e.adapter for n in e.names if n not in claimed]
+        unclaimed = [
+            n
+            for e in entries
+            if not e.adapter
+            for n in e.names
+            if not any(same(n, c) for c in claimed)
+        ]
         exact = ctx.exact_names and not ctx.profile.lists_all_models
         if exact and (missing or unclaimed):
             raise ProbeFailure(f"expected exactly {claimed!r}, /v1/models holds {listed}")

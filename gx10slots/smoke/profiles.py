@@ -75,6 +75,19 @@ class EngineProfile:
     # it loaded (Ollama's `/api/generate` without a prompt). None: the engine never unloads.
     keep_alive_path: str | None = None
     keep_alive: int | str | None = None
+    # The tag a model name without one means (Ollama: `llama3` is `llama3:latest`, and
+    # `/v1/models` lists the tagged name); None: names compare as written.
+    implicit_tag: str | None = None
+
+    def same_model(self, a: str, b: str) -> bool:
+        """Whether two model names name the same model on this engine."""
+        if self.implicit_tag is None:
+            return a == b
+
+        def full(name: str) -> str:
+            return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:{self.implicit_tag}"
+
+        return full(a) == full(b)
 
     @property
     def progress_counter(self) -> str | None:
@@ -247,6 +260,9 @@ OLLAMA = EngineProfile(
     # keep_alive (openai/openai.go ChatCompletionRequest has none), hence the native call.
     keep_alive_path="/api/generate",
     keep_alive=-1,
+    # types/model/name.go ParseName: a name without a tag gets the default tag "latest";
+    # openai/openai.go ToListCompletion lists each local model by its full name.
+    implicit_tag="latest",
     # ollama openai/openai.go ChatCompletionRequest has MaxTokens, Seed and StreamOptions, but no
     # max_completion_tokens: it is silently ignored (ollama issue 7125), so send `max_tokens`.
     max_tokens_field="max_tokens",

@@ -178,16 +178,6 @@ def loaded_models(doc: Any, where: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def same_ollama_model(a: str, b: str) -> bool:
-    """Whether two Ollama model names name the same model: a name without a tag means
-    `:latest` (types/model/name.go ParseName fills in the default tag)."""
-
-    def full(name: str) -> str:
-        return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-    return full(a) == full(b)
-
-
 def served_ids(entries: Sequence[ModelEntry]) -> list[str]:
     """Every name the server says it serves, in order, each once."""
     return list(dict.fromkeys(name for entry in entries for name in entry.names))
