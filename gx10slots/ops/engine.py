@@ -198,3 +198,51 @@ def quick_probe(
     if not failed:
         return ProbeVerdict(True, "answered " + ", ".join(p.name for p in report.probes))
     return ProbeVerdict(False, "; ".join(f"{p.name}: {p.detail}" for p in failed))
+
+
+# How long `slots status` waits for an engine's list of loaded models: status must stay quick.
+WARMTH_TIMEOUT_S = 3.0
+
+
+def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:
+    """A warning when the standby's engine has unloaded its model (Ollama lists what is loaded
+    at `/api/ps` and unloads an idle model after OLLAMA_KEEP_ALIVE); None when it is loaded or
+    the engine never unloads. Best effort: an answer that cannot be read is said, not raised."""
+    import httpx
+
+    from gx10slots.smoke import wire
+    from gx10slots.smoke._failure import ProbeFailure
+    from gx10slots.smoke.profiles import get_profile
+
+    profile = get_profile(app.config.engine)
+    path = profile.warmth_path
+    if path is None:
+        return None
+    try:
+        api_key, transport = probe_access(app)
+        endpoint = slot_endpoint(app, slot)
+    except ConfigError as exc:
+        return f"standby {slot}: cannot tell whether {served_name!r} is loaded ({exc.message})"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(
+            base_url=endpoint,
+            headers=headers,
+            timeout=WARMTH_TIMEOUT_S,
+            trust_env=False,
+            transport=transport,
+        ) as client:
+            response = client.get(path)
+        if response.status_code != 200:
+            raise ProbeFailure(f"HTTP {response.status_code}")
+        loaded = wire.loaded_models(response.json(), path)
+    except (httpx.HTTPError, ValueError, ProbeFailure) as exc:
+        reason = exc.detail if isinstance(exc, ProbeFailure) else type(exc).__name__
+        return f"standby {slot}: cannot tell whether {served_name!r} is loaded ({path}: {reason})"
+    if any(profile.same_model(name, served_name) for name in loaded):
+        return None
+    return (
+        f"standby {slot} is cold: {path} does not list {served_name!r} (unloaded after its "
+        f"keep-alive); flip would wait for a load: `slots smoke {slot}` loads it and keeps it "
+        "loaded"
+    )

@@ -15,10 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from gx10slots.app import App, GlobalOptions
+from gx10slots.config import parse_config
+from gx10slots.ops.engine import cold_standby_warning
 from gx10slots.sandbox.imitations import IMITATIONS
 from gx10slots.smoke import Report, SuiteSettings, get_profile, run_suite
 from gx10slots.smoke.profiles import PROFILES, EngineProfile
 from gx10slots.smoke.result import ProbeResult
+from tests.helpers.config import valid
 from tests.helpers.modelservers import Serve, model_servers
 
 pytestmark = pytest.mark.e2e
@@ -177,3 +181,33 @@ def test_an_ollama_that_cannot_load_the_model_fails_keep_alive(serve: Serve) -> 
     assert failures(report) == [
         ("keep-alive", "/api/generate answered HTTP 404: model 'not-pulled' not found")
     ]
+
+
+def _ollama_app(green_endpoint: str) -> App:
+    doc = valid()
+    doc["engine"] = "ollama"
+    doc["slots"]["green"]["endpoint"] = green_endpoint
+    app = App(GlobalOptions())
+    app.__dict__["config"] = parse_config(doc)  # the cached property, without a file
+    return app
+
+
+def test_status_says_an_ollama_standby_is_cold_when_api_ps_does_not_list_it(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLOTS_ENGINE_API_KEY", raising=False)
+    server = serve("sandbox/ok", engine="ollama", keep_alive_s=0.0)
+    app = _ollama_app(server.url)
+    warning = cold_standby_warning(app, "green", SERVED)
+    assert warning is not None and warning.startswith("standby green is cold: /api/ps")
+    smoke(server, get_profile("ollama"))  # loads it and keeps it loaded
+    assert cold_standby_warning(app, "green", SERVED) is None
+    # An engine that does not answer is said, not raised.
+    unreachable = cold_standby_warning(_ollama_app("http://127.0.0.1:1"), "green", SERVED)
+    assert unreachable is not None and "cannot tell whether 'gx10' is loaded" in unreachable
+
+
+def test_status_asks_no_engine_that_keeps_its_model_loaded() -> None:
+    app = App(GlobalOptions())
+    app.__dict__["config"] = parse_config(valid())  # vllm, endpoints that nothing serves
+    assert cold_standby_warning(app, "green", SERVED) is None
