@@ -130,8 +130,8 @@ IMITATIONS: dict[str, Imitation] = {
             },
             metrics_path="/v1/metrics",
             metrics=(
-                _counter("generation_tokens_total", "step"),
-                _gauge("num_requests_running"),
+                _counter("vllm:generation_tokens_total", "step"),
+                _gauge("vllm:num_requests_running"),
             ),
         ),
         Imitation("openai", (), owned_by="openai"),

@@ -8,7 +8,8 @@ source before a design rests on a fact that looks surprising.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from gx10slots.errors import ConfigError
@@ -75,6 +76,9 @@ class EngineProfile:
     # it loaded (Ollama's `/api/generate` without a prompt). None: the engine never unloads.
     keep_alive_path: str | None = None
     keep_alive: int | str | None = None
+    # Older names of a metric, per name above, read when the engine exports the older one
+    # (NIM 1.x wrote vLLM's metrics without the `vllm:` prefix).
+    metric_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The tag a model name without one means (Ollama: `llama3` is `llama3:latest`, and
     # `/v1/models` lists the tagged name); None: names compare as written.
     implicit_tag: str | None = None
@@ -323,13 +327,21 @@ NIM = EngineProfile(
     loading_statuses=frozenset({503}),
     answers_while_loading=True,
     readiness_request_timeout_s=10.0,
-    # https://docs.nvidia.com/nim/large-language-models/latest/observability.html: Prometheus
-    # text at `/v1/metrics`; `generation_tokens_total` (counter, "per iteration"),
-    # `num_requests_running` (gauge).
+    # NIM LLM 2.x reference/logging-and-observability
+    # (https://docs.nvidia.com/nim/large-language-models/latest/reference/logging-and-observability.html):
+    # Prometheus text at `/v1/metrics`, "the inference backend's native Prometheus metrics
+    # without modification", vLLM's by default: `vllm:generation_tokens_total` (per engine step)
+    # and `vllm:num_requests_running`. NIM 1.x wrote the same metrics without the prefix
+    # (https://docs.nvidia.com/nim/large-language-models/latest/observability.html, the 1.x page:
+    # `generation_tokens_total` "per iteration", `num_requests_running`): read as aliases.
     metrics_path="/v1/metrics",
     metrics_format="prometheus",
-    generation_tokens_metric="generation_tokens_total",
-    requests_running_metric="num_requests_running",
+    generation_tokens_metric="vllm:generation_tokens_total",
+    requests_running_metric="vllm:num_requests_running",
+    metric_aliases={
+        "vllm:generation_tokens_total": ("generation_tokens_total",),
+        "vllm:num_requests_running": ("num_requests_running",),
+    },
     metrics_hint="NIM serves Prometheus metrics at /v1/metrics",
     # The same API reference: an OpenAI-compatible API backed by vLLM (`max_tokens`, `seed`,
     # `stream_options.include_usage` with a final `choices: []` usage chunk).

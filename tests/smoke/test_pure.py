@@ -35,6 +35,7 @@ from gx10slots.smoke.progress import (
     parse_prometheus,
     sample_of,
     stall_verdict,
+    with_aliases,
 )
 from gx10slots.smoke.redact import Redactor
 from gx10slots.smoke.settings import SuiteSettings
@@ -406,7 +407,8 @@ trtllm_generation_tokens_total{engine_type="undefined",model_name="undefined"} 5
 trtllm_num_requests_running{engine_type="undefined",model_name="undefined"} 1.0
 """
 
-# docs.nvidia.com/nim/large-language-models/latest/observability.html names at /v1/metrics.
+# NIM 1.x (docs.nvidia.com/nim/large-language-models/1.x observability.html) at /v1/metrics: vLLM's
+# metrics without the `vllm:` prefix, read as aliases of the 2.x (pass-through) names.
 NIM_METRICS = """\
 # HELP num_requests_running Number of requests currently running on GPU.
 # TYPE num_requests_running gauge
@@ -429,7 +431,7 @@ generation_tokens_total{model_name="meta/llama-3.1-8b-instruct"} 9876.0
 def test_each_profile_reads_its_engines_metrics(
     profile: EngineProfile, text: str, progress: float | None, running: float
 ) -> None:
-    totals = parse_prometheus(text)
+    totals = with_aliases(parse_prometheus(text), profile)
     sample = sample_of(totals, profile, at=0.0)
     # SGLang's stall counter sums its modes; trtllm has none (its counter moves as requests end).
     assert (sample.generated, sample.running) == (progress, running)
