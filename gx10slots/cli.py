@@ -19,7 +19,7 @@ import click
 
 from gx10slots import __version__
 from gx10slots.app import App, GlobalOptions, OutputFormat
-from gx10slots.errors import Interrupted, SlotsError, UsageError
+from gx10slots.errors import Explained, Interrupted, SlotsError, UsageError
 
 
 class _Duration(click.ParamType):
@@ -910,7 +910,7 @@ def _document_format(argv: Sequence[str]) -> str | None:
     return value if value in ("json", "yaml") else None
 
 
-def _report(error: SlotsError, document: str | None) -> None:
+def _report(error: Explained, document: str | None) -> None:
     """The one way an error is shown: redacted and terminal-safe (its text may quote a server,
     an engine, a pod log or a library), as a document too with -o json or -o yaml."""
     from gx10slots import scrub
@@ -1000,7 +1000,7 @@ def _run(args: list[str], document: str | None) -> int:
             click.echo(f"error: {_safe(error.message)}", err=True)
             click.echo("Try 'slots --help' for help.", err=True)
         code = 2
-    except SlotsError as exc:
+    except (SlotsError, Interrupted) as exc:
         _report(exc, document)
         code = exc.exit_code
     except KeyboardInterrupt:

@@ -1,24 +1,31 @@
 """The one exception tree of gx10slots; each class carries the contract's exit code.
 
-    SlotsError                      1  base: something we know about went wrong
-    ├── CheckFailed                 1  rollout, smoke or post-flip verification failed
-    ├── UsageError                  2  bad command line
-    │   └── ConfigError             2  bad slots.yaml or kubeconfig (which key, what was expected)
-    ├── Refused                     3  a safety gate said no; nothing was changed
-    │   └── LockHeld                3  the Lease gx10slots-lock is held by someone else
-    ├── ClusterError                4  cluster or network error before anything changed
-    │   ├── ApiUnreachable          4  no answer from the API server (connection, timeout)
-    │   ├── ApiError                4  the API server answered with an error status
-    │   │   ├── NotFound            4  404
-    │   │   ├── Conflict            4  409 (resourceVersion moved: re-read, re-check, decide)
-    │   │   ├── Invalid             4  422 (invalid object, or a JSON Patch `test` that failed)
-    │   │   └── Unauthorized        4  401 / 403
-    │   └── StateUnknown            4  a write whose outcome no read-back could confirm
-    └── Interrupted               130  Ctrl-C or SIGTERM
+    Explained (BaseException)          what every error of ours carries: exit code, message, hint
+    ├── SlotsError (Exception)      1  base: something we know about went wrong
+    │   ├── CheckFailed             1  rollout, smoke or post-flip verification failed
+    │   ├── UsageError              2  bad command line
+    │   │   └── ConfigError         2  bad slots.yaml or kubeconfig (which key, what was expected)
+    │   ├── Refused                 3  a safety gate said no; nothing was changed
+    │   │   └── LockHeld            3  the Lease gx10slots-lock is held by someone else
+    │   ├── ClusterError            4  cluster or network error before anything changed
+    │   │   ├── ApiUnreachable      4  no answer from the API server (connection, timeout)
+    │   │   ├── ApiError            4  the API server answered with an error status
+    │   │   │   ├── NotFound        4  404
+    │   │   │   ├── Conflict        4  409 (resourceVersion moved: re-read, re-check, decide)
+    │   │   │   ├── Invalid         4  422 (invalid object, or a JSON Patch `test` that failed)
+    │   │   │   └── Unauthorized    4  401 / 403
+    │   │   └── StateUnknown        4  a write whose outcome no read-back could confirm
+    └── Interrupted (BaseException)  130  Ctrl-C, SIGTERM, a loop asked to stop
 
 Third-party exceptions (`kubernetes.client.ApiException`, urllib3 and httpx errors) are translated
 into this tree only in the adapters, chained with ``from``; the CLI has one boundary that turns any
-``SlotsError`` into a message (or a JSON document) and its exit code.
+``Explained`` error into a message (or a JSON document) and its exit code.
+
+``Interrupted`` is not a ``SlotsError`` on purpose, as ``KeyboardInterrupt`` is not an
+``Exception``: SIGTERM raises it wherever the main thread happens to be, often inside a
+``try: … except SlotsError`` that treats a failed read or probe as a verdict. A stop caught there
+would be taken for a failed check and the process would go on (a controller that ignores
+SIGTERM until the kubelet kills it, without giving back its Lease).
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ def excerpt(text: str | bytes | None, limit: int = BODY_EXCERPT_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-class SlotsError(Exception):
-    """Base of every error the tool expects and explains."""
+class Explained(BaseException):
+    """What every error of ours carries: the contract's exit code, a message, maybe a hint."""
 
     exit_code = 1
     kind = "error"
@@ -60,6 +67,10 @@ class SlotsError(Exception):
         if self.hint:
             doc["hint"] = self.hint
         return doc
+
+
+class SlotsError(Explained, Exception):
+    """Base of every error the tool expects and explains."""
 
 
 class CheckFailed(SlotsError):
@@ -154,7 +165,7 @@ class StateUnknown(ClusterError):
     kind = "state-unknown"
 
 
-class Interrupted(SlotsError):
+class Interrupted(Explained):
     exit_code = 130
     kind = "interrupted"
 

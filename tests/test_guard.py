@@ -315,6 +315,20 @@ def test_ctrl_c_during_a_check_changes_nothing() -> None:
     )
 
 
+def test_sigterm_while_the_flag_is_read_stops_the_guard_instead_of_counting_a_failed_read() -> None:
+    # The CLI's SIGTERM handler raises Interrupted wherever the main thread is; a flag read that
+    # may fail is guarded by `except SlotsError`, which must not take a stop for a failed read.
+    def terminated(check: int) -> FlagState:
+        raise Interrupted("terminated by SIGTERM")
+
+    ports = FakePorts([OK], flags=terminated)
+    with pytest.raises(Interrupted) as info:
+        watch(ports, TARGET, SETTINGS, None)
+    assert ports.checks_at == []  # no probe after the stop
+    assert ports.reverted == []
+    assert "after 0 check(s); nothing was changed" in info.value.message
+
+
 # -- one observation of production, against MockTransport engines -------------------------------
 
 SUITE = SuiteSettings(probes=("streaming",), probe_timeout_s=1.0)

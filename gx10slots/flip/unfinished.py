@@ -29,6 +29,7 @@ from typing import Any
 
 from gx10slots import console
 from gx10slots.app import App
+from gx10slots.errors import Refused
 from gx10slots.flip.rules import FlipPlan, Mode
 from gx10slots.kube.lease import Lock
 from gx10slots.ops.read import snapshot
@@ -114,6 +115,16 @@ def settle_unfinished(
         f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
         f"{source or 'no slot'} -> {target} but was interrupted before it was verified and recorded"
     )
+    if not lock.held:
+        # Only the lease tells a run that was stopped from one still verifying: its writer held
+        # the lease while it switched, so holding it now means that run is over. Without it,
+        # "completing" would record a live run twice (or revert what it is about to verify).
+        raise Refused(
+            f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
+            f"{source or 'no slot'} -> {target} and is not finished; without the lease "
+            f"{lock.name} this run cannot tell whether it is still going; nothing was changed",
+            hint="run the command again: it waits for the lease, then completes or records it",
+        )
     if unfinished.action != mode:
         console.progress(f"{what}; recording it as such")
         flip_ops.record_flip(

@@ -336,6 +336,11 @@ class Lock:
         self.took_over: Takeover | None = None
 
     @property
+    def held(self) -> bool:
+        """From a successful acquire until release, or until a renewal found it taken over."""
+        return self._lease is not None
+
+    @property
     def where(self) -> Here:
         if self._where is None:
             self._where = here()

@@ -23,7 +23,10 @@ import pytest
 
 from gx10slots.app import App, GlobalOptions
 from gx10slots.config import parse_config
+from gx10slots.errors import Refused
+from gx10slots.flip.run import flip
 from gx10slots.flip.unfinished import find_unfinished
+from gx10slots.kube.lease import Lock
 from tests.helpers.config import valid
 from tests.helpers.sandbox import NS, Sandbox, clean_env
 from tests.helpers.wait import poll
@@ -235,6 +238,34 @@ def test_the_guards_revert_is_finished_on_the_flag_too(sandbox: Sandbox) -> None
     assert box.production() == GREEN_SERVED
     reverts = [e for e in flip_entries(box) if e["action"] == "auto-revert"]
     assert reverts == [], f"the guard's finished revert was recorded as interrupted: {reverts}"
+
+
+@pytest.mark.e2e
+def test_a_run_still_switching_is_not_completed_by_a_caller_without_the_lease(
+    flipped: Sandbox,
+) -> None:
+    """Only the lease tells a stopped run from one that is still verifying: a caller that does
+    not hold it (a library user) is refused and touches neither the flag nor the history."""
+    box = flipped
+    set_annotations(box, state="switching")
+    before = flag_annotations(box)
+    entries = flip_entries(box)
+    app = App(
+        GlobalOptions(
+            config_path=str(box.dir / "slots.yaml"), kubeconfig=str(box.dir / "kubeconfig")
+        )
+    )
+    with pytest.raises(Refused) as info:
+        flip(app, "flip", force=False, reason="x", dry_run=False, lock=Lock(app.kube, holder="lib"))
+    assert info.value.exit_code == 3
+    assert box.flag() == "green"
+    assert flag_annotations(box) == before  # still switching: the lease holder completes it
+    assert flip_entries(box) == entries
+    # The command itself, holding the lease, completes it.
+    result = box.cli("-o", "json", "flip")
+    assert result.code == 0, result.err
+    assert result.json()["completed"]
+    assert box.flag() == "green"
 
 
 # -- find_unfinished on plain objects -----------------------------------------------------------
