@@ -17,8 +17,9 @@ import pytest
 
 from gx10slots.app import App, GlobalOptions
 from gx10slots.config import parse_config
-from gx10slots.ops.engine import cold_standby_warning
+from gx10slots.ops.engine import cold_standby_warning, keep_loaded
 from gx10slots.sandbox.imitations import IMITATIONS
+from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.smoke import Report, SuiteSettings, get_profile, run_suite
 from gx10slots.smoke.profiles import PROFILES, EngineProfile
 from gx10slots.smoke.result import ProbeResult
@@ -211,3 +212,24 @@ def test_status_asks_no_engine_that_keeps_its_model_loaded() -> None:
     app = App(GlobalOptions())
     app.__dict__["config"] = parse_config(valid())  # vllm, endpoints that nothing serves
     assert cold_standby_warning(app, "green", SERVED) is None
+
+
+def test_a_flip_asks_the_ollama_fallback_to_keep_its_model_loaded(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SLOTS_ENGINE_API_KEY", raising=False)
+    # The old active slot served production: loaded until OLLAMA_KEEP_ALIVE (here 0) runs out.
+    server = serve("sandbox/ok", engine="ollama", keep_alive_s=0.0)
+    deployment = slot_deployment("green", model="sandbox/ok", served_name=SERVED, replicas=1)
+    monkeypatch.setattr("gx10slots.ops.read.read_deployment", lambda app, slot: deployment)
+    app = _ollama_app(server.url)
+    assert _ps(server) == []
+    assert keep_loaded(app, "green") == "slot green keeps 'gx10' loaded (keep_alive -1)"
+    assert _ps(server) == ["gx10:latest"]
+    # An engine that cannot be reached is said, never raised: the flip itself is done.
+    note = keep_loaded(_ollama_app("http://127.0.0.1:1"), "green")
+    assert note is not None and note.startswith("slot green: could not ask its engine")
+    # vLLM keeps its model loaded: nothing is asked.
+    vllm = App(GlobalOptions())
+    vllm.__dict__["config"] = parse_config(valid())
+    assert keep_loaded(vllm, "green") is None
