@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -233,3 +234,12 @@ def test_a_flip_asks_the_ollama_fallback_to_keep_its_model_loaded(
     vllm = App(GlobalOptions())
     vllm.__dict__["config"] = parse_config(valid())
     assert keep_loaded(vllm, "green") is None
+
+
+def test_the_engines_table_of_the_docs_has_a_row_per_profile() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
+    section = text[text.index("## Engines") :]
+    section = section[: section.index("\n## ")]
+    lines = section.splitlines()
+    rows = {line.split("`")[1] for line in lines if line.startswith("| `")} - {"engine"}
+    assert rows == set(PROFILES)
