@@ -555,6 +555,15 @@ class Metrics:
         with self._lock:
             self.generation_tokens += tokens
 
+    def counts(self) -> dict[str, float]:
+        """Tokens as generated ("step"), tokens of finished requests ("end"), requests running."""
+        with self._lock:
+            return {
+                "step": float(self.generation_tokens),
+                "end": float(self.finished_tokens),
+                "running": float(self.running),
+            }
+
     def end(self, finish_reason: str, seconds: float) -> None:
         with self._lock:
             self.running -= 1
@@ -605,12 +614,7 @@ def render_imitated(metrics: Metrics, engine: Imitation, model_name: str) -> str
     """Another engine's Prometheus families (its names and what each counts), from the same
     counters as the vLLM ones."""
     out: list[str] = []
-    with metrics._lock:
-        values = {
-            "step": float(metrics.generation_tokens),
-            "end": float(metrics.finished_tokens),
-            "running": float(metrics.running),
-        }
+    values = metrics.counts()
     for family in engine.metrics:
         base = family.name.removesuffix("_total") if family.kind == "counter" else family.name
         out.append(f"# TYPE {base} {family.kind}")

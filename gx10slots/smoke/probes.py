@@ -187,7 +187,15 @@ async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> Pr
         )
         if profile.warmth_path is not None:
             phase.set(f"asking {profile.warmth_path} whether {ctx.served_name!r} is loaded")
-            warm = await _loaded(ctx, timeout)
+            try:
+                warm = await _loaded(ctx, timeout)
+            except (ProbeFailure, httpx.TransportError) as exc:
+                # The server is ready; only whether the model is loaded is unknown (an Ollama
+                # older than /api/ps): the keep-alive probe checks it again at the end.
+                reason = exc.detail if isinstance(exc, ProbeFailure) else type(exc).__name__
+                return Outcome(
+                    f"{detail}; whether {ctx.served_name!r} was loaded: {reason}", metrics
+                )
             metrics["warm"] = float(warm)
             detail += (
                 f"; {ctx.served_name!r} was loaded"

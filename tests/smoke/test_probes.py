@@ -110,6 +110,22 @@ def test_readiness_of_a_stuck_endpoint_fails_at_once() -> None:
     assert "did not answer within 0.05 s" in result.detail
 
 
+def test_ollama_readiness_says_whether_the_model_was_loaded() -> None:
+    engine = FakeEngine()
+
+    async def ps(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"models": [{"name": "m:latest", "model": "m:latest"}]})
+
+    engine.routes["/api/ps"] = ps
+    result, _ = run_probe(probe_readiness, engine, profile=OLLAMA)
+    assert result.passed and result.detail.endswith("; 'm' was loaded")
+    assert result.metrics["warm"] == 1.0
+    # An Ollama without /api/ps is still ready; only its warmth is unknown.
+    result, _ = run_probe(probe_readiness, FakeEngine(), profile=OLLAMA)
+    assert result.passed, result.detail
+    assert "whether 'm' was loaded: /api/ps answered HTTP 404" in result.detail
+
+
 # --- identity -----------------------------------------------------------------------------------
 
 
