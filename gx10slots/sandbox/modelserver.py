@@ -8,7 +8,9 @@ MODEL picks a behaviour (``Behaviour.parse``): ``sandbox/ok``, ``sandbox/wedge``
 any name outside ``sandbox/`` behaves like ``sandbox/ok``. The behaviour logic (answers, tool
 calls, failure decisions) is pure and separate from the HTTP plumbing below it, which imitates the
 wire shapes of vLLM: ``/health``, ``/v1/models``, ``/v1/chat/completions`` (JSON and SSE),
-``/v1/completions`` and Prometheus ``/metrics`` with vLLM's metric names.
+``/v1/completions`` and Prometheus ``/metrics`` with vLLM's metric names. With ``--engine NAME``
+it answers readiness, metrics, ``/v1/models`` and the engine's own endpoints as that engine does
+(gx10slots.sandbox.imitations: every smoke profile has one); ``--lora`` adds adapter cards.
 
 Stdlib only (plus the stdlib-only ``gx10slots.durations``), so it runs wherever a Python runs.
 Time-based behaviours count from ``start()``.
