@@ -12,7 +12,8 @@ wire shapes of vLLM: ``/health``, ``/v1/models``, ``/v1/chat/completions`` (JSON
 it answers readiness, metrics, ``/v1/models`` and the engine's own endpoints as that engine does
 (gx10slots.sandbox.imitations: every smoke profile has one); ``--lora`` adds adapter cards.
 
-Stdlib only (plus the stdlib-only ``gx10slots.durations``), so it runs wherever a Python runs.
+Stdlib only (plus the stdlib-only ``gx10slots.durations`` and ``gx10slots.sandbox.imitations``),
+so it runs wherever a Python runs.
 Time-based behaviours count from ``start()``.
 """
 
