@@ -221,7 +221,8 @@ SGLANG = EngineProfile(
     # long generation; Counter `sglang:realtime_tokens_total{mode=prefill_compute|prefill_cache|
     # decode}` is incremented by the scheduler at every decode iteration
     # (python/sglang/srt/managers/scheduler_metrics_mixin.py log_decode_stats_every_iteration):
-    # the stall check watches that one (summed over modes). Gauge `sglang:num_running_reqs`.
+    # the stall check watches that one (summed over modes); an SGLang too old to export it
+    # leaves the stall check inconclusive, never a wedge. Gauge `sglang:num_running_reqs`.
     metrics_path="/metrics",
     metrics_format="prometheus",
     generation_tokens_metric="sglang:generation_tokens_total",
