@@ -117,3 +117,29 @@ def test_a_hostile_changed_at_is_bounded_and_guarded_for_a_whole_window() -> Non
     seen = flip_seen(snap)
     assert seen is not None and len(seen.at) <= 64
     assert window_left_s(seen, 600, NOW) == 600
+
+
+def test_sigterm_while_the_controller_reads_the_slots_stops_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SIGTERM raises Interrupted wherever the main thread is; the controller's read is guarded
+    # by `except SlotsError` (a failed read waits for the next round), which must not swallow it.
+    import threading
+
+    from gx10slots.app import App, GlobalOptions
+    from gx10slots.controller import run as run_mod
+    from gx10slots.controller.metrics import ControllerMetrics
+    from gx10slots.errors import Interrupted
+
+    def terminated(app: object) -> None:
+        raise Interrupted("terminated by SIGTERM")
+
+    monkeypatch.setattr(run_mod, "snapshot", terminated)
+    app = App(GlobalOptions())
+    app.__dict__["config"] = parse_config(valid())
+    elector: Any = object()  # never started: round() is called directly
+    controller = run_mod.Controller(
+        app, mode="act", metrics=ControllerMetrics(), stop=threading.Event(), elector=elector
+    )
+    with pytest.raises(Interrupted):
+        controller.round()

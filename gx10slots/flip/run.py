@@ -417,7 +417,7 @@ def where_production_is(app: App, switched: Switched | None, *, verified: bool =
     been in flight when the signal came)."""
     try:
         value = flag_state(read_flag_object(app), app.config).value
-    except (SlotsError, KeyboardInterrupt):
+    except (SlotsError, Interrupted, KeyboardInterrupt):
         if switched is None:
             return "the flag could not be read back: run `slots status`"
         state = "verified" if verified else "unverified"

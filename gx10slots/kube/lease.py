@@ -615,7 +615,7 @@ class Lock:
     def _give_back_if_ours(self) -> None:
         try:
             current = self._read()
-        except (SlotsError, KeyboardInterrupt):
+        except (SlotsError, Interrupted, KeyboardInterrupt):
             return  # it expires on its own
         if ((current or {}).get("spec") or {}).get("holderIdentity") == self.holder:
             self._lease = current

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from gx10slots.errors import SlotsError, UsageError, excerpt
+from gx10slots.errors import Explained, SlotsError, UsageError, excerpt
 from gx10slots.fileio import atomic_write
 from gx10slots.sandbox import seed
 from gx10slots.sandbox.llamacpp import (
@@ -400,7 +400,7 @@ def run_foreground(
     except BaseException as exc:
         sandbox.stop()
         if ready_fd is not None:
-            message = exc.message if isinstance(exc, SlotsError) else f"{type(exc).__name__}: {exc}"
+            message = exc.message if isinstance(exc, Explained) else f"{type(exc).__name__}: {exc}"
             os.write(ready_fd, (json.dumps({"error": message}) + "\n").encode())
         raise
     if ready_fd is not None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from gx10slots.sandbox.rehearsal import controller_manifest
 from tests.helpers.sandbox import NS, Sandbox
 from tests.helpers.wait import wait_for
 from tests.helpers.webhooks import Receiver, receiver
@@ -215,27 +216,22 @@ MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
 
 
 def _adapted_controller_manifest(box: Sandbox) -> str:
-    """docs/manifests/controller.yaml with what differs in the sandbox: the slots.yaml ConfigMap
-    (job-deploy.yaml's, with the sandbox's loopback endpoints), one replica, a free metrics port
-    on loopback. Everything else as shipped: its own ServiceAccount, Role and RoleBinding."""
-    docs = list(yaml.safe_load_all((MANIFESTS / "controller.yaml").read_text()))
-    job_docs = yaml.safe_load_all((MANIFESTS / "job-deploy.yaml").read_text())
-    config_map = next(d for d in job_docs if d and d["kind"] == "ConfigMap")
-    config = yaml.safe_load((box.dir / "slots.yaml").read_text())
-    config["smoke"]["report_dir"] = "/reports"
-    config_map["data"]["slots.yaml"] = yaml.safe_dump(config)
+    """docs/manifests/controller.yaml as a rehearsal applies it (gx10slots.sandbox.rehearsal),
+    with a volume over the directory this checkout (and its .venv) lives in, as in test_job.py:
+    the pod must still run the installed `slots`."""
+    docs = controller_manifest(
+        (MANIFESTS / "controller.yaml").read_text(),
+        (MANIFESTS / "job-deploy.yaml").read_text(),
+        (box.dir / "slots.yaml").read_text(),
+    )
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    deployment["spec"]["replicas"] = 1
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    container["args"] = ["controller", "--metrics-addr=127.0.0.1:0"]
-    # A volume over the directory this checkout (and its .venv) lives in, as in test_job.py:
-    # the pod must still run the installed `slots`.
     above = str(Path(__file__).resolve().parents[3])
     if above != "/" and above not in {m["mountPath"] for m in container["volumeMounts"]}:
         container["volumeMounts"].append({"name": "over-the-checkout", "mountPath": above})
         pod["volumes"].append({"name": "over-the-checkout", "emptyDir": {}})
-    return yaml.safe_dump_all([config_map, *docs])
+    return yaml.safe_dump_all(docs)
 
 
 def test_the_controller_manifest_runs_in_the_sandbox_and_reverts_a_wedge(
