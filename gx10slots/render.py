@@ -83,6 +83,8 @@ STATUS_COLUMNS = (
     ("MEMORY", False),
     ("REVISION", True),
     ("SMOKE", True),
+    ("SMOKE REVISION", False),
+    ("SMOKE BY", False),
     ("PROTECTED", False),
 )
 
@@ -91,14 +93,8 @@ def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
     """`slots status` as a table and the lines under it (pure: the watch redraws from it)."""
     rows = []
     for name, slot in doc["slots"].items():
-        smoke = slot.get("smoke")
-        if not slot.get("exists", True):
-            smoke_text = "-"
-        elif smoke is None:
-            smoke_text = "none"  # for this revision: a smoke of an earlier one does not count
-        else:
-            verdict = "passed" if smoke["passed"] else "FAILED"
-            smoke_text = f"{verdict} {_age(smoke.get('age_s'))} ago"
+        last = slot.get("last_smoke") or {}
+        readable = last if last.get("readable") else {}
         memory = slot.get("memory_gib")
         rows.append(
             (
@@ -110,11 +106,19 @@ def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
                 f"{slot.get('ready', 0)}/{slot.get('replicas', 0)}",
                 "-" if memory is None else f"{memory:g} GiB",
                 _cell(slot.get("revision")),
-                smoke_text,
+                smoke_cell(slot),
+                _cell(readable.get("revision") or (slot.get("smoke") or {}).get("revision")),
+                _cell(readable.get("by")),
                 _protected(slot),
             )
         )
     lines = [format_table(STATUS_COLUMNS, rows, wide=wide), ""]
+    if wide:
+        lines += [
+            last_smoke_line(name, slot)
+            for name, slot in doc["slots"].items()
+            if (slot.get("last_smoke") or {}).get("readable")
+        ]
     flag = doc["flag"]
     lines.append(
         f"flag: {flag['kind']} {doc['namespace']}/{flag['name']}"
@@ -130,6 +134,67 @@ def status_text(doc: dict[str, Any], *, wide: bool = False) -> str:
     lines.append(lock_line(doc.get("lock")))
     lines += [f"warning: {_cell(warning)}" for warning in doc.get("warnings", [])]
     return "\n".join(lines)
+
+
+def smoke_cell(slot: dict[str, Any]) -> str:
+    """The SMOKE column: what `flip` trusts (the record on the Deployment for the slot's current
+    revision) first; else the last report kept in the cluster, marked ``stale`` when the slot's
+    revision moved since it ran (flip will not accept it) or ``unrecorded`` when its record
+    never reached the Deployment (flip will not accept it either)."""
+    if not slot.get("exists", True):
+        return "-"
+    gate = slot.get("smoke")
+    if gate is not None:
+        verdict = "passed" if gate["passed"] else "FAILED"
+        return f"{verdict} {_age(gate.get('age_s'))} ago"
+    last = slot.get("last_smoke")
+    if not last:
+        return "none"  # for this revision: a smoke of an earlier one does not count
+    if not last.get("readable"):
+        return "unreadable"
+    # Short enough for the 80-column table: its age and revision are in -o wide and the JSON.
+    verdict = "passed" if last.get("passed") else "FAILED"
+    return f"{'stale' if last.get('stale') else 'unrecorded'}: {verdict}"
+
+
+def _figures_text(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "not measured"
+    p50 = figures.get("ttft_ms_p50")
+    rate = figures.get("tokens_per_s")
+    return (
+        f"TTFT p50 {'n/a' if p50 is None else f'{p50:.0f} ms'}, "
+        f"{'n/a' if rate is None else f'{rate:.1f}'} tokens/s"
+    )
+
+
+def last_smoke_line(slot: str, doc: dict[str, Any]) -> str:
+    """One line per slot (-o wide): the last smoke report kept in the cluster, whoever ran it,
+    and the gate's record when it says otherwise (a guard marked the slot failed since)."""
+    last = doc["last_smoke"]
+    verdict = "passed" if last.get("passed") else "FAILED"
+    stale = " (stale: the slot's revision moved since)" if last.get("stale") else ""
+    failed = [p["name"] for p in last.get("probes", []) if p.get("result") in ("fail", "not-run")]
+    parts = [
+        f"last smoke of {_cell(slot)}: {verdict} {_age(last.get('age_s'))} ago "
+        f"({_cell(last.get('at'))}) by "
+        f"{_cell(last.get('by'))}, model {_cell(last.get('model'))}, revision "
+        f"{_cell(last.get('revision'))}{stale}",
+        f"failed: {_cell(', '.join(failed))}" if failed else "",
+        f"{_cell(slot)} {_figures_text(last.get('candidate'))}",
+    ]
+    baseline = last.get("baseline")
+    if baseline:
+        parts.append(f"active {_cell(baseline.get('slot'))} {_figures_text(baseline)}")
+    if last.get("report"):
+        parts.append(f"report {_cell(last['report'])}")
+    gate = doc.get("smoke")
+    if gate is not None and not last.get("stale") and gate.get("passed") != last.get("passed"):
+        gate_verdict = "passed" if gate.get("passed") else "FAILED"
+        parts.append(
+            f"but the record flip reads says {gate_verdict} since ({_cell(gate.get('report'))})"
+        )
+    return "; ".join(p for p in parts if p)
 
 
 def fallback_line(fallback: dict[str, Any] | None) -> str:

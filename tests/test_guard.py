@@ -37,8 +37,10 @@ from gx10slots.guard.rules import (
     GuardSettings,
     Share,
     Target,
+    busy,
 )
 from gx10slots.guard.run import exit_code
+from gx10slots.ops.engine import ProbeVerdict
 from gx10slots.ops.read import Snapshot
 from gx10slots.slots import CHANGED_BY, PREVIOUS, FlagState, SmokeRecord
 from gx10slots.smoke.live import Observation, observe
@@ -60,6 +62,15 @@ WEDGED = Observation(
     running=1.0,
 )
 HTTP_500 = Observation(False, "/v1/chat/completions answered HTTP 500: EngineCore failed")
+# Queued behind a long generation on a one-slot engine: no first token, the counter moving.
+BUSY = Observation(
+    False,
+    "timed out after 10.0 s waiting for the first token",
+    timed_out=True,
+    stall="progressing",
+    running=1.0,
+    recent_advance=250.0,
+)
 
 
 def flag(value: str, **annotations: str) -> FlagState:
@@ -164,6 +175,29 @@ def test_consecutive_failures_trip_and_the_confirmations_come_sooner() -> None:
     assert "engine wedged" in summary
     assert [r.number for r in outcome.streak] == [2, 3, 4]
     assert outcome.tally.abandoned_probes == 3
+
+
+def test_a_slot_busy_for_the_whole_window_is_never_reverted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ports = FakePorts([OK, BUSY], check_cost=10.0)
+    outcome = watch(ports, TARGET, SETTINGS, None)
+    assert outcome.result == "passed"
+    assert ports.reverted == []
+    assert ports.checks_at == [0.0, 30.0, 60.0]  # no quick confirmations: nothing failed
+    assert [r.busy for r in outcome.records] == [False, True, True]
+    assert outcome.records[-1].to_dict()["busy"] is True
+    assert "busy: the probe waited behind other requests" in capsys.readouterr().err
+
+
+def test_a_wedge_after_busy_checks_still_trips() -> None:
+    ports = FakePorts([OK, BUSY, BUSY, WEDGED], check_cost=1.0, reverts=[REVERTED])
+    settings = GuardSettings(**{**SETTINGS.to_dict(), "window_s": 600.0})
+    outcome = watch(ports, TARGET, settings, None)
+    assert outcome.result == "tripped"
+    [(_, streak)] = ports.reverted
+    assert [r.number for r in streak] == [4, 5, 6]
+    assert not any(r.busy for r in streak)
 
 
 ERRORS = GateQuery("errors", "sum(rate(ai_ir_failures_total[1m]))", max=0.1)
@@ -380,6 +414,45 @@ def test_observe_a_wedged_engine_is_judged_at_the_stall_not_at_the_timeout() -> 
     assert obs.running == 1.0
 
 
+def decoding_metrics(engine: FakeEngine, steps: int | None = None) -> Any:
+    """/metrics of an engine busy with someone else's long generation: one request running, the
+    counter one decode step further at each scrape (for ``steps`` scrapes; then it stops)."""
+    scrapes = 0
+
+    async def metrics(request: httpx.Request) -> httpx.Response:
+        nonlocal scrapes
+        scrapes += 1
+        if steps is None or scrapes <= steps:
+            engine.generated += 1
+        return httpx.Response(200, text=engine.metrics_text())
+
+    return metrics
+
+
+def test_observe_a_probe_queued_behind_a_long_generation_is_busy() -> None:
+    engine = FakeEngine()
+    engine.running = 1.0
+    engine.routes["/v1/chat/completions"] = hang_forever  # queued: never reaches the engine
+    engine.routes["/metrics"] = decoding_metrics(engine)
+    obs = look(engine, timeout_s=0.3)
+    assert obs.timed_out and obs.ttft_ms is None
+    assert obs.stall == "progressing"
+    assert obs.recent_advance is not None and obs.recent_advance >= 2, obs
+    assert busy(obs)
+
+
+def test_observe_an_engine_that_stops_while_the_probe_waits_is_not_busy() -> None:
+    engine = FakeEngine()
+    engine.running = 1.0
+    engine.routes["/v1/chat/completions"] = hang_forever
+    engine.routes["/metrics"] = decoding_metrics(engine, steps=2)  # then a flat counter
+    # The counter moves at the first two scrapes, then stays flat for the last 0.5 s window.
+    obs = look(engine, timeout_s=1.0)
+    assert obs.timed_out
+    assert obs.recent_advance == 0, obs
+    assert not busy(obs)
+
+
 def test_observe_a_hung_engine_without_metrics_sees_the_timeout() -> None:
     engine = FakeEngine()
     engine.routes["/v1/chat/completions"] = hang_forever
@@ -499,6 +572,73 @@ def wired(
     ports = ClusterPorts(make_app(tmp_path), TARGET, SETTINGS, by="guard:me@host:1")
     monkeypatch.setattr(ports, "flag", lambda: flag("green"))
     yield ports, calls
+
+
+@pytest.mark.parametrize(
+    ("answer", "look", "safe"),
+    [
+        # Queued behind a stream the flip left there, its counter moving: busy, a safe place.
+        (ProbeVerdict(False, "known-answer: timed out after 10.0 s", timed_out=True), BUSY, True),
+        # Timed out on a flat counter: wedged, no place to go.
+        (
+            ProbeVerdict(False, "known-answer: timed out after 10.0 s", timed_out=True),
+            WEDGED,
+            False,
+        ),
+        # An error is not a queue: not even looked at again.
+        (ProbeVerdict(False, "known-answer: HTTP 500"), BUSY, False),
+    ],
+)
+def test_a_fallback_busy_with_a_long_generation_is_still_a_safe_place_to_go(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    answer: ProbeVerdict,
+    look: Observation,
+    safe: bool,
+) -> None:
+    looked: list[str] = []
+
+    def fake_observe(endpoint: str, served: str, *args: Any, **kw: Any) -> Observation:
+        looked.append(f"{endpoint} {served}")
+        return look
+
+    monkeypatch.setattr(ports_mod, "slot_endpoint", lambda app, slot: f"http://{slot}.test")
+    monkeypatch.setattr(ports_mod, "quick_probe", lambda *args, **kw: answer)
+    monkeypatch.setattr(ports_mod, "observe", fake_observe)
+    target = Target("green", "blue", "new-model", "new-model", "rev-green", "old-model", "old")
+    ports = ClusterPorts(make_app(tmp_path), target, SETTINGS, by="guard:me@host:1")
+    unsafe = ports._fallback_answers()
+    assert (unsafe is None) == safe, unsafe
+    if not safe:
+        assert unsafe is not None and unsafe.startswith(
+            "the previous slot blue failed its own probe"
+        )
+    assert looked == ([] if not answer.timed_out else ["http://blue.test old"])
+
+
+def test_a_quick_probe_says_whether_its_failures_were_only_timeouts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from gx10slots.ops import engine as engine_mod
+
+    hung, erroring = FakeEngine(), FakeEngine()
+    hung.routes["/v1/chat/completions"] = hang_forever
+
+    async def error(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"error": {"message": "EngineCore failed"}})
+
+    erroring.routes["/v1/chat/completions"] = error
+    app = make_app(tmp_path)
+    verdicts = []
+    for fake in (FakeEngine(), hung, erroring):
+        transport = httpx.MockTransport(fake)
+        monkeypatch.setattr(engine_mod, "probe_access", lambda app, t=transport: (None, t))
+        verdicts.append(engine_mod.quick_probe(app, "http://engine.test", "m", timeout_s=0.3))
+    assert [(v.passed, v.timed_out) for v in verdicts] == [
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
 
 
 STREAK = [CheckRecord(i, float(i), False, ("wedged",), WEDGED, Share(0, 0)) for i in (1, 2, 3)]

@@ -16,6 +16,7 @@ from gx10slots.guard.rules import (
     Share,
     Tally,
     Target,
+    busy,
     error_share,
     judge_check,
     next_check_at,
@@ -26,7 +27,7 @@ from gx10slots.guard.rules import (
     ttft_limit_ms,
 )
 from gx10slots.slots import CHANGED_AT, CHANGED_BY, PREVIOUS, REASON, FlagState, SlotState
-from gx10slots.smoke.live import Observation, progress_verdict
+from gx10slots.smoke.live import Observation, progress_verdict, recent_advance
 from gx10slots.smoke.progress import ProgressSample, Verdict
 from tests.helpers.config import valid
 from tests.helpers.guard import SETTINGS
@@ -36,6 +37,15 @@ CONFIG = parse_config(valid())
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 OK = Observation(True, "answered", ttft_ms=50.0, stall="progressing")
 BAD = Observation(False, "timed out after 10.0 s waiting for the first token", timed_out=True)
+# Queued behind a long generation: no first token, while the engine decoded 40 tokens of others'.
+BUSY = Observation(
+    False,
+    "timed out after 3.0 s waiting for the first token",
+    timed_out=True,
+    stall="progressing",
+    running=1.0,
+    recent_advance=40.0,
+)
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -129,6 +139,49 @@ def test_tally_keeps_the_probe_outcomes_for_the_share_and_counts_abandoned_probe
     for _ in range(SHARE_WINDOW):
         share = tally.add_probe(OK)
     assert share == Share(0, SHARE_WINDOW)
+
+
+def test_a_busy_probe_is_left_out_of_the_error_share() -> None:
+    tally = Tally(2)
+    for _ in range(SHARE_WINDOW):
+        share = tally.add_probe(BUSY)
+    assert share == Share(0, 0)  # no evidence either way about the answers
+    assert tally.abandoned_probes == SHARE_WINDOW  # the engine may still count them
+    assert tally.add_probe(BAD) == Share(1, 1)
+
+
+# -- busy is not wedged ---------------------------------------------------------------------------
+
+
+def test_a_probe_queued_behind_a_progressing_engine_is_busy_and_fails_nothing() -> None:
+    assert busy(BUSY)
+    assert judge_check(BUSY, Share(0, 0), SETTINGS, None) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"recent_advance": 0.0}, "the counter stayed flat while the probe waited: the wedge"),
+        ({"recent_advance": 1.0}, "one step is at most our own probe's prompt"),
+        ({"recent_advance": None}, "no progress metrics: the timeout alone judges"),
+        ({"stall": "stalled"}, "requests running on a flat counter"),
+        ({"ttft_ms": 900.0}, "answered a first token: judged as usual"),
+        ({"timed_out": False, "detail": "HTTP 500"}, "an error is no queue"),
+    ],
+)
+def test_what_is_not_busy_still_fails_the_check(change: dict[str, Any], why: str) -> None:
+    observation = Observation(**{**BUSY.__dict__, **change})
+    assert not busy(observation), why
+    reasons = judge_check(observation, Share(0, 0), SETTINGS, None)
+    assert reasons and reasons[0].startswith("known-answer probe through production failed"), why
+
+
+def test_recent_advance_is_the_counter_over_the_last_window() -> None:
+    samples = [sample(0, 10, 1), sample(1, 30, 1), sample(2, 50, 1), sample(3, 50, 1)]
+    assert recent_advance(samples, 1.5) == 20  # from the sample at 1 s to the one at 3 s
+    assert recent_advance(samples, 10.0) == 40  # nothing that old: from the first sample
+    assert recent_advance(samples[:1], 1.5) is None
+    assert recent_advance([ProgressSample(0, None, 1), ProgressSample(1, None, 1)], 1) is None
 
 
 # -- progress ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from gx10slots.guard.rules import (
     GuardSettings,
     Tally,
     Target,
+    busy_detail,
     gate_verdict,
     judge_check,
     next_check_at,
@@ -215,7 +216,9 @@ def _progress_line(
     # thresholds can be tuned on what was read. A breach is among the reasons already.
     verdicts = [gate_verdict(g) for g in record.gates]
     gates = "".join(f"; {detail}" for state, detail in verdicts if state != "breach")
-    if record.passed:
+    if record.passed and record.busy:
+        console.progress(f"{head} {busy_detail(obs, settings)}{gates}")
+    elif record.passed:
         ttft = f", TTFT {obs.ttft_ms:.0f} ms" if obs.ttft_ms is not None else ""
         console.progress(f"{head} ok{ttft}; progress {obs.stall}{gates}")
     else:

@@ -27,6 +27,7 @@ from gx10slots.guard.rules import (
     GateReading,
     GuardSettings,
     Target,
+    busy,
     stand_down_reason,
 )
 from gx10slots.kube.lease import Lock
@@ -88,12 +89,15 @@ class ClusterPorts:
         return flag_state(read_flag_object(self.app), self.app.config)
 
     def observe(self, timeout_s: float) -> Observation:
+        return self._observe_at(self.endpoint, self.target.served_name or "", timeout_s)
+
+    def _observe_at(self, endpoint: str, served_name: str, timeout_s: float) -> Observation:
         settings = dataclasses.replace(
             self.suite, probe_timeout_s=timeout_s, deadline_s=timeout_s * 2
         )
         return observe(
-            self.endpoint,
-            self.target.served_name or "",
+            endpoint,
+            served_name,
             self.profile,
             settings,
             api_key=self.api_key,
@@ -117,13 +121,19 @@ class ClusterPorts:
         """Why the previous slot is no safe place to go (its own quick probe), or None."""
         previous = self.target.previous
         served = self.target.previous_served_name or ""
-        verdict = quick_probe(
-            self.app,
-            slot_endpoint(self.app, previous),
-            served,
-            timeout_s=self.settings.probe_timeout_s,
-        )
+        endpoint = slot_endpoint(self.app, previous)
+        timeout = self.settings.probe_timeout_s
+        verdict = quick_probe(self.app, endpoint, served, timeout_s=timeout)
         if verdict.passed:
+            return None
+        if verdict.timed_out and busy(self._observe_at(endpoint, served, timeout)):
+            # An engine that serves one request at a time may still be busy with streams the
+            # flip left on it (established streams keep their pod): queued behind progressing
+            # work is busy, not wedged, and still the safe place to go.
+            console.progress(
+                f"guard {self.target.guarded}: the previous slot {previous} is busy (its probe "
+                "waited while its progress counter moved): flipping back to it anyway"
+            )
             return None
         return f"the previous slot {previous} failed its own probe: {verdict.detail}"
 

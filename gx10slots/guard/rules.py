@@ -8,7 +8,10 @@ again; :func:`start_gate` decides whether guarding makes sense at all. The rest 
 
 A check fails when any of these holds:
 
-- the known-answer probe through the production endpoint failed (error, timeout, wrong answer);
+- the known-answer probe through the production endpoint failed (error, timeout, wrong answer),
+  unless it was *busy* (:func:`busy`): it timed out waiting for its first token while the
+  engine's progress counter kept moving, i.e. it queued behind other work (a long generation on
+  an engine that serves one request at a time) on an engine that is not wedged;
 - the progress rule says *stalled*: requests running while the generation counter stayed flat;
 - more than ``error_share`` of the guard's last :data:`SHARE_WINDOW` probes failed (judged from
   :data:`SHARE_MIN` probes on; a passing smoke had none, so the ratio is an absolute ceiling);
@@ -47,6 +50,11 @@ MIN_CONFIRM_S = 1.0
 STALL_WINDOW_FRACTION = 0.5
 # A wait that returns a hair early must not produce a second check at the deadline.
 _EPSILON_S = 0.01
+# A probe that got no first token counts as queued behind other work when the progress counter
+# moved at least this much over the stall window before it gave up. Before its first token our
+# own probe adds at most one step (llama-server's n_decode_total counts its prompt's decode; the
+# first token is sampled from it), vLLM's generation counter nothing: two is someone else's work.
+BUSY_MIN_ADVANCE = 2.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,34 @@ def gate_verdict(reading: GateReading) -> tuple[GateState, str]:
     return "ok", f"{where}: {value}"
 
 
+def busy(observation: Observation) -> bool:
+    """The probe timed out before its first token while the engine kept decoding: it waited
+    behind other requests (llama-server with one slot, ``--parallel 1``, serves one generation at
+    a time and defers the rest; vLLM queues past ``--max-num-seqs``). That is a busy engine, not
+    a wedged one: the wedge signature is requests running with *no* progress (domain notes,
+    "Progress check"). The counter is the profile's ``progress_counter``: llama-server's
+    ``llamacpp:n_decode_total`` (one per decode step; ``tokens_predicted_total`` moves only when
+    a request ends), vLLM's ``vllm:generation_tokens_total``.
+
+    Not busy: a probe that got a first token (then it is judged as usual), a stall, or a counter
+    that stayed flat over the last stall window (the engine stopped while the probe waited)."""
+    return (
+        observation.timed_out
+        and observation.ttft_ms is None
+        and observation.stall != "stalled"
+        and observation.recent_advance is not None
+        and observation.recent_advance >= BUSY_MIN_ADVANCE
+    )
+
+
+def busy_detail(observation: Observation, settings: GuardSettings) -> str:
+    return (
+        f"busy: the probe waited behind other requests ({observation.detail}) while the engine's "
+        f"progress counter advanced by {observation.recent_advance or 0:g} in the last "
+        f"{settings.stall_window_s:g} s: not a wedge"
+    )
+
+
 def judge_check(
     observation: Observation,
     share: Share,
@@ -216,9 +252,9 @@ def judge_check(
     baseline: Baseline | None,
     gates: Sequence[GateReading] = (),
 ) -> list[str]:
-    """Why this check failed; empty when it passed."""
+    """Why this check failed; empty when it passed (a busy probe is no reason)."""
     reasons: list[str] = []
-    if not observation.passed:
+    if not observation.passed and not busy(observation):
         reasons.append(f"known-answer probe through production failed: {observation.detail}")
     if observation.stall == "stalled":
         reasons.append(observation.stall_detail)
@@ -254,8 +290,10 @@ class Tally:
     probes: deque[bool] = field(default_factory=lambda: deque(maxlen=SHARE_WINDOW))
 
     def add_probe(self, observation: Observation) -> Share:
-        """Count this check's probe; the error share including it."""
-        self.probes.append(observation.passed)
+        """Count this check's probe; the error share including it. A busy probe (queued behind
+        other work) says nothing of the answers and is left out of the share."""
+        if not busy(observation):
+            self.probes.append(observation.passed)
         if observation.timed_out:
             self.abandoned_probes += 1
         return error_share(self.probes)
@@ -283,11 +321,16 @@ class CheckRecord:
     share: Share
     gates: tuple[GateReading, ...] = ()
 
+    @property
+    def busy(self) -> bool:
+        return busy(self.observation)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "check": self.number,
             "t_s": round(self.t_s, 3),
             "passed": self.passed,
+            "busy": self.busy,
             "reasons": list(self.reasons),
             "probe": self.observation.to_dict(),
             "error_share": self.share.to_dict(),

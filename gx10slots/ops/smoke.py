@@ -14,7 +14,9 @@ The result is recorded as annotations on the slot's Deployment, bound to the rev
 template hash) that was tested: a later change to image, env or args makes it stale for `flip`.
 The suite runs without the lease (a smoke of the standby must never block an emergency
 flip-back); only the short recording write takes it, and the write is a compare-and-swap that
-refuses to record a result for a revision that changed while the suite ran.
+refuses to record a result for a revision that changed while the suite ran. Under the same lease
+a summary of the report goes to the ConfigMap gx10slots-smoke-<slot> (for `slots status` on any
+machine; best effort: a failed write warns).
 """
 
 from __future__ import annotations
@@ -327,15 +329,33 @@ def _record(
     app: App, slot: str, revision: str, report: Report, report_name: str, lock: Lock | None
 ) -> bool:
     """Best effort: a result that cannot be recorded (lease held elsewhere) is said, and the
-    verdict still decides the exit code; `flip` then simply finds no fresh result."""
+    verdict still decides the exit code; `flip` then simply finds no fresh result.
+
+    Under the same lease the summary of the report is kept in the slot's ConfigMap
+    (gx10slots.ops.smokesummary) for `slots status` on any machine; the gate reads only the
+    Deployment's annotations."""
     if lock is not None:
-        return _record_locked(app, slot, revision, report, report_name, lock)
+        return _record_and_keep(app, slot, revision, report, report_name, lock)
     try:
         with hold(app) as own:
-            return _record_locked(app, slot, revision, report, report_name, own)
+            return _record_and_keep(app, slot, revision, report, report_name, own)
     except LockHeld as exc:
         console.progress(f"smoke result not recorded on slot {slot}: {exc.message}")
         return False
+
+
+def _record_and_keep(
+    app: App, slot: str, revision: str, report: Report, report_name: str, lock: Lock
+) -> bool:
+    from gx10slots.ops.smokesummary import write_summary
+    from gx10slots.smoke.summary import build_summary
+
+    recorded = _record_locked(app, slot, revision, report, report_name, lock)
+    summary = build_summary(
+        report, by=lock.holder, command=lock.command, recorded=recorded, report_name=report_name
+    )
+    write_summary(app, slot, summary, lock)
+    return recorded
 
 
 def _record_locked(

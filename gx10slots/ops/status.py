@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from gx10slots.app import App
@@ -9,9 +10,12 @@ from gx10slots.errors import ApiError
 from gx10slots.flip.unfinished import find_unfinished
 from gx10slots.kube.lease import LEASE_NAME, lease_view
 from gx10slots.kube.values import now_utc
+from gx10slots.ops.engine import cold_standby_warning
 from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
-from gx10slots.slots import role_of, status_warnings
+from gx10slots.ops.smokesummary import read_last_smoke
+from gx10slots.slots import other_slot, role_of, status_warnings
+from gx10slots.smoke.summary import configmap_name
 
 
 def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
@@ -21,6 +25,22 @@ def _lock(app: App, warnings: list[str]) -> dict[str, Any] | None:
     except ApiError as exc:  # e.g. a read-only Role without leases: say so, do not guess
         warnings.append(f"cannot read Lease {LEASE_NAME}: {exc.message}")
         return None
+
+
+def _last_smoke(
+    app: App, slot: str, revision: str | None, now: datetime, warnings: list[str]
+) -> dict[str, Any] | None:
+    """The summary of the slot's last smoke report kept in the cluster (whichever machine ran
+    it), with its age and whether the slot's revision moved since; None when none was kept."""
+    last = read_last_smoke(app, slot)
+    if last is None:
+        return None
+    if last.summary is None:
+        warnings.append(
+            f"slot {slot}: the last smoke summary (ConfigMap {configmap_name(slot)}) is "
+            f"unreadable: {last.error}"
+        )
+    return last.view(revision, now)
 
 
 def status(app: App) -> dict[str, Any]:
@@ -53,6 +73,11 @@ def status(app: App) -> dict[str, Any]:
             f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
             f"to {unfinished.active} but did not finish (never verified){finish}"
         )
+    standby = snap.slots[other_slot(snap.flag.active)] if snap.flag.active else None
+    if standby is not None and standby.is_ready and standby.served_name:
+        cold = cold_standby_warning(app, standby.name, standby.served_name)
+        if cold is not None:
+            extra_warnings.append(cold)
     slots = {}
     for name, slot in snap.slots.items():
         doc = slot.to_dict(role_of(slot, snap.flag))
@@ -61,6 +86,7 @@ def status(app: App) -> dict[str, Any]:
         if slot.smoke is not None:
             age = slot.smoke.age_s(now)
             doc["smoke"]["age_s"] = round(age, 1) if age is not None else None
+        doc["last_smoke"] = _last_smoke(app, name, slot.revision, now, extra_warnings)
         slots[name] = doc
     return {
         "namespace": config.namespace,

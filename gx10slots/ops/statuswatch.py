@@ -1,7 +1,8 @@
 """`slots status --watch`: status again on every change of what it shows, until interrupted.
 
 It watches (kube/watch.py) exactly the objects `status` reads: both slot Deployments, the flag
-object (Service or ConfigMap) and the two Leases (the lock and the guard's), each by name (a
+object (Service or ConfigMap), the two Leases (the lock and the guard's) and the slots' smoke
+summary ConfigMaps, each by name (a
 ``metadata.name`` field selector, which RBAC can restrict to those names). A burst of events
 (a rollout, a flip) is one redraw: events are gathered for SETTLE_S first. Smoke ages move on
 with no event, so it also redraws every REFRESH_S; when a watch cannot run (a Role without
@@ -22,6 +23,7 @@ from gx10slots.kube.lease import LEASE_NAME
 from gx10slots.kube.watch import Watcher
 from gx10slots.ops.lease import GUARD_LEASE
 from gx10slots.ops.status import status
+from gx10slots.smoke.summary import configmap_name
 
 SETTLE_S = 0.3
 REFRESH_S = 30.0
@@ -41,6 +43,12 @@ def _sources(app: App) -> list[tuple[str, Any, str]]:
         sources.append((f"{config.flag.kind} {config.flag.name}", flag_list, config.flag.name))
     leases = kube.api("coordination").list_namespaced_lease
     sources += [(f"lease {name}", leases, name) for name in (LEASE_NAME, GUARD_LEASE)]
+    # The last smoke summary of each slot (written just after the Deployment's record).
+    configmaps = kube.api("core").list_namespaced_config_map
+    sources += [
+        (f"configmap {configmap_name(slot)}", configmaps, configmap_name(slot))
+        for slot in config.slots
+    ]
     return sources
 
 

@@ -9,10 +9,18 @@ MODEL picks a behaviour (``Behaviour.parse``): ``sandbox/ok``, ``sandbox/wedge``
 behaviour logic (answers, tool calls, failure decisions) is pure and separate from the HTTP
 plumbing below it, which imitates the wire shapes of vLLM: ``/health``, ``/v1/models``,
 ``/v1/chat/completions`` (JSON and SSE), ``/v1/completions`` and Prometheus ``/metrics`` with
-vLLM's metric names.
+vLLM's metric names. With ``--engine NAME`` it answers readiness, metrics, ``/v1/models`` and the
+engine's own endpoints as that engine does (gx10slots.sandbox.imitations: every smoke profile has
+one); ``--lora`` adds adapter cards.
 
-Stdlib only (plus the stdlib-only ``gx10slots.durations``), so it runs wherever a Python runs.
+Stdlib only (plus the stdlib-only ``gx10slots.durations`` and ``gx10slots.sandbox.imitations``),
+so it runs wherever a Python runs.
 Time-based behaviours count from ``start()``.
+
+``sandbox/one-slot-<dur>`` is an engine with one slot (llama-server ``--parallel 1``): one
+generation at a time, the others wait their turn, <dur> per generated token. A request's
+``ignore_eos`` (vLLM's and llama-server's option) runs the answer on to ``max_tokens``: with both,
+a test holds a long streaming generation open.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from typing import Any, TypeGuard, cast
 from urllib.parse import urlsplit
 
 from gx10slots.durations import parse_duration
+from gx10slots.sandbox.imitations import IMITATIONS, Imitation, imitation
 
 VERSION = "0.0.0+sandbox"
 
@@ -79,6 +88,7 @@ class Kind(StrEnum):
     CRASH = "crash"
     FLAKY = "flaky"
     WEDGE_AFTER = "wedge-after"
+    ONE_SLOT = "one-slot"
 
 
 _PLAIN_KINDS = {
@@ -91,12 +101,14 @@ _TIMED_KINDS = (
     ("wedge-after-", Kind.WEDGE_AFTER),
     ("loading-", Kind.LOADING),
     ("slow-", Kind.SLOW),
+    ("one-slot-", Kind.ONE_SLOT),
 )
 _MODEL_HELP = (
     "sandbox/ok, sandbox/wedge, sandbox/loading-<dur>, sandbox/wrong-name, sandbox/no-tools, "
     "sandbox/no-json, "
     "sandbox/garbage, sandbox/slow-<dur>, sandbox/crash, sandbox/flaky-<pct>, "
-    "sandbox/wedge-after-<dur> (durations like 500ms, 1.5s, 30s, 2m, 1h30m)"
+    "sandbox/wedge-after-<dur>, sandbox/one-slot-<dur> (durations like 500ms, 1.5s, 30s, 2m, "
+    "1h30m)"
 )
 
 
@@ -118,6 +130,8 @@ class GenRequest:
     seed: int | None = None
     stream: bool = False
     include_usage: bool = False
+    # vLLM's and llama-server's `ignore_eos`: generate max_tokens tokens whatever the answer.
+    ignore_eos: bool = False
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "none"  # "none" | "auto" | "required" | "named"
     tool_name: str | None = None  # with tool_choice "named"
@@ -246,7 +260,7 @@ class Behaviour:
     """What a MODEL value makes the server do; every decision is a pure function of inputs."""
 
     kind: Kind = Kind.OK
-    seconds: float = 0.0  # loading-, slow-, wedge-after-
+    seconds: float = 0.0  # loading-, slow-, wedge-after-, one-slot- (the pace per token)
     percent: int = 0  # flaky-
 
     @classmethod
@@ -278,6 +292,25 @@ class Behaviour:
     @property
     def ttft_delay(self) -> float:
         return self.seconds if self.kind is Kind.SLOW else 0.0
+
+    @property
+    def one_slot(self) -> bool:
+        """``sandbox/one-slot-<dur>``: one generation at a time, the others wait their turn (an
+        engine with one slot: llama-server ``--parallel 1``, vLLM ``--max-num-seqs 1``)."""
+        return self.kind is Kind.ONE_SLOT
+
+    @property
+    def token_pace(self) -> float:
+        """Seconds between two generated tokens (a real engine decodes at a rate)."""
+        return self.seconds if self.kind is Kind.ONE_SLOT else 0.0
+
+    def generate(self, req: GenRequest, *, index: int, seed: int) -> Answer:
+        """The answer, run on to ``max_tokens`` when the request sets ``ignore_eos`` (the engine
+        then never stops at the end-of-sequence token)."""
+        answer = self.answer(req, index=index, seed=seed)
+        if req.ignore_eos and req.max_tokens is not None and not answer.tool_calls:
+            return _to_length(answer.text or "", req.max_tokens)
+        return answer
 
     def served_id(self, served_name: str) -> str:
         return served_name + "-wrong" if self.kind is Kind.WRONG_NAME else served_name
@@ -334,6 +367,12 @@ def _limited(text: str, max_tokens: int | None) -> Answer:
     if max_tokens is not None and len(words) > max_tokens:
         return Answer(" ".join(words[:max_tokens]), "length", max_tokens)
     return Answer(" ".join(words), "stop", max(1, len(words)))
+
+
+def _to_length(text: str, tokens: int) -> Answer:
+    """``ignore_eos``: ``text``, then the sentences over and over, exactly ``tokens`` words."""
+    words = text.split() + " ".join(_SENTENCES).split() * (tokens // 20 + 1)
+    return Answer(" ".join(words[:tokens]), "length", tokens)
 
 
 def count_tokens(text: str) -> int:
@@ -393,6 +432,9 @@ def _common(body: Any) -> dict[str, Any]:
     if options is not None and not stream:
         raise RequestError("Stream options can only be defined when `stream=True`.")
     include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise RequestError("ignore_eos must be a boolean")
     return {
         "model": model,
         "max_tokens": max_tokens,
@@ -400,6 +442,7 @@ def _common(body: Any) -> dict[str, Any]:
         "seed": seed,
         "stream": stream,
         "include_usage": include_usage,
+        "ignore_eos": ignore_eos,
     }
 
 
@@ -562,28 +605,58 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.running = 0
+        self.waiting = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
+        # Tokens of finished requests only: the counter engines add to as a request ends
+        # (llama-server's tokens_predicted_total, SGLang's and trtllm's generation_tokens_total).
+        self.finished_tokens = 0
+        # Each request runs on its own handler thread: its tokens so far.
+        self._request = threading.local()
         self.success = dict.fromkeys(FINISH_REASONS, 0)
         self.ttft = _Histogram(TTFT_BUCKETS)
         self.e2e = _Histogram(E2E_BUCKETS)
 
     def begin(self, prompt_tokens: int) -> None:
+        self._request.tokens = 0
         with self._lock:
             self.running += 1
             self.prompt_tokens += prompt_tokens
+
+    def queued(self) -> None:
+        """An accepted request waits for the engine's one slot: waiting, not running (vLLM's
+        scheduler counts it in num_requests_waiting)."""
+        with self._lock:
+            self.running -= 1
+            self.waiting += 1
+
+    def admitted(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+            self.running += 1
 
     def first_token(self, seconds: float) -> None:
         with self._lock:
             self.ttft.observe(seconds)
 
     def generated(self, tokens: int) -> None:
+        self._request.tokens = getattr(self._request, "tokens", 0) + tokens
         with self._lock:
             self.generation_tokens += tokens
+
+    def counts(self) -> dict[str, float]:
+        """Tokens as generated ("step"), tokens of finished requests ("end"), requests running."""
+        with self._lock:
+            return {
+                "step": float(self.generation_tokens),
+                "end": float(self.finished_tokens),
+                "running": float(self.running),
+            }
 
     def end(self, finish_reason: str, seconds: float) -> None:
         with self._lock:
             self.running -= 1
+            self.finished_tokens += getattr(self._request, "tokens", 0)
             self.success[finish_reason] += 1
             if finish_reason != "abort":
                 self.e2e.observe(seconds)
@@ -600,7 +673,7 @@ class Metrics:
             family("vllm:num_requests_running", "gauge", "Number of requests in model execution.")
             out.append(f"vllm:num_requests_running{lbl} {float(self.running)}")
             family("vllm:num_requests_waiting", "gauge", "Number of requests waiting.")
-            out.append(f"vllm:num_requests_waiting{lbl} 0.0")
+            out.append(f"vllm:num_requests_waiting{lbl} {float(self.waiting)}")
             family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent.")
             out.append(f"vllm:kv_cache_usage_perc{lbl} {min(1.0, self.running / 64)}")
             family("vllm:prompt_tokens", "counter", "Number of prefill tokens processed.")
@@ -626,6 +699,19 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+def render_imitated(metrics: Metrics, engine: Imitation, model_name: str) -> str:
+    """Another engine's Prometheus families (its names and what each counts), from the same
+    counters as the vLLM ones."""
+    out: list[str] = []
+    values = metrics.counts()
+    for family in engine.metrics:
+        base = family.name.removesuffix("_total") if family.kind == "counter" else family.name
+        out.append(f"# TYPE {base} {family.kind}")
+        labels = _labels(model_name=model_name, **family.labels)
+        out.append(f"{family.name}{labels} {values[family.counts]}")
+    return "\n".join(out) + "\n"
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP plumbing
 # --------------------------------------------------------------------------------------------
@@ -649,6 +735,14 @@ class ServerConfig:
     port_file: Path | None = None
     access_log: bool = True
     log: Callable[[str], None] | None = None  # default: print to stdout, flushed
+    # Whose wire behaviour to imitate (gx10slots.sandbox.imitations): readiness, metrics,
+    # /v1/models and the engine's own endpoints. "vllm" is the server's original shape.
+    engine: str = "vllm"
+    # LoRA adapters served on top of the model (vLLM's --lora-modules NAME=PATH): each gets a
+    # /v1/models card with `parent` and is accepted in requests.
+    loras: tuple[str, ...] = ()
+    # Ollama's OLLAMA_KEEP_ALIVE: how long a model stays loaded after its last request.
+    keep_alive_s: float = 300.0
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -758,6 +852,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         owner = self.owner
         path = urlsplit(self.path).path
+        if owner.config.engine != "vllm" and self._imitate(method, path, body):
+            return
         route = _ROUTES.get(path)
         if route is None:
             self._json(404, {"detail": "Not Found"})
@@ -775,6 +871,50 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             except OSError:
                 self.close_connection = True  # the client went away mid-response
+
+    def _imitate(self, method: str, path: str, body: bytes) -> bool:
+        """Answer ``path`` as the imitated engine does; False: the common routes answer it."""
+        owner, engine = self.owner, self.owner.imitation
+        if method == "GET" and path in engine.live_paths:
+            text = engine.live_paths[path]
+            self._send(200, text.encode(), "application/json" if text[:1] in "{[" else "text/plain")
+        elif method == "GET" and path in engine.readiness_paths and path != "/v1/models":
+            if owner.loading():
+                self._send(503, engine.loading_body.encode(), "application/json")
+            else:
+                self._send(200, engine.ready_body.encode(), "application/json")
+        elif owner.loading():
+            self._json(503, {"error": {"message": "loading model", "code": 503}})
+        elif method == "GET" and path == engine.metrics_path:
+            text = render_imitated(owner.metrics, engine, owner.served_id)
+            self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        elif method == "GET" and path in engine.json_paths:
+            self._send(200, engine.json_paths[path].encode(), "application/json")
+        elif method == "GET" and path == engine.ps_path:
+            self._json(200, {"models": owner.ollama_loaded()})
+        elif method == "POST" and path == engine.load_path:
+            self._ollama_load(body)
+        elif path in ("/health", "/metrics", "/version"):
+            self._json(404, {"detail": "Not Found"})  # vLLM's, which this engine has not
+        else:
+            return False
+        return True
+
+    def _ollama_load(self, body: bytes) -> None:
+        """Ollama's `POST /api/generate` without a prompt: load the model, keep it loaded."""
+        owner = self.owner
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            doc = None
+        model = doc.get("model") if isinstance(doc, dict) else None
+        if not isinstance(model, str) or not owner.accepts(model):
+            self._json(404, {"error": f"model '{model}' not found"})
+            return
+        keep = doc.get("keep_alive") if isinstance(doc, dict) else None
+        owner.ollama_touch(keep)
+        done = {"model": model, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._json(200, done | {"response": "", "done": True, "done_reason": "load"})
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -821,6 +961,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _models(self, _: bytes) -> None:
         owner = self.owner
+        shape = owner.imitation.models_shape
+        if shape != "cards":
+            self._json(200, owner.imitated_models(shape))
+            return
         cards: list[dict[str, Any]] = [
             {
                 "id": name,
@@ -833,6 +977,19 @@ class _Handler(BaseHTTPRequestHandler):
                 "permission": [],
             }
             for name in owner.served_ids
+        ]
+        cards += [
+            {
+                "id": lora,
+                "object": "model",
+                "created": owner.created,
+                "owned_by": owner.imitation.owned_by,
+                "root": f"/adapters/{lora}",
+                "parent": owner.served_ids[0],
+                "max_model_len": None,
+                "permission": [],
+            }
+            for lora in owner.config.loras
         ]
         self._json(200, {"object": "list", "data": cards})
 
@@ -853,7 +1010,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             req = parse_chat_request(doc) if chat else parse_completion_request(doc)
-            if req.model is not None and req.model not in owner.served_ids:
+            if req.model is not None and not owner.accepts(req.model):
                 msg = f"The model `{req.model}` does not exist."
                 raise RequestError(msg, 404, "NotFoundError")
             problem = context_error(req, owner.config.max_model_len)
@@ -863,6 +1020,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(exc.status, error_body(exc.message, exc.kind, exc.status))
             return
         index = owner.next_index()
+        if owner.imitation.ps_path is not None:
+            owner.ollama_touch(None)  # Ollama loads on a request and keeps it for keep_alive
         if owner.behaviour.fails(index, owner.config.seed):
             msg = "EngineCore encountered an issue. See stack trace (above) for the root cause."
             self._json(500, error_body(msg, "InternalServerError", 500))
@@ -880,12 +1039,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, req: GenRequest, index: int, *, chat: bool, wedged: bool) -> str:
         owner = self.owner
-        if wedged:
-            owner.pause(None)
-        owner.pause(owner.behaviour.ttft_delay)
-        answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
-        owner.metrics.first_token(time.monotonic() - self._t0)
-        owner.metrics.generated(answer.completion_tokens)
+        with owner.turn():
+            if wedged:
+                owner.pause(None)
+            owner.pause(owner.behaviour.ttft_delay)
+            answer = owner.behaviour.generate(req, index=index, seed=owner.config.seed)
+            owner.metrics.first_token(time.monotonic() - self._t0)
+            pace = owner.behaviour.token_pace
+            if pace > 0:  # one decode step per further token, counted as it is made
+                owner.metrics.generated(1)
+                for _ in range(answer.completion_tokens - 1):
+                    owner.pause(pace)
+                    owner.metrics.generated(1)
+            else:
+                owner.metrics.generated(answer.completion_tokens)
         choice: dict[str, Any]
         if chat:
             message = {
@@ -919,10 +1086,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-sandbox-server-ms", self._server_ms())
         self.end_headers()
+        with owner.turn():
+            return self._stream_answer(req, index, chat=chat, wedged=wedged)
+
+    def _stream_answer(self, req: GenRequest, index: int, *, chat: bool, wedged: bool) -> str:
+        owner = self.owner
         if wedged:
             owner.pause(None)
         owner.pause(owner.behaviour.ttft_delay)
-        answer = owner.behaviour.answer(req, index=index, seed=owner.config.seed)
+        answer = owner.behaviour.generate(req, index=index, seed=owner.config.seed)
         base = {
             "id": _completion_id(chat),
             "object": "chat.completion.chunk" if chat else "text_completion",
@@ -931,6 +1103,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         first = True
         for choice, tokens in _stream_choices(answer, chat=chat):
+            if tokens and not first:
+                owner.pause(owner.behaviour.token_pace)  # the engine's next decode step
             self._event(base | {"choices": [choice]})
             if tokens and first:
                 owner.metrics.first_token(time.monotonic() - self._t0)
@@ -1022,10 +1196,16 @@ class ModelServer:
             self.served_id,
             *(a for a in config.aliases if a and a != self.served_id),
         )
+        self.imitation = imitation(config.engine)
+        if self.imitation.first_alias_sorted:
+            self.served_id = min(self.served_ids)
+        # Ollama: loaded until this monotonic time (None: not loaded; inf: kept forever).
+        self._loaded_until: float | None = None
         self.metrics = Metrics()
         self.created = int(time.time())
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._slot = threading.Lock()  # sandbox/one-slot-<dur>: the engine's one slot
         self._index = 0
         self._started = 0.0
         self._httpd: _HTTPServer | None = None
@@ -1153,10 +1333,93 @@ class ModelServer:
         expected = f"Bearer {self.config.api_key}".encode()
         return hmac.compare_digest((header or "").encode(), expected)
 
+    def accepts(self, model: str) -> bool:
+        """Whether a request may name ``model`` (a served name or a LoRA adapter; for Ollama a
+        name without a tag means `:latest`)."""
+        names = (*self.served_ids, *self.config.loras)
+        if self.imitation.ps_path is not None:
+            return _ollama_full(model) in {_ollama_full(n) for n in names}
+        return model in names
+
+    def ollama_touch(self, keep_alive: Any) -> None:
+        """A request loaded the model: keep it for ``keep_alive`` (Ollama's field: seconds or a
+        duration; negative keeps it forever, 0 unloads), else OLLAMA_KEEP_ALIVE."""
+        seconds = _keep_alive_seconds(keep_alive, self.config.keep_alive_s)
+        with self._lock:
+            if seconds < 0:
+                self._loaded_until = float("inf")
+            else:
+                self._loaded_until = time.monotonic() + seconds
+
+    def ollama_loaded(self) -> list[dict[str, Any]]:
+        """`/api/ps`'s models: the served model while its keep-alive lasts."""
+        with self._lock:
+            until = self._loaded_until
+        if until is None or time.monotonic() >= until:
+            return []
+        left = min(until - time.monotonic(), 1e10)
+        name = _ollama_full(self.served_ids[0])
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + left))
+        return [
+            {
+                "name": name,
+                "model": name,
+                "size": 1 << 30,
+                "digest": "0" * 64,
+                "details": {"format": "gguf", "family": "sandbox", "parameter_size": "1B"},
+                "expires_at": expires,
+                "size_vram": 1 << 30,
+            }
+        ]
+
+    def imitated_models(self, shape: str) -> dict[str, Any]:
+        """`/v1/models` as llama-server (one card, every name under `aliases`, id the
+        alphabetically first) or Ollama (every local model, tagged) write it."""
+        if shape == "llama-server":
+            card = {
+                "id": self.served_id,
+                "aliases": sorted(self.served_ids),
+                "object": "model",
+                "created": self.created,
+                "owned_by": "llamacpp",
+                "meta": {"n_ctx": self.config.max_model_len},
+            }
+            return {"object": "list", "data": [card]}
+        local = [*self.served_ids, "some-other-model"]
+        data = [
+            {
+                "id": _ollama_full(n),
+                "object": "model",
+                "created": self.created,
+                "owned_by": "library",
+            }
+            for n in local
+        ]
+        return {"object": "list", "data": data}
+
     def next_index(self) -> int:
         with self._lock:
             self._index += 1
             return self._index - 1
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """The engine's slot for one generation: at once, or with ``sandbox/one-slot-<dur>``
+        once the requests ahead are done (counted as waiting meanwhile)."""
+        if not self.behaviour.one_slot:
+            yield
+            return
+        self.metrics.queued()
+        try:
+            while not self._slot.acquire(timeout=0.05):
+                if self._stopping.is_set():
+                    raise _Aborted
+        finally:
+            self.metrics.admitted()
+        try:
+            yield
+        finally:
+            self._slot.release()
 
     def pause(self, seconds: float | None) -> None:
         """Sleep without burning CPU (None: until stop); raise _Aborted when the server stops."""
@@ -1164,6 +1427,25 @@ class ModelServer:
             raise _Aborted
         if self._stopping.is_set():
             raise _Aborted
+
+
+def _ollama_full(name: str) -> str:
+    """An Ollama model name with its tag (`:latest` when none is given)."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _keep_alive_seconds(value: Any, default: float) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.lstrip("-").replace(".", "", 1).isdigit():
+            return float(text)
+        try:
+            return -1.0 if text.startswith("-") else parse_duration(text)
+        except ValueError:
+            return default
+    return default
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -1204,6 +1486,24 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument(
+        "--engine",
+        default="vllm",
+        choices=tuple(IMITATIONS),
+        help="whose wire behaviour to imitate: readiness, metrics, /v1/models (default: vllm)",
+    )
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        help="a LoRA adapter name to serve on top of the model (repeatable)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=parse_duration,
+        default=300.0,
+        help="ollama: how long the model stays loaded after a request (OLLAMA_KEEP_ALIVE)",
+    )
     return p
 
 
@@ -1221,6 +1521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         port_file=args.port_file,
         access_log=args.access_log,
+        engine=args.engine,
+        loras=tuple(args.lora),
+        keep_alive_s=args.keep_alive,
     )
     try:
         server = ModelServer(config)

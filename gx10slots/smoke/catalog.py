@@ -33,6 +33,9 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("prompts", generating=True),
     ProbeSpec("burst", generating=True),
     ProbeSpec("progress"),
+    # Last of the requests: an engine that unloads idle models (Ollama) is asked to keep this one
+    # loaded, and every request before it reset its keep-alive to the server's default.
+    ProbeSpec("keep-alive", generating=True, timeout_s=120.0),
     # Judged by the suite from what the others measured and the active slot's figures.
     ProbeSpec("baseline"),
 )

@@ -30,6 +30,7 @@ from gx10slots.smoke.progress import (
     sample_of,
     scrape,
     stall_verdict,
+    with_aliases,
 )
 from gx10slots.smoke.redact import Redactor
 from gx10slots.smoke.result import ProbeResult
@@ -52,6 +53,9 @@ class Observation:
     stall: StallState = "unavailable"
     stall_detail: str = ""
     running: float | None = None  # the engine's running-requests gauge at the last sample
+    # How far the progress counter moved over the last stall window before the probe ended
+    # (None: not measured). Work the engine did while the probe waited: see guard.rules.busy.
+    recent_advance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +66,7 @@ class Observation:
             "progress": self.stall,
             "progress_detail": self.stall_detail,
             "running": self.running,
+            "recent_advance": self.recent_advance,
         }
 
 
@@ -83,6 +88,21 @@ def progress_verdict(
     if not trailing:
         return overall
     return stall_verdict(trailing, window_s, counter, gauge)
+
+
+def recent_advance(samples: Sequence[ProgressSample], window_s: float) -> float | None:
+    """How far the counter moved over the last ``window_s`` of ``samples`` (oldest first): from
+    the latest sample at least ``window_s`` older than the last one (or the first sample) to the
+    last. None with fewer than two samples of the counter."""
+    counted = [s for s in samples if s.generated is not None]
+    if len(counted) < 2:
+        return None
+    last = counted[-1]
+    start = counted[0]
+    for sample in counted:
+        if sample.at <= last.at - window_s:
+            start = sample
+    return (last.generated or 0.0) - (start.generated or 0.0)
 
 
 def observe(
@@ -141,9 +161,10 @@ async def _observe(
     ) as client:
         ctx = ProbeContext(client, served_name, profile, settings, redact)
         probe = asyncio.create_task(probe_streaming(ctx, timeout_s))
+        samples: list[ProgressSample] = []
         try:
             stall, stall_detail, running = await _watch_progress(
-                ctx, probe, window_s=stall_window_s, every_s=sample_every_s
+                ctx, probe, samples, window_s=stall_window_s, every_s=sample_every_s
             )
             if stall == "stalled" and not probe.done():
                 # Requests running on a flat counter for the stall window is the wedge itself:
@@ -155,6 +176,7 @@ async def _observe(
                     stall=stall,
                     stall_detail=stall_detail,
                     running=running,
+                    recent_advance=recent_advance(samples, stall_window_s),
                 )
             result = await probe
         finally:
@@ -170,22 +192,29 @@ async def _observe(
         stall=stall,
         stall_detail=stall_detail,
         running=running,
+        recent_advance=recent_advance(samples, stall_window_s),
     )
 
 
 async def _watch_progress(
-    ctx: ProbeContext, probe: asyncio.Task[ProbeResult], *, window_s: float, every_s: float
+    ctx: ProbeContext,
+    probe: asyncio.Task[ProbeResult],
+    samples: list[ProgressSample],
+    *,
+    window_s: float,
+    every_s: float,
 ) -> tuple[StallState, str, float | None]:
-    """Sample the counter and the running gauge while the probe is in flight.
+    """Sample the counter and the running gauge into ``samples`` while the probe is in flight.
 
-    Our own probe keeps a request running, so a healthy engine shows progress at once and the
-    sampling ends early; a wedged one shows it running on a flat counter for the window.
+    A healthy engine answers our probe at once and the sampling ends with it; a wedged one shows
+    requests running on a flat counter for the window, which ends it early. Progress does not end
+    it: a probe queued behind a long generation (an engine serving one request at a time) is
+    watched until it ends, so that what the engine did meanwhile is known (``recent_advance``).
     """
     profile = ctx.profile
     counter, gauge = profile.progress_counter, profile.requests_running_metric
     if profile.metrics_format != "prometheus" or counter is None or gauge is None:
         return "unavailable", f"engine {profile.name}: no Prometheus progress metrics", None
-    samples: list[ProgressSample] = []
     running: float | None = None
     state: StallState = "inconclusive"
     detail = "no sample taken"
@@ -213,7 +242,7 @@ async def _watch_progress(
         running = sample.running
         verdict = progress_verdict(samples, window_s, counter, gauge)
         state, detail = _STATES[verdict.verdict], verdict.detail
-        if verdict.verdict in (Verdict.PROGRESSING, Verdict.STALLED) or probe_was_done:
+        if verdict.verdict is Verdict.STALLED or probe_was_done:
             return state, detail, running
         await asyncio.wait({probe}, timeout=every_s)
 
@@ -251,6 +280,7 @@ def running_requests(
             response = client.get(path)
         if response.status_code != 200:
             return None
-        return parse_prometheus(response.text[:MAX_GAUGE_READ_CHARS]).get(gauge)
+        totals = parse_prometheus(response.text[:MAX_GAUGE_READ_CHARS])
+        return with_aliases(totals, profile).get(gauge)
     except (httpx.HTTPError, ProbeFailure):
         return None

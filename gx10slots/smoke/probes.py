@@ -62,6 +62,7 @@ __all__ = [
     "SuiteStats",
     "probe_burst",
     "probe_identity",
+    "probe_keep_alive",
     "probe_known_answer",
     "probe_progress",
     "probe_prompt",
@@ -181,13 +182,75 @@ async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> Pr
                 f"{'s' if attempts != 1 else ''}): {describe_transport_error(exc)}"
             ) from None
         waited = time.monotonic() - started
-        return Outcome(
+        metrics = {"attempts": float(attempts), "waited_ms": waited * 1000.0}
+        detail = (
             f"{path} answered HTTP {status} after {attempts} attempt"
-            f"{'s' if attempts != 1 else ''} ({waited:.1f} s)",
-            metrics={"attempts": float(attempts), "waited_ms": waited * 1000.0},
+            f"{'s' if attempts != 1 else ''} ({waited:.1f} s)"
         )
+        if profile.warmth_path is not None:
+            phase.set(f"asking {profile.warmth_path} whether {ctx.served_name!r} is loaded")
+            try:
+                warm = await _loaded(ctx, timeout)
+            except (ProbeFailure, httpx.TransportError) as exc:
+                # The server is ready; only whether the model is loaded is unknown (an Ollama
+                # older than /api/ps): the keep-alive probe checks it again at the end.
+                reason = exc.detail if isinstance(exc, ProbeFailure) else type(exc).__name__
+                return Outcome(
+                    f"{detail}; whether {ctx.served_name!r} was loaded: {reason}", metrics
+                )
+            metrics["warm"] = float(warm)
+            detail += (
+                f"; {ctx.served_name!r} was loaded"
+                if warm
+                else f"; {ctx.served_name!r} was cold (not listed by {profile.warmth_path})"
+            )
+        return Outcome(detail, metrics=metrics)
 
     return await run_probe("readiness", timeout, body, ctx.redact)
+
+
+async def _loaded(ctx: ProbeContext, timeout: float) -> bool:
+    """Whether the engine lists the served model among those loaded in memory now."""
+    path = ctx.profile.warmth_path
+    assert path is not None
+    async with open_response(ctx.client, "GET", path, timeout=timeout) as response:
+        if response.status_code != 200:
+            raise await http_error(ctx, response)
+        doc = await read_json(response, ctx.settings.body_cap_bytes, path, ctx.redact)
+    loaded = wire.loaded_models(doc, path)
+    return any(ctx.profile.same_model(n, ctx.served_name) for n in loaded)
+
+
+@registered("keep-alive")
+async def probe_keep_alive(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
+    """Ask an engine that unloads idle models to keep the served one loaded, and check that it
+    is: a standby must still be warm when production flips to it."""
+    timeout = ctx.settings.timeout_for("keep-alive") if timeout is None else timeout
+    profile = ctx.profile
+
+    async def body(phase: Phase) -> Outcome:
+        path = profile.keep_alive_path
+        if path is None:
+            return Outcome(f"not needed: {profile.name} keeps its model loaded", skipped=True)
+        phase.set(f"asking {path} to keep {ctx.served_name!r} loaded")
+        request = {"model": ctx.served_name, "keep_alive": profile.keep_alive, "stream": False}
+        async with open_response(
+            ctx.client, "POST", path, timeout=timeout, json_body=request
+        ) as response:
+            if response.status_code != 200:
+                raise await http_error(ctx, response)
+            await read_prefix(response, ERROR_BODY_PREFIX)
+        detail = f"{ctx.served_name!r} kept loaded (keep_alive {profile.keep_alive})"
+        if profile.warmth_path is not None:
+            if not await _loaded(ctx, timeout):
+                raise ProbeFailure(
+                    f"{profile.warmth_path} does not list {ctx.served_name!r} after "
+                    f"{path} was asked to keep it loaded: the standby would be cold"
+                )
+            detail += f", listed by {profile.warmth_path}"
+        return Outcome(detail)
+
+    return await run_probe("keep-alive", timeout, body, ctx.redact)
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -209,8 +272,19 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         listed = ctx.redact.clip(repr(ids), 300)
         claimed = list(ctx.claimed_names)
         metrics: dict[str, float] = {"models": float(len(ids))}
-        missing = [n for n in claimed if n not in ids]
-        if ctx.exact_names and not ctx.profile.lists_all_models and set(ids) != set(claimed):
+        same = ctx.profile.same_model
+        missing = [n for n in claimed if not any(same(n, i) for i in ids)]
+        # A LoRA adapter card is an extra the slot may serve without claiming it; a model name
+        # nobody claimed means the slot's spec and its engine disagree.
+        unclaimed = [
+            n
+            for e in entries
+            if not e.adapter
+            for n in e.names
+            if not any(same(n, c) for c in claimed)
+        ]
+        exact = ctx.exact_names and not ctx.profile.lists_all_models
+        if exact and (missing or unclaimed):
             raise ProbeFailure(f"expected exactly {claimed!r}, /v1/models holds {listed}")
         if missing:
             raise ProbeFailure(
@@ -220,7 +294,7 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         detail = f"serves {', '.join(repr(n) for n in claimed)}"
         wanted = ctx.settings.max_model_len
         if ctx.profile.reports_max_model_len and wanted is not None:
-            entry = next(e for e in entries if ctx.served_name in e.names)
+            entry = _model_card(entries, ctx.served_name)
             if entry.max_model_len is None:
                 raise ProbeFailure("/v1/models does not report max_model_len")
             metrics["max_model_len"] = float(entry.max_model_len)
@@ -233,6 +307,15 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         return Outcome(detail, metrics)
 
     return await run_probe("identity", timeout, body, ctx.redact)
+
+
+def _model_card(entries: list[wire.ModelEntry], name: str) -> wire.ModelEntry:
+    """The card that says how ``name`` is served: a LoRA adapter's base model's card (an
+    adapter card carries no max_model_len), else the card listing ``name``."""
+    entry = next(e for e in entries if name in e.names)
+    if entry.parent is not None:
+        return next((e for e in entries if entry.parent in e.names and not e.adapter), entry)
+    return entry
 
 
 # --- known answer ---------------------------------------------------------------------------
@@ -714,6 +797,10 @@ async def probe_progress(ctx: ProbeContext, timeout: float | None = None) -> Pro
         detail = f"{counter} advanced by {delta:g} ≥ {needed} tokens received"
         if profile.requests_running_metric is None:
             return Outcome(detail, metrics)
+        if profile.progress_counter is None:
+            return Outcome(
+                f"{detail}; no stall check ({counter} moves only as requests end)", metrics
+            )
         verdict, stall_detail, samples = await watch_for_stall(
             ctx,
             window_s=settings.stall_window_s,

@@ -150,6 +150,13 @@ class ModelEntry:
     # llama-server lists further names of the same model under `aliases`
     # (tools/server/server-context.cpp get_res_model_info); vLLM gives each name its own card.
     aliases: tuple[str, ...] = ()
+    # The base model a LoRA adapter card belongs to (vLLM and NIM: serving_models.py
+    # show_available_models sets `parent` on adapter cards only); None for a model itself.
+    parent: str | None = None
+
+    @property
+    def adapter(self) -> bool:
+        return self.parent is not None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -170,14 +177,27 @@ def parse_models(doc: Any) -> list[ModelEntry]:
             if isinstance(raw_aliases, list)
             else ()
         )
+        parent = card.get("parent")
         entries.append(
             ModelEntry(
                 model_id,
                 _opt_int(card.get("max_model_len"), f"data[{i}].max_model_len"),
                 aliases,
+                parent if isinstance(parent, str) and parent else None,
             )
         )
     return entries
+
+
+def loaded_models(doc: Any, where: str) -> list[str]:
+    """The names in Ollama's `GET /api/ps` answer: ``{"models": [{"name", "model", ...}]}``
+    (docs.ollama.com/api/ps), the models loaded in memory now; at most 256 looked at."""
+    top = _object(doc, where)
+    names: list[str] = []
+    for i, item in enumerate(_list(top.get("models"), "models")[:256]):
+        card = _object(item, f"models[{i}]")
+        names += [v for v in (card.get("name"), card.get("model")) if isinstance(v, str)]
+    return list(dict.fromkeys(names))
 
 
 def served_ids(entries: Sequence[ModelEntry]) -> list[str]:

@@ -21,6 +21,7 @@ from gx10slots.ops.audit import HISTORY_CONFIGMAP
 from gx10slots.sandbox import customresources
 from gx10slots.sandbox.resources import for_kind
 from gx10slots.servednames import alias_blocker, identity_name, served_names
+from gx10slots.smoke.summary import configmap_name
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
 KUBERNETES_VERSION = "1.32"
@@ -170,6 +171,8 @@ def _role_names(resource: str, verb: str, file: str = "rbac.yaml") -> set[str] |
         ("services", ("get", "list", "watch", "patch"), "flag"),
         ("endpointslices", ("list",), "any"),
         ("configmaps", ("get", "update"), HISTORY_CONFIGMAP),
+        # The slots' last smoke summaries: written by smoke and deploy, read and watched by status.
+        ("configmaps", ("get", "list", "watch", "patch"), "smoke summaries"),
         ("leases", ("get", "list", "watch", "update"), LEASE_NAME),
         ("leases", ("get", "list", "watch"), "gx10slots-guard"),
         ("secrets", ("get",), "secret"),
@@ -183,6 +186,7 @@ def test_role_grants_what_the_config_needs(
         "slots": {s.deployment for s in config.slots.values()},
         "flag": {config.flag.name},
         "secret": {config.api_key.secret_name or ""},
+        "smoke summaries": {configmap_name(slot) for slot in config.slots},
         "any": set(),
     }.get(expected, {expected})
     for verb in verbs:

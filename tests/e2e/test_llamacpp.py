@@ -15,17 +15,21 @@ import signal
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from gx10slots.config import ControllerConfig, GuardConfig
+from gx10slots.guard.loop import RevertResult, watch
+from gx10slots.guard.rules import CheckRecord, GateReading, Target, resolve_settings
 from gx10slots.sandbox import llamacpp
 from gx10slots.sandbox.kubelet import free_port
 from gx10slots.sandbox.tinymodels import ensure_tiny_model
-from gx10slots.smoke.live import progress_verdict
+from gx10slots.slots import FlagState
+from gx10slots.smoke.live import Observation, observe, progress_verdict
 from gx10slots.smoke.profiles import LLAMA_SERVER
 from gx10slots.smoke.progress import ProgressSample, Verdict, parse_prometheus, sample_of
 from gx10slots.smoke.report import Baseline
@@ -79,7 +83,8 @@ def test_tiny_pong_deploys_and_flips_keeping_the_old_name_with_zero_failed_reque
         assert box.flag() == "green"
         assert box.cli("flip-back").code == 0
         assert box.flag() == "blue"
-        assert box.production() == "sandbox-ok"
+        # blue's fake imitates llama-server: it answers as its alphabetically first name.
+        assert box.production() == "gx10slots/blue"
     print(f"production requests: {dict(traffic.outcomes)}")
     assert traffic.failures == 0, traffic.outcomes
     # Every llama-server answer names its alphabetically first alias; count pods instead.
@@ -124,7 +129,152 @@ def test_tiny_babble_is_refused_by_smoke_and_production_never_sees_it(
     assert status["slots"]["green"]["smoke"]["passed"] is False
 
 
+# ------------------------------------------------- the guard against a one-slot llama-server
+
+
+class _RealServerPorts:
+    """The guard's loop on the real server: production is the server itself, the flag stays on
+    green, and a flip-back is only recorded (the loop and the rules are what is under test)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.reverted: list[str] = []
+        self.observations: list[Observation] = []
+        self._stop = threading.Event()
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def wait(self, seconds: float) -> bool:
+        return self._stop.wait(seconds)
+
+    def flag(self) -> FlagState:
+        return FlagState(
+            value="green", active="green", previous="blue", resource_version="1", annotations={}
+        )
+
+    def observe(self, timeout_s: float) -> Observation:
+        from gx10slots.smoke.settings import SuiteSettings
+
+        observation = observe(
+            self.base,
+            "pong",
+            LLAMA_SERVER,
+            SuiteSettings(probes=("streaming",), probe_timeout_s=timeout_s),
+            api_key=None,
+            timeout_s=timeout_s,
+            stall_window_s=CONTROLLER.stall_window_s,
+            sample_every_s=CONTROLLER.sample_every_s,
+        )
+        self.observations.append(observation)
+        return observation
+
+    def gates(self) -> tuple[GateReading, ...]:
+        return ()
+
+    def revert(self, summary: str, streak: Sequence[CheckRecord]) -> RevertResult:
+        self.reverted.append(summary)
+        return RevertResult("green", "blue", True, "recorded by the test")
+
+
+# The controller's defaults: a check every 3 s, 2 failed in a row flip back, a 3 s probe.
+CONTROLLER = resolve_settings(
+    GuardConfig(),
+    window_s=12.0,
+    interval_s=ControllerConfig.interval_s,
+    failures=ControllerConfig.failures,
+    probe_timeout_s=ControllerConfig.probe_timeout_s,
+)
+PONG_TARGET = Target("green", "blue", "tiny-pong", "pong", None, "sandbox-ok")
+
+
+def test_the_guard_never_reverts_a_one_slot_server_busy_with_a_long_generation(
+    tmp_path: Path, start_server: Any
+) -> None:
+    """llama-server with one slot (--parallel 1) serves one generation at a time: the guard's
+    probes wait behind a long streamed generation and time out, while llamacpp:n_decode_total
+    moves at every decode step. The controller's checks call that busy, never a wedge; the same
+    server stopped mid-generation (SIGSTOP) is still left within two checks."""
+    model = ensure_tiny_model(tmp_path / "models", "tiny-pong")
+    server = start_server(model, ["pong"], extra=("--context-shift", "--parallel", "1"))
+    llamacpp.wait_until_ready(server.base, process=server.process, served_name="pong")
+    # ignore_eos: tiny-pong would say " pong" and stop; the long generation runs until we hang up.
+    body = {
+        "model": "pong",
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 10**7,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    ports = _RealServerPorts(server.base)
+    assert ports.observe(3.0).passed  # idle, the server answers at once
+    stream = _Stream(server.base, body).start()
+    try:
+        outcome = watch(ports, PONG_TARGET, CONTROLLER, None)
+        still_generating = not stream.done.is_set()
+        deferred = _metrics(server).get("llamacpp:requests_deferred", 0.0)
+    finally:
+        stream.stop()
+    assert still_generating, "the long generation ended before the guard's window"
+    assert outcome.result == "passed" and ports.reverted == [], outcome.records
+    # The probes really were queued: they timed out on a server that answers in milliseconds,
+    # each check judged busy on the decode counter (the request-end counter never moved).
+    queued = [r for r in outcome.records[1:] if not r.observation.passed]
+    assert len(queued) >= 3, [r.to_dict() for r in outcome.records]
+    assert all(r.busy and r.passed for r in queued), [r.to_dict() for r in queued]
+    assert deferred >= 1  # llama-server says so too: requests wait for the one slot
+    # Once the generation is over, the probe answers again.
+    assert ports.observe(3.0).passed
+
+    # The same server stopped mid-generation: nothing moves, nothing answers.
+    stream = _Stream(server.base, body).start()
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        stopped = watch(ports, PONG_TARGET, CONTROLLER, None)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        stream.stop()
+    assert stopped.result == "tripped", [r.to_dict() for r in stopped.records]
+    assert len(ports.reverted) == 1
+    assert [r.busy for r in stopped.streak] == [False, False]
+
+
 # --------------------------------------------------------------------------- the server itself
+
+
+class _Stream:
+    """One streamed chat completion in a thread: its frames counted; :meth:`stop` hangs up,
+    which ends the generation on the server."""
+
+    def __init__(self, base: str, body: dict[str, Any]) -> None:
+        self.base, self.body = base, body
+        self.frames: list[int] = []
+        self.done = threading.Event()
+        self._hang_up = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            url = f"{self.base}/v1/chat/completions"
+            with httpx.stream("POST", url, json=self.body, timeout=120) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        self.frames.append(len(line))
+                    if self._hang_up.is_set():
+                        return
+        finally:
+            self.done.set()
+
+    def start(self) -> _Stream:
+        """Start it and wait for its first frame (or its end)."""
+        self.thread.start()
+        while not self.frames and not self.done.is_set():
+            self.done.wait(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._hang_up.set()
+        self.thread.join(timeout=60)
 
 
 class _Server:
@@ -242,34 +392,18 @@ def test_a_long_healthy_generation_is_progress_not_a_wedge(
         "max_tokens": GENERATED,
         "stream": True,
     }
-    chunks: list[int] = []
-    done = threading.Event()
-
-    def stream() -> None:
-        try:
-            with httpx.stream(
-                "POST", f"{server.base}/v1/chat/completions", json=body, timeout=120
-            ) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        chunks.append(len(line))
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=stream, daemon=True)
-    worker.start()
+    stream = _Stream(server.base, body).start()
     samples: list[ProgressSample] = []
     totals: list[dict[str, float]] = []
     # Sample while the one request runs (the stream has started: its first chunk arrived).
-    while not chunks and not done.is_set():
-        done.wait(0.01)
+    done = stream.done
     while not done.is_set():
         metrics = _metrics(server)
         if metrics.get(PROCESSING) == 1.0:
             totals.append(metrics)
             samples.append(sample_of(metrics, LLAMA_SERVER, time.monotonic()))
         done.wait(0.02)
-    worker.join(timeout=60)
+    stream.thread.join(timeout=60)
     assert len(samples) >= 3, f"the generation ended after {len(samples)} samples"
     span = samples[-1].at - samples[0].at
     # The request-end counter never moved while the request ran...

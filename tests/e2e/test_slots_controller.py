@@ -3,6 +3,7 @@ mode changes nothing, and a killed leader is replaced."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from gx10slots.sandbox.rehearsal import controller_manifest
 from tests.helpers.sandbox import NS, Sandbox
 from tests.helpers.wait import wait_for
 from tests.helpers.webhooks import Receiver, receiver
@@ -152,6 +154,75 @@ def test_a_wedge_after_a_flip_is_back_on_the_fallback_within_15_s(
     assert "Traceback" not in controller.text()
 
 
+# sandbox/one-slot-<pace>: one generation at a time, as llama-server --parallel 1 serves.
+PACE_S = 0.02
+# One streamed generation of this many tokens holds the slot for LONG_TOKENS x PACE_S = 24 s:
+# several times the controller's interval x failures (3 s x 2), every one of its probes queued.
+LONG_TOKENS = 1200
+
+
+def _checks(controller: Controller, slot: str) -> int:
+    return len(re.findall(rf"guard {slot}: check \d+", controller.text()))
+
+
+def test_a_long_streaming_generation_on_a_one_slot_engine_is_never_reverted(
+    sandbox: Sandbox, controllers: list[Controller], tmp_path: Path
+) -> None:
+    """The controller's probes wait behind a healthy long generation on an engine that serves one
+    request at a time: busy, not wedged (its token counter moves). Production stays on the slot."""
+    box = sandbox
+    # The sandbox's blue is a concurrent engine: next to it, a one-slot engine's burst is a
+    # regression by design. The smoke's live comparison is not this test's subject.
+    box.set_smoke(baseline={"live": False})
+    controller = Controller(box, tmp_path / "controller.err")
+    controllers.append(controller)
+    wait_for(lambda: "leading" in controller.text(), timeout=60, what="the controller to lead")
+    model = f"sandbox/one-slot-{PACE_S * 1000:g}ms"
+    result = box.cli("deploy", model, "--served-name", "sandbox-v2", "--flip")
+    assert result.code == 0, result.err
+    assert box.flag() == "green"
+    wait_for(lambda: _checks(controller, "green") >= 1, timeout=60, what="the guard's first check")
+    body = {
+        "model": "sandbox-v2",
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": LONG_TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    checks_before = _checks(controller, "green")
+    started = time.monotonic()
+    tokens = 0
+    with httpx.stream(
+        "POST", f"{box.info['prod_endpoint']}/v1/chat/completions", json=body, timeout=120
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                delta = json.loads(line.removeprefix("data: "))["choices"][0]["delta"]
+                tokens += len((delta.get("content") or "").split())
+    took = time.monotonic() - started
+    log_at_end = len(controller.text())
+    checks_during = _checks(controller, "green") - checks_before
+    assert tokens == LONG_TOKENS
+    assert took >= LONG_TOKENS * PACE_S * 0.9, f"the generation took only {took:.1f} s"
+    # Production never moved: the flag, the history and the metric agree...
+    assert box.flag() == "green", controller.text()
+    assert box.production() == "sandbox-v2"
+    assert all(e["action"] != "auto-revert" for e in box.history()), box.history()
+    assert controller.metric("gx10slots_auto_reverts_total") == 0
+    # ...while the controller kept checking all along (a check every 3 s at most).
+    assert checks_during >= 4, controller.text()
+    # Its probes answer again once the generation is over.
+    wait_for(
+        lambda: re.search(r"guard green: check \d+ \S+ ok", controller.text()[log_at_end:]),
+        timeout=30,
+        what="a passing check after the generation",
+    )
+    assert box.flag() == "green"
+    assert controller.stop() == 0
+    assert "Traceback" not in controller.text()
+
+
 def test_observe_mode_says_what_it_would_do_and_changes_nothing(
     sandbox: Sandbox, controllers: list[Controller], team: Receiver, tmp_path: Path
 ) -> None:
@@ -215,27 +286,22 @@ MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "manifests"
 
 
 def _adapted_controller_manifest(box: Sandbox) -> str:
-    """docs/manifests/controller.yaml with what differs in the sandbox: the slots.yaml ConfigMap
-    (job-deploy.yaml's, with the sandbox's loopback endpoints), one replica, a free metrics port
-    on loopback. Everything else as shipped: its own ServiceAccount, Role and RoleBinding."""
-    docs = list(yaml.safe_load_all((MANIFESTS / "controller.yaml").read_text()))
-    job_docs = yaml.safe_load_all((MANIFESTS / "job-deploy.yaml").read_text())
-    config_map = next(d for d in job_docs if d and d["kind"] == "ConfigMap")
-    config = yaml.safe_load((box.dir / "slots.yaml").read_text())
-    config["smoke"]["report_dir"] = "/reports"
-    config_map["data"]["slots.yaml"] = yaml.safe_dump(config)
+    """docs/manifests/controller.yaml as a rehearsal applies it (gx10slots.sandbox.rehearsal),
+    with a volume over the directory this checkout (and its .venv) lives in, as in test_job.py:
+    the pod must still run the installed `slots`."""
+    docs = controller_manifest(
+        (MANIFESTS / "controller.yaml").read_text(),
+        (MANIFESTS / "job-deploy.yaml").read_text(),
+        (box.dir / "slots.yaml").read_text(),
+    )
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    deployment["spec"]["replicas"] = 1
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    container["args"] = ["controller", "--metrics-addr=127.0.0.1:0"]
-    # A volume over the directory this checkout (and its .venv) lives in, as in test_job.py:
-    # the pod must still run the installed `slots`.
     above = str(Path(__file__).resolve().parents[3])
     if above != "/" and above not in {m["mountPath"] for m in container["volumeMounts"]}:
         container["volumeMounts"].append({"name": "over-the-checkout", "mountPath": above})
         pod["volumes"].append({"name": "over-the-checkout", "emptyDir": {}})
-    return yaml.safe_dump_all([config_map, *docs])
+    return yaml.safe_dump_all(docs)
 
 
 def test_the_controller_manifest_runs_in_the_sandbox_and_reverts_a_wedge(

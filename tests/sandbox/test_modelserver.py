@@ -574,3 +574,92 @@ def test_cli_exit_codes(tmp_path: Path, model: str, code: int) -> None:
     assert proc.returncode == code
     assert "ERROR" in out
     assert not port_file.exists()
+
+
+# -- one slot, paced: a long generation holds the engine --------------------------------------
+
+
+def test_one_slot_parses_its_pace() -> None:
+    one = Behaviour.parse("sandbox/one-slot-50ms")
+    assert (one.kind, one.one_slot, one.token_pace) == (Kind.ONE_SLOT, True, 0.05)
+    assert not Behaviour.parse("sandbox/ok").one_slot
+    assert Behaviour.parse("sandbox/ok").token_pace == 0
+
+
+def test_ignore_eos_runs_to_max_tokens() -> None:
+    long = GenRequest(model=None, prompt="pong", prompt_tokens=1, max_tokens=300, ignore_eos=True)
+    answer = Behaviour.parse("sandbox/ok").generate(long, index=0, seed=0)
+    assert (answer.completion_tokens, answer.finish_reason) == (300, "length")
+    words = (answer.text or "").split()
+    assert len(words) == 300 and words[0] == "pong"  # the answer, then on and on
+
+
+def test_ignore_eos_must_be_a_boolean(serve: Serve) -> None:
+    url = serve("sandbox/ok").url
+    assert chat(url, ignore_eos="yes").status_code == 400
+
+
+def test_one_slot_streams_at_its_pace_and_queues_the_next_request(serve: Serve) -> None:
+    """A paced long stream holds the one slot: the generation counter moves token by token, a
+    second request waits (vLLM's waiting gauge says so) and is answered once the first is done."""
+    url = serve("sandbox/one-slot-20ms").url
+    body = {"messages": PONG, "stream": True, "max_tokens": 100, "ignore_eos": True}
+    words: list[str] = []
+    streamed = threading.Event()
+
+    def long_stream() -> None:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    delta = json.loads(line.removeprefix("data: "))["choices"][0]["delta"]
+                    words.append(delta.get("content") or "")
+        streamed.set()
+
+    started = time.monotonic()
+    worker = threading.Thread(target=long_stream, daemon=True)
+    worker.start()
+    wait_until(lambda: sample(url, "vllm:num_requests_running") == 1, within=5)
+    before = sample(url, "vllm:generation_tokens_total")
+    # The counter moves during the stream (one decode step at a time), not only at its end.
+    wait_until(lambda: sample(url, "vllm:generation_tokens_total") > before, within=1)
+    assert not streamed.is_set()
+    queued: list[httpx.Response] = []
+    short = threading.Thread(target=lambda: queued.append(chat(url, timeout=30)), daemon=True)
+    short.start()
+    wait_until(lambda: sample(url, "vllm:num_requests_waiting") == 1, within=5)
+    assert not queued, "the second request was answered while the slot was busy"
+    short.join(30)
+    assert streamed.is_set() and queued[0].status_code == 200
+    # 100 tokens, 99 steps of 20 ms apart: the stream took about 2 s, not milliseconds.
+    assert time.monotonic() - started >= 99 * 0.02
+    assert len("".join(words).split()) == 100
+    assert sample(url, "vllm:num_requests_waiting") == 0
+    assert sample(url, "vllm:num_requests_running") == 0
+
+
+def test_one_slot_stops_with_requests_waiting_their_turn(serve: Serve) -> None:
+    server = serve("sandbox/one-slot-50ms")
+    body = {"messages": PONG, "stream": True, "max_tokens": 1000, "ignore_eos": True}
+    ended: list[str] = []
+
+    def request() -> None:
+        try:
+            with httpx.stream(
+                "POST", f"{server.url}/v1/chat/completions", json=body, timeout=30
+            ) as r:
+                for _ in r.iter_lines():
+                    pass
+        except httpx.HTTPError as exc:
+            ended.append(type(exc).__name__)
+        else:
+            ended.append("complete")
+
+    threads = [threading.Thread(target=request, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: sample(server.url, "vllm:num_requests_waiting") == 1, within=5)
+    started = time.monotonic()
+    server.stop()  # the running one and the waiting one are both let go
+    for thread in threads:
+        thread.join(10)
+    assert len(ended) == 2 and time.monotonic() - started < 5

@@ -329,3 +329,14 @@ def test_latest_report_finds_the_newest_passing_one(tmp_path: Path) -> None:
     assert found is not None and found.started_at == START and found.passed
     assert latest_report(tmp_path, "green", passed_only=False) == newer_failed
     assert latest_report(tmp_path / "missing", "green") is None
+
+
+def test_the_schema_names_every_engine_profile_and_every_probe() -> None:
+    """The report schema is written by hand: it must list what the registries hold."""
+    from gx10slots.smoke.catalog import PROBE_NAMES
+    from gx10slots.smoke.profiles import PROFILES
+
+    props = SCHEMA["properties"]
+    assert set(props["engine"]["enum"]) == set(PROFILES)
+    (names, _prompt) = SCHEMA["$defs"]["probe"]["properties"]["name"]["anyOf"]
+    assert set(names["enum"]) == set(PROBE_NAMES) - {"prompts"}
