@@ -37,7 +37,7 @@ from gx10slots.kube.client import WriteOutcomeUnknown
 from gx10slots.kube.lease import Lock, holder_identity
 from gx10slots.kube.values import annotation_pointer, now_utc, rfc3339
 from gx10slots.ops.audit import HistoryEntry, append_history, emit_event, new_entry_id
-from gx10slots.ops.engine import production_endpoint, quick_probe, slot_endpoint
+from gx10slots.ops.engine import keep_loaded, production_endpoint, quick_probe, slot_endpoint
 from gx10slots.ops.lease import hold
 from gx10slots.ops.read import read_flag_object, snapshot
 from gx10slots.slots import (
@@ -383,7 +383,13 @@ def _flip_locked(
             + f" failed: {exc.message}",
             hint=f"re-run `slots {mode}`: it records the entry without switching again",
         ) from exc
-    return FlipResult.of(plan, mode, detail=detail, duration_s=round(time.monotonic() - started, 3))
+    if plan.source is not None:
+        # The fallback stays warm: an engine that unloads idle models is asked to keep it.
+        kept = keep_loaded(app, plan.source)
+        if kept is not None:
+            console.progress(kept)
+    elapsed = time.monotonic() - started
+    return FlipResult.of(plan, mode, detail=detail, duration_s=round(elapsed, 3))
 
 
 def _after_interruption(mode: Mode, switched: Switched | None) -> str | None:

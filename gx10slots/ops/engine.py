@@ -204,3 +204,95 @@ def quick_probe(
         # Only out of time: the engine may be busy rather than broken (guard.rules.busy).
         return ProbeVerdict(False, "; ".join(f"{p.name}: {p.detail}" for p in failed), True)
     return ProbeVerdict(False, "; ".join(f"{p.name}: {p.detail}" for p in failed))
+
+
+# How long `slots status` waits for an engine's list of loaded models: status must stay quick.
+WARMTH_TIMEOUT_S = 3.0
+# How long a flip waits for the fallback's engine to take a keep-alive (its model is loaded: it
+# served production a moment ago, so the answer is quick).
+KEEP_LOADED_TIMEOUT_S = 10.0
+
+
+def _engine_request(
+    app: App, slot: str, method: str, path: str, timeout_s: float, body: object = None
+) -> httpx.Response:
+    """One small request to ``slot``'s engine, the way the probes reach it (key, transport);
+    ConfigError or httpx.HTTPError when it cannot be made."""
+    import httpx
+
+    api_key, transport = probe_access(app)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(
+        base_url=slot_endpoint(app, slot),
+        headers=headers,
+        timeout=timeout_s,
+        trust_env=False,
+        transport=transport,
+    ) as client:
+        return client.request(method, path, json=body)
+
+
+def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:
+    """A warning when the standby's engine has unloaded its model (Ollama lists what is loaded
+    at `/api/ps` and unloads an idle model after OLLAMA_KEEP_ALIVE); None when it is loaded or
+    the engine never unloads. Best effort: an answer that cannot be read is said, not raised."""
+    import httpx
+
+    from gx10slots.smoke import wire
+    from gx10slots.smoke._failure import ProbeFailure
+    from gx10slots.smoke.profiles import get_profile
+
+    profile = get_profile(app.config.engine)
+    path = profile.warmth_path
+    if path is None:
+        return None
+    unknown = f"standby {slot}: cannot tell whether {served_name!r} is loaded"
+    try:
+        response = _engine_request(app, slot, "GET", path, WARMTH_TIMEOUT_S)
+        if response.status_code != 200:
+            raise ProbeFailure(f"HTTP {response.status_code}")
+        loaded = wire.loaded_models(response.json(), path)
+    except ConfigError as exc:
+        return f"{unknown} ({exc.message})"
+    except (httpx.HTTPError, ValueError, ProbeFailure) as exc:
+        reason = exc.detail if isinstance(exc, ProbeFailure) else type(exc).__name__
+        return f"{unknown} ({path}: {reason})"
+    if any(profile.same_model(name, served_name) for name in loaded):
+        return None
+    return (
+        f"standby {slot} is cold: {path} does not list {served_name!r} (unloaded after its "
+        f"keep-alive); flip would wait for a load: `slots smoke {slot}` loads it and keeps it "
+        "loaded"
+    )
+
+
+def keep_loaded(app: App, slot: str) -> str | None:
+    """Ask ``slot``'s engine to keep its model loaded, for an engine that unloads idle models
+    (Ollama: production's requests kept the old slot loaded only for OLLAMA_KEEP_ALIVE after the
+    last one, so the fallback a flip leaves would go cold). What was done, or why it could not
+    be; None for an engine that never unloads. Best effort: it never raises for the engine."""
+    import httpx
+
+    from gx10slots.errors import SlotsError
+    from gx10slots.ops.read import read_deployment
+    from gx10slots.slots import slot_state
+    from gx10slots.smoke.profiles import get_profile
+
+    profile = get_profile(app.config.engine)
+    path = profile.keep_alive_path
+    if path is None:
+        return None
+    failed = f"slot {slot}: could not ask its engine to keep the model loaded"
+    try:
+        name = slot_state(slot, read_deployment(app, slot), app.config, None).served_name
+        if not name:
+            return f"{failed} (no served name)"
+        body = {"model": name, "keep_alive": profile.keep_alive, "stream": False}
+        response = _engine_request(app, slot, "POST", path, KEEP_LOADED_TIMEOUT_S, body)
+    except SlotsError as exc:
+        return f"{failed} ({exc.message})"
+    except httpx.HTTPError as exc:
+        return f"{failed} ({type(exc).__name__})"
+    if response.status_code != 200:
+        return f"{failed} ({path} answered HTTP {response.status_code} for {name!r})"
+    return f"slot {slot} keeps {name!r} loaded (keep_alive {profile.keep_alive})"

@@ -1,11 +1,14 @@
 """`slots smoke [SLOT]`: the deep-liveness suite against a slot, reports, and the recorded result.
 
 When production's active slot is another, ready slot, a short reference run against it comes first
-(readiness, known-answer, streaming, tool-call forced on, burst): what it can do the candidate must
-do too (capability parity), and its figures are the live baseline the candidate's are judged
-against; the report holds them under `baseline`. Reference first, then the candidate; when the
-candidate looks like a regression, both are measured again back to back (a burst each) and only a
-regression seen again fails (one slow moment of a busy machine is not a slower model).
+(readiness, known-answer, streaming, tool-call and structured-output forced on): what it can do the
+candidate must do too (capability parity). Then the candidate's suite, which measures the active
+slot again interleaved with the candidate (its streaming right after the candidate's, its burst
+right before the candidate's), so both slots' TTFT and tokens/s come from the same moments of the
+machine: the live baseline the candidate's are judged against; the report holds them under
+`baseline`. When the candidate looks like a regression, both are measured again back to back (a
+burst each) and only a regression seen again fails (one slow moment of a busy machine is not a
+slower model).
 
 The result is recorded as annotations on the slot's Deployment, bound to the revision (pod
 template hash) that was tested: a later change to image, env or args makes it stale for `flip`.
@@ -53,8 +56,9 @@ if TYPE_CHECKING:
     from gx10slots.smoke.result import ProbeResult
 
 # The reference run against production's active slot: enough to learn what it does (tool calls,
-# streaming with usage) and how fast (TTFT, tokens/s), nothing that waits long.
-REFERENCE_PROBES = ("readiness", "known-answer", "streaming", "tool-call", "burst")
+# streaming with usage, structured output), nothing that waits long. How fast it is (TTFT,
+# tokens/s) is measured in the candidate's run, interleaved with the candidate.
+REFERENCE_PROBES = ("readiness", "known-answer", "streaming", "tool-call", "structured-output")
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ def parse_formats(text: str | None) -> tuple[str, ...] | None:
 def _progress(result: ProbeResult, indent: str = "  ") -> None:
     verdict = "skip" if result.skipped and result.passed else "ok" if result.passed else "FAIL"
     console.progress(
-        f"{indent}{verdict:4} {result.name:13} {result.duration_ms:8.1f} ms  {result.detail}"
+        f"{indent}{verdict:4} {result.name:17} {result.duration_ms:8.1f} ms  {result.detail}"
     )
 
 
@@ -156,6 +160,7 @@ def reference_run(
     settings = replace(
         settings,
         tool_call=True,  # learn whether it makes tool calls, whatever smoke.tool_call says
+        structured_output=True,  # and whether it returns JSON matching a schema
         prompts=(),
         # It serves production now: no model load to wait for.
         timeouts={"readiness": settings.probe_timeout_s},
@@ -163,7 +168,7 @@ def reference_run(
     )
     console.progress(
         f"reference run first: production's active slot {active} ({state.model}), for "
-        "capability parity and the live baseline"
+        "capability parity"
     )
     endpoint = slot_endpoint(app, active)
     served = state.served_name or state.model or ""
@@ -182,7 +187,9 @@ def reference_run(
     baseline = Baseline.of(report)
     console.progress(
         f"  active slot {active}: tool calls {'yes' if baseline.tool_calls else 'no'}, streaming "
-        f"usage {'yes' if baseline.stream_usage else 'no'}; now the candidate {slot}"
+        f"usage {'yes' if baseline.stream_usage else 'no'}, structured output "
+        f"{'yes' if baseline.structured_output else 'no'}; now the candidate {slot}, its speed "
+        f"measured interleaved with {active}'s"
     )
     return Reference(baseline, endpoint, served)
 
@@ -196,30 +203,38 @@ def _confirm(
     api_key: str | None,
     transport: httpx.BaseTransport | None,
 ) -> Report:
-    """Both slots measured again back to back (a burst each) and the baseline judged again."""
+    """Both slots measured again back to back (a burst each) and the baseline judged again.
+
+    The candidate's burst goes first this time: the first measurement ran the active slot's
+    burst first, so over the two neither slot always has the machine's earlier moment.
+    """
     from gx10slots.smoke.report import Baseline
     from gx10slots.smoke.suite import confirm_baseline, run_suite
 
     settings = replace(suite_settings(app, ("burst",)), prompts=())
     console.progress("a regression against the active slot: measuring both again, back to back")
-    runs = []
-    for slot, (endpoint, served), on_probe in (
-        (reference.baseline.slot, (reference.endpoint, reference.served_name), _progress_reference),
-        (report.slot, candidate, _progress),
-    ):
-        runs.append(
-            run_suite(
-                endpoint,
-                served,
-                profile,
-                settings,
-                api_key=api_key,
-                transport=transport,
-                on_probe=on_probe,
-                slot=slot,
-            )
+
+    def measure(
+        slot: str, endpoint: str, served: str, on_probe: Callable[[ProbeResult], None]
+    ) -> Report:
+        return run_suite(
+            endpoint,
+            served,
+            profile,
+            settings,
+            api_key=api_key,
+            transport=transport,
+            on_probe=on_probe,
+            slot=slot,
         )
-    confirmed = confirm_baseline(report, Baseline.of(runs[0]), runs[1], suite_settings(app))
+
+    candidate_again = measure(report.slot, *candidate, _progress)
+    active_again = measure(
+        reference.baseline.slot, reference.endpoint, reference.served_name, _progress_reference
+    )
+    confirmed = confirm_baseline(
+        report, Baseline.of(active_again), candidate_again, suite_settings(app)
+    )
     verdict = next(p for p in confirmed.probes if p.name == "baseline")
     console.progress(f"  {'ok' if verdict.passed else 'FAIL':4} baseline  {verdict.detail}")
     return confirmed
@@ -235,7 +250,7 @@ def smoke_slot(
 ) -> SmokeOutcome:
     from gx10slots.smoke.profiles import get_profile
     from gx10slots.smoke.report import write_reports
-    from gx10slots.smoke.suite import regression_seen, run_suite
+    from gx10slots.smoke.suite import LiveTarget, regression_seen, run_suite
 
     config = app.config
     directory = check_report_dir(report_dir or config.smoke.report_dir)
@@ -267,6 +282,9 @@ def smoke_slot(
         transport=transport,
         on_probe=_progress,
         baseline=reference.baseline if reference is not None else None,
+        # The live baseline: the active slot's TTFT and tokens/s, measured next to ours.
+        live=LiveTarget(reference.endpoint, reference.served_name) if reference else None,
+        on_active_probe=_progress_reference,
         slot=slot,
         model=state.model or "",
         revision=state.revision or "",

@@ -12,10 +12,11 @@ from gx10slots.fallback import FallbackProtection
 from gx10slots.flip.unfinished import find_unfinished
 from gx10slots.kube.lease import LEASE_NAME, lease_view
 from gx10slots.kube.values import now_utc
+from gx10slots.ops.engine import cold_standby_warning
 from gx10slots.ops.lease import protection, read_lease
 from gx10slots.ops.read import snapshot
 from gx10slots.ops.smokesummary import read_last_smoke
-from gx10slots.slots import role_of, status_warnings
+from gx10slots.slots import other_slot, role_of, status_warnings
 from gx10slots.smoke.summary import configmap_name
 
 
@@ -131,6 +132,11 @@ def status(app: App) -> StatusResult:
             f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
             f"to {unfinished.active} but did not finish (never verified){finish}"
         )
+    standby = snap.slots[other_slot(snap.flag.active)] if snap.flag.active else None
+    if standby is not None and standby.is_ready and standby.served_name:
+        cold = cold_standby_warning(app, standby.name, standby.served_name)
+        if cold is not None:
+            extra_warnings.append(cold)
     slots = {}
     for name, slot in snap.slots.items():
         doc = slot.to_dict(role_of(slot, snap.flag))

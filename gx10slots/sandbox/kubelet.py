@@ -191,6 +191,10 @@ class PodProcess:
             str(port),
             # The key a llama-server slot is given binds its fake server too.
             *(["--api-key", key] if key else []),
+            # The fake answers as the sandbox's engine does (its /health, /metrics counters and
+            # /v1/models shape), so the slots.yaml engine profile fits every pod.
+            "--engine",
+            dialect,
         ]
 
     def _readiness_path(self) -> str:

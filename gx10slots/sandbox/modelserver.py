@@ -3,14 +3,18 @@
     python -m gx10slots.sandbox.modelserver --model sandbox/wedge --served-name gx10 --port 0
 
 MODEL picks a behaviour (``Behaviour.parse``): ``sandbox/ok``, ``sandbox/wedge``,
-``sandbox/loading-<dur>``, ``sandbox/wrong-name``, ``sandbox/no-tools``, ``sandbox/garbage``,
-``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``, ``sandbox/wedge-after-<dur>``;
-any name outside ``sandbox/`` behaves like ``sandbox/ok``. The behaviour logic (answers, tool
-calls, failure decisions) is pure and separate from the HTTP plumbing below it, which imitates the
-wire shapes of vLLM: ``/health``, ``/v1/models``, ``/v1/chat/completions`` (JSON and SSE),
-``/v1/completions`` and Prometheus ``/metrics`` with vLLM's metric names.
+``sandbox/loading-<dur>``, ``sandbox/wrong-name``, ``sandbox/no-tools``, ``sandbox/no-json``,
+``sandbox/garbage``, ``sandbox/slow-<dur>``, ``sandbox/crash``, ``sandbox/flaky-<pct>``,
+``sandbox/wedge-after-<dur>``; any name outside ``sandbox/`` behaves like ``sandbox/ok``. The
+behaviour logic (answers, tool calls, failure decisions) is pure and separate from the HTTP
+plumbing below it, which imitates the wire shapes of vLLM: ``/health``, ``/v1/models``,
+``/v1/chat/completions`` (JSON and SSE), ``/v1/completions`` and Prometheus ``/metrics`` with
+vLLM's metric names. With ``--engine NAME`` it answers readiness, metrics, ``/v1/models`` and the
+engine's own endpoints as that engine does (gx10slots.sandbox.imitations: every smoke profile has
+one); ``--lora`` adds adapter cards.
 
-Stdlib only (plus the stdlib-only ``gx10slots.durations``), so it runs wherever a Python runs.
+Stdlib only (plus the stdlib-only ``gx10slots.durations`` and ``gx10slots.sandbox.imitations``),
+so it runs wherever a Python runs.
 Time-based behaviours count from ``start()``.
 
 ``sandbox/one-slot-<dur>`` is an engine with one slot (llama-server ``--parallel 1``): one
@@ -44,6 +48,7 @@ from typing import Any, TypeGuard, cast
 from urllib.parse import urlsplit
 
 from gx10slots.durations import parse_duration
+from gx10slots.sandbox.imitations import IMITATIONS, Imitation, imitation
 
 VERSION = "0.0.0+sandbox"
 
@@ -77,6 +82,7 @@ class Kind(StrEnum):
     LOADING = "loading"
     WRONG_NAME = "wrong-name"
     NO_TOOLS = "no-tools"
+    NO_JSON = "no-json"  # no guided decoding: response_format is accepted and ignored
     GARBAGE = "garbage"
     SLOW = "slow"
     CRASH = "crash"
@@ -89,6 +95,7 @@ _PLAIN_KINDS = {
     k.value: k
     for k in (Kind.OK, Kind.WEDGE, Kind.WRONG_NAME, Kind.NO_TOOLS, Kind.GARBAGE, Kind.CRASH)
 }
+_PLAIN_KINDS[Kind.NO_JSON.value] = Kind.NO_JSON
 # Longest prefix first: "wedge-after-" must win over a bare "wedge".
 _TIMED_KINDS = (
     ("wedge-after-", Kind.WEDGE_AFTER),
@@ -98,6 +105,7 @@ _TIMED_KINDS = (
 )
 _MODEL_HELP = (
     "sandbox/ok, sandbox/wedge, sandbox/loading-<dur>, sandbox/wrong-name, sandbox/no-tools, "
+    "sandbox/no-json, "
     "sandbox/garbage, sandbox/slow-<dur>, sandbox/crash, sandbox/flaky-<pct>, "
     "sandbox/wedge-after-<dur>, sandbox/one-slot-<dur> (durations like 500ms, 1.5s, 30s, 2m, "
     "1h30m)"
@@ -127,6 +135,9 @@ class GenRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: str = "none"  # "none" | "auto" | "required" | "named"
     tool_name: str | None = None  # with tool_choice "named"
+    # The JSON schema response_format asks the answer to match (json_object: any object);
+    # None: free text.
+    response_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +340,9 @@ class Behaviour:
                 return Answer(raw, "stop", len(raw.split()))
             call = ToolCall(f"chatcmpl-tool-{uuid.uuid4().hex}", tool.name, arguments)
             return Answer(None, "tool_calls", len(raw.split()), (call,))
+        if req.response_schema is not None and self.kind is not Kind.NO_JSON:
+            # Guided decoding: JSON matching the schema (cut at max_tokens, as an engine would).
+            return _limited(json.dumps(example_value(req.response_schema)), req.max_tokens)
         if "pong" in req.prompt.lower():
             return _limited("pong", req.max_tokens)
         if req.temperature == 0:
@@ -460,6 +474,29 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[Tool, ...], str, str | None]:
     return tuple(tools), "named", name
 
 
+def _response_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The schema of ``response_format`` as vLLM reads it (vllm/entrypoints/openai/protocol.py
+    ResponseFormat: type "text" | "json_object" | "json_schema"; json_schema {name, schema,
+    strict}, required for "json_schema")."""
+    raw = body.get("response_format")
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, Mapping) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise RequestError(
+            "response_format.type must be one of 'text', 'json_object', 'json_schema'"
+        )
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    wrapper = cast(Mapping[str, Any], raw).get("json_schema")
+    if not isinstance(wrapper, Mapping):
+        raise RequestError("response_format.json_schema is required for type 'json_schema'")
+    schema = wrapper.get("schema")
+    return schema if isinstance(schema, Mapping) else {"type": "object"}
+
+
 def parse_chat_request(body: Any) -> GenRequest:
     common = _common(body)
     messages = body.get("messages")
@@ -482,6 +519,7 @@ def parse_chat_request(body: Any) -> GenRequest:
         tools=tools,
         tool_choice=choice,
         tool_name=name,
+        response_schema=_response_schema(body),
         **common,
     )
 
@@ -570,11 +608,17 @@ class Metrics:
         self.waiting = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
+        # Tokens of finished requests only: the counter engines add to as a request ends
+        # (llama-server's tokens_predicted_total, SGLang's and trtllm's generation_tokens_total).
+        self.finished_tokens = 0
+        # Each request runs on its own handler thread: its tokens so far.
+        self._request = threading.local()
         self.success = dict.fromkeys(FINISH_REASONS, 0)
         self.ttft = _Histogram(TTFT_BUCKETS)
         self.e2e = _Histogram(E2E_BUCKETS)
 
     def begin(self, prompt_tokens: int) -> None:
+        self._request.tokens = 0
         with self._lock:
             self.running += 1
             self.prompt_tokens += prompt_tokens
@@ -596,12 +640,23 @@ class Metrics:
             self.ttft.observe(seconds)
 
     def generated(self, tokens: int) -> None:
+        self._request.tokens = getattr(self._request, "tokens", 0) + tokens
         with self._lock:
             self.generation_tokens += tokens
+
+    def counts(self) -> dict[str, float]:
+        """Tokens as generated ("step"), tokens of finished requests ("end"), requests running."""
+        with self._lock:
+            return {
+                "step": float(self.generation_tokens),
+                "end": float(self.finished_tokens),
+                "running": float(self.running),
+            }
 
     def end(self, finish_reason: str, seconds: float) -> None:
         with self._lock:
             self.running -= 1
+            self.finished_tokens += getattr(self._request, "tokens", 0)
             self.success[finish_reason] += 1
             if finish_reason != "abort":
                 self.e2e.observe(seconds)
@@ -644,6 +699,19 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+def render_imitated(metrics: Metrics, engine: Imitation, model_name: str) -> str:
+    """Another engine's Prometheus families (its names and what each counts), from the same
+    counters as the vLLM ones."""
+    out: list[str] = []
+    values = metrics.counts()
+    for family in engine.metrics:
+        base = family.name.removesuffix("_total") if family.kind == "counter" else family.name
+        out.append(f"# TYPE {base} {family.kind}")
+        labels = _labels(model_name=model_name, **family.labels)
+        out.append(f"{family.name}{labels} {values[family.counts]}")
+    return "\n".join(out) + "\n"
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP plumbing
 # --------------------------------------------------------------------------------------------
@@ -667,6 +735,14 @@ class ServerConfig:
     port_file: Path | None = None
     access_log: bool = True
     log: Callable[[str], None] | None = None  # default: print to stdout, flushed
+    # Whose wire behaviour to imitate (gx10slots.sandbox.imitations): readiness, metrics,
+    # /v1/models and the engine's own endpoints. "vllm" is the server's original shape.
+    engine: str = "vllm"
+    # LoRA adapters served on top of the model (vLLM's --lora-modules NAME=PATH): each gets a
+    # /v1/models card with `parent` and is accepted in requests.
+    loras: tuple[str, ...] = ()
+    # Ollama's OLLAMA_KEEP_ALIVE: how long a model stays loaded after its last request.
+    keep_alive_s: float = 300.0
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -776,6 +852,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         owner = self.owner
         path = urlsplit(self.path).path
+        if owner.config.engine != "vllm" and self._imitate(method, path, body):
+            return
         route = _ROUTES.get(path)
         if route is None:
             self._json(404, {"detail": "Not Found"})
@@ -793,6 +871,50 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             except OSError:
                 self.close_connection = True  # the client went away mid-response
+
+    def _imitate(self, method: str, path: str, body: bytes) -> bool:
+        """Answer ``path`` as the imitated engine does; False: the common routes answer it."""
+        owner, engine = self.owner, self.owner.imitation
+        if method == "GET" and path in engine.live_paths:
+            text = engine.live_paths[path]
+            self._send(200, text.encode(), "application/json" if text[:1] in "{[" else "text/plain")
+        elif method == "GET" and path in engine.readiness_paths and path != "/v1/models":
+            if owner.loading():
+                self._send(503, engine.loading_body.encode(), "application/json")
+            else:
+                self._send(200, engine.ready_body.encode(), "application/json")
+        elif owner.loading():
+            self._json(503, {"error": {"message": "loading model", "code": 503}})
+        elif method == "GET" and path == engine.metrics_path:
+            text = render_imitated(owner.metrics, engine, owner.served_id)
+            self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        elif method == "GET" and path in engine.json_paths:
+            self._send(200, engine.json_paths[path].encode(), "application/json")
+        elif method == "GET" and path == engine.ps_path:
+            self._json(200, {"models": owner.ollama_loaded()})
+        elif method == "POST" and path == engine.load_path:
+            self._ollama_load(body)
+        elif path in ("/health", "/metrics", "/version"):
+            self._json(404, {"detail": "Not Found"})  # vLLM's, which this engine has not
+        else:
+            return False
+        return True
+
+    def _ollama_load(self, body: bytes) -> None:
+        """Ollama's `POST /api/generate` without a prompt: load the model, keep it loaded."""
+        owner = self.owner
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            doc = None
+        model = doc.get("model") if isinstance(doc, dict) else None
+        if not isinstance(model, str) or not owner.accepts(model):
+            self._json(404, {"error": f"model '{model}' not found"})
+            return
+        keep = doc.get("keep_alive") if isinstance(doc, dict) else None
+        owner.ollama_touch(keep)
+        done = {"model": model, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._json(200, done | {"response": "", "done": True, "done_reason": "load"})
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -839,6 +961,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _models(self, _: bytes) -> None:
         owner = self.owner
+        shape = owner.imitation.models_shape
+        if shape != "cards":
+            self._json(200, owner.imitated_models(shape))
+            return
         cards: list[dict[str, Any]] = [
             {
                 "id": name,
@@ -851,6 +977,19 @@ class _Handler(BaseHTTPRequestHandler):
                 "permission": [],
             }
             for name in owner.served_ids
+        ]
+        cards += [
+            {
+                "id": lora,
+                "object": "model",
+                "created": owner.created,
+                "owned_by": owner.imitation.owned_by,
+                "root": f"/adapters/{lora}",
+                "parent": owner.served_ids[0],
+                "max_model_len": None,
+                "permission": [],
+            }
+            for lora in owner.config.loras
         ]
         self._json(200, {"object": "list", "data": cards})
 
@@ -871,7 +1010,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             req = parse_chat_request(doc) if chat else parse_completion_request(doc)
-            if req.model is not None and req.model not in owner.served_ids:
+            if req.model is not None and not owner.accepts(req.model):
                 msg = f"The model `{req.model}` does not exist."
                 raise RequestError(msg, 404, "NotFoundError")
             problem = context_error(req, owner.config.max_model_len)
@@ -881,6 +1020,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(exc.status, error_body(exc.message, exc.kind, exc.status))
             return
         index = owner.next_index()
+        if owner.imitation.ps_path is not None:
+            owner.ollama_touch(None)  # Ollama loads on a request and keeps it for keep_alive
         if owner.behaviour.fails(index, owner.config.seed):
             msg = "EngineCore encountered an issue. See stack trace (above) for the root cause."
             self._json(500, error_body(msg, "InternalServerError", 500))
@@ -1055,6 +1196,11 @@ class ModelServer:
             self.served_id,
             *(a for a in config.aliases if a and a != self.served_id),
         )
+        self.imitation = imitation(config.engine)
+        if self.imitation.first_alias_sorted:
+            self.served_id = min(self.served_ids)
+        # Ollama: loaded until this monotonic time (None: not loaded; inf: kept forever).
+        self._loaded_until: float | None = None
         self.metrics = Metrics()
         self.created = int(time.time())
         self._stopping = threading.Event()
@@ -1187,6 +1333,70 @@ class ModelServer:
         expected = f"Bearer {self.config.api_key}".encode()
         return hmac.compare_digest((header or "").encode(), expected)
 
+    def accepts(self, model: str) -> bool:
+        """Whether a request may name ``model`` (a served name or a LoRA adapter; for Ollama a
+        name without a tag means `:latest`)."""
+        names = (*self.served_ids, *self.config.loras)
+        if self.imitation.ps_path is not None:
+            return _ollama_full(model) in {_ollama_full(n) for n in names}
+        return model in names
+
+    def ollama_touch(self, keep_alive: Any) -> None:
+        """A request loaded the model: keep it for ``keep_alive`` (Ollama's field: seconds or a
+        duration; negative keeps it forever, 0 unloads), else OLLAMA_KEEP_ALIVE."""
+        seconds = _keep_alive_seconds(keep_alive, self.config.keep_alive_s)
+        with self._lock:
+            if seconds < 0:
+                self._loaded_until = float("inf")
+            else:
+                self._loaded_until = time.monotonic() + seconds
+
+    def ollama_loaded(self) -> list[dict[str, Any]]:
+        """`/api/ps`'s models: the served model while its keep-alive lasts."""
+        with self._lock:
+            until = self._loaded_until
+        if until is None or time.monotonic() >= until:
+            return []
+        left = min(until - time.monotonic(), 1e10)
+        name = _ollama_full(self.served_ids[0])
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + left))
+        return [
+            {
+                "name": name,
+                "model": name,
+                "size": 1 << 30,
+                "digest": "0" * 64,
+                "details": {"format": "gguf", "family": "sandbox", "parameter_size": "1B"},
+                "expires_at": expires,
+                "size_vram": 1 << 30,
+            }
+        ]
+
+    def imitated_models(self, shape: str) -> dict[str, Any]:
+        """`/v1/models` as llama-server (one card, every name under `aliases`, id the
+        alphabetically first) or Ollama (every local model, tagged) write it."""
+        if shape == "llama-server":
+            card = {
+                "id": self.served_id,
+                "aliases": sorted(self.served_ids),
+                "object": "model",
+                "created": self.created,
+                "owned_by": "llamacpp",
+                "meta": {"n_ctx": self.config.max_model_len},
+            }
+            return {"object": "list", "data": [card]}
+        local = [*self.served_ids, "some-other-model"]
+        data = [
+            {
+                "id": _ollama_full(n),
+                "object": "model",
+                "created": self.created,
+                "owned_by": "library",
+            }
+            for n in local
+        ]
+        return {"object": "list", "data": data}
+
     def next_index(self) -> int:
         with self._lock:
             self._index += 1
@@ -1217,6 +1427,25 @@ class ModelServer:
             raise _Aborted
         if self._stopping.is_set():
             raise _Aborted
+
+
+def _ollama_full(name: str) -> str:
+    """An Ollama model name with its tag (`:latest` when none is given)."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _keep_alive_seconds(value: Any, default: float) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.lstrip("-").replace(".", "", 1).isdigit():
+            return float(text)
+        try:
+            return -1.0 if text.startswith("-") else parse_duration(text)
+        except ValueError:
+            return default
+    return default
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -1257,6 +1486,24 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument(
+        "--engine",
+        default="vllm",
+        choices=tuple(IMITATIONS),
+        help="whose wire behaviour to imitate: readiness, metrics, /v1/models (default: vllm)",
+    )
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        help="a LoRA adapter name to serve on top of the model (repeatable)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=parse_duration,
+        default=300.0,
+        help="ollama: how long the model stays loaded after a request (OLLAMA_KEEP_ALIVE)",
+    )
     return p
 
 
@@ -1274,6 +1521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         port_file=args.port_file,
         access_log=args.access_log,
+        engine=args.engine,
+        loras=tuple(args.lora),
+        keep_alive_s=args.keep_alive,
     )
     try:
         server = ModelServer(config)

@@ -27,10 +27,15 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("known-answer", generating=True),
     ProbeSpec("streaming", generating=True),
     ProbeSpec("tool-call", generating=True),
+    # A JSON schema in response_format: the answer must be JSON matching it.
+    ProbeSpec("structured-output", generating=True),
     # The team's golden prompts (smoke.prompts): one result `prompt:<name>` per prompt.
     ProbeSpec("prompts", generating=True),
     ProbeSpec("burst", generating=True),
     ProbeSpec("progress"),
+    # Last of the requests: an engine that unloads idle models (Ollama) is asked to keep this one
+    # loaded, and every request before it reset its keep-alive to the server's default.
+    ProbeSpec("keep-alive", generating=True, timeout_s=120.0),
     # Judged by the suite from what the others measured and the active slot's figures.
     ProbeSpec("baseline"),
 )

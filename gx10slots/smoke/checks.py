@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gx10slots.smoke.redact import Redactor
@@ -182,6 +182,65 @@ def tool_call_problems(answer: ChatAnswer, redact: Redactor) -> list[str]:
     if answer.finish_reason != "tool_calls":
         problems.append(f"finish_reason {answer.finish_reason!r}, expected 'tool_calls'")
     return problems
+
+
+# The JSON the structured-output probe parses is bounded (the chat reader bounds it first).
+_JSON_CHARS = 64 * 1024
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+
+
+def schema_problems(value: Any, schema: Mapping[str, Any], where: str = "the answer") -> list[str]:
+    """Where ``value`` breaks ``schema``: the subset of JSON Schema the probe's own schema uses
+    (type, properties, required, additionalProperties false). Not a general validator: the
+    schema is ours, the value is hostile."""
+    kind = schema.get("type")
+    if isinstance(kind, str) and kind in _JSON_TYPES:
+        wrong_bool = isinstance(value, bool) and kind in ("integer", "number")
+        if wrong_bool or not isinstance(value, _JSON_TYPES[kind]):
+            return [f"{where} is {_json_kind(value)}, expected {kind}"]
+    if not isinstance(value, dict):
+        return []
+    props = schema.get("properties") or {}
+    problems = [
+        f"{where} lacks {key!r}" for key in schema.get("required") or () if key not in value
+    ]
+    if schema.get("additionalProperties") is False:
+        extra = [key for key in value if key not in props]
+        if extra:
+            problems.append(f"{where} has keys the schema does not allow: {extra[:5]!r}")
+    for key, sub in props.items():
+        if key in value and isinstance(sub, Mapping):
+            problems += schema_problems(value[key], sub, f"{where}[{key!r}]")
+    return problems
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number" if isinstance(value, int | float) else "a value")
+
+
+def structured_output_problems(
+    content: str | None, finish_reason: str | None, schema: Mapping[str, Any], redact: Redactor
+) -> list[str]:
+    """What is wrong with an answer that was asked for JSON matching ``schema``."""
+    if not content or not content.strip():
+        return [f"no content (finish_reason {finish_reason!r})"]
+    text = content.strip()[:_JSON_CHARS]
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        cut = " (cut at max_tokens)" if finish_reason == "length" else ""
+        return [f"the answer is not JSON{cut}: {redact.quote(content)}"]
+    return [redact.clip(p, 200) for p in schema_problems(value, schema)]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -30,6 +30,7 @@ from gx10slots.smoke.progress import (
     sample_of,
     scrape,
     stall_verdict,
+    with_aliases,
 )
 from gx10slots.smoke.redact import Redactor
 from gx10slots.smoke.result import ProbeResult
@@ -279,6 +280,7 @@ def running_requests(
             response = client.get(path)
         if response.status_code != 200:
             return None
-        return parse_prometheus(response.text[:MAX_GAUGE_READ_CHARS]).get(gauge)
+        totals = parse_prometheus(response.text[:MAX_GAUGE_READ_CHARS])
+        return with_aliases(totals, profile).get(gauge)
     except (httpx.HTTPError, ProbeFailure):
         return None

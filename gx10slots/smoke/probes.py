@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import (
@@ -54,6 +54,7 @@ from gx10slots.smoke.progress import (
 )
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import GoldenPrompt
+from gx10slots.smoke.wire import ChatAnswer
 
 __all__ = [
     "PROBES",
@@ -61,11 +62,13 @@ __all__ = [
     "SuiteStats",
     "probe_burst",
     "probe_identity",
+    "probe_keep_alive",
     "probe_known_answer",
     "probe_progress",
     "probe_prompt",
     "probe_readiness",
     "probe_streaming",
+    "probe_structured_output",
     "probe_tool_call",
     "take_metrics_baseline",
     "watch_for_stall",
@@ -179,13 +182,75 @@ async def probe_readiness(ctx: ProbeContext, timeout: float | None = None) -> Pr
                 f"{'s' if attempts != 1 else ''}): {describe_transport_error(exc)}"
             ) from None
         waited = time.monotonic() - started
-        return Outcome(
+        metrics = {"attempts": float(attempts), "waited_ms": waited * 1000.0}
+        detail = (
             f"{path} answered HTTP {status} after {attempts} attempt"
-            f"{'s' if attempts != 1 else ''} ({waited:.1f} s)",
-            metrics={"attempts": float(attempts), "waited_ms": waited * 1000.0},
+            f"{'s' if attempts != 1 else ''} ({waited:.1f} s)"
         )
+        if profile.warmth_path is not None:
+            phase.set(f"asking {profile.warmth_path} whether {ctx.served_name!r} is loaded")
+            try:
+                warm = await _loaded(ctx, timeout)
+            except (ProbeFailure, httpx.TransportError) as exc:
+                # The server is ready; only whether the model is loaded is unknown (an Ollama
+                # older than /api/ps): the keep-alive probe checks it again at the end.
+                reason = exc.detail if isinstance(exc, ProbeFailure) else type(exc).__name__
+                return Outcome(
+                    f"{detail}; whether {ctx.served_name!r} was loaded: {reason}", metrics
+                )
+            metrics["warm"] = float(warm)
+            detail += (
+                f"; {ctx.served_name!r} was loaded"
+                if warm
+                else f"; {ctx.served_name!r} was cold (not listed by {profile.warmth_path})"
+            )
+        return Outcome(detail, metrics=metrics)
 
     return await run_probe("readiness", timeout, body, ctx.redact)
+
+
+async def _loaded(ctx: ProbeContext, timeout: float) -> bool:
+    """Whether the engine lists the served model among those loaded in memory now."""
+    path = ctx.profile.warmth_path
+    assert path is not None
+    async with open_response(ctx.client, "GET", path, timeout=timeout) as response:
+        if response.status_code != 200:
+            raise await http_error(ctx, response)
+        doc = await read_json(response, ctx.settings.body_cap_bytes, path, ctx.redact)
+    loaded = wire.loaded_models(doc, path)
+    return any(ctx.profile.same_model(n, ctx.served_name) for n in loaded)
+
+
+@registered("keep-alive")
+async def probe_keep_alive(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
+    """Ask an engine that unloads idle models to keep the served one loaded, and check that it
+    is: a standby must still be warm when production flips to it."""
+    timeout = ctx.settings.timeout_for("keep-alive") if timeout is None else timeout
+    profile = ctx.profile
+
+    async def body(phase: Phase) -> Outcome:
+        path = profile.keep_alive_path
+        if path is None:
+            return Outcome(f"not needed: {profile.name} keeps its model loaded", skipped=True)
+        phase.set(f"asking {path} to keep {ctx.served_name!r} loaded")
+        request = {"model": ctx.served_name, "keep_alive": profile.keep_alive, "stream": False}
+        async with open_response(
+            ctx.client, "POST", path, timeout=timeout, json_body=request
+        ) as response:
+            if response.status_code != 200:
+                raise await http_error(ctx, response)
+            await read_prefix(response, ERROR_BODY_PREFIX)
+        detail = f"{ctx.served_name!r} kept loaded (keep_alive {profile.keep_alive})"
+        if profile.warmth_path is not None:
+            if not await _loaded(ctx, timeout):
+                raise ProbeFailure(
+                    f"{profile.warmth_path} does not list {ctx.served_name!r} after "
+                    f"{path} was asked to keep it loaded: the standby would be cold"
+                )
+            detail += f", listed by {profile.warmth_path}"
+        return Outcome(detail)
+
+    return await run_probe("keep-alive", timeout, body, ctx.redact)
 
 
 # --- identity -------------------------------------------------------------------------------
@@ -207,8 +272,19 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         listed = ctx.redact.clip(repr(ids), 300)
         claimed = list(ctx.claimed_names)
         metrics: dict[str, float] = {"models": float(len(ids))}
-        missing = [n for n in claimed if n not in ids]
-        if ctx.exact_names and not ctx.profile.lists_all_models and set(ids) != set(claimed):
+        same = ctx.profile.same_model
+        missing = [n for n in claimed if not any(same(n, i) for i in ids)]
+        # A LoRA adapter card is an extra the slot may serve without claiming it; a model name
+        # nobody claimed means the slot's spec and its engine disagree.
+        unclaimed = [
+            n
+            for e in entries
+            if not e.adapter
+            for n in e.names
+            if not any(same(n, c) for c in claimed)
+        ]
+        exact = ctx.exact_names and not ctx.profile.lists_all_models
+        if exact and (missing or unclaimed):
             raise ProbeFailure(f"expected exactly {claimed!r}, /v1/models holds {listed}")
         if missing:
             raise ProbeFailure(
@@ -218,7 +294,7 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         detail = f"serves {', '.join(repr(n) for n in claimed)}"
         wanted = ctx.settings.max_model_len
         if ctx.profile.reports_max_model_len and wanted is not None:
-            entry = next(e for e in entries if ctx.served_name in e.names)
+            entry = _model_card(entries, ctx.served_name)
             if entry.max_model_len is None:
                 raise ProbeFailure("/v1/models does not report max_model_len")
             metrics["max_model_len"] = float(entry.max_model_len)
@@ -231,6 +307,15 @@ async def probe_identity(ctx: ProbeContext, timeout: float | None = None) -> Pro
         return Outcome(detail, metrics)
 
     return await run_probe("identity", timeout, body, ctx.redact)
+
+
+def _model_card(entries: list[wire.ModelEntry], name: str) -> wire.ModelEntry:
+    """The card that says how ``name`` is served: a LoRA adapter's base model's card (an
+    adapter card carries no max_model_len), else the card listing ``name``."""
+    entry = next(e for e in entries if name in e.names)
+    if entry.parent is not None:
+        return next((e for e in entries if entry.parent in e.names and not e.adapter), entry)
+    return entry
 
 
 # --- known answer ---------------------------------------------------------------------------
@@ -411,28 +496,49 @@ async def probe_streaming(ctx: ProbeContext, timeout: float | None = None) -> Pr
 
 # --- tool call ------------------------------------------------------------------------------
 
+# A tool call with its arguments, or a small JSON object, needs more room than the one-word answer.
+ROOMY_MAX_TOKENS = 128
+
+
+async def _ask_roomy(
+    ctx: ProbeContext,
+    phase: Phase,
+    prompt: str,
+    timeout: float,
+    waiting: str,
+    **extra: Any,
+) -> tuple[ChatAnswer, dict[str, float], str]:
+    """One non-streamed request with room for a structured answer: the answer, its latency and
+    the evidence to quote."""
+    request = wire.chat_body(
+        ctx.profile,
+        ctx.served_name,
+        prompt,
+        max_tokens=max(ctx.settings.max_tokens, ROOMY_MAX_TOKENS),
+        seed=ctx.settings.seed,
+        **extra,
+    )
+    phase.set(waiting)
+    started = time.perf_counter()
+    answer = await chat_once(ctx, request, timeout)
+    metrics = {"latency_ms": (time.perf_counter() - started) * 1000.0}
+    return answer, metrics, _answer_evidence(ctx, answer.content, answer.reasoning)
+
 
 @registered("tool-call")
 async def probe_tool_call(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """One function offered with tool_choice auto: a parsed call must come back, not text."""
     timeout = ctx.settings.timeout_for("tool-call") if timeout is None else timeout
-    settings = ctx.settings
 
     async def body(phase: Phase) -> Outcome:
-        request = wire.chat_body(
-            ctx.profile,
-            ctx.served_name,
-            settings.tool_prompt,
-            # A call with its arguments needs more room than the one-word answer.
-            max_tokens=max(settings.max_tokens, 128),
-            seed=settings.seed,
+        answer, metrics, evidence = await _ask_roomy(
+            ctx,
+            phase,
+            ctx.settings.tool_prompt,
+            timeout,
+            "waiting for the tool call",
             tools=[wire.WEATHER_TOOL],
         )
-        phase.set("waiting for the tool call")
-        started = time.perf_counter()
-        answer = await chat_once(ctx, request, timeout)
-        metrics = {"latency_ms": (time.perf_counter() - started) * 1000.0}
-        evidence = _answer_evidence(ctx, answer.content, answer.reasoning)
         problems = checks.tool_call_problems(answer, ctx.redact)
         if problems:
             raise ProbeFailure("; ".join(problems), evidence=evidence, metrics=metrics)
@@ -445,6 +551,37 @@ async def probe_tool_call(ctx: ProbeContext, timeout: float | None = None) -> Pr
         )
 
     return await run_probe("tool-call", timeout, body, ctx.redact)
+
+
+# --- structured output ----------------------------------------------------------------------
+
+
+@registered("structured-output")
+async def probe_structured_output(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
+    """response_format with a small JSON schema: the answer must be JSON matching it."""
+    timeout = ctx.settings.timeout_for("structured-output") if timeout is None else timeout
+
+    async def body(phase: Phase) -> Outcome:
+        answer, metrics, evidence = await _ask_roomy(
+            ctx,
+            phase,
+            ctx.settings.json_prompt,
+            timeout,
+            "waiting for the JSON answer",
+            response_format=wire.STRUCTURED_RESPONSE_FORMAT,
+        )
+        problems = checks.structured_output_problems(
+            answer.content, answer.finish_reason, wire.WEATHER_REPORT_SCHEMA, ctx.redact
+        )
+        if problems:
+            raise ProbeFailure("; ".join(problems), evidence=evidence, metrics=metrics)
+        return Outcome(
+            f"answered JSON matching the schema: {ctx.redact.clip(answer.content, 120)}",
+            metrics,
+            evidence,
+        )
+
+    return await run_probe("structured-output", timeout, body, ctx.redact)
 
 
 # --- burst ----------------------------------------------------------------------------------
@@ -660,6 +797,10 @@ async def probe_progress(ctx: ProbeContext, timeout: float | None = None) -> Pro
         detail = f"{counter} advanced by {delta:g} ≥ {needed} tokens received"
         if profile.requests_running_metric is None:
             return Outcome(detail, metrics)
+        if profile.progress_counter is None:
+            return Outcome(
+                f"{detail}; no stall check ({counter} moves only as requests end)", metrics
+            )
         verdict, stall_detail, samples = await watch_for_stall(
             ctx,
             window_s=settings.stall_window_s,

@@ -8,7 +8,8 @@ source before a design rests on a fact that looks surprising.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from gx10slots.errors import ConfigError
@@ -62,13 +63,42 @@ class EngineProfile:
     reports_max_model_len: bool
     # A counter that advances *during* a generation (per decode step), for the wedge/stall
     # check, when the generation counter only moves as a request ends; None: that counter moves
-    # per step itself.
+    # per step itself (unless ``generation_counter_per_step`` says it does not).
     progress_metric: str | None = None
+    # Whether ``generation_tokens_metric`` moves at every decode step. False (and no
+    # ``progress_metric``): the engine has no counter a stall can be read from, since a healthy
+    # long generation keeps a request-end counter flat, so no stall rule runs on it.
+    generation_counter_per_step: bool = True
+    # GET this path for the models loaded in memory now (Ollama's `/api/ps`): a served name it
+    # does not list is cold, its first request pays the load. None: loaded means ready.
+    warmth_path: str | None = None
+    # POST ``{"model": <served name>, "keep_alive": keep_alive}`` here to load the model and keep
+    # it loaded (Ollama's `/api/generate` without a prompt). None: the engine never unloads.
+    keep_alive_path: str | None = None
+    keep_alive: int | str | None = None
+    # Older names of a metric, per name above, read when the engine exports the older one
+    # (NIM 1.x wrote vLLM's metrics without the `vllm:` prefix).
+    metric_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The tag a model name without one means (Ollama: `llama3` is `llama3:latest`, and
+    # `/v1/models` lists the tagged name); None: names compare as written.
+    implicit_tag: str | None = None
+
+    def same_model(self, a: str, b: str) -> bool:
+        """Whether two model names name the same model on this engine."""
+        if self.implicit_tag is None:
+            return a == b
+
+        def full(name: str) -> str:
+            return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:{self.implicit_tag}"
+
+        return full(a) == full(b)
 
     @property
     def progress_counter(self) -> str | None:
-        """The counter whose flatness under running requests means a wedge."""
-        return self.progress_metric or self.generation_tokens_metric
+        """The counter whose flatness under running requests means a wedge (None: none)."""
+        if self.progress_metric is not None:
+            return self.progress_metric
+        return self.generation_tokens_metric if self.generation_counter_per_step else None
 
 
 # Reasoning field names across engines: DeepSeek's `reasoning_content` (llama-server, SGLang, vLLM
@@ -101,6 +131,10 @@ VLLM = EngineProfile(
     usage_chunk_has_choices=False,
     # vllm PR 27752 renamed `reasoning_content` to `reasoning` (PR 33402 removed the old name).
     reasoning_fields=("reasoning", "reasoning_content"),
+    # vllm/entrypoints/openai/serving_models.py show_available_models: one card per
+    # `--served-model-name` (parent None, max_model_len set) and one per LoRA adapter
+    # (`--lora-modules`: parent = its base model's name, no max_model_len). Identity takes every
+    # listed id as a name the slot may claim, and adapter cards as extras it may not.
     lists_all_models=False,
     # protocol.py ModelCard: `max_model_len: int | None`, served from config.
     reports_max_model_len=True,
@@ -179,13 +213,21 @@ SGLANG = EngineProfile(
     loading_statuses=frozenset({503}),
     answers_while_loading=True,
     readiness_request_timeout_s=25.0,
+    # `/health` is the same handler but answers 200 without generating unless
+    # SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION is set, so it says nothing about generation.
     # docs/references/production_metrics.md: only with `--enable-metrics`;
-    # `sglang:generation_tokens_total` (counter); python/sglang/srt/metrics/collector.py:
-    # Gauge `sglang:num_running_reqs`.
+    # python/sglang/srt/metrics/collector.py: Counter `sglang:generation_tokens_total` is added
+    # from a finished request's stats (TokenizerMetricsCollector), so it stays flat through a
+    # long generation; Counter `sglang:realtime_tokens_total{mode=prefill_compute|prefill_cache|
+    # decode}` is incremented by the scheduler at every decode iteration
+    # (python/sglang/srt/managers/scheduler_metrics_mixin.py log_decode_stats_every_iteration):
+    # the stall check watches that one (summed over modes); an SGLang too old to export it
+    # leaves the stall check inconclusive, never a wedge. Gauge `sglang:num_running_reqs`.
     metrics_path="/metrics",
     metrics_format="prometheus",
     generation_tokens_metric="sglang:generation_tokens_total",
     requests_running_metric="sglang:num_running_reqs",
+    progress_metric="sglang:realtime_tokens_total",
     metrics_hint="SGLang serves /metrics only when started with --enable-metrics",
     # python/sglang/srt/entrypoints/openai/protocol.py: `max_tokens` deprecated in favour of
     # `max_completion_tokens`; `seed` accepted; StreamOptions.include_usage honoured.
@@ -212,6 +254,20 @@ OLLAMA = EngineProfile(
     generation_tokens_metric=None,
     requests_running_metric=None,
     metrics_hint="ollama has no metrics endpoint",
+    # docs/api.md "List Running Models" (https://docs.ollama.com/api/ps): `GET /api/ps` →
+    # {"models": [{"name", "model", "size", "digest", "details", "expires_at", "size_vram"}]},
+    # only the models loaded in memory now. Ollama loads on the first request and unloads after
+    # OLLAMA_KEEP_ALIVE (5 minutes by default), so a "warm" standby is usually cold.
+    warmth_path="/api/ps",
+    # docs/api.md "Load a model": `POST /api/generate` with only `model` loads it; `keep_alive`
+    # (api/types.go GenerateRequest.KeepAlive: a duration string or seconds) "-1 or any negative
+    # number keeps the model loaded indefinitely". The OpenAI-compatible endpoint takes no
+    # keep_alive (openai/openai.go ChatCompletionRequest has none), hence the native call.
+    keep_alive_path="/api/generate",
+    keep_alive=-1,
+    # types/model/name.go ParseName: a name without a tag gets the default tag "latest";
+    # openai/openai.go ToListCompletion lists each local model by its full name.
+    implicit_tag="latest",
     # ollama openai/openai.go ChatCompletionRequest has MaxTokens, Seed and StreamOptions, but no
     # max_completion_tokens: it is silently ignored (ollama issue 7125), so send `max_tokens`.
     max_tokens_field="max_tokens",
@@ -233,13 +289,22 @@ TRTLLM = EngineProfile(
     loading_statuses=frozenset(),
     answers_while_loading=False,
     readiness_request_timeout_s=25.0,
-    # docs/source/commands/trtllm-serve.rst "Metrics": /metrics is a JSON list of iteration stats
-    # (needs enable_iter_perf_stats), not Prometheus, and has no cumulative generation counter.
-    metrics_path="/metrics",
-    metrics_format="json",
-    generation_tokens_metric=None,
-    requests_running_metric=None,
-    metrics_hint="trtllm-serve /metrics is JSON iteration stats without a token counter",
+    # tensorrt_llm/serve/openai_server.py register_routes/mount_metrics: `/metrics` is a JSON
+    # list of iteration stats, but with `return_perf_metrics: true` (LLM API options) the server
+    # also mounts Prometheus text at `/prometheus/metrics`. tensorrt_llm/metrics/collector.py
+    # MetricsCollector: Counter `trtllm_generation_tokens_total` is logged per *finished* request
+    # (log_request_metrics_dict: "only recorded when ... the request has finished"), Gauge
+    # `trtllm_num_requests_running` per iteration; no counter moves per decode step, so the
+    # token check runs and the stall rule does not (a long generation keeps the counter flat).
+    metrics_path="/prometheus/metrics",
+    metrics_format="prometheus",
+    generation_tokens_metric="trtllm_generation_tokens_total",
+    requests_running_metric="trtllm_num_requests_running",
+    generation_counter_per_step=False,
+    metrics_hint=(
+        "trtllm-serve serves /prometheus/metrics only with return_perf_metrics: true "
+        "(--extra_llm_api_options)"
+    ),
     # tensorrt_llm/serve/openai_protocol.py ChatCompletionRequest (extra="forbid", so unknown
     # fields are a 400): `max_completion_tokens` (alias `max_tokens`), `seed`, `stream_options`
     # (rejected unless stream is true).
@@ -248,6 +313,46 @@ TRTLLM = EngineProfile(
     stream_usage=True,
     usage_chunk_has_choices=False,
     reasoning_fields=_BOTH_REASONING_FIELDS,
+    lists_all_models=False,
+    reports_max_model_len=False,
+)
+
+NIM = EngineProfile(
+    name="nim",
+    # NVIDIA NIM for LLMs API reference
+    # (https://docs.nvidia.com/nim/large-language-models/latest/reference/api-reference.html):
+    # `GET /v1/health/ready` answers 200 once the model is loaded, 503 until then;
+    # `GET /v1/health/live` answers 200 as soon as the container runs (served by the nginx layer,
+    # "does not require the model to be loaded"): the server answers while loading.
+    readiness_path="/v1/health/ready",
+    loading_statuses=frozenset({503}),
+    answers_while_loading=True,
+    readiness_request_timeout_s=10.0,
+    # NIM LLM 2.x reference/logging-and-observability
+    # (https://docs.nvidia.com/nim/large-language-models/latest/reference/logging-and-observability.html):
+    # Prometheus text at `/v1/metrics`, "the inference backend's native Prometheus metrics
+    # without modification", vLLM's by default: `vllm:generation_tokens_total` (per engine step)
+    # and `vllm:num_requests_running`. NIM 1.x wrote the same metrics without the prefix
+    # (https://docs.nvidia.com/nim/large-language-models/latest/observability.html, the 1.x page:
+    # `generation_tokens_total` "per iteration", `num_requests_running`): read as aliases.
+    metrics_path="/v1/metrics",
+    metrics_format="prometheus",
+    generation_tokens_metric="vllm:generation_tokens_total",
+    requests_running_metric="vllm:num_requests_running",
+    metric_aliases={
+        "vllm:generation_tokens_total": ("generation_tokens_total",),
+        "vllm:num_requests_running": ("num_requests_running",),
+    },
+    metrics_hint="NIM serves Prometheus metrics at /v1/metrics",
+    # The same API reference: an OpenAI-compatible API backed by vLLM (`max_tokens`, `seed`,
+    # `stream_options.include_usage` with a final `choices: []` usage chunk).
+    max_tokens_field="max_tokens",
+    accepts_seed=True,
+    stream_usage=True,
+    usage_chunk_has_choices=False,
+    reasoning_fields=("reasoning", "reasoning_content"),
+    # `/v1/models` lists the model and its LoRA adapters (entries with `parent`), which identity
+    # reads as adapters.
     lists_all_models=False,
     reports_max_model_len=False,
 )
@@ -286,7 +391,7 @@ def readiness_state(profile: EngineProfile, status: int, body: str) -> Readiness
 
 
 PROFILES: dict[str, EngineProfile] = {
-    p.name: p for p in (VLLM, LLAMA_SERVER, LLAMA_CPP_PYTHON, SGLANG, OLLAMA, TRTLLM, OPENAI)
+    p.name: p for p in (VLLM, LLAMA_SERVER, LLAMA_CPP_PYTHON, SGLANG, OLLAMA, TRTLLM, NIM, OPENAI)
 }
 
 

@@ -37,6 +37,17 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return totals
 
 
+def with_aliases(totals: dict[str, float], profile: EngineProfile) -> dict[str, float]:
+    """``totals`` with each of the profile's metric names filled in from an older name the
+    engine exports instead (EngineProfile.metric_aliases)."""
+    for name, older in profile.metric_aliases.items():
+        if name not in totals:
+            found = next((totals[o] for o in older if o in totals), None)
+            if found is not None:
+                totals[name] = found
+    return totals
+
+
 @dataclass(frozen=True)
 class ProgressSample:
     at: float  # monotonic seconds
@@ -73,7 +84,7 @@ async def scrape(
                 f"{profile.metrics_path} answered HTTP {response.status_code}",
                 evidence=redact.clip(body, 300),
             )
-    return parse_prometheus(decode_text(body, profile.metrics_path, redact))
+    return with_aliases(parse_prometheus(decode_text(body, profile.metrics_path, redact)), profile)
 
 
 class Verdict(Enum):

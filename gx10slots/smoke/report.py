@@ -77,6 +77,8 @@ class Baseline:
     tokens_per_s: float | None = None
     tool_calls: bool = False
     stream_usage: bool = False
+    # Returned JSON matching the structured-output probe's schema.
+    structured_output: bool = False
     # What failed in the reference run ("" when it passed).
     detail: str = ""
 
@@ -86,6 +88,7 @@ class Baseline:
         probes = {p.name: p for p in report.probes}
         tool = probes.get("tool-call")
         streaming = probes.get("streaming")
+        structured = probes.get("structured-output")
         s = report.summary
         failed = [p for p in report.probes if not p.passed]
         return cls(
@@ -100,6 +103,9 @@ class Baseline:
             stream_usage=streaming is not None
             and streaming.passed
             and "completion_tokens" in streaming.metrics,
+            structured_output=structured is not None
+            and structured.passed
+            and not structured.skipped,
             detail="; ".join(f"{p.name}: {p.detail}" for p in failed)[:1000],
         )
 
@@ -115,7 +121,11 @@ class Baseline:
             "ttft_ms_p50": rounded(self.ttft_ms_p50, 1),
             "ttft_ms_p95": rounded(self.ttft_ms_p95, 1),
             "tokens_per_s": rounded(self.tokens_per_s, 2),
-            "capabilities": {"tool_calls": self.tool_calls, "stream_usage": self.stream_usage},
+            "capabilities": {
+                "tool_calls": self.tool_calls,
+                "stream_usage": self.stream_usage,
+                "structured_output": self.structured_output,
+            },
         }
 
     @classmethod
@@ -138,6 +148,7 @@ class Baseline:
             tokens_per_s=_optional_number(doc, "tokens_per_s"),
             tool_calls=caps.get("tool_calls") is True,
             stream_usage=caps.get("stream_usage") is True,
+            structured_output=caps.get("structured_output") is True,
         )
 
 
@@ -246,7 +257,7 @@ class Report:
             f"Engine {md_cell(self.engine)} at {md_cell(self.endpoint)}, revision "
             f"{md_cell(self.revision or 'unknown')}; {rfc3339(self.started_at)}, {elapsed:.1f} s.",
             f"TTFT p50 {_ms(_measured(s.ttft_ms_p50))}, p95 {_ms(_measured(s.ttft_ms_p95))}; "
-            f"{_per_s(_measured(s.tokens_per_s))}; {s.requests} requests; "
+            f"{_per_s(_measured(s.tokens_per_s), named=True)}; {s.requests} requests; "
             f"{s.failures} failures.",
             "",
             "| Probe | Result | Time | Detail | Evidence |",
@@ -271,6 +282,8 @@ class Report:
         my_usage = (
             streaming is not None and streaming.passed and "completion_tokens" in streaming.metrics
         )
+        structured = probes.get("structured-output")
+        my_json = structured is not None and structured.passed and not structured.skipped
         me = f"{md_cell(self.slot or '?')} (candidate) · {md_cell(self.model)}"
         them = f"{md_cell(base.slot or '?')} (active) · {md_cell(base.model)}"
         lines = [
@@ -283,6 +296,8 @@ class Report:
             f"| tokens/s (burst) | {_per_s(mine[2])} | {_per_s(base.tokens_per_s)} |",
             f"| tool calls | {_yes(my_tools)} | {_yes(base.tool_calls)} |",
             f"| streaming with usage | {_yes(my_usage)} | {_yes(base.stream_usage)} |",
+            f"| structured output (JSON schema) | {_yes(my_json)} | "
+            f"{_yes(base.structured_output)} |",
         ]
         if not base.passed:
             lines += ["", f"The active slot's own run failed: {md_cell(base.detail, 300)}"]
@@ -294,7 +309,7 @@ class Report:
             # GitHub renders Mermaid's xychart-beta; a value not measured is drawn as 0 and its
             # label says so.
             shown = [
-                label if value is not None else f"{label} not measured"
+                label if value is not None else f"{label} {NOT_MEASURED}"
                 for label, value in zip(labels, values, strict=True)
             ]
             lines += [
@@ -365,12 +380,19 @@ def _measured(value: float) -> float | None:
     return value if value > 0 else None
 
 
+# What a figure nothing measured reads, never 0.
+NOT_MEASURED = "n/a"
+
+
 def _ms(value: float | None) -> str:
-    return "not measured" if value is None else f"{value:.0f} ms"
+    return NOT_MEASURED if value is None else f"{value:.0f} ms"
 
 
-def _per_s(value: float | None) -> str:
-    return "tokens/s not measured" if value is None else f"{value:.1f} tokens/s"
+def _per_s(value: float | None, *, named: bool = False) -> str:
+    """``41.2 tokens/s``; ``n/a`` (``tokens/s n/a`` where nothing else names the figure)."""
+    if value is None:
+        return f"tokens/s {NOT_MEASURED}" if named else NOT_MEASURED
+    return f"{value:.1f} tokens/s"
 
 
 def _yes(value: bool) -> str:

@@ -93,6 +93,11 @@ class SuiteSettings:
     tool_call: bool = False
     tool_prompt: str = "What is the weather in Paris right now? Use the get_weather tool."
 
+    # Structured output (response_format with a JSON schema): required when production's active
+    # slot returns JSON matching the schema (capability parity); then also a failure names it.
+    structured_output: bool = False
+    json_prompt: str = "Report the weather in Paris as JSON: the city and the temperature in °C."
+
     # Burst: concurrent streamed requests; long enough answers to measure tokens/s.
     burst: int = 4
     burst_prompt: str = "Count from 1 to 20, separated by spaces."

@@ -1,7 +1,7 @@
 """Run the deep-liveness suite against one engine endpoint and return its report.
 
 Order (gx10slots.smoke.catalog): readiness → identity → known-answer → streaming → tool-call →
-prompt:<name>... → burst → progress → baseline.
+structured-output → prompt:<name>... → burst → progress → baseline.
 Nothing can hang: each probe has its own timeout, capped by what is left of the suite deadline.
 When the engine is not ready, or a generation timed out (a wedge), the probes that would only wait
 out their own timeouts are reported "not run" with the reason instead.
@@ -10,6 +10,7 @@ out their own timeouts are reported "not run" with the reason instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -30,11 +31,12 @@ from gx10slots.smoke.context import ProbeContext
 from gx10slots.smoke.probes import PROBES, ProbeFn, probe_prompt, take_metrics_baseline
 from gx10slots.smoke.profiles import EngineProfile
 from gx10slots.smoke.redact import Redactor
-from gx10slots.smoke.report import Baseline, Report, Summary
+from gx10slots.smoke.report import NOT_MEASURED, Baseline, Report, Summary
 from gx10slots.smoke.result import ProbeResult, not_applicable, not_run
 from gx10slots.smoke.settings import SuiteSettings
 
 __all__ = [
+    "LiveTarget",
     "SuiteSettings",
     "cancel_on_sigterm",
     "confirm_baseline",
@@ -66,13 +68,17 @@ def run_suite(
     revision: str = "",
     served_names: Sequence[str] = (),
     exact_names: bool = True,
+    live: LiveTarget | None = None,
+    on_active_probe: Callable[[ProbeResult], None] | None = None,
 ) -> Report:
     """Run the suite to completion (at most ``settings.deadline_s``) and return the report.
 
     ``api_key`` is sent as a bearer token and never appears in the report. ``on_probe`` sees each
     result as it lands (for progress output). ``baseline``: production's active slot measured
     just before (capability parity: what it does, this engine must do; its figures judge the
-    baseline probe). ``slot``, ``model`` (default ``served_name``) and
+    baseline probe). ``live``: that slot again, measured in this run interleaved with this
+    engine (its streaming and burst next to ours); its figures then replace the baseline's, and
+    ``on_active_probe`` sees its results. ``slot``, ``model`` (default ``served_name``) and
     ``revision`` only label the report. From async code, await :func:`run_suite_async`.
     """
     return asyncio.run(
@@ -91,6 +97,8 @@ def run_suite(
                 revision=revision,
                 served_names=served_names,
                 exact_names=exact_names,
+                live=live,
+                on_active_probe=on_active_probe,
             )
         )
     )
@@ -153,12 +161,15 @@ async def run_suite_async(
     revision: str = "",
     served_names: Sequence[str] = (),
     exact_names: bool = True,
+    live: LiveTarget | None = None,
+    on_active_probe: Callable[[ProbeResult], None] | None = None,
 ) -> Report:
     started_at = datetime.now(UTC)
     settings = with_parity(settings, baseline)
     redact = Redactor([api_key])
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     results: list[ProbeResult] = []
+    active_results: list[ProbeResult] = []
 
     def record(result: ProbeResult) -> None:
         result = _redacted(result, redact)
@@ -166,16 +177,26 @@ async def run_suite_async(
         if on_probe is not None:
             on_probe(result)
 
-    async with httpx.AsyncClient(
-        base_url=endpoint,
-        headers=headers,
-        transport=as_async_transport(transport),
-        verify=_tls_context(),
-        # Engines are cluster-internal: a proxy from the environment would be wrong (and would
-        # see the key).
-        trust_env=False,
-        follow_redirects=False,
-    ) as client:
+    def record_active(result: ProbeResult) -> None:
+        result = _redacted(result, redact)
+        active_results.append(result)
+        if on_active_probe is not None:
+            on_active_probe(result)
+
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(_client(endpoint, headers, transport))
+        active: ProbeContext | None = None
+        # An active slot whose reference run got no token (wedged, or not generating) is not
+        # measured again: each of its probes would only spend the candidate's time on a timeout.
+        if live is not None and baseline is not None and baseline.ttft_ms_p50 is not None:
+            active = ProbeContext(
+                await stack.enter_async_context(_client(live.endpoint, headers, transport)),
+                live.served_name,
+                profile,
+                settings,
+                redact,
+                exact_names=False,
+            )
         ctx = ProbeContext(
             client,
             served_name,
@@ -185,7 +206,9 @@ async def run_suite_async(
             served_names=tuple(served_names),
             exact_names=exact_names,
         )
-        blocked = await _run_probes(ctx, record, baseline)
+        blocked = await _run_probes(ctx, record, baseline, active, record_active)
+        if active is not None and baseline is not None and active_results:
+            baseline = _measured_live(baseline, active, active_results)
         summary = _summary(ctx, results)
         if "baseline" in settings.probes:
             if blocked:
@@ -212,6 +235,65 @@ async def run_suite_async(
     return _redacted_report(report, redact)
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveTarget:
+    """Production's active slot, to measure in the same run as the candidate (the live baseline)."""
+
+    endpoint: str
+    served_name: str
+
+
+# The probes that measure speed run against the active slot too, next to the candidate's: the
+# active slot's streaming right after the candidate's, its burst right before the candidate's
+# (candidate, active, active, candidate), so that both slots see the same moments of a machine
+# whose load changes (another job's burst lands on both, not on one) and neither always goes first.
+_ACTIVE_AFTER = "streaming"
+_ACTIVE_BEFORE = "burst"
+
+
+def _client(
+    endpoint: str,
+    headers: dict[str, str],
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None,
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=endpoint,
+        headers=headers,
+        transport=as_async_transport(transport),
+        verify=_tls_context(),
+        # Engines are cluster-internal: a proxy from the environment would be wrong (and would
+        # see the key).
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
+def _measured_live(
+    baseline: Baseline, active: ProbeContext, results: list[ProbeResult]
+) -> Baseline:
+    """The active slot's figures as measured interleaved with the candidate (None: not
+    measured); what failed of it joins the reference run's detail."""
+    s = _summary(active, results)
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.passed and not r.skipped]
+    return dataclasses.replace(
+        baseline,
+        ttft_ms_p50=s.ttft_ms_p50 if s.ttft_ms_p50 > 0 else None,
+        ttft_ms_p95=s.ttft_ms_p95 if s.ttft_ms_p95 > 0 else None,
+        tokens_per_s=s.tokens_per_s if s.tokens_per_s > 0 else None,
+        passed=baseline.passed and not failed,
+        detail="; ".join(d for d in (baseline.detail, *failed) if d)[:1000],
+    )
+
+
+async def _measure_active(
+    name: str, active: ProbeContext, deadline: float, record: Callable[[ProbeResult], None]
+) -> None:
+    """One measuring probe against the active slot, within what is left of the suite."""
+    remaining = deadline - time.monotonic()
+    timeout = max(min(active.settings.timeout_for(name), remaining), 0.001)
+    record(await _run_one(name, PROBES[name], active, timeout))
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """The context ``verify=True`` would build (CA bundle, no environment), made once a process.
@@ -230,6 +312,7 @@ def with_parity(settings: SuiteSettings, baseline: Baseline | None) -> SuiteSett
         settings,
         tool_call=settings.tool_call or baseline.tool_calls,
         require_stream_usage=settings.require_stream_usage or baseline.stream_usage,
+        structured_output=settings.structured_output or baseline.structured_output,
     )
 
 
@@ -237,10 +320,14 @@ def _parity_note(name: str, result: ProbeResult, baseline: Baseline | None) -> P
     """A failure of a capability the active slot has says so: the reason it was required."""
     if baseline is None or result.passed or result.skipped:
         return result
-    has = {"tool-call": baseline.tool_calls, "streaming": baseline.stream_usage}
-    if not has.get(name):
+    does = {
+        "tool-call": (baseline.tool_calls, "makes tool calls"),
+        "streaming": (baseline.stream_usage, "streams with usage"),
+        "structured-output": (baseline.structured_output, "returns JSON matching a schema"),
+    }
+    has, what = does.get(name, (False, ""))
+    if not has:
         return result
-    what = "makes tool calls" if name == "tool-call" else "streams with usage"
     return dataclasses.replace(
         result,
         detail=f"{result.detail} (capability parity: the active slot {baseline.slot} "
@@ -249,9 +336,14 @@ def _parity_note(name: str, result: ProbeResult, baseline: Baseline | None) -> P
 
 
 async def _run_probes(
-    ctx: ProbeContext, record: Callable[[ProbeResult], None], baseline: Baseline | None = None
+    ctx: ProbeContext,
+    record: Callable[[ProbeResult], None],
+    baseline: Baseline | None = None,
+    active: ProbeContext | None = None,
+    record_active: Callable[[ProbeResult], None] = lambda _: None,
 ) -> str:
-    """Run the planned probes in order; why the rest could not run ("" when all could)."""
+    """Run the planned probes in order; why the rest could not run ("" when all could). With
+    ``active``, the measuring probes also run against it, interleaved (see ``_ACTIVE_AFTER``)."""
     settings = ctx.settings
     deadline = time.monotonic() + settings.deadline_s
     blocked = ""  # why the remaining probes cannot run
@@ -262,6 +354,12 @@ async def _run_probes(
             continue
         if name == "tool-call" and not settings.tool_call:
             record(not_applicable(name, "tool calls are not enabled (smoke tool_call)"))
+            continue
+        if name == "structured-output" and not settings.structured_output:
+            # Required only where production's active slot does it: not every engine (or model)
+            # can constrain its output, and one that cannot is no regression against itself.
+            why = "no active slot measured" if baseline is None else "the active slot does not"
+            record(not_applicable(name, f"structured output is not required ({why})"))
             continue
         # The golden prompts run one by one, each its own probe; the others run once.
         runs: list[tuple[str, ProbeFn]] = (
@@ -286,6 +384,8 @@ async def _run_probes(
                 snapshot_taken = True
                 budget = min(_METRICS_SNAPSHOT_S, deadline - time.monotonic())
                 await take_metrics_baseline(ctx, max(budget, 0.001))
+            if active is not None and name == _ACTIVE_BEFORE:
+                await _measure_active(name, active, deadline, record_active)
             remaining = deadline - time.monotonic()
             own = settings.timeout_for(name)
             result = await _run_one(shown, probe, ctx, max(min(own, remaining), 0.001))
@@ -294,6 +394,8 @@ async def _run_probes(
                     result, detail=f"{result.detail} (suite deadline of {settings.deadline_s:g} s)"
                 )
             record(_parity_note(name, result, baseline))
+            if active is not None and name == _ACTIVE_AFTER:
+                await _measure_active(name, active, deadline, record_active)
             if name == "readiness" and not result.passed:
                 blocked = "engine not ready"
             if name in GENERATING and result.detail.startswith("timed out"):
@@ -368,18 +470,21 @@ def _baseline_result(
     if problems:
         return ProbeResult(name, False, 0.0, f"{'; '.join(problems)} ({against})", metrics)
 
-    def figure(value: float | None, unit: str) -> str:
-        return "not measured" if value is None else f"{value:.1f}{unit}"
-
     return ProbeResult(
         name,
         True,
         0.0,
-        f"TTFT p95 {summary.ttft_ms_p95:.0f} ms (active {figure(baseline.ttft_ms_p95, ' ms')}), "
-        f"{summary.tokens_per_s:.1f} tokens/s (active {figure(baseline.tokens_per_s, '')}) "
+        f"TTFT p95 {summary.ttft_ms_p95:.0f} ms "
+        f"(active {_figure(baseline.ttft_ms_p95, '.1f', ' ms')}), "
+        f"{summary.tokens_per_s:.1f} tokens/s (active {_figure(baseline.tokens_per_s, '.1f')}) "
         f"({against})",
         metrics,
     )
+
+
+def _figure(value: float | None, spec: str, unit: str = "") -> str:
+    """A figure of the active slot; ``n/a`` when it was not measured (never 0)."""
+    return NOT_MEASURED if value is None else f"{value:{spec}}{unit}"
 
 
 def regression_seen(report: Report) -> bool:
@@ -432,8 +537,9 @@ def confirm_baseline(
             return dataclasses.replace(p, detail=detail, metrics=metrics)
         detail = (
             f"not confirmed: measured again back to back, TTFT p95 {s.ttft_ms_p95:.0f} ms "
-            f"(active {active_again.ttft_ms_p95 or 0:.0f} ms), {s.tokens_per_s:.1f} tokens/s "
-            f"(active {active_again.tokens_per_s or 0:.1f}); first measurement: {p.detail}"
+            f"(active {_figure(active_again.ttft_ms_p95, '.0f', ' ms')}), "
+            f"{s.tokens_per_s:.1f} tokens/s (active {_figure(active_again.tokens_per_s, '.1f')}); "
+            f"first measurement: {p.detail}"
         )
         return dataclasses.replace(p, passed=True, detail=detail, metrics=metrics)
 

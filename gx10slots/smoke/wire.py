@@ -30,6 +30,25 @@ WEATHER_TOOL: dict[str, Any] = {
 }
 
 
+# The structured-output probe's schema: small, and every engine's guided decoding handles it.
+WEATHER_REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "temperature_c": {"type": "integer"}},
+    "required": ["city", "temperature_c"],
+    "additionalProperties": False,
+}
+
+# OpenAI's response_format with a JSON schema, as the engines read it: vLLM's ResponseFormat
+# (vllm/entrypoints/openai/protocol.py: type "text" | "json_object" | "json_schema", and
+# json_schema {name, description, schema, strict}); llama-server reads
+# response_format.json_schema.schema (tools/server/server-common.cpp, oaicompat_chat_params_parse)
+# and answers 400 when it cannot build the grammar.
+STRUCTURED_RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "weather_report", "schema": WEATHER_REPORT_SCHEMA, "strict": True},
+}
+
+
 def chat_body(
     profile: EngineProfile,
     served_name: str,
@@ -39,6 +58,7 @@ def chat_body(
     seed: int,
     stream: bool = False,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    response_format: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A deterministic chat request in the dialect ``profile`` understands."""
     body: dict[str, Any] = {
@@ -60,6 +80,8 @@ def chat_body(
     if tools:
         body["tools"] = list(tools)
         body["tool_choice"] = "auto"
+    if response_format is not None:
+        body["response_format"] = dict(response_format)
     return body
 
 
@@ -128,6 +150,13 @@ class ModelEntry:
     # llama-server lists further names of the same model under `aliases`
     # (tools/server/server-context.cpp get_res_model_info); vLLM gives each name its own card.
     aliases: tuple[str, ...] = ()
+    # The base model a LoRA adapter card belongs to (vLLM and NIM: serving_models.py
+    # show_available_models sets `parent` on adapter cards only); None for a model itself.
+    parent: str | None = None
+
+    @property
+    def adapter(self) -> bool:
+        return self.parent is not None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -148,14 +177,27 @@ def parse_models(doc: Any) -> list[ModelEntry]:
             if isinstance(raw_aliases, list)
             else ()
         )
+        parent = card.get("parent")
         entries.append(
             ModelEntry(
                 model_id,
                 _opt_int(card.get("max_model_len"), f"data[{i}].max_model_len"),
                 aliases,
+                parent if isinstance(parent, str) and parent else None,
             )
         )
     return entries
+
+
+def loaded_models(doc: Any, where: str) -> list[str]:
+    """The names in Ollama's `GET /api/ps` answer: ``{"models": [{"name", "model", ...}]}``
+    (docs.ollama.com/api/ps), the models loaded in memory now; at most 256 looked at."""
+    top = _object(doc, where)
+    names: list[str] = []
+    for i, item in enumerate(_list(top.get("models"), "models")[:256]):
+        card = _object(item, f"models[{i}]")
+        names += [v for v in (card.get("name"), card.get("model")) if isinstance(v, str)]
+    return list(dict.fromkeys(names))
 
 
 def served_ids(entries: Sequence[ModelEntry]) -> list[str]:

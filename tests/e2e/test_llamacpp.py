@@ -7,6 +7,7 @@ aliases, the API key."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -31,6 +32,9 @@ from gx10slots.slots import FlagState
 from gx10slots.smoke.live import Observation, observe, progress_verdict
 from gx10slots.smoke.profiles import LLAMA_SERVER
 from gx10slots.smoke.progress import ProgressSample, Verdict, parse_prometheus, sample_of
+from gx10slots.smoke.report import Baseline
+from gx10slots.smoke.settings import SuiteSettings
+from gx10slots.smoke.suite import run_suite
 from tests.helpers.sandbox import Sandbox
 from tests.helpers.traffic import ProductionTraffic
 
@@ -79,7 +83,8 @@ def test_tiny_pong_deploys_and_flips_keeping_the_old_name_with_zero_failed_reque
         assert box.flag() == "green"
         assert box.cli("flip-back").code == 0
         assert box.flag() == "blue"
-        assert box.production() == "sandbox-ok"
+        # blue's fake imitates llama-server: it answers as its alphabetically first name.
+        assert box.production() == "gx10slots/blue"
     print(f"production requests: {dict(traffic.outcomes)}")
     assert traffic.failures == 0, traffic.outcomes
     # Every llama-server answer names its alphabetically first alias; count pods instead.
@@ -417,3 +422,37 @@ def test_a_long_healthy_generation_is_progress_not_a_wedge(
     # stops by itself: it runs to max_tokens).
     after = _metrics(server)
     assert after[PREDICTED] - totals[0][PREDICTED] == GENERATED
+
+
+def test_structured_output_is_learned_as_missing_from_llama_server_and_not_required(
+    tmp_path: Path, start_server: Any
+) -> None:
+    """The tiny models' vocabulary cannot build a JSON schema's grammar: llama-server answers 400
+    (server-common.cpp builds the grammar from response_format.json_schema.schema). The reference
+    run learns "no structured output", so a candidate on the same engine is not asked for it."""
+    model = ensure_tiny_model(tmp_path / "models", "tiny-pong")
+    server = start_server(model, ["tiny-pong"])
+    llamacpp.wait_until_ready(server.base, process=server.process, served_name="tiny-pong")
+    settings = SuiteSettings(
+        probes=("readiness", "known-answer", "structured-output"),
+        structured_output=True,
+        timeouts={"readiness": 30.0},
+        readiness_poll_s=0.05,
+    )
+    active = run_suite(server.base, "tiny-pong", LLAMA_SERVER, settings, slot="blue")
+    probes = {p.name: p for p in active.probes}
+    assert probes["known-answer"].passed, probes["known-answer"].detail
+    structured = probes["structured-output"]
+    assert not structured.passed and "HTTP 400" in structured.detail, structured.detail
+    baseline = Baseline.of(active)
+    assert not baseline.structured_output
+    candidate = run_suite(
+        server.base,
+        "tiny-pong",
+        LLAMA_SERVER,
+        dataclasses.replace(settings, structured_output=False),
+        baseline=baseline,
+        slot="green",
+    )
+    assert candidate.passed, [(p.name, p.detail) for p in candidate.probes if not p.passed]
+    assert {p.name: p for p in candidate.probes}["structured-output"].skipped

@@ -4,6 +4,7 @@ baseline and golden prompts, on the sandbox with real model-server processes (is
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,53 @@ def test_a_model_without_tool_calls_fails_against_an_active_slot_that_makes_them
     assert sandbox.history()[0]["result"] == "failed"
 
 
+def test_a_model_without_structured_output_fails_against_an_active_slot_that_has_it(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    reports = _setup(sandbox, tmp_path)
+    before = sandbox.versions()["flag"]
+    result = sandbox.cli("deploy", "sandbox/no-json", "--flip")
+    assert result.code == 1, result.err
+    assert "structured-output" in result.err and "capability parity" in result.err
+    assert sandbox.flag() == "blue" and sandbox.answering_slot() == "blue"
+    assert sandbox.versions()["flag"] == before
+    report = _report(reports)
+    structured = _probes(report)["structured-output"]
+    assert not structured["passed"] and not structured["skipped"]
+    assert "the answer is not JSON" in structured["detail"]
+    # Both slots' figures: the active slot returned such JSON, the candidate did not.
+    assert report["baseline"]["capabilities"]["structured_output"] is True
+    markdown = sorted(reports.glob("*-green.md"))[-1].read_text()
+    assert "| structured output (JSON schema) | no | yes |" in markdown
+    assert sandbox.history()[0]["result"] == "failed"
+
+
 def test_the_same_model_passes_and_its_report_holds_both_slots(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     reports = _setup(sandbox, tmp_path)
     result = sandbox.cli("deploy", "sandbox/ok")
     assert result.code == 0, result.err
+    # The active slot's speed is measured interleaved with the candidate's, in the same run:
+    # candidate streaming, active streaming, active burst, candidate burst (each progress line
+    # after its timestamp: "  ok   NAME" for the candidate, "    active: ok   NAME").
+    lines = result.err.splitlines()
+
+    def at(slot: str, probe: str) -> list[int]:
+        mark = f"Z {'    active: ' if slot == 'active' else '  '}ok   {probe} "
+        return [i for i, line in enumerate(lines) if mark in line]
+
+    # The reference run (capabilities) before the candidate's run, then the interleaved ones.
+    assert at("active", "tool-call")[0] < at("candidate", "readiness")[0]
+    assert len(at("active", "streaming")) == 2
+    (candidate_streaming,) = at("candidate", "streaming")
+    assert candidate_streaming + 1 == at("active", "streaming")[1]
+    (active_burst,) = at("active", "burst")
+    assert active_burst + 1 == at("candidate", "burst")[0]
     report = _report(reports)
     probes = _probes(report)
     assert probes["tool-call"]["passed"] and not probes["tool-call"]["skipped"]
+    assert probes["structured-output"]["passed"] and not probes["structured-output"]["skipped"]
     assert probes["baseline"]["passed"] and not probes["baseline"]["skipped"]
     base = report["baseline"]
     assert base["slot"] == "blue" and base["ttft_ms_p95"] > 0 and base["tokens_per_s"] > 0
@@ -83,6 +122,11 @@ def test_a_model_far_slower_than_the_active_slot_fails_its_baseline(
     result = sandbox.cli("deploy", "sandbox/slow-2s", "--flip")
     assert result.code == 1, result.err
     assert "baseline" in result.err and "TTFT p95" in result.err
+    # Measured again to confirm, in the reverse order of the first measurement (active burst,
+    # candidate burst): candidate first, then the active slot.
+    again = result.err.split("measuring both again")[1]
+    bursts = re.findall(r"Z ( {4}active: | {2})(?:ok|FAIL) +burst ", again)
+    assert [b.strip() or "candidate" for b in bursts] == ["candidate", "active:"], again
     assert sandbox.flag() == "blue" and sandbox.answering_slot() == "blue"
     report = _report(reports)
     baseline = _probes(report)["baseline"]

@@ -107,6 +107,9 @@ class FakeEngine:
         self.headers: list[httpx.Headers] = []
         self.routes: dict[str, Handler] = {}
         self.tool_mode = "call"  # "call", "leak" or "text"
+        # Asked for JSON (response_format): "schema" answers it; "ignore" answers as without it
+        # (an engine without guided decoding); any other text is answered as it is.
+        self.json_mode = "schema"
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.headers.append(request.headers)
@@ -139,6 +142,11 @@ class FakeEngine:
             )
         if body.get("tools"):
             return self.tool_answer()
+        if body.get("response_format") and self.json_mode != "ignore":
+            text = '{"city": "Paris", "temperature_c": 21}'
+            text = text if self.json_mode == "schema" else self.json_mode
+            self.generated += 8
+            return httpx.Response(200, json=completion(text, tokens=8))
         words = self.answer.split(" ")
         self.generated += len(words)
         if body.get("stream"):

@@ -75,8 +75,13 @@ def test_every_probe_fails_cleanly_in_time_with_memory_bounded(behaviour: Behavi
 )
 def test_each_generation_probe_alone_respects_its_timeout(behaviour: Behaviour) -> None:
     # Skipping readiness makes every generation probe meet the hostile peer itself.
-    for probe in ("known-answer", "streaming"):
-        settings = SuiteSettings(probes=(probe,), probe_timeout_s=PROBE_TIMEOUT_S, deadline_s=10)
+    for probe in ("known-answer", "streaming", "structured-output"):
+        settings = SuiteSettings(
+            probes=(probe,),
+            probe_timeout_s=PROBE_TIMEOUT_S,
+            deadline_s=10,
+            structured_output=True,
+        )
         with hostile(behaviour) as endpoint:
             started = time.monotonic()
             report = run_suite(endpoint, "m", VLLM, settings)

@@ -47,6 +47,8 @@ def test_other_models_in_a_llama_server_sandbox_run_the_fake_with_the_same_names
     assert argv[1:3] == ["-m", "gx10slots.sandbox.modelserver"]
     assert argv[argv.index("--served-name") + 1] == "pong-v1"
     assert argv[argv.index("--alias") + 1] == "gx10slots/green"
+    # It imitates llama-server, the engine the sandbox's slots.yaml names.
+    assert argv[argv.index("--engine") + 1] == "llama-server"
 
 
 @pytest.mark.parametrize(

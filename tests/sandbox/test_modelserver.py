@@ -433,6 +433,52 @@ def test_no_tools_puts_the_call_in_content(serve: Serve) -> None:
     assert content.startswith("<tool_call>") and '"get_weather"' in content
 
 
+WEATHER_REPORT = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "temperature_c": {"type": "integer"}},
+    "required": ["city", "temperature_c"],
+}
+
+
+def test_a_json_schema_in_response_format_is_answered_with_matching_json(serve: Serve) -> None:
+    url = serve("sandbox/ok").url
+    asked = {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER_REPORT}}
+    content = chat(url, response_format=asked).json()["choices"][0]["message"]["content"]
+    assert json.loads(content) == {"city": "Paris", "temperature_c": 1}
+    # Streamed, the pieces join into the same JSON.
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        json={"model": "gx10", "messages": PONG, "stream": True, "response_format": asked},
+        timeout=5,
+    ) as response:
+        frames = [e for e in events(response) if e != "[DONE]"]
+    text = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames if f["choices"])
+    assert json.loads(text) == {"city": "Paris", "temperature_c": 1}
+    # json_object: some JSON object; "text": as without it.
+    obj = chat(url, response_format={"type": "json_object"}).json()["choices"][0]["message"]
+    assert isinstance(json.loads(obj["content"]), dict)
+    plain = chat(url, response_format={"type": "text"}).json()["choices"][0]["message"]
+    assert plain["content"] == "pong"
+
+
+def test_a_malformed_response_format_is_refused_as_vllm_does(serve: Serve) -> None:
+    url = serve("sandbox/ok").url
+    for bad in (
+        "json",
+        {"type": "yaml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": []},
+    ):
+        assert chat(url, response_format=bad).status_code == 400, bad
+
+
+def test_no_json_ignores_response_format(serve: Serve) -> None:
+    asked = {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER_REPORT}}
+    doc = chat(serve("sandbox/no-json").url, response_format=asked).json()
+    assert doc["choices"][0]["message"]["content"] == "pong"
+
+
 def test_garbage_fails_the_known_answer(serve: Serve) -> None:
     doc = chat(serve("sandbox/garbage").url, max_tokens=20).json()
     choice = doc["choices"][0]

@@ -26,6 +26,7 @@ SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report-schema.json").
 # Defaults, except what would make a failing case slow: a wedge must fail in about a second.
 SETTINGS = SuiteSettings(
     tool_call=True,
+    structured_output=True,
     probe_timeout_s=5.0,
     timeouts={"readiness": 10.0, "identity": 5.0},
     readiness_poll_s=0.05,
@@ -61,6 +62,7 @@ def test_ok_passes_the_default_suite(serve: Serve, tmp_path: Path) -> None:
     r = results(report)
     assert r["known-answer"].detail.startswith("answered 'pong'")
     assert r["tool-call"].detail.startswith("called get_weather")
+    assert r["structured-output"].detail.startswith("answered JSON matching the schema")
     assert "no stall" in r["progress"].detail
     paths = write_reports(report, tmp_path)
     jsonschema.validate(
@@ -79,6 +81,12 @@ def test_wedge_fails_known_answer_in_time_and_the_stall_check_flags_it(serve: Se
     assert r["known-answer"].duration_ms < 1500
     assert r["progress"].detail.startswith("stall: vllm:num_requests_running stayed at 1 or more")
     assert elapsed < 6.0
+
+
+def test_no_json_fails_structured_output_and_nothing_else(serve: Serve) -> None:
+    report = smoke(serve("sandbox/no-json"))
+    ((name, detail),) = failures(report)
+    assert name == "structured-output" and detail.startswith("the answer is not JSON")
 
 
 def test_wrong_name_fails_identity(serve: Serve) -> None:

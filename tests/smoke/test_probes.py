@@ -18,6 +18,7 @@ from gx10slots.smoke.probes import (
     probe_progress,
     probe_readiness,
     probe_streaming,
+    probe_structured_output,
     probe_tool_call,
     take_metrics_baseline,
 )
@@ -110,6 +111,22 @@ def test_readiness_of_a_stuck_endpoint_fails_at_once() -> None:
     assert "did not answer within 0.05 s" in result.detail
 
 
+def test_ollama_readiness_says_whether_the_model_was_loaded() -> None:
+    engine = FakeEngine()
+
+    async def ps(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"models": [{"name": "m:latest", "model": "m:latest"}]})
+
+    engine.routes["/api/ps"] = ps
+    result, _ = run_probe(probe_readiness, engine, profile=OLLAMA)
+    assert result.passed and result.detail.endswith("; 'm' was loaded")
+    assert result.metrics["warm"] == 1.0
+    # An Ollama without /api/ps is still ready; only its warmth is unknown.
+    result, _ = run_probe(probe_readiness, FakeEngine(), profile=OLLAMA)
+    assert result.passed, result.detail
+    assert "whether 'm' was loaded: /api/ps answered HTTP 404" in result.detail
+
+
 # --- identity -----------------------------------------------------------------------------------
 
 
@@ -160,6 +177,48 @@ def test_identity_on_ollama_means_among_the_local_models() -> None:
     engine.models = [{"id": "llama3:8b"}, {"id": "m"}]
     assert run_probe(probe_identity, engine, profile=OLLAMA)[0].passed
     assert not run_probe(probe_identity, engine, profile=VLLM)[0].passed
+
+
+# vllm/entrypoints/openai/serving_models.py show_available_models: a card per served name, a
+# card per LoRA adapter with `parent` (and no max_model_len).
+VLLM_LORA_MODELS: list[dict[str, Any]] = [
+    {"id": "m", "object": "model", "root": "/models/base", "parent": None, "max_model_len": 4096},
+    {"id": "old", "object": "model", "root": "/models/base", "parent": None, "max_model_len": 4096},
+    {"id": "sql-lora", "object": "model", "root": "/adapters/sql", "parent": "m"},
+]
+
+
+def test_identity_accepts_vllm_lora_adapters_beside_the_claimed_names() -> None:
+    engine = FakeEngine()
+    engine.models = VLLM_LORA_MODELS
+    result, _ = run_probe(probe_identity, engine, before=_claiming("m", "old"))
+    assert result.passed, result.detail
+    # A model name the slot does not claim is still a disagreement (not an adapter).
+    engine.models = [*VLLM_LORA_MODELS, {"id": "stray", "parent": None}]
+    result, _ = run_probe(probe_identity, engine, before=_claiming("m", "old"))
+    assert not result.passed and "expected exactly" in result.detail
+
+
+def test_identity_serves_a_lora_adapter_as_the_served_name_with_its_base_context() -> None:
+    engine = FakeEngine(served="sql-lora")
+    engine.models = VLLM_LORA_MODELS
+    settings = FAST.__class__(**{**FAST.__dict__, "max_model_len": 4096})
+    result, _ = run_probe(
+        probe_identity, engine, settings=settings, served="sql-lora", before=_claiming("m", "old")
+    )
+    assert result.passed, result.detail
+    assert result.metrics["max_model_len"] == 4096  # the adapter's base model's card
+
+
+def test_identity_on_ollama_reads_an_untagged_name_as_latest() -> None:
+    engine = FakeEngine(served="gx10")
+    # openai/openai.go ToListCompletion: every local model by its full, tagged name.
+    engine.models = [{"id": "gx10:latest", "object": "model", "owned_by": "library"}]
+    result, _ = run_probe(probe_identity, engine, profile=OLLAMA, served="gx10")
+    assert result.passed, result.detail
+    engine.models = [{"id": "gx10:7b"}]
+    result, _ = run_probe(probe_identity, engine, profile=OLLAMA, served="gx10")
+    assert not result.passed and "'gx10'" in result.detail
 
 
 def test_identity_checks_vllm_max_model_len_when_configured() -> None:
@@ -397,6 +456,56 @@ def test_tool_parser_not_enabled() -> None:
     )
     response = httpx.Response(400, json={"error": {"message": message}})
     result, _ = run_probe(probe_tool_call, respond(response))
+    assert result.detail == f"/v1/chat/completions answered HTTP 400: {message}"
+
+
+# --- structured output --------------------------------------------------------------------------
+
+
+def test_structured_output_asks_for_a_json_schema_and_passes_on_matching_json() -> None:
+    engine = FakeEngine()
+    result, _ = run_probe(probe_structured_output, engine)
+    assert result.passed, result.detail
+    asked = engine.bodies[0]["response_format"]
+    assert asked["type"] == "json_schema"
+    assert asked["json_schema"]["schema"]["required"] == ["city", "temperature_c"]
+
+
+def test_structured_output_fails_on_prose_json_of_another_shape_and_a_cut_object() -> None:
+    cases = {
+        "ignore": "the answer is not JSON: 'pong'",
+        '```json\n{"city": "Paris", "temperature_c": 21}\n```': "the answer is not JSON",
+        '["Paris", 21]': "the answer is a list, expected object",
+        '{"city": "Paris", "temperature_c": "warm"}': (
+            "the answer['temperature_c'] is a string, expected integer"
+        ),
+        '{"city": "Paris", "temperature_c": true}': "is a boolean, expected integer",
+        '{"city": "Paris"}': "the answer lacks 'temperature_c'",
+        '{"city": "Paris", "temperature_c": 21, "x": 1}': "keys the schema does not allow: ['x']",
+    }
+    for mode, expected in cases.items():
+        engine = FakeEngine()
+        engine.json_mode = mode
+        result, _ = run_probe(probe_structured_output, engine)
+        assert not result.passed and expected in result.detail, (mode, result.detail)
+    cut = completion('{"city": "Par', finish="length", tokens=128)
+    result, _ = run_probe(probe_structured_output, respond(cut))
+    assert result.detail.startswith("the answer is not JSON (cut at max_tokens)")
+
+
+def test_structured_output_of_a_hostile_engine_fails_with_a_short_detail() -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    huge_key = json.dumps({"city": "Paris", "temperature_c": 1, "k" * 200_000: 1})
+    for content in (nested, huge_key, "\x00" * 1000):
+        result, _ = run_probe(probe_structured_output, respond(completion(content, tokens=9)))
+        assert not result.passed and len(result.detail) < 1000, result.detail[:200]
+
+
+def test_structured_output_refused_by_the_engine_quotes_it() -> None:
+    # llama-server with a model whose vocabulary cannot build the schema's grammar.
+    message = "Failed to initialize samplers: std::exception"
+    response = httpx.Response(400, json={"error": {"code": 400, "message": message}})
+    result, _ = run_probe(probe_structured_output, respond(response))
     assert result.detail == f"/v1/chat/completions answered HTTP 400: {message}"
 
 

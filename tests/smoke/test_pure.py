@@ -19,21 +19,31 @@ from gx10slots.smoke.checks import (
 from gx10slots.smoke.profiles import (
     LLAMA_CPP_PYTHON,
     LLAMA_SERVER,
+    NIM,
     OLLAMA,
     PROFILES,
     SGLANG,
     TRTLLM,
     VLLM,
+    EngineProfile,
     get_profile,
     readiness_state,
 )
-from gx10slots.smoke.progress import ProgressSample, Verdict, parse_prometheus, stall_verdict
+from gx10slots.smoke.progress import (
+    ProgressSample,
+    Verdict,
+    parse_prometheus,
+    sample_of,
+    stall_verdict,
+    with_aliases,
+)
 from gx10slots.smoke.redact import Redactor
 from gx10slots.smoke.settings import SuiteSettings
 from gx10slots.smoke.wire import (
     ChatAnswer,
     ToolCall,
     chat_body,
+    loaded_models,
     parse_chat_completion,
     parse_chunk,
     parse_models,
@@ -54,6 +64,7 @@ def test_every_engine_of_the_config_has_a_profile() -> None:
         "sglang",
         "ollama",
         "trtllm",
+        "nim",
         "openai",
     }
     assert get_profile("sglang") is SGLANG
@@ -367,3 +378,98 @@ def test_settings_validation() -> None:
     assert s.timeout_for("readiness") == s.probe_timeout_s  # overrides replace the defaults
     assert SuiteSettings().timeout_for("readiness") == 120.0
     assert SuiteSettings().expect_display == "/pong/i"
+
+
+# --- recorded engine bodies, read by each profile ------------------------------------------------
+
+# sgl-project/sglang docs/references/production_metrics.md shape, plus the per-iteration
+# `sglang:realtime_tokens_total` (python/sglang/srt/metrics/collector.py) with its `mode` labels.
+SGLANG_METRICS = """\
+# HELP sglang:generation_tokens_total Number of generation tokens processed.
+# TYPE sglang:generation_tokens_total counter
+sglang:generation_tokens_total{model_name="meta-llama/Llama-3.1-8B-Instruct"} 7.557572e+06
+# HELP sglang:realtime_tokens_total Total number of tokens processed (updated on each log interval).
+# TYPE sglang:realtime_tokens_total counter
+sglang:realtime_tokens_total{engine_type="unified",mode="prefill_compute",model_name="m"} 120.0
+sglang:realtime_tokens_total{engine_type="unified",mode="decode",model_name="m"} 3400.0
+# HELP sglang:num_running_reqs The number of running requests.
+# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{model_name="meta-llama/Llama-3.1-8B-Instruct"} 2.0
+"""
+
+# NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py names at /prometheus/metrics.
+TRTLLM_METRICS = """\
+# HELP trtllm_generation_tokens_total Cumulative number of generation (output) tokens produced.
+# TYPE trtllm_generation_tokens_total counter
+trtllm_generation_tokens_total{engine_type="undefined",model_name="undefined"} 512.0
+# HELP trtllm_num_requests_running Number of active requests
+# TYPE trtllm_num_requests_running gauge
+trtllm_num_requests_running{engine_type="undefined",model_name="undefined"} 1.0
+"""
+
+# NIM 1.x (docs.nvidia.com/nim/large-language-models/1.x observability.html) at /v1/metrics: vLLM's
+# metrics without the `vllm:` prefix, read as aliases of the 2.x (pass-through) names.
+NIM_METRICS = """\
+# HELP num_requests_running Number of requests currently running on GPU.
+# TYPE num_requests_running gauge
+num_requests_running{model_name="meta/llama-3.1-8b-instruct"} 3.0
+# HELP generation_tokens_total Number of generation tokens processed.
+# TYPE generation_tokens_total counter
+generation_tokens_total{model_name="meta/llama-3.1-8b-instruct"} 9876.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("profile", "text", "progress", "running"),
+    [
+        (SGLANG, SGLANG_METRICS, 3520.0, 2.0),
+        (TRTLLM, TRTLLM_METRICS, None, 1.0),
+        (NIM, NIM_METRICS, 9876.0, 3.0),
+    ],
+    ids=["sglang", "trtllm", "nim"],
+)
+def test_each_profile_reads_its_engines_metrics(
+    profile: EngineProfile, text: str, progress: float | None, running: float
+) -> None:
+    totals = with_aliases(parse_prometheus(text), profile)
+    sample = sample_of(totals, profile, at=0.0)
+    # SGLang's stall counter sums its modes; trtllm has none (its counter moves as requests end).
+    assert (sample.generated, sample.running) == (progress, running)
+    assert profile.generation_tokens_metric is not None
+    assert profile.generation_tokens_metric in totals
+
+
+def test_ollama_api_ps_lists_the_loaded_models() -> None:
+    # docs.ollama.com/api/ps example answer.
+    doc = {
+        "models": [
+            {
+                "name": "gemma3",
+                "model": "gemma3",
+                "size": 6591830464,
+                "digest": "a2af6cc3eb7fa8be8504abaf9b04e88f17a119ec3f04a3addf55f92841195f5a",
+                "details": {"parent_model": "", "format": "gguf", "family": "gemma3"},
+                "expires_at": "2025-10-17T16:47:07.93355-07:00",
+                "size_vram": 5333539264,
+            }
+        ]
+    }
+    assert loaded_models(doc, "/api/ps") == ["gemma3"]
+    assert OLLAMA.same_model("gemma3", "gemma3:latest")
+    assert not OLLAMA.same_model("gemma3", "gemma3:27b")
+    assert not VLLM.same_model("gemma3", "gemma3:latest")
+    assert loaded_models({"models": []}, "/api/ps") == []
+    with pytest.raises(ProbeFailure):
+        loaded_models({"models": "many"}, "/api/ps")
+
+
+def test_vllm_lora_cards_are_adapters_of_their_parent() -> None:
+    doc = {
+        "object": "list",
+        "data": [
+            {"id": "m", "root": "/models/base", "parent": None, "max_model_len": 4096},
+            {"id": "sql-lora", "root": "/adapters/sql", "parent": "m"},
+        ],
+    }
+    base, lora = parse_models(doc)
+    assert (base.adapter, lora.adapter, lora.parent) == (False, True, "m")

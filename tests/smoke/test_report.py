@@ -172,6 +172,7 @@ ACTIVE = Baseline(
     tokens_per_s=880.0,
     tool_calls=True,
     stream_usage=True,
+    structured_output=True,
 )
 
 
@@ -186,7 +187,7 @@ def test_the_active_slots_figures_are_under_baseline_in_json() -> None:
         "ttft_ms_p50": 4.0,
         "ttft_ms_p95": 6.5,
         "tokens_per_s": 880.0,
-        "capabilities": {"tool_calls": True, "stream_usage": True},
+        "capabilities": {"tool_calls": True, "stream_usage": True, "structured_output": True},
     }
     assert Report.from_json(make_report(baseline=ACTIVE).to_json()).baseline == ACTIVE
     # Not measured is null, not 0; no baseline at all is null too.
@@ -195,6 +196,14 @@ def test_the_active_slots_figures_are_under_baseline_in_json() -> None:
     jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
     assert doc["baseline"]["ttft_ms_p95"] is None and doc["baseline"]["tokens_per_s"] is None
     assert make_report().to_dict()["baseline"] is None
+
+
+def test_a_baseline_from_before_structured_output_reads_as_not_returning_it() -> None:
+    doc = make_report(baseline=ACTIVE).to_dict()
+    del doc["baseline"]["capabilities"]["structured_output"]
+    jsonschema.validate(doc, SCHEMA, cls=jsonschema.Draft202012Validator)
+    baseline = Report.from_dict(doc).baseline
+    assert baseline is not None and baseline.tool_calls and not baseline.structured_output
 
 
 def test_a_baseline_of_the_wrong_shape_is_not_a_report() -> None:
@@ -215,20 +224,22 @@ def test_markdown_shows_both_slots_side_by_side_with_a_chart() -> None:
     assert "| TTFT p95 | 120 ms | 6 ms |" in md  # 6.5 rounds to even
     assert "| tokens/s (burst) | 41.2 tokens/s | 880.0 tokens/s |" in md
     assert "| tool calls | no | yes |" in md
+    assert "| structured output (JSON schema) | no | yes |" in md
     assert md.count("```mermaid\nxychart-beta") == 2
     assert 'x-axis ["blue (active)", "green (candidate)"]' in md
     assert "bar [6.5, 120.0]" in md and "bar [880.0, 41.2]" in md
 
 
-def test_nothing_measured_reads_not_measured_not_zero() -> None:
+def test_nothing_measured_reads_n_a_not_zero() -> None:
     report = make_report(summary=Summary(requests=1, failures=1))
     md = report.to_markdown()
-    assert "TTFT p50 not measured, p95 not measured; tokens/s not measured" in md
+    assert "TTFT p50 n/a, p95 n/a; tokens/s n/a" in md
     assert "0 ms" not in md.split("| Probe |")[0] and "0.0 tokens/s" not in md
     unmeasured = Baseline("blue", "org/prod", passed=False, detail="readiness: refused")
     md = make_report(baseline=unmeasured).to_markdown()
-    assert "| TTFT p95 | 120 ms | not measured |" in md
-    assert '"blue (active) not measured"' in md
+    assert "| TTFT p95 | 120 ms | n/a |" in md
+    assert "| tokens/s (burst) | 41.2 tokens/s | n/a |" in md
+    assert '"blue (active) n/a"' in md
     assert "The active slot's own run failed: readiness: refused" in md
 
 
@@ -318,3 +329,14 @@ def test_latest_report_finds_the_newest_passing_one(tmp_path: Path) -> None:
     assert found is not None and found.started_at == START and found.passed
     assert latest_report(tmp_path, "green", passed_only=False) == newer_failed
     assert latest_report(tmp_path / "missing", "green") is None
+
+
+def test_the_schema_names_every_engine_profile_and_every_probe() -> None:
+    """The report schema is written by hand: it must list what the registries hold."""
+    from gx10slots.smoke.catalog import PROBE_NAMES
+    from gx10slots.smoke.profiles import PROFILES
+
+    props = SCHEMA["properties"]
+    assert set(props["engine"]["enum"]) == set(PROFILES)
+    (names, _prompt) = SCHEMA["$defs"]["probe"]["properties"]["name"]["anyOf"]
+    assert set(names["enum"]) == set(PROBE_NAMES) - {"prompts"}

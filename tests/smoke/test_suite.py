@@ -17,10 +17,10 @@ from gx10slots.smoke.profiles import VLLM
 from gx10slots.smoke.report import Baseline, Report
 from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import PROBE_NAMES, GoldenPrompt, SuiteSettings
-from gx10slots.smoke.suite import confirm_baseline, regression_seen, run_suite
+from gx10slots.smoke.suite import LiveTarget, confirm_baseline, regression_seen, run_suite
 from tests.helpers.engines import BASE, FAST, FakeEngine, hang_forever
 
-TOOLS = dataclasses.replace(FAST, tool_call=True)
+TOOLS = dataclasses.replace(FAST, tool_call=True, structured_output=True)
 
 
 def run(engine, settings: SuiteSettings = TOOLS, **kw) -> Report:
@@ -44,7 +44,9 @@ def test_a_healthy_engine_passes_every_probe_in_order() -> None:
     results = by_name(report)
     assert results["baseline"].skipped
     assert results["baseline"].detail == "skipped: no active slot measured in this run"
-    assert not any(p.skipped for p in report.probes if p.name != "baseline")
+    # vLLM keeps its model loaded: nothing to ask it (an Ollama is asked: test_engine_profiles).
+    assert results["keep-alive"].skipped
+    assert not any(p.skipped for p in report.probes if p.name not in ("baseline", "keep-alive"))
     assert report.slot == "green" and report.revision == "rev-7" and report.model == "m"
     s = report.summary
     assert s.failures == 0 and s.ttft_ms_p50 > 0 and s.tokens_per_s > 0
@@ -129,6 +131,7 @@ def _active(
     *,
     tool_calls: bool = False,
     stream_usage: bool = False,
+    structured_output: bool = False,
 ) -> Baseline:
     return Baseline(
         slot="blue",
@@ -139,6 +142,7 @@ def _active(
         tokens_per_s=tokens_per_s,
         tool_calls=tool_calls,
         stream_usage=stream_usage,
+        structured_output=structured_output,
     )
 
 
@@ -219,6 +223,51 @@ def test_parity_requires_usage_in_the_stream_when_the_active_slot_sends_it() -> 
     assert "streams with usage" in streaming.detail
     # Alone it did not ask for the usage chunk; against the active slot it did.
     assert asked_usage == [False, True]
+
+
+def test_parity_requires_structured_output_when_the_active_slot_returns_it() -> None:
+    engine = FakeEngine()
+    engine.json_mode = "ignore"  # no guided decoding: prose whatever response_format says
+    alone = run(engine, FAST)
+    assert alone.passed and by_name(alone)["structured-output"].skipped
+    report = run(engine, FAST, baseline=_active(5.0, 100.0, structured_output=True))
+    structured = by_name(report)["structured-output"]
+    assert not structured.passed and not structured.skipped
+    assert "the answer is not JSON" in structured.detail
+    assert (
+        "capability parity: the active slot blue (prod-model) returns JSON matching a schema"
+        in structured.detail
+    )
+    assert not report.passed
+    # An engine that does it passes against the same active slot.
+    good = run(FakeEngine(), FAST, baseline=_active(5.0, 100.0, structured_output=True))
+    assert good.passed and not by_name(good)["structured-output"].skipped
+
+
+def test_an_active_slot_without_structured_output_does_not_require_it() -> None:
+    # What the reference run learns from an engine that refuses response_format (llama-server
+    # whose grammar cannot be built): no structured output, so the candidate is not asked.
+    refusing = FakeEngine()
+
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if "response_format" in body:
+            message = "Failed to initialize samplers: std::exception"
+            return httpx.Response(400, json={"error": {"code": 400, "message": message}})
+        return refusing.chat(body)
+
+    refusing.routes["/v1/chat/completions"] = refuse
+    learn = dataclasses.replace(
+        FAST, probes=("readiness", "streaming", "structured-output"), structured_output=True
+    )
+    reference = run(refusing, learn, slot="blue")
+    assert not by_name(reference)["structured-output"].passed
+    active = Baseline.of(reference)
+    assert not active.structured_output
+    engine = FakeEngine()
+    engine.json_mode = "ignore"
+    report = run(engine, FAST, baseline=active)
+    assert by_name(report)["structured-output"].skipped and report.passed
 
 
 def test_golden_prompts_run_as_probes_and_a_mismatch_fails_the_suite() -> None:
@@ -331,6 +380,119 @@ def test_a_regression_not_seen_again_back_to_back_does_not_fail() -> None:
     still = confirm_baseline(first, far_faster, again, settings)
     assert not still.passed
     assert "confirmed when measured again" in by_name(still)["baseline"].detail
+
+
+def _two_slots(candidate: FakeEngine, active: FakeEngine, log: list[str]) -> httpx.MockTransport:
+    """One transport for both slots: the active slot at http://active.test, the candidate at
+    BASE; ``log`` records which slot each generation request went to, in order."""
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        slot = "active" if request.url.host == "active.test" else "candidate"
+        if request.url.path == "/v1/chat/completions":
+            body = json.loads(request.content)
+            log.append(f"{slot} {'stream' if body.get('stream') else 'once'}")
+        return await (active if slot == "active" else candidate)(request)
+
+    return httpx.MockTransport(route)
+
+
+def test_the_active_slot_is_measured_interleaved_with_the_candidate() -> None:
+    log: list[str] = []
+    seen: list[str] = []
+    # What the reference run learned: its capabilities, a first TTFT from its streaming probe.
+    reference = _active(1.0, None, stream_usage=True)
+    report = run_suite(
+        BASE,
+        "m",
+        VLLM,
+        dataclasses.replace(FAST, probes=("readiness", "streaming", "burst", "baseline")),
+        transport=_two_slots(FakeEngine(), FakeEngine(), log),
+        baseline=reference,
+        live=LiveTarget("http://active.test", "m"),
+        on_active_probe=lambda r: seen.append(r.name),
+    )
+    assert report.passed, [(p.name, p.detail) for p in report.probes if not p.passed]
+    # Candidate, active, active, candidate: each slot measured next to the other, both seeing
+    # the same moments of the machine.
+    n = FAST.burst
+    assert log == [
+        "candidate stream",
+        "active stream",
+        *["active stream"] * n,
+        *["candidate stream"] * n,
+    ]
+    assert seen == ["streaming", "burst"]
+    # The active slot's figures are the interleaved measurement's, in the report's `baseline`.
+    base = report.baseline
+    assert base is not None and base.slot == "blue" and base.stream_usage
+    assert base.ttft_ms_p95 is not None and base.ttft_ms_p95 > 0
+    assert base.tokens_per_s is not None and base.tokens_per_s > 0
+    baseline = by_name(report)["baseline"]
+    assert baseline.passed and not baseline.skipped
+    assert baseline.metrics["baseline_tokens_per_s"] == pytest.approx(base.tokens_per_s)
+
+
+def test_an_active_slot_failing_its_interleaved_burst_is_said_and_not_compared() -> None:
+    log: list[str] = []
+    active = FakeEngine()
+
+    async def broken(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if (
+            body.get("max_tokens") == FAST.burst_max_tokens
+            or body.get("max_completion_tokens") == FAST.burst_max_tokens
+        ):
+            return httpx.Response(500, json={"error": {"message": "EngineCore died"}})
+        return active.chat(body)
+
+    active.routes["/v1/chat/completions"] = broken
+    report = run_suite(
+        BASE,
+        "m",
+        VLLM,
+        dataclasses.replace(FAST, probes=("readiness", "streaming", "burst", "baseline")),
+        transport=_two_slots(FakeEngine(), active, log),
+        baseline=_active(1.0, None),
+        live=LiveTarget("http://active.test", "m"),
+    )
+    base = report.baseline
+    assert base is not None and base.tokens_per_s is None and not base.passed
+    assert "burst" in base.detail and "EngineCore died" in base.detail
+    # Its time to first token was measured (streaming), so the baseline still judges that.
+    assert base.ttft_ms_p95 is not None
+    assert report.passed
+
+
+def test_an_active_slot_that_streamed_nothing_before_is_not_measured_again() -> None:
+    # Its reference run got no token (wedged): measuring it again would only spend the
+    # candidate's time on timeouts.
+    log: list[str] = []
+    active = FakeEngine()
+    active.routes["/v1/chat/completions"] = hang_forever
+    started = time.monotonic()
+    report = run_suite(
+        BASE,
+        "m",
+        VLLM,
+        dataclasses.replace(FAST, probes=("readiness", "streaming", "burst", "baseline")),
+        transport=_two_slots(FakeEngine(), active, log),
+        baseline=_active(None, None),
+        live=LiveTarget("http://active.test", "m"),
+    )
+    assert time.monotonic() - started < FAST.probe_timeout_s
+    assert not any(entry.startswith("active") for entry in log)
+    assert report.passed and by_name(report)["baseline"].skipped
+
+
+def test_a_figure_the_second_measurement_lacks_reads_n_a_not_zero() -> None:
+    settings = dataclasses.replace(FAST, baseline_margin_ms=0.0)
+    first = run(FakeEngine(), settings, baseline=_active(ttft_p95=0.001, tokens_per_s=1e9))
+    again = run(FakeEngine(), dataclasses.replace(FAST, probes=("burst",)))
+    # Measured again, the active slot gave tokens/s but no time to first token.
+    confirmed = confirm_baseline(first, _active(None, 1.0), again, FAST)
+    detail = by_name(confirmed)["baseline"].detail
+    assert detail.startswith("not confirmed") and "(active n/a)" in detail
+    assert "active 0 ms" not in detail
 
 
 def test_a_golden_prompts_mismatch_quotes_a_short_clean_excerpt_of_a_hostile_answer() -> None:
