@@ -126,7 +126,7 @@ def tripping_guard(monkeypatch: pytest.MonkeyPatch) -> list[guard_mod.GuardReque
     """A guard that trips at once: the requests it was given."""
     requests: list[guard_mod.GuardRequest] = []
 
-    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:
+    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> GuardResult:
         requests.append(request)
         return TRIPPED
 
@@ -184,7 +184,7 @@ def test_break_lock_on_a_guarded_flip_also_applies_to_the_guards_flip_back(
 
     requests: list[Any] = []
 
-    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:
+    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> GuardResult:
         requests.append(request)
         return TRIPPED
 
@@ -226,7 +226,7 @@ def test_deploy_flip_with_guard_guards_after_the_deploy(
     )
     requests: list[Any] = []
 
-    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> dict[str, Any]:
+    def fake_guard(app: Any, request: guard_mod.GuardRequest) -> GuardResult:
         requests.append(request)
         return GuardResult({**TRIPPED_REPORT, "result": "passed"})
 

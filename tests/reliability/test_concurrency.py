@@ -13,6 +13,7 @@ import pytest
 
 from gx10slots.app import App, GlobalOptions
 from gx10slots.errors import Refused, SlotsError
+from gx10slots.flip.result import FlipResult
 from gx10slots.flip.run import flip
 from gx10slots.kube.lease import Lock
 from tests.helpers.sandbox import Sandbox
@@ -55,9 +56,9 @@ def test_ten_concurrent_flip_commands_one_wins_nine_exit_3(two_warm_slots: Sandb
     _assert_one_flip_recorded(box, before)
 
 
-def _race(box: Sandbox, *, with_lease: bool) -> tuple[list[dict[str, Any]], list[SlotsError]]:
+def _race(box: Sandbox, *, with_lease: bool) -> tuple[list[FlipResult], list[SlotsError]]:
     barrier = threading.Barrier(N)
-    won: list[dict[str, Any]] = []
+    won: list[FlipResult] = []
     refused: list[SlotsError] = []
     failed: list[BaseException] = []
     guard = threading.Lock()
