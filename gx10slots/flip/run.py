@@ -428,16 +428,7 @@ def _revert_after_failed_verification(
         if moved is not None:
             _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
         where = where_production_is(app, None)
-        record_flip(
-            app,
-            plan,
-            action=plan.mode,
-            by=by,
-            reason=reason,
-            result="failed",
-            detail=f"not verified: {detail}; {where}",
-            regarding=switched.flag_obj,
-        )
+        _record_failed(app, plan, by, reason, f"not verified: {detail}; {where}", switched.flag_obj)
         raise CheckFailed(
             f"the flip to {plan.target} was not verified: {detail}; {where}",
             hint="find out who moved it (`slots history`, `kubectl get events`), then run "
@@ -461,30 +452,26 @@ def _revert_after_failed_verification(
         moved = _moved_by_someone_else(app, plan) if isinstance(exc, Refused) else None
         if moved is not None:
             _stand_down_after_outside_move(app, switched, by, reason, detail, moved)
-        record_flip(
+        _record_failed(
             app,
             plan,
-            action=plan.mode,
-            by=by,
-            reason=reason,
-            result="failed",
-            detail=f"verification failed: {detail}; switching back failed: {exc.message}",
-            regarding=switched.flag_obj,
+            by,
+            reason,
+            f"verification failed: {detail}; switching back failed: {exc.message}",
+            switched.flag_obj,
         )
         raise StateUnknown(
             f"verification of {plan.target} failed ({detail}) and switching back to "
             f"{plan.source} failed too: {exc.message}",
             hint="flip back by hand: `slots flip-back --force`",
         ) from exc
-    record_flip(
+    _record_failed(
         app,
         plan,
-        action=plan.mode,
-        by=by,
-        reason=reason,
-        result="failed",
-        detail=f"verification failed: {detail}; reverted to {back.plan.target}",
-        regarding=back.flag_obj,
+        by,
+        reason,
+        f"verification failed: {detail}; reverted to {back.plan.target}",
+        back.flag_obj,
         entry_id=back.plan.run,
     )
     try:
@@ -496,6 +483,29 @@ def _revert_after_failed_verification(
         f"production did not answer from {plan.target} ({detail}); switched back: production is "
         f"on {back.plan.target} again",
         hint=f"inspect slot {plan.target} with `slots smoke {plan.target}`",
+    )
+
+
+def _record_failed(
+    app: App,
+    plan: FlipPlan,
+    by: str,
+    reason: str,
+    detail: str,
+    regarding: Mapping[str, Any],
+    entry_id: str = "",
+) -> None:
+    """This run's flip did not end where it meant to: recorded as failed, under its mode."""
+    record_flip(
+        app,
+        plan,
+        action=plan.mode,
+        by=by,
+        reason=reason,
+        result="failed",
+        detail=detail,
+        regarding=regarding,
+        entry_id=entry_id,
     )
 
 
@@ -536,15 +546,13 @@ def _stand_down_after_outside_move(
         if value == plan.source and before.get(ACTIVE) == value
         else {}
     )
-    record_flip(
+    _record_failed(
         app,
         plan,
-        action=plan.mode,
-        by=by,
-        reason=reason,
-        result="failed",
-        detail=f"verification failed: {detail}; someone else moved the flag meanwhile ({where})",
-        regarding=flag_obj,
+        by,
+        reason,
+        f"verification failed: {detail}; someone else moved the flag meanwhile ({where})",
+        flag_obj,
     )
     try:
         mark_done(app, flag_obj, plan.run, also=restore)

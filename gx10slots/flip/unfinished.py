@@ -110,57 +110,54 @@ def settle_unfinished(app: App, mode: Mode, lock: Lock, *, by: str, why: str) ->
         patch=[],
         run=unfinished.run,
     )
-    what = (
+    switched_what = (
         f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
-        f"{source or 'no slot'} -> {target} but was interrupted before it was verified and recorded"
+        f"{source or 'no slot'} -> {target}"
     )
     if not lock.held:
         # Only the lease tells a run that was stopped from one still verifying: its writer held
         # the lease while it switched, so holding it now means that run is over. Without it,
         # "completing" would record a live run twice (or revert what it is about to verify).
         raise Refused(
-            f"the {unfinished.action} by {unfinished.by} at {unfinished.at} switched production "
-            f"{source or 'no slot'} -> {target} and is not finished; without the lease "
-            f"{lock.name} this run cannot tell whether it is still going; nothing was changed",
+            f"{switched_what} and is not finished; without the lease {lock.name} this run "
+            "cannot tell whether it is still going; nothing was changed",
             hint="run the command again: it waits for the lease, then completes or records it",
         )
+    what = f"{switched_what} but was interrupted before it was verified and recorded"
+    verified = ""
     if unfinished.action != mode:
         console.progress(f"{what}; recording it as such")
-        flip_ops.record_flip(
-            app,
-            plan,
-            action=action,
-            by=unfinished.by,
-            reason=unfinished.reason,
-            result="failed",
-            detail=f"interrupted after its flag write, never verified; recorded by {by}",
-            regarding=snap.flag_obj,
-            entry_id=unfinished.run,
+        result, detail = (
+            "failed",
+            f"interrupted after its flag write, never verified; recorded by {by}",
         )
-        flip_ops.mark_done(app, snap.flag_obj, unfinished.run)
-        return None
-    console.progress(f"{what}: completing it (verify, record) instead of switching again")
-    ok, detail = verify(app, target, plan.target_served_name, app.config.flag.verify_window_s)
-    switched = flip_ops.Switched(plan, snap.flag_obj, unfinished.at)
-    if not ok:
-        flip_ops._revert_after_failed_verification(app, lock, switched, by, why, detail)
+    else:
+        console.progress(f"{what}: completing it (verify, record) instead of switching again")
+        ok, verified = verify(app, target, plan.target_served_name, app.config.flag.verify_window_s)
+        if not ok:
+            switched = flip_ops.Switched(plan, snap.flag_obj, unfinished.at)
+            flip_ops._revert_after_failed_verification(app, lock, switched, by, why, verified)
+        result = "ok"
+        detail = f"{verified}; completed by {by} after the run by {unfinished.by} was interrupted"
     flip_ops.record_flip(
         app,
         plan,
-        action=mode,
+        action=action,
         by=unfinished.by,
         reason=unfinished.reason,
-        result="ok",
-        detail=f"{detail}; completed by {by} after the run by {unfinished.by} was interrupted",
+        result=result,
+        detail=detail,
         regarding=snap.flag_obj,
         entry_id=unfinished.run,
     )
     flip_ops.mark_done(app, snap.flag_obj, unfinished.run)
+    if result != "ok":
+        return None
     return FlipResult.of(
         plan,
         mode,
         changed=False,
         completed=unfinished.by,
-        detail=detail,
+        detail=verified,
         duration_s=round(time.monotonic() - started, 3),
     )

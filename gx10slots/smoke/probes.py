@@ -330,6 +330,22 @@ def _answer_evidence(ctx: ProbeContext, content: str | None, reasoning: str | No
     return ctx.redact.clip(" | ".join(parts) or "(no text)", EVIDENCE)
 
 
+async def _timed_answer(
+    ctx: ProbeContext, phase: Phase, prompt: str, max_tokens: int, timeout: float
+) -> tuple[wire.ChatAnswer, dict[str, float]]:
+    """One non-streamed answer at temperature 0 with the suite's seed, and how long it took."""
+    request = wire.chat_body(
+        ctx.profile, ctx.served_name, prompt, max_tokens=max_tokens, seed=ctx.settings.seed
+    )
+    phase.set("waiting for the answer")
+    started = time.perf_counter()
+    answer = await chat_once(ctx, request, timeout)
+    metrics = {"latency_ms": (time.perf_counter() - started) * 1000.0}
+    if answer.completion_tokens is not None:
+        metrics["completion_tokens"] = float(answer.completion_tokens)
+    return answer, metrics
+
+
 @registered("known-answer")
 async def probe_known_answer(ctx: ProbeContext, timeout: float | None = None) -> ProbeResult:
     """Temperature 0, fixed seed, a prompt with one right answer: garbage output fails here."""
@@ -337,20 +353,10 @@ async def probe_known_answer(ctx: ProbeContext, timeout: float | None = None) ->
     settings = ctx.settings
 
     async def body(phase: Phase) -> Outcome:
-        request = wire.chat_body(
-            ctx.profile,
-            ctx.served_name,
-            settings.prompt,
-            max_tokens=settings.max_tokens,
-            seed=settings.seed,
+        answer, metrics = await _timed_answer(
+            ctx, phase, settings.prompt, settings.max_tokens, timeout
         )
-        phase.set("waiting for the answer")
-        started = time.perf_counter()
-        answer = await chat_once(ctx, request, timeout)
-        latency = (time.perf_counter() - started) * 1000.0
-        metrics = {"latency_ms": latency}
-        if answer.completion_tokens is not None:
-            metrics["completion_tokens"] = float(answer.completion_tokens)
+        latency = metrics["latency_ms"]
         evidence = _answer_evidence(ctx, answer.content, answer.reasoning)
         problems = checks.answer_problems(
             content=answer.content,
@@ -391,20 +397,8 @@ async def probe_prompt(ctx: ProbeContext, timeout: float, golden: GoldenPrompt) 
     name = f"prompt:{golden.name}"
 
     async def body(phase: Phase) -> Outcome:
-        request = wire.chat_body(
-            ctx.profile,
-            ctx.served_name,
-            golden.prompt,
-            max_tokens=golden.max_tokens,
-            seed=settings.seed,
-        )
-        phase.set("waiting for the answer")
-        started = time.perf_counter()
-        answer = await chat_once(ctx, request, timeout)
-        latency = (time.perf_counter() - started) * 1000.0
-        metrics = {"latency_ms": latency}
-        if answer.completion_tokens is not None:
-            metrics["completion_tokens"] = float(answer.completion_tokens)
+        answer, metrics = await _timed_answer(ctx, phase, golden.prompt, golden.max_tokens, timeout)
+        latency = metrics["latency_ms"]
         content = answer.content[:GOLDEN_ANSWER_CHARS] if answer.content is not None else None
         reasoning = answer.reasoning[:GOLDEN_ANSWER_CHARS] if answer.reasoning else None
         evidence = _answer_evidence(ctx, content, reasoning)
