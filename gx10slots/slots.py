@@ -283,7 +283,14 @@ def status_warnings(
                     warnings.append(f"standby {standby.name}: smoke result is stale")
     if flag.previous and slots[flag.previous].exists:
         served = flag.annotations.get(PREVIOUS_REVISION) or None
-        if served != slots[flag.previous].revision:
+        if served is None and flag.annotations.get(ACTION) in ("revert", "auto-revert"):
+            # A revert records no trusted revision on purpose (flip.rules): the slot it left
+            # just failed, whatever it runs.
+            warnings.append(
+                f"previous slot {flag.previous} was switched away from after it failed: "
+                "flip-back needs a fresh smoke"
+            )
+        elif served != slots[flag.previous].revision:
             warnings.append(
                 f"previous slot {flag.previous} no longer runs the revision that served "
                 f"production ({served or 'not recorded'}): flip-back needs a fresh smoke"

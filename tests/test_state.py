@@ -177,3 +177,23 @@ def test_vllm_reservation_counts_when_larger_than_the_declared_limit() -> None:
     container = d["spec"]["template"]["spec"]["containers"][0]
     assert slot_budget_gib(d, container, 128) == 57.6
     assert slot_budget_gib(d, container, None) == 20
+
+
+def test_after_a_revert_the_previous_slot_is_said_to_have_failed_not_to_have_changed() -> None:
+    # A revert records no trusted revision for the slot it leaves (it just failed): status must
+    # not claim that slot "no longer runs the revision that served", which it still does.
+    slots = {
+        "blue": slot_state("blue", deployment(), CONFIG, None),
+        "green": slot_state("green", deployment(), CONFIG, None),
+    }
+    for action in ("revert", "auto-revert"):
+        obj = service(
+            "blue",
+            annotations={"gx10slots.io/previous": "green", "gx10slots.io/action": action},
+        )
+        warnings = status_warnings(slots, flag_state(obj, CONFIG), obj, CONFIG, now_utc())
+        assert any("green was switched away from after it failed" in w for w in warnings)
+        assert not any("no longer runs the revision" in w for w in warnings), warnings
+    flipped = service("blue", annotations={"gx10slots.io/previous": "green"})
+    warnings = status_warnings(slots, flag_state(flipped, CONFIG), flipped, CONFIG, now_utc())
+    assert any("green no longer runs the revision that served" in w for w in warnings)

@@ -156,6 +156,7 @@ def _figures(doc: Any, *, candidate: bool) -> dict[str, Any] | None:
         out["capabilities"] = {
             "tool_calls": caps.get("tool_calls") is True,
             "stream_usage": caps.get("stream_usage") is True,
+            "structured_output": caps.get("structured_output") is True,
         }
         out["detail"] = _optional_text(doc, "detail", DETAIL_CHARS)
     return out
