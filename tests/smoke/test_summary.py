@@ -52,7 +52,7 @@ def _report(*probes: ProbeResult, baseline: Baseline | None = None, **kw: Any) -
 
 BASELINE = Baseline(
     slot="blue", model="sandbox/ok", passed=True, ttft_ms_p50=10.0, ttft_ms_p95=12.5,
-    tokens_per_s=None, tool_calls=True, stream_usage=True,
+    tokens_per_s=None, tool_calls=True, stream_usage=True, structured_output=True,
 )  # fmt: skip
 
 
@@ -96,7 +96,11 @@ def test_the_summary_holds_verdict_gated_revision_who_probes_and_both_slots_figu
         10.0,
         None,
     )
-    assert baseline["capabilities"] == {"tool_calls": True, "stream_usage": True}
+    assert baseline["capabilities"] == {
+        "tool_calls": True,
+        "stream_usage": True,
+        "structured_output": True,
+    }
     # Evidence (raw engine output) is not kept in the cluster.
     assert "evidence" not in encode(summary)
 
