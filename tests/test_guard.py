@@ -191,6 +191,34 @@ def test_a_slot_busy_for_the_whole_window_is_never_reverted(
     assert "busy: the probe waited behind other requests" in capsys.readouterr().err
 
 
+def test_busy_for_longer_than_max_busy_fails_the_checks_and_flips_back() -> None:
+    # Busy is not wedged, but a slot that took no new request for max_busy has left every user
+    # but one waiting: the idle warm fallback would answer them.
+    ports = FakePorts([OK, BUSY], check_cost=1.0, reverts=[REVERTED])
+    settings = GuardSettings(**{**SETTINGS.to_dict(), "window_s": 600.0, "max_busy_s": 100.0})
+    outcome = watch(ports, TARGET, settings, None)
+    assert outcome.result == "tripped"
+    assert ports.checks_at[:6] == [0.0, 30.0, 60.0, 90.0, 120.0, 150.0]
+    busy_from = 30.0
+    [(_, streak)] = ports.reverted
+    assert all(r.busy for r in streak)
+    assert all(r.t_s - busy_from > 100.0 for r in streak)  # none failed before max_busy
+    assert "production took no new request for" in streak[-1].reasons[0]
+    assert not any(not r.passed for r in outcome.records if r.t_s - busy_from <= 100.0)
+    assert outcome.tally.busy_checks == len(outcome.records) - 1
+
+
+def test_a_busy_streak_broken_by_an_answer_starts_again() -> None:
+    # Every answered probe proves the slot takes new requests: the busy time restarts.
+    pattern = [OK] + [BUSY, BUSY, BUSY, OK] * 10
+    ports = FakePorts(pattern, check_cost=1.0)
+    settings = GuardSettings(**{**SETTINGS.to_dict(), "window_s": 600.0, "max_busy_s": 100.0})
+    outcome = watch(ports, TARGET, settings, None)
+    assert outcome.result == "passed"
+    assert ports.reverted == []
+    assert outcome.tally.busy_checks == sum(r.busy for r in outcome.records) > 10
+
+
 def test_a_wedge_after_busy_checks_still_trips() -> None:
     ports = FakePorts([OK, BUSY, BUSY, WEDGED], check_cost=1.0, reverts=[REVERTED])
     settings = GuardSettings(**{**SETTINGS.to_dict(), "window_s": 600.0})

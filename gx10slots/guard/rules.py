@@ -55,6 +55,11 @@ _EPSILON_S = 0.01
 # own probe adds at most one step (llama-server's n_decode_total counts its prompt's decode; the
 # first token is sampled from it), vLLM's generation counter nothing: two is someone else's work.
 BUSY_MIN_ADVANCE = 2.0
+# Busy is not wedged, but not forever: a slot whose every probe waited behind other generations
+# for this long has taken no new request in all that time (a runaway generation on a one-slot
+# engine, a queue that never drains). Those checks fail from then on: the warm fallback is idle
+# and would answer. Long enough for a healthy long generation (thousands of tokens).
+MAX_BUSY_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class GuardSettings:
     error_share: float
     ttft_ratio: float
     ttft_floor_ms: float
+    max_busy_s: float = MAX_BUSY_S
 
     @property
     def confirm_interval_s(self) -> float:
@@ -88,6 +94,7 @@ class GuardSettings:
             "error_share": self.error_share,
             "ttft_ratio": self.ttft_ratio,
             "ttft_floor_ms": self.ttft_floor_ms,
+            "max_busy_s": self.max_busy_s,
         }
 
 
@@ -251,11 +258,18 @@ def judge_check(
     settings: GuardSettings,
     baseline: Baseline | None,
     gates: Sequence[GateReading] = (),
+    busy_for_s: float = 0.0,
 ) -> list[str]:
-    """Why this check failed; empty when it passed (a busy probe is no reason)."""
+    """Why this check failed; empty when it passed (a busy probe is no reason, until the slot
+    has been busy for ``busy_for_s`` > ``settings.max_busy_s``: see MAX_BUSY_S)."""
     reasons: list[str] = []
     if not observation.passed and not busy(observation):
         reasons.append(f"known-answer probe through production failed: {observation.detail}")
+    elif busy(observation) and busy_for_s > settings.max_busy_s:
+        reasons.append(
+            f"production took no new request for {busy_for_s:.0f} s: every probe waited behind "
+            f"other generations (above {settings.max_busy_s:.0f} s; {observation.detail})"
+        )
     if observation.stall == "stalled":
         reasons.append(observation.stall_detail)
     if share.judged and share.value > settings.error_share:
@@ -288,6 +302,19 @@ class Tally:
     # Probes that timed out: the engine may still count them as running.
     abandoned_probes: int = 0
     probes: deque[bool] = field(default_factory=lambda: deque(maxlen=SHARE_WINDOW))
+    busy_checks: int = 0
+    busy_since_s: float | None = None  # when the current run of busy checks began
+
+    def busy_for_s(self, observation: Observation, at_s: float) -> float:
+        """How long the slot has been busy, counting this check (``at_s``: when it started);
+        0 when this check is not busy."""
+        if not busy(observation):
+            self.busy_since_s = None
+            return 0.0
+        self.busy_checks += 1
+        if self.busy_since_s is None:
+            self.busy_since_s = at_s
+        return at_s - self.busy_since_s
 
     def add_probe(self, observation: Observation) -> Share:
         """Count this check's probe; the error share including it. A busy probe (queued behind

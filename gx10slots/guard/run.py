@@ -237,6 +237,7 @@ def _document(
         "checks": tally.checks,
         "failed_checks": tally.failed_checks,
         "consecutive_failures": tally.consecutive,
+        "busy_checks": tally.busy_checks,
         "baseline": baseline.to_dict() if baseline else None,
         "baseline_note": baseline_note,
         "ttft_limit_ms": ttft_limit_ms(baseline, settings),
