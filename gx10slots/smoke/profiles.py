@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gx10slots.errors import ConfigError
@@ -317,7 +317,12 @@ TRTLLM = EngineProfile(
     reports_max_model_len=False,
 )
 
-NIM = EngineProfile(
+# NVIDIA NIM for LLMs serves vLLM behind its own front (the API reference below: an
+# OpenAI-compatible API backed by vLLM, `seed`, `stream_options.include_usage` with a final
+# `choices: []` usage chunk, reasoning as vLLM names it; `/v1/models` lists the model and its LoRA
+# adapters, entries with `parent`): vLLM's profile, but for what NIM does differently.
+NIM = replace(
+    VLLM,
     name="nim",
     # NVIDIA NIM for LLMs API reference
     # (https://docs.nvidia.com/nim/large-language-models/latest/reference/api-reference.html):
@@ -327,7 +332,6 @@ NIM = EngineProfile(
     readiness_path="/v1/health/ready",
     loading_statuses=frozenset({503}),
     answers_while_loading=True,
-    readiness_request_timeout_s=10.0,
     # NIM LLM 2.x reference/logging-and-observability
     # (https://docs.nvidia.com/nim/large-language-models/latest/reference/logging-and-observability.html):
     # Prometheus text at `/v1/metrics`, "the inference backend's native Prometheus metrics
@@ -336,24 +340,13 @@ NIM = EngineProfile(
     # (https://docs.nvidia.com/nim/large-language-models/latest/observability.html, the 1.x page:
     # `generation_tokens_total` "per iteration", `num_requests_running`): read as aliases.
     metrics_path="/v1/metrics",
-    metrics_format="prometheus",
-    generation_tokens_metric="vllm:generation_tokens_total",
-    requests_running_metric="vllm:num_requests_running",
     metric_aliases={
         "vllm:generation_tokens_total": ("generation_tokens_total",),
         "vllm:num_requests_running": ("num_requests_running",),
     },
     metrics_hint="NIM serves Prometheus metrics at /v1/metrics",
-    # The same API reference: an OpenAI-compatible API backed by vLLM (`max_tokens`, `seed`,
-    # `stream_options.include_usage` with a final `choices: []` usage chunk).
+    # The API reference documents `max_tokens`; its model cards carry no max_model_len.
     max_tokens_field="max_tokens",
-    accepts_seed=True,
-    stream_usage=True,
-    usage_chunk_has_choices=False,
-    reasoning_fields=("reasoning", "reasoning_content"),
-    # `/v1/models` lists the model and its LoRA adapters (entries with `parent`), which identity
-    # reads as adapters.
-    lists_all_models=False,
     reports_max_model_len=False,
 )
 
