@@ -7,7 +7,9 @@ it goes into an Authorization header and nowhere else (never a message, report o
 from __future__ import annotations
 
 import base64
+import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -213,23 +215,53 @@ WARMTH_TIMEOUT_S = 3.0
 KEEP_LOADED_TIMEOUT_S = 10.0
 
 
+# At most this much of an engine's answer is read (Ollama's /api/ps lists a few models in a few
+# KiB); the rest is left unread.
+ENGINE_ANSWER_CAP = 256 * 1024
+
+
+@dataclass(frozen=True)
+class EngineAnswer:
+    status: int
+    body: bytes  # at most ENGINE_ANSWER_CAP bytes
+    complete: bool  # False: the body was longer and was cut
+
+
 def _engine_request(
     app: App, slot: str, method: str, path: str, timeout_s: float, body: object = None
-) -> httpx.Response:
+) -> EngineAnswer:
     """One small request to ``slot``'s engine, the way the probes reach it (key, transport);
-    ConfigError or httpx.HTTPError when it cannot be made."""
+    ConfigError or httpx.HTTPError when it cannot be made.
+
+    Bounded whatever the engine does: httpx's timeout is per read, so an engine trickling a
+    byte at a time (or an endless body) would hold a flip or `status` forever and fill memory;
+    the body is read in chunks against ``timeout_s`` overall (one read may still wait up to
+    ``timeout_s``: at most twice that in all) and at most ENGINE_ANSWER_CAP bytes of it."""
     import httpx
 
     api_key, transport = probe_access(app)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(
-        base_url=slot_endpoint(app, slot),
-        headers=headers,
-        timeout=timeout_s,
-        trust_env=False,
-        transport=transport,
-    ) as client:
-        return client.request(method, path, json=body)
+    # Uncompressed: the cap counts the bytes as they arrive (no gzip bomb behind it).
+    headers["Accept-Encoding"] = "identity"
+    deadline = time.monotonic() + timeout_s
+    with (
+        httpx.Client(
+            base_url=slot_endpoint(app, slot),
+            headers=headers,
+            timeout=timeout_s,
+            trust_env=False,
+            transport=transport,
+        ) as client,
+        client.stream(method, path, json=body) as response,
+    ):
+        data = bytearray()
+        for chunk in response.iter_raw():
+            data += chunk
+            if len(data) > ENGINE_ANSWER_CAP:
+                return EngineAnswer(response.status_code, bytes(data[:ENGINE_ANSWER_CAP]), False)
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"{path}: no whole answer within {timeout_s:g}s")
+        return EngineAnswer(response.status_code, bytes(data), True)
 
 
 def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:
@@ -248,10 +280,16 @@ def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:
         return None
     unknown = f"standby {slot}: cannot tell whether {served_name!r} is loaded"
     try:
-        response = _engine_request(app, slot, "GET", path, WARMTH_TIMEOUT_S)
-        if response.status_code != 200:
-            raise ProbeFailure(f"HTTP {response.status_code}")
-        loaded = wire.loaded_models(response.json(), path)
+        answer = _engine_request(app, slot, "GET", path, WARMTH_TIMEOUT_S)
+        if answer.status != 200:
+            raise ProbeFailure(f"HTTP {answer.status}")
+        if not answer.complete:
+            raise ProbeFailure(f"an answer over {ENGINE_ANSWER_CAP // 1024} KiB")
+        try:
+            doc = json.loads(answer.body)
+        except RecursionError:  # JSON nested deeper than the parser goes
+            raise ProbeFailure("JSON nested too deeply") from None
+        loaded = wire.loaded_models(doc, path)
     except ConfigError as exc:
         return f"{unknown} ({exc.message})"
     except (httpx.HTTPError, ValueError, ProbeFailure) as exc:
@@ -288,11 +326,11 @@ def keep_loaded(app: App, slot: str) -> str | None:
         if not name:
             return f"{failed} (no served name)"
         body = {"model": name, "keep_alive": profile.keep_alive, "stream": False}
-        response = _engine_request(app, slot, "POST", path, KEEP_LOADED_TIMEOUT_S, body)
+        answer = _engine_request(app, slot, "POST", path, KEEP_LOADED_TIMEOUT_S, body)
     except SlotsError as exc:
         return f"{failed} ({exc.message})"
     except httpx.HTTPError as exc:
         return f"{failed} ({type(exc).__name__})"
-    if response.status_code != 200:
-        return f"{failed} ({path} answered HTTP {response.status_code} for {name!r})"
+    if answer.status != 200:
+        return f"{failed} ({path} answered HTTP {answer.status} for {name!r})"
     return f"slot {slot} keeps {name!r} loaded (keep_alive {profile.keep_alive})"
