@@ -189,6 +189,17 @@ def test_hostile_values_inside_a_valid_summary_are_bounded_and_made_printable() 
     assert len(encode(summary)) <= MAX_BYTES
 
 
+@pytest.mark.parametrize("figure", ["9" * 400, "-" + "9" * 400, "1e400", "NaN", "-Infinity"])
+def test_a_figure_no_float_can_hold_is_not_measured_never_a_crash(figure: str) -> None:
+    # JSON numbers have no size limit: Python reads 400 digits as an int no float can hold.
+    text = GOOD.replace('"tokens_per_s":41.2', f'"tokens_per_s":{figure}')
+    assert text != GOOD
+    last = last_smoke_of(_configmap(text), "green")
+    assert last is not None and last.summary is not None, last
+    assert last.summary["candidate"]["tokens_per_s"] is None
+    assert last.summary["candidate"]["ttft_ms_p50"] == 95.1
+
+
 def test_the_view_says_stale_when_the_slots_revision_moved_since() -> None:
     last = last_smoke_of(_configmap(GOOD), "green")
     assert last is not None
