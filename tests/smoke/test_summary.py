@@ -264,6 +264,27 @@ def test_status_wide_shows_who_ran_the_last_smoke_and_both_slots_figures() -> No
     assert "active blue TTFT p50 10 ms, n/a tokens/s" in line
 
 
+def test_a_smoke_dated_in_the_future_says_so_never_a_negative_age() -> None:
+    # Anyone with write access may date a summary (or the gate's record) years ahead.
+    future = GOOD.replace('"at":"2026-11-27T08:15:42Z"', '"at":"9999-12-31T23:59:59Z"')
+    last = last_smoke_of(_configmap(future), "green")
+    assert last is not None and last.summary is not None
+    doc: dict[str, Any] = {
+        "namespace": "gx10",
+        "previous": None,
+        "flag": {"kind": "service-selector", "name": "gx10-model", "key": "k", "value": "blue"},
+        "slots": {
+            "green": _slot(last.view("rev-new", START), {"passed": True, "age_s": -3600.0}),
+        },
+        "warnings": [],
+    }
+    wide = status_text(doc, wide=True)
+    line = next(x for x in wide.splitlines() if x.startswith("last smoke of green"))
+    assert "FAILED dated in the future (9999-12-31T23:59:59Z)" in line, line
+    assert smoke_cell(doc["slots"]["green"]) == "passed dated in the future"
+    assert "s ago" not in wide and "-" + "3600" not in wide
+
+
 def test_status_wide_says_when_the_gates_record_disagrees_with_the_kept_report() -> None:
     passed = _build(_report(ProbeResult("readiness", True, 1.0, "ok")))
     last = last_smoke_of(_configmap(encode(passed)), "green")
