@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     # ~140 ms, which `flip-back --force` would pay before its write rather than after it.
     import httpx
 
+    from gx10slots.smoke._http import BoundedAnswer
     from gx10slots.smoke.report import Report
     from gx10slots.smoke.settings import SuiteSettings
 
@@ -220,48 +220,28 @@ KEEP_LOADED_TIMEOUT_S = 10.0
 ENGINE_ANSWER_CAP = 256 * 1024
 
 
-@dataclass(frozen=True)
-class EngineAnswer:
-    status: int
-    body: bytes  # at most ENGINE_ANSWER_CAP bytes
-    complete: bool  # False: the body was longer and was cut
-
-
 def _engine_request(
     app: App, slot: str, method: str, path: str, timeout_s: float, body: object = None
-) -> EngineAnswer:
-    """One small request to ``slot``'s engine, the way the probes reach it (key, transport);
-    ConfigError or httpx.HTTPError when it cannot be made.
-
-    Bounded whatever the engine does: httpx's timeout is per read, so an engine trickling a
-    byte at a time (or an endless body) would hold a flip or `status` forever and fill memory;
-    the body is read in chunks against ``timeout_s`` overall (one read may still wait up to
-    ``timeout_s``: at most twice that in all) and at most ENGINE_ANSWER_CAP bytes of it."""
+) -> BoundedAnswer:
+    """One small request to ``slot``'s engine, the way the probes reach it (key, transport),
+    bounded in time and size whatever the engine does (``request_bounded``); ConfigError or
+    httpx.HTTPError when it cannot be made."""
     import httpx
+
+    from gx10slots.smoke._http import request_bounded
 
     api_key, transport = probe_access(app)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    # Uncompressed: the cap counts the bytes as they arrive (no gzip bomb behind it).
-    headers["Accept-Encoding"] = "identity"
-    deadline = time.monotonic() + timeout_s
-    with (
-        httpx.Client(
-            base_url=slot_endpoint(app, slot),
-            headers=headers,
-            timeout=timeout_s,
-            trust_env=False,
-            transport=transport,
-        ) as client,
-        client.stream(method, path, json=body) as response,
-    ):
-        data = bytearray()
-        for chunk in response.iter_raw():
-            data += chunk
-            if len(data) > ENGINE_ANSWER_CAP:
-                return EngineAnswer(response.status_code, bytes(data[:ENGINE_ANSWER_CAP]), False)
-            if time.monotonic() > deadline:
-                raise httpx.ReadTimeout(f"{path}: no whole answer within {timeout_s:g}s")
-        return EngineAnswer(response.status_code, bytes(data), True)
+    with httpx.Client(
+        base_url=slot_endpoint(app, slot),
+        headers=headers,
+        timeout=timeout_s,
+        trust_env=False,
+        transport=transport,
+    ) as client:
+        return request_bounded(
+            client, method, path, timeout_s=timeout_s, cap=ENGINE_ANSWER_CAP, json_body=body
+        )
 
 
 def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx
 
 from gx10slots.smoke._failure import ProbeFailure
-from gx10slots.smoke._http import describe_transport_error
+from gx10slots.smoke._http import describe_transport_error, request_bounded
 from gx10slots.smoke._transport import as_async_transport
 from gx10slots.smoke.context import ProbeContext
 from gx10slots.smoke.probes import probe_streaming
@@ -39,7 +39,7 @@ from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import SuiteSettings
 
 # A metrics page is a few KB; reading the gauge never needs more than this.
-MAX_GAUGE_READ_CHARS = 4 * 1024 * 1024
+MAX_GAUGE_READ_BYTES = 4 * 1024 * 1024
 
 StallState = Literal["progressing", "idle", "stalled", "inconclusive", "unavailable"]
 
@@ -287,10 +287,13 @@ def running_requests(
             trust_env=False,
             transport=transport,
         ) as client:
-            response = client.get(path)
-        if response.status_code != 200:
+            # Bounded: this is the slot the guard just left, which may be the broken one.
+            answer = request_bounded(
+                client, "GET", path, timeout_s=timeout_s, cap=MAX_GAUGE_READ_BYTES
+            )
+        if answer.status != 200:
             return None
-        totals = parse_prometheus(response.text[:MAX_GAUGE_READ_CHARS])
+        totals = parse_prometheus(answer.body.decode("utf-8", errors="replace"))
         return with_aliases(totals, profile).get(gauge)
     except (httpx.HTTPError, ProbeFailure):
         return None

@@ -14,11 +14,13 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from gx10slots.ops.engine import cold_standby_warning, keep_loaded
 from gx10slots.sandbox.seed import slot_deployment
+from gx10slots.smoke.live import MAX_GAUGE_READ_BYTES, running_requests
 from gx10slots.smoke.profiles import VLLM
 from gx10slots.smoke.settings import SuiteSettings
 from gx10slots.smoke.suite import run_suite
@@ -125,12 +127,13 @@ OLLAMA_CASES = {**{k: CASES[k] for k in ("accepts-and-never-answers", "trickles-
                                          "endless-body", "closes-mid-body", "not-http")},
                 "json-nested-too-deeply": _nested_json}  # fmt: skip
 ENGINE_TIMEOUT_S = 1.0
+T = TypeVar("T")
 
 
-def _in_time(call: Callable[[], str | None]) -> tuple[str | None, float, int]:
+def _in_time(call: Callable[[], T]) -> tuple[T, float, int]:
     """What ``call`` returned, how long it took and its peak memory; a call still running after
     10 s (or raising) fails the test instead of hanging it."""
-    outcome: list[str | None] = []
+    outcome: list[T] = []
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -185,3 +188,19 @@ def test_status_and_flip_asking_a_hostile_ollama_end_in_time_and_say_so(
     ), note
     assert elapsed < 2 * ENGINE_TIMEOUT_S + 1, elapsed
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("behaviour", list(OLLAMA_CASES.values()), ids=list(OLLAMA_CASES))
+def test_the_guards_read_of_requests_left_on_a_hostile_slot_ends_in_time(
+    behaviour: Behaviour,
+) -> None:
+    # After a flip-back the guard reads the running gauge of the slot it left (the wedged one).
+    with hostile(behaviour) as endpoint:
+        running, elapsed, peak = _in_time(
+            lambda: running_requests(endpoint, VLLM, api_key=None, timeout_s=ENGINE_TIMEOUT_S)
+        )
+    assert running is None  # unknown, said as such by the caller
+    # Plus the parse of the 4 MiB the cap lets through (MAX_GAUGE_READ_BYTES, as the suite's
+    # metrics_cap_bytes): seconds under tracemalloc and some tens of MiB, where it was unbounded.
+    assert elapsed < 2 * ENGINE_TIMEOUT_S + 5, elapsed
+    assert peak < 16 * MAX_GAUGE_READ_BYTES, f"peak {peak / 2**20:.1f} MiB"
