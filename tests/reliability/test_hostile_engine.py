@@ -18,13 +18,16 @@ from typing import TypeVar
 
 import pytest
 
+from gx10slots.app import App, GlobalOptions
+from gx10slots.config import parse_config
+from gx10slots.flip.verify import VERIFY_CONNECTIONS, _who_answers
 from gx10slots.ops.engine import cold_standby_warning, keep_loaded
 from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.smoke.live import MAX_GAUGE_READ_BYTES, running_requests
 from gx10slots.smoke.profiles import VLLM
 from gx10slots.smoke.settings import SuiteSettings
 from gx10slots.smoke.suite import run_suite
-from tests.helpers.config import ollama_app
+from tests.helpers.config import ollama_app, valid
 from tests.helpers.hostile import (
     Behaviour,
     cut_mid_body,
@@ -204,3 +207,21 @@ def test_the_guards_read_of_requests_left_on_a_hostile_slot_ends_in_time(
     # metrics_cap_bytes): seconds under tracemalloc and some tens of MiB, where it was unbounded.
     assert elapsed < 2 * ENGINE_TIMEOUT_S + 5, elapsed
     assert peak < 16 * MAX_GAUGE_READ_BYTES, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("behaviour", list(OLLAMA_CASES.values()), ids=list(OLLAMA_CASES))
+def test_a_flips_verification_through_a_hostile_production_ends_in_time(
+    behaviour: Behaviour, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the flag is switched, production's /v1/models is asked on fresh connections which
+    # slot answers: a production trickling its answer must not hold the flip (and the lease).
+    monkeypatch.delenv("SLOTS_ENGINE_API_KEY", raising=False)
+    app = App(GlobalOptions())
+    app.__dict__["config"] = parse_config(valid())  # the cached property, without a file
+    with hostile(behaviour) as endpoint:
+        answers, elapsed, peak = _in_time(
+            lambda: _who_answers(app, endpoint, "m", "old", ENGINE_TIMEOUT_S)
+        )
+    assert answers.target == 0 and answers.unknown + answers.server_errors == VERIFY_CONNECTIONS
+    assert elapsed < VERIFY_CONNECTIONS * 2 * ENGINE_TIMEOUT_S + 1, elapsed
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
