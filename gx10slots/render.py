@@ -50,9 +50,9 @@ def format_document(document: Any, output: str) -> str:
     """``document`` as -o json or -o yaml prints it, every string redacted. Both escape every
     non-ASCII and control character (JSON's ensure_ascii; YAML's allow_unicode=False writes them
     as double-quoted escapes), so foreign text never reaches a terminal raw."""
-    from gx10slots.scrub import redact_doc
+    from gx10slots.scrub import finite_numbers, redact_doc
 
-    clean = redact_doc(plain(document))
+    clean = finite_numbers(redact_doc(plain(document)))
     if output == "yaml":
         import yaml
 
