@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,7 @@ import jsonschema
 import pytest
 
 from gx10slots.smoke import Report, SuiteSettings, get_profile, run_suite, write_reports
-from gx10slots.smoke.result import ProbeResult
-from tests.helpers.modelservers import model_servers
+from tests.helpers.modelservers import QUICK_SUITE, Serve, failures, model_servers, results
 
 modelserver = pytest.importorskip("gx10slots.sandbox.modelserver")
 
@@ -23,19 +22,7 @@ pytestmark = pytest.mark.e2e
 SERVED = "gx10"
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report-schema.json").read_text())
 
-# Defaults, except what would make a failing case slow: a wedge must fail in about a second.
-SETTINGS = SuiteSettings(
-    tool_call=True,
-    structured_output=True,
-    probe_timeout_s=5.0,
-    timeouts={"readiness": 10.0, "identity": 5.0},
-    readiness_poll_s=0.05,
-    stall_window_s=1.0,
-    stall_interval_s=0.1,
-    deadline_s=60.0,
-)
-
-Serve = Callable[..., Any]
+SETTINGS = dataclasses.replace(QUICK_SUITE, structured_output=True)
 
 
 @pytest.fixture
@@ -46,14 +33,6 @@ def serve() -> Iterator[Serve]:
 
 def smoke(server: Any, settings: SuiteSettings = SETTINGS, **kw: Any) -> Report:
     return run_suite(server.url, SERVED, get_profile("vllm"), settings, slot="green", **kw)
-
-
-def results(report: Report) -> dict[str, ProbeResult]:
-    return {p.name: p for p in report.probes}
-
-
-def failures(report: Report) -> list[tuple[str, str]]:
-    return [(p.name, p.detail) for p in report.probes if not p.passed]
 
 
 def test_ok_passes_the_default_suite(serve: Serve, tmp_path: Path) -> None:

@@ -21,24 +21,15 @@ from gx10slots.config import parse_config
 from gx10slots.ops.engine import cold_standby_warning, keep_loaded
 from gx10slots.sandbox.imitations import IMITATIONS
 from gx10slots.sandbox.seed import slot_deployment
-from gx10slots.smoke import Report, SuiteSettings, get_profile, run_suite
+from gx10slots.smoke import Report, get_profile, run_suite
 from gx10slots.smoke.profiles import PROFILES, EngineProfile
-from gx10slots.smoke.result import ProbeResult
 from tests.helpers.config import ollama_app, valid
-from tests.helpers.modelservers import Serve, model_servers
+from tests.helpers.modelservers import QUICK_SUITE, Serve, failures, model_servers, results
 
 pytestmark = pytest.mark.e2e
 
 SERVED = "gx10"
-SETTINGS = SuiteSettings(
-    tool_call=True,
-    probe_timeout_s=5.0,
-    timeouts={"readiness": 10.0, "identity": 5.0},
-    readiness_poll_s=0.05,
-    stall_window_s=1.0,
-    stall_interval_s=0.1,
-    deadline_s=60.0,
-)
+SETTINGS = QUICK_SUITE
 
 
 @pytest.fixture
@@ -50,14 +41,6 @@ def serve() -> Iterator[Serve]:
 def smoke(server: Any, profile: EngineProfile, **kw: Any) -> Report:
     settings = kw.pop("settings", SETTINGS)
     return run_suite(server.url, kw.pop("served", SERVED), profile, settings, slot="green", **kw)
-
-
-def results(report: Report) -> dict[str, ProbeResult]:
-    return {p.name: p for p in report.probes}
-
-
-def failures(report: Report) -> list[tuple[str, str]]:
-    return [(p.name, p.detail) for p in report.probes if not p.passed]
 
 
 def test_every_profile_has_an_imitation_and_every_imitation_a_profile() -> None:
