@@ -57,3 +57,35 @@ def test_a_stop_while_the_fallback_is_asked_to_keep_its_model_says_production_mo
     # Reported as it is, so `deploy --flip` passes it on instead of "production untouched".
     assert caught.value.reported
     assert "production is on green" in caught.value.message, caught.value.message
+
+
+def test_a_stop_while_deploy_flip_gives_back_its_lease_says_production_moved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    from gx10slots.deploy import run as deploy_mod
+    from gx10slots.deploy.result import Deployed
+    from gx10slots.flip.result import FlipResult
+
+    app = App(GlobalOptions())
+    app.__dict__["config"] = parse_config(valid())
+
+    @contextmanager
+    def hold(app: App, **kw: Any) -> Iterator[Any]:
+        yield _Lock()
+        raise Interrupted("terminated by SIGTERM")  # arrives while the lease is given back
+
+    flipped = FlipResult.of(PLAN, "flip", detail="answered as green")
+    done = Deployed("green", "new-model", "new-model", "rev-2", True, flip=flipped)
+    monkeypatch.setattr(deploy_mod, "hold", hold)
+    monkeypatch.setattr(deploy_mod, "probe_access", lambda app: (None, None))
+    monkeypatch.setattr("gx10slots.ops.smoke.check_report_dir", lambda where: None)
+    monkeypatch.setattr(deploy_mod, "_deploy_locked", lambda *a: done)
+    request = deploy_mod.DeployRequest(model="new-model", flip=True)
+    with pytest.raises(Interrupted) as caught:
+        deploy_mod.deploy(app, request)
+    message = caught.value.message
+    assert "production untouched" not in message, message
+    assert "production is on green" in message, message
