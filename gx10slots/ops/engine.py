@@ -248,16 +248,17 @@ def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:
     """A warning when the standby's engine has unloaded its model (Ollama lists what is loaded
     at `/api/ps` and unloads an idle model after OLLAMA_KEEP_ALIVE); None when it is loaded or
     the engine never unloads. Best effort: an answer that cannot be read is said, not raised."""
-    import httpx
-
-    from gx10slots.smoke import wire
-    from gx10slots.smoke._failure import ProbeFailure
     from gx10slots.smoke.profiles import get_profile
 
     profile = get_profile(app.config.engine)
     path = profile.warmth_path
     if path is None:
-        return None
+        return None  # before any import below: `slots status` must not pay for httpx (~150 ms)
+    import httpx
+
+    from gx10slots.smoke import wire
+    from gx10slots.smoke._failure import ProbeFailure
+
     unknown = f"standby {slot}: cannot tell whether {served_name!r} is loaded"
     try:
         answer = _engine_request(app, slot, "GET", path, WARMTH_TIMEOUT_S)
@@ -289,17 +290,18 @@ def keep_loaded(app: App, slot: str) -> str | None:
     (Ollama: production's requests kept the old slot loaded only for OLLAMA_KEEP_ALIVE after the
     last one, so the fallback a flip leaves would go cold). What was done, or why it could not
     be; None for an engine that never unloads. Best effort: it never raises for the engine."""
-    import httpx
-
-    from gx10slots.errors import SlotsError
-    from gx10slots.ops.read import read_deployment
-    from gx10slots.slots import slot_state
     from gx10slots.smoke.profiles import get_profile
 
     profile = get_profile(app.config.engine)
     path = profile.keep_alive_path
     if path is None:
         return None
+    import httpx
+
+    from gx10slots.errors import SlotsError
+    from gx10slots.ops.read import read_deployment
+    from gx10slots.slots import slot_state
+
     failed = f"slot {slot}: could not ask its engine to keep the model loaded"
     try:
         name = slot_state(slot, read_deployment(app, slot), app.config, None).served_name

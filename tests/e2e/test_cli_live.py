@@ -127,3 +127,23 @@ def test_status_output_formats_after_the_subcommand(sandbox: Sandbox) -> None:
     assert "IMAGE" in wide.splitlines()[0] and "IMAGE" not in table.splitlines()[0]
     assert all(len(line) <= 80 for line in table.split("\n\n")[0].splitlines()), table
     assert "lock: free" in table and "fallback: " in table
+
+
+def test_status_with_a_ready_standby_loads_no_http_client_of_the_probes(
+    two_warm_slots: Sandbox,
+) -> None:
+    """`slots status` reads the cluster only: the probes' HTTP client (httpx, ~150 ms of
+    imports) is for engines whose standby warmth can be asked (Ollama), not for vLLM's."""
+    box = two_warm_slots
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gx10slots", "status"],
+        env=box.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^green\s+standby\b.*\b1/1\b", proc.stdout, re.M), proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "httpx" not in imported
+    assert "kubernetes" not in imported
