@@ -312,8 +312,8 @@ class _Reader:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(self.key(name), f"expected a number, got {_describe(value)}")
-        if not math.isfinite(value):
-            self.fail(self.key(name), f"expected a finite number, got {value!r}")
+        if not _finite(value):
+            self.fail(self.key(name), f"expected a finite number, got {_shown(value)}")
         if integer and not float(value).is_integer():
             self.fail(self.key(name), f"expected a whole number, got {value!r}")
         if value < minimum:
@@ -345,6 +345,8 @@ class _Reader:
                 self.key(name), f"expected a duration such as 90s or 30m, got {_describe(value)}"
             )
         if isinstance(value, int | float):
+            if not _finite(value):
+                self.fail(self.key(name), f"expected a finite duration, got {_shown(value)}")
             seconds = float(value)
         else:
             try:
@@ -407,6 +409,19 @@ class _Reader:
                 self.key(unknown[0]),
                 f"unknown key (expected one of: {', '.join(sorted(self.seen))})",
             )
+
+
+def _finite(value: float) -> bool:
+    """A number a float can hold: YAML integers have no size limit (400 digits overflow)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: float) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"a number of {len(text)} digits"
 
 
 def _describe(value: Any) -> str:

@@ -50,9 +50,9 @@ def format_document(document: Any, output: str) -> str:
     """``document`` as -o json or -o yaml prints it, every string redacted. Both escape every
     non-ASCII and control character (JSON's ensure_ascii; YAML's allow_unicode=False writes them
     as double-quoted escapes), so foreign text never reaches a terminal raw."""
-    from gx10slots.scrub import redact_doc
+    from gx10slots.scrub import finite_numbers, redact_doc
 
-    clean = redact_doc(plain(document))
+    clean = finite_numbers(redact_doc(plain(document)))
     if output == "yaml":
         import yaml
 
@@ -90,6 +90,16 @@ def _cell(value: Any) -> str:
     from gx10slots.scrub import safe
 
     return safe(value)
+
+
+def _ago(seconds: float | None) -> str:
+    """``5m ago``; a time further ahead of our clock than skew explains is said to be in the
+    future (anyone with write access may date a record years ahead), never a negative age."""
+    from gx10slots.slots import FUTURE_SMOKE_TOLERANCE_S
+
+    if seconds is not None and seconds < -FUTURE_SMOKE_TOLERANCE_S:
+        return "dated in the future"
+    return _age(None if seconds is None else max(seconds, 0.0)) + " ago"
 
 
 def _age(seconds: float | None) -> str:
@@ -179,7 +189,7 @@ def smoke_cell(slot: dict[str, Any]) -> str:
     gate = slot.get("smoke")
     if gate is not None:
         verdict = "passed" if gate["passed"] else "FAILED"
-        return f"{verdict} {_age(gate.get('age_s'))} ago"
+        return f"{verdict} {_ago(gate.get('age_s'))}"
     last = slot.get("last_smoke")
     if not last:
         return "none"  # for this revision: a smoke of an earlier one does not count
@@ -209,7 +219,7 @@ def last_smoke_line(slot: str, doc: dict[str, Any]) -> str:
     stale = " (stale: the slot's revision moved since)" if last.get("stale") else ""
     failed = [p["name"] for p in last.get("probes", []) if p.get("result") in ("fail", "not-run")]
     parts = [
-        f"last smoke of {_cell(slot)}: {verdict} {_age(last.get('age_s'))} ago "
+        f"last smoke of {_cell(slot)}: {verdict} {_ago(last.get('age_s'))} "
         f"({_cell(last.get('at'))}) by "
         f"{_cell(last.get('by'))}, model {_cell(last.get('model'))}, revision "
         f"{_cell(last.get('revision'))}{stale}",

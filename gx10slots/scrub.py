@@ -20,6 +20,7 @@ lines (``console``), the history ConfigMap and Events (``ops.audit``) and the sm
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -132,6 +133,19 @@ def redact_doc(doc: Any) -> Any:
         return {redact(k) if isinstance(k, str) else k: redact_doc(v) for k, v in doc.items()}
     if isinstance(doc, list | tuple):
         return [redact_doc(v) for v in doc]
+    return doc
+
+
+def finite_numbers(doc: Any) -> Any:
+    """A JSON-like document with every number that is not finite (NaN, ±Infinity: an engine's
+    gauge, a Prometheus ratio of 0/0) as None: Python's json writes them as ``NaN`` and
+    ``Infinity``, which no JSON reader (jq, a webhook's) accepts."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {k: finite_numbers(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [finite_numbers(v) for v in doc]
     return doc
 
 

@@ -908,3 +908,23 @@ def test_guard_that_flipped_back_to_a_silent_slot_is_state_unknown(
         run_guard(command, FakePorts([WEDGED], reverts=[silent]))
     assert info.value.exit_code == 4
     assert "switched the flag to blue, but production did not answer" in info.value.message
+
+
+def test_the_guard_report_file_holds_null_for_an_engines_nan_never_invalid_json(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    nan = float("nan")
+    check = SimpleNamespace(to_dict=lambda: {"probe": {"running": nan, "recent_advance": nan}})
+    outcome = SimpleNamespace(records=[check])
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    path = run_mod._write_report({"outcome": "ok"}, outcome, str(tmp_path), "green", started)  # type: ignore[arg-type]
+    assert path is not None
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    doc = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=refuse)
+    assert doc["check_log"] == [{"probe": {"running": None, "recent_advance": None}}]

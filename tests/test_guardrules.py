@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -182,6 +183,29 @@ def test_recent_advance_is_the_counter_over_the_last_window() -> None:
     assert recent_advance(samples, 10.0) == 40  # nothing that old: from the first sample
     assert recent_advance(samples[:1], 1.5) is None
     assert recent_advance([ProgressSample(0, None, 1), ProgressSample(1, None, 1)], 1) is None
+
+
+@pytest.mark.parametrize(
+    ("counter", "why"),
+    [
+        ([10, 0, 30], "an engine restart reset the counter: its count since is not the wait"),
+        ([0, 100, 0, 100], "a counter that jumps back and forth (two pods behind one Service)"),
+        ([100, 200, 150], "a counter that went backwards"),
+        ([5, math.inf], "a counter at +Inf"),
+        ([5, math.nan, 100], "a counter that read NaN"),
+    ],
+)
+def test_a_counter_that_resets_decreases_or_is_not_finite_is_no_progress(
+    counter: list[float], why: str
+) -> None:
+    samples = [sample(i, value, 1) for i, value in enumerate(counter)]
+    advance = recent_advance(samples, 10.0)
+    # The probe timed out behind it: not busy, so it fails the check (a wedged slot must not
+    # look busy forever because its counter misbehaves).
+    observation = Observation(**{**BUSY.__dict__, "recent_advance": advance})
+    assert not busy(observation), (why, advance)
+    reasons = judge_check(observation, Share(0, 0), SETTINGS, None)
+    assert reasons and reasons[0].startswith("known-answer probe through production failed"), why
 
 
 # -- progress ------------------------------------------------------------------------------------

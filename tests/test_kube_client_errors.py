@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,17 +167,20 @@ def test_a_tls_error_after_the_handshake_leaves_a_write_unknown() -> None:
 
 
 @pytest.fixture
-def flaky_api() -> Iterator[tuple[str, list[int]]]:
+def flaky_api() -> Iterator[tuple[str, list[Any]]]:
     """An API server whose answers are taken, in order, from the list it yields (status codes;
     200 answers a ConfigMap); every request is counted in the same list's place."""
     import json
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    script: list[int] = []
+    script: list[Any] = []  # a status, or (429, the Retry-After it sends)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             status = script.pop(0) if script else 200
+            retry_after = "0"
+            if isinstance(status, tuple):
+                status, retry_after = status
             body = (
                 {"kind": "ConfigMap", "metadata": {"name": "x"}}
                 if status == 200
@@ -185,7 +189,7 @@ def flaky_api() -> Iterator[tuple[str, list[int]]]:
             data = json.dumps(body).encode()
             self.send_response(status)
             if status == 429:
-                self.send_header("Retry-After", "0")
+                self.send_header("Retry-After", retry_after)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -205,7 +209,7 @@ def flaky_api() -> Iterator[tuple[str, list[int]]]:
 
 
 def test_a_read_rides_out_5xx_and_429_and_says_which_attempt(
-    flaky_api: tuple[str, list[int]], caplog: pytest.LogCaptureFixture
+    flaky_api: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     url, script = flaky_api
     script += [503, 429, 500]
@@ -219,8 +223,25 @@ def test_a_read_rides_out_5xx_and_429_and_says_which_attempt(
     assert [m for m in caplog.messages if "attempt" in m][-1].endswith("attempt 3/4, retrying")
 
 
+@pytest.mark.parametrize("retry_after", ["-1", "NaN", "-Infinity", "1e400", "soon"])
+def test_a_retry_after_that_is_no_wait_is_not_obeyed_and_never_a_crash(
+    flaky_api: tuple[str, list[Any]], retry_after: str
+) -> None:
+    # A proxy in front of the API server may send anything: time.sleep() refuses a negative or
+    # NaN wait with a ValueError, and 1e400 seconds would be forever.
+    url, script = flaky_api
+    script += [(429, retry_after)]
+    kube = _kube(url)
+    started = time.monotonic()
+    got = kube.read(
+        "read ConfigMap gx10/x", kube.api("core").read_namespaced_config_map, "x", "gx10"
+    )
+    assert got["metadata"]["name"] == "x" and script == []
+    assert time.monotonic() - started < kube_client.RETRY_AFTER_CAP_S + 2
+
+
 def test_a_read_gives_up_after_its_attempts_and_a_404_is_not_retried(
-    flaky_api: tuple[str, list[int]],
+    flaky_api: tuple[str, list[Any]],
 ) -> None:
     from gx10slots.errors import ApiError, NotFound
 

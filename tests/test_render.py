@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
+
 from gx10slots.deploy.result import Deployed
 from gx10slots.fallback import FallbackProtection
 from gx10slots.flip.result import FlipResult
@@ -265,3 +267,23 @@ def test_a_status_result_is_drawn_as_its_document_is() -> None:
     assert json.loads(format_document(result, "json"))["flag"]["value"] == "blue"
     no_fallback = replace(result, fallback=FallbackProtection(None, False, None))
     assert no_fallback.to_dict()["fallback"] is None
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_number_that_is_not_finite_is_null_in_every_document_never_nan() -> None:
+    # An engine's gauge or a Prometheus query (0/0) may read NaN or +Inf; Python's json writes
+    # them as NaN/Infinity, which no JSON reader (jq, a webhook) accepts.
+    from gx10slots.smoke.live import Observation
+
+    probe = Observation(False, "timed out", running=float("nan"), recent_advance=float("inf"))
+    doc = {"probe": probe.to_dict(), "gates": [{"value": float("-inf")}], "n": 1.5}
+    parsed = _strict_json(format_document(doc, "json"))
+    assert parsed["probe"]["running"] is None and parsed["probe"]["recent_advance"] is None
+    assert parsed["gates"] == [{"value": None}] and parsed["n"] == 1.5
+    assert yaml.safe_load(format_document(doc, "yaml")) == parsed

@@ -200,12 +200,22 @@ def deploy(app: App, request: DeployRequest, hooks: Hooks | None = None) -> Depl
     # sent, would fail after the rollout.
     check_report_dir(request.report_dir or app.config.smoke.report_dir)
     probe_access(app)
+    result: DeployResult | None = None
     try:
         with hold(app, holder=by, break_lock=request.break_lock) as lock:
-            return _deploy_locked(app, request, lock, by, why, hooks)
+            result = _deploy_locked(app, request, lock, by, why, hooks)
+        return result
     except Interrupted as exc:
         if exc.reported:
             raise
+        flipped = result.flip if isinstance(result, Deployed) else None
+        if flipped is not None:
+            # Stopped while giving back the lease, after the flip: it is done.
+            raise Interrupted(
+                f"{exc.message}; production is on {flipped.target} (switched, verified and "
+                "recorded); the lease expires on its own",
+                reported=True,
+            ) from exc
         raise Interrupted(
             f"{exc.message}; production untouched (deploy changes only the standby before its flip)"
         ) from exc

@@ -385,7 +385,17 @@ def _flip_locked(
         ) from exc
     if plan.source is not None:
         # The fallback stays warm: an engine that unloads idle models is asked to keep it.
-        kept = keep_loaded(app, plan.source)
+        try:
+            kept = keep_loaded(app, plan.source)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            # The run is finished: a stop now must not read as "production untouched" to a
+            # caller (`deploy --flip`) that cannot tell it came after the flip.
+            message = exc.message if isinstance(exc, Interrupted) else "interrupted by Ctrl-C"
+            raise Interrupted(
+                f"{message}; production is on {plan.target} (switched, verified and recorded); "
+                f"slot {plan.source} was not asked to keep its model loaded",
+                reported=True,
+            ) from exc
         if kept is not None:
             console.progress(kept)
     elapsed = time.monotonic() - started

@@ -110,6 +110,7 @@ def _who_answers(
     import httpx
 
     from gx10slots.smoke import wire
+    from gx10slots.smoke._http import request_bounded
 
     key, transport = probe_access(app)
     # Connection: close: every request on a fresh connection (kube-proxy balances per connection).
@@ -121,13 +122,17 @@ def _who_answers(
     ) as client:
         for _ in range(VERIFY_CONNECTIONS):
             try:
-                with client.stream("GET", endpoint.rstrip("/") + "/v1/models") as response:
-                    status = response.status_code
-                    body = b""
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > MODELS_BODY_CAP:
-                            raise ValueError("an over-long /v1/models answer")
+                # Bounded in time too: a production trickling its answer must not hold the flip.
+                answer = request_bounded(
+                    client,
+                    "GET",
+                    endpoint.rstrip("/") + "/v1/models",
+                    timeout_s=timeout_s,
+                    cap=MODELS_BODY_CAP,
+                )
+                if not answer.complete:
+                    raise ValueError("an over-long /v1/models answer")
+                status, body = answer.status, answer.body
                 if status >= 500:
                     counts["5xx"] += 1
                     last = f"HTTP {status}"

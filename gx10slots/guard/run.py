@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from gx10slots import console
+from gx10slots import console, scrub
 from gx10slots.app import App
 from gx10slots.errors import (
     CheckFailed,
@@ -269,6 +269,7 @@ def _write_report(
     folder = Path(report_dir)
     path = folder / f"{file_timestamp(started_at)}-guard-{slot}.json"
     body = {**doc, "report": str(path), "check_log": [r.to_dict() for r in outcome.records]}
+    body = scrub.finite_numbers(body)  # an engine's NaN gauge must not make the file unreadable
     try:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")

@@ -211,9 +211,13 @@ def _retry_after(exc: Any) -> float | None:
     headers = getattr(exc, "headers", None) or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
     try:
-        return min(float(value), RETRY_AFTER_CAP_S) if value is not None else None
+        seconds = float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+    # Anything may come through a proxy: a negative or NaN wait makes time.sleep() raise.
+    if seconds is None or not seconds >= 0:
+        return None
+    return min(seconds, RETRY_AFTER_CAP_S)
 
 
 class Kube:

@@ -7,6 +7,7 @@ it goes into an Authorization header and nowhere else (never a message, report o
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     # ~140 ms, which `flip-back --force` would pay before its write rather than after it.
     import httpx
 
+    from gx10slots.smoke._http import BoundedAnswer
     from gx10slots.smoke.report import Report
     from gx10slots.smoke.settings import SuiteSettings
 
@@ -213,12 +215,20 @@ WARMTH_TIMEOUT_S = 3.0
 KEEP_LOADED_TIMEOUT_S = 10.0
 
 
+# At most this much of an engine's answer is read (Ollama's /api/ps lists a few models in a few
+# KiB); the rest is left unread.
+ENGINE_ANSWER_CAP = 256 * 1024
+
+
 def _engine_request(
     app: App, slot: str, method: str, path: str, timeout_s: float, body: object = None
-) -> httpx.Response:
-    """One small request to ``slot``'s engine, the way the probes reach it (key, transport);
-    ConfigError or httpx.HTTPError when it cannot be made."""
+) -> BoundedAnswer:
+    """One small request to ``slot``'s engine, the way the probes reach it (key, transport),
+    bounded in time and size whatever the engine does (``request_bounded``); ConfigError or
+    httpx.HTTPError when it cannot be made."""
     import httpx
+
+    from gx10slots.smoke._http import request_bounded
 
     api_key, transport = probe_access(app)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -229,7 +239,9 @@ def _engine_request(
         trust_env=False,
         transport=transport,
     ) as client:
-        return client.request(method, path, json=body)
+        return request_bounded(
+            client, method, path, timeout_s=timeout_s, cap=ENGINE_ANSWER_CAP, json_body=body
+        )
 
 
 def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:
@@ -249,10 +261,16 @@ def cold_standby_warning(app: App, slot: str, served_name: str) -> str | None:
 
     unknown = f"standby {slot}: cannot tell whether {served_name!r} is loaded"
     try:
-        response = _engine_request(app, slot, "GET", path, WARMTH_TIMEOUT_S)
-        if response.status_code != 200:
-            raise ProbeFailure(f"HTTP {response.status_code}")
-        loaded = wire.loaded_models(response.json(), path)
+        answer = _engine_request(app, slot, "GET", path, WARMTH_TIMEOUT_S)
+        if answer.status != 200:
+            raise ProbeFailure(f"HTTP {answer.status}")
+        if not answer.complete:
+            raise ProbeFailure(f"an answer over {ENGINE_ANSWER_CAP // 1024} KiB")
+        try:
+            doc = json.loads(answer.body)
+        except RecursionError:  # JSON nested deeper than the parser goes
+            raise ProbeFailure("JSON nested too deeply") from None
+        loaded = wire.loaded_models(doc, path)
     except ConfigError as exc:
         return f"{unknown} ({exc.message})"
     except (httpx.HTTPError, ValueError, ProbeFailure) as exc:
@@ -290,11 +308,11 @@ def keep_loaded(app: App, slot: str) -> str | None:
         if not name:
             return f"{failed} (no served name)"
         body = {"model": name, "keep_alive": profile.keep_alive, "stream": False}
-        response = _engine_request(app, slot, "POST", path, KEEP_LOADED_TIMEOUT_S, body)
+        answer = _engine_request(app, slot, "POST", path, KEEP_LOADED_TIMEOUT_S, body)
     except SlotsError as exc:
         return f"{failed} ({exc.message})"
     except httpx.HTTPError as exc:
         return f"{failed} ({type(exc).__name__})"
-    if response.status_code != 200:
-        return f"{failed} ({path} answered HTTP {response.status_code} for {name!r})"
+    if answer.status != 200:
+        return f"{failed} ({path} answered HTTP {answer.status} for {name!r})"
     return f"slot {slot} keeps {name!r} loaded (keep_alive {profile.keep_alive})"

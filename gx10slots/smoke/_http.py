@@ -9,8 +9,10 @@ deadline (``asyncio.timeout``) bounds the time.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -106,6 +108,49 @@ async def read_capped(response: httpx.Response, cap: int, redact: Redactor) -> b
                 evidence=redact.clip(bytes(body[:EVIDENCE]), EVIDENCE),
             )
     return bytes(body)
+
+
+@dataclass(frozen=True)
+class BoundedAnswer:
+    """A small answer read synchronously within its bounds (:func:`request_bounded`)."""
+
+    status: int
+    body: bytes  # at most the cap
+    complete: bool  # False: the body was longer and was cut at the cap
+
+
+def request_bounded(
+    client: httpx.Client,
+    method: str,
+    path: str,
+    *,
+    timeout_s: float,
+    cap: int,
+    json_body: Any = None,
+) -> BoundedAnswer:
+    """One synchronous request outside the async suite (status, a flip, the guard), bounded
+    whatever the server does: httpx's timeout is per read, so a server trickling a byte at a time
+    or sending without end would hold the caller forever and fill memory. The body is read in
+    chunks against ``timeout_s`` overall (a last read may still wait up to ``timeout_s``: at
+    most twice that in all) and at most ``cap`` bytes of it; uncompressed, so the cap counts the
+    bytes as they arrive. httpx.HTTPError when it cannot be made (httpx.ReadTimeout past the
+    deadline)."""
+    deadline = time.monotonic() + timeout_s
+    with client.stream(
+        method,
+        path,
+        json=json_body,
+        headers={"Accept-Encoding": "identity"},
+        timeout=httpx.Timeout(timeout_s),
+    ) as response:
+        body = bytearray()
+        for chunk in response.iter_raw():
+            body += chunk
+            if len(body) > cap:
+                return BoundedAnswer(response.status_code, bytes(body[:cap]), False)
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"{path}: no whole answer within {timeout_s:g} s")
+        return BoundedAnswer(response.status_code, bytes(body), True)
 
 
 def decode_text(body: bytes, what: str, redact: Redactor) -> str:

@@ -8,6 +8,8 @@ metrics readers do the work, so what "answers" and "progresses" mean is defined 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any, Literal
 import httpx
 
 from gx10slots.smoke._failure import ProbeFailure
-from gx10slots.smoke._http import describe_transport_error
+from gx10slots.smoke._http import describe_transport_error, request_bounded
 from gx10slots.smoke._transport import as_async_transport
 from gx10slots.smoke.context import ProbeContext
 from gx10slots.smoke.probes import probe_streaming
@@ -37,7 +39,7 @@ from gx10slots.smoke.result import ProbeResult
 from gx10slots.smoke.settings import SuiteSettings
 
 # A metrics page is a few KB; reading the gauge never needs more than this.
-MAX_GAUGE_READ_CHARS = 4 * 1024 * 1024
+MAX_GAUGE_READ_BYTES = 4 * 1024 * 1024
 
 StallState = Literal["progressing", "idle", "stalled", "inconclusive", "unavailable"]
 
@@ -93,16 +95,24 @@ def progress_verdict(
 def recent_advance(samples: Sequence[ProgressSample], window_s: float) -> float | None:
     """How far the counter moved over the last ``window_s`` of ``samples`` (oldest first): from
     the latest sample at least ``window_s`` older than the last one (or the first sample) to the
-    last. None with fewer than two samples of the counter."""
-    counted = [s for s in samples if s.generated is not None]
+    last. None with fewer than two samples of the counter, and None when the counter cannot be
+    read as progress over that window: it went backwards (an engine restart resets it, and two
+    pods behind one Service give two counters in turn) or was not a finite number. A wedged
+    engine must not look busy because its counter misbehaves."""
+    counted = [s.generated for s in samples if s.generated is not None]
+    times = [s.at for s in samples if s.generated is not None]
     if len(counted) < 2:
         return None
-    last = counted[-1]
-    start = counted[0]
-    for sample in counted:
-        if sample.at <= last.at - window_s:
-            start = sample
-    return (last.generated or 0.0) - (start.generated or 0.0)
+    first = 0
+    for i, at in enumerate(times):
+        if at <= times[-1] - window_s:
+            first = i
+    window = counted[first:]
+    if not all(math.isfinite(v) for v in window):
+        return None
+    if any(later < earlier for earlier, later in itertools.pairwise(window)):
+        return None
+    return window[-1] - window[0]
 
 
 def observe(
@@ -277,10 +287,13 @@ def running_requests(
             trust_env=False,
             transport=transport,
         ) as client:
-            response = client.get(path)
-        if response.status_code != 200:
+            # Bounded: this is the slot the guard just left, which may be the broken one.
+            answer = request_bounded(
+                client, "GET", path, timeout_s=timeout_s, cap=MAX_GAUGE_READ_BYTES
+            )
+        if answer.status != 200:
             return None
-        totals = parse_prometheus(response.text[:MAX_GAUGE_READ_CHARS])
+        totals = parse_prometheus(answer.body.decode("utf-8", errors="replace"))
         return with_aliases(totals, profile).get(gauge)
     except (httpx.HTTPError, ProbeFailure):
         return None

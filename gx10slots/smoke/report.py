@@ -239,6 +239,8 @@ class Report:
             )
         except ValueError as exc:
             raise UsageError(f"not a smoke report: {exc}") from None
+        except OverflowError:  # JSON numbers have no size limit: 400 digits fit no float
+            raise UsageError("not a smoke report: a number too large for a float") from None
 
     # --- Markdown -----------------------------------------------------------------------------
 

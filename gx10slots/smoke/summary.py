@@ -120,9 +120,13 @@ def _figure(value: Any) -> float | None:
     """A measured figure; None when not measured (0, missing, null) or not a finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(value) or value <= 0:
+    try:
+        number = float(value)
+    except OverflowError:  # JSON numbers have no size limit: 400 digits are an int, no float
         return None
-    return round(float(value), 2)
+    if not math.isfinite(number) or number <= 0:
+        return None
+    return round(number, 2)
 
 
 def _count(value: Any) -> int:

@@ -15,6 +15,8 @@ from gx10slots.smoke._failure import ProbeFailure
 from gx10slots.smoke.profiles import EngineProfile
 
 TOOL_NAME = "get_weather"
+# The largest count read from an answer: every integer up to it is exact as a float.
+MAX_COUNT = 2**53
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
@@ -124,6 +126,11 @@ def _opt_int(value: Any, where: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProbeFailure(f"`{where}` is {_kind(value)} ({value!r:.40}), expected an integer")
+    # A count (tokens, a context length): JSON numbers have no size limit, and an int of 400
+    # digits would overflow the float every figure is kept as.
+    if not 0 <= value <= MAX_COUNT:
+        shown = str(value) if len(str(value)) <= 20 else f"an integer of {len(str(value))} digits"
+        raise ProbeFailure(f"`{where}` is {shown}, not a count (0 to 2**53)")
     return value
 
 

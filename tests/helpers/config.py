@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from gx10slots.app import App, GlobalOptions
 from gx10slots.config import parse_config
 
 
@@ -29,6 +30,16 @@ def valid() -> dict[str, Any]:
             "endpoint": "http://127.0.0.1:8000",
         },
     }
+
+
+def ollama_app(green_endpoint: str) -> App:
+    """An App for an Ollama engine whose slot green is at ``green_endpoint``, without a file."""
+    doc = valid()
+    doc["engine"] = "ollama"
+    doc["slots"]["green"]["endpoint"] = green_endpoint
+    app = App(GlobalOptions())
+    app.__dict__["config"] = parse_config(doc)  # the cached property
+    return app
 
 
 def minimal() -> dict[str, Any]:

@@ -233,7 +233,14 @@ def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
         ("memory__reserve_gib", math.nan),
         ("memory__node_capacity_gib", math.inf),
         ("slots__blue__port", math.inf),
+        # YAML integers have no size limit: 400 digits are an int no float can hold.
+        ("smoke__max_tokens", 10**400),
+        ("smoke__probe_timeout", 10**400),
+        ("memory__reserve_gib", -(10**400)),
+        ("smoke__deadline", 10**400),
+        ("slots__blue__port", 10**400),
     ],
+    ids=lambda v: "400-digits" if isinstance(v, int) and abs(v) > 10**20 else None,
 )
 def test_non_finite_numbers_are_refused(tmp_path: Path, key: str, value: float) -> None:
     # `.inf` as a probe timeout would be a probe that never times out: exactly what the suite

@@ -23,7 +23,7 @@ from gx10slots.sandbox.imitations import IMITATIONS
 from gx10slots.sandbox.seed import slot_deployment
 from gx10slots.smoke import Report, get_profile, run_suite
 from gx10slots.smoke.profiles import PROFILES, EngineProfile
-from tests.helpers.config import valid
+from tests.helpers.config import ollama_app, valid
 from tests.helpers.modelservers import QUICK_SUITE, Serve, failures, model_servers, results
 
 pytestmark = pytest.mark.e2e
@@ -168,27 +168,18 @@ def test_an_ollama_that_cannot_load_the_model_fails_keep_alive(serve: Serve) -> 
     ]
 
 
-def _ollama_app(green_endpoint: str) -> App:
-    doc = valid()
-    doc["engine"] = "ollama"
-    doc["slots"]["green"]["endpoint"] = green_endpoint
-    app = App(GlobalOptions())
-    app.__dict__["config"] = parse_config(doc)  # the cached property, without a file
-    return app
-
-
 def test_status_says_an_ollama_standby_is_cold_when_api_ps_does_not_list_it(
     serve: Serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SLOTS_ENGINE_API_KEY", raising=False)
     server = serve("sandbox/ok", engine="ollama", keep_alive_s=0.0)
-    app = _ollama_app(server.url)
+    app = ollama_app(server.url)
     warning = cold_standby_warning(app, "green", SERVED)
     assert warning is not None and warning.startswith("standby green is cold: /api/ps")
     smoke(server, get_profile("ollama"))  # loads it and keeps it loaded
     assert cold_standby_warning(app, "green", SERVED) is None
     # An engine that does not answer is said, not raised.
-    unreachable = cold_standby_warning(_ollama_app("http://127.0.0.1:1"), "green", SERVED)
+    unreachable = cold_standby_warning(ollama_app("http://127.0.0.1:1"), "green", SERVED)
     assert unreachable is not None and "cannot tell whether 'gx10' is loaded" in unreachable
 
 
@@ -206,12 +197,12 @@ def test_a_flip_asks_the_ollama_fallback_to_keep_its_model_loaded(
     server = serve("sandbox/ok", engine="ollama", keep_alive_s=0.0)
     deployment = slot_deployment("green", model="sandbox/ok", served_name=SERVED, replicas=1)
     monkeypatch.setattr("gx10slots.ops.read.read_deployment", lambda app, slot: deployment)
-    app = _ollama_app(server.url)
+    app = ollama_app(server.url)
     assert _ps(server) == []
     assert keep_loaded(app, "green") == "slot green keeps 'gx10' loaded (keep_alive -1)"
     assert _ps(server) == ["gx10:latest"]
     # An engine that cannot be reached is said, never raised: the flip itself is done.
-    note = keep_loaded(_ollama_app("http://127.0.0.1:1"), "green")
+    note = keep_loaded(ollama_app("http://127.0.0.1:1"), "green")
     assert note is not None and note.startswith("slot green: could not ask its engine")
     # vLLM keeps its model loaded: nothing is asked.
     vllm = App(GlobalOptions())

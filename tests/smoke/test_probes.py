@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from gx10slots.smoke.probes import (
     ProbeContext,
@@ -230,6 +231,42 @@ def test_identity_checks_vllm_max_model_len_when_configured() -> None:
     assert run_probe(probe_identity, engine, settings=settings)[0].detail == (
         "/v1/models does not report max_model_len"
     )
+
+
+# JSON numbers have no size limit: an engine may send 400 digits, an int no float can hold.
+HUGE = 10**400
+
+
+class _HugeCounts(FakeEngine):
+    """Answers with a count of 400 digits: completion tokens, and max_model_len on its card."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models = [{"id": "m", "object": "model", "max_model_len": HUGE}]
+
+    def chat(self, body: dict[str, Any]) -> httpx.Response:
+        if body.get("stream"):
+            frames = [chunk(role="assistant", content=""), chunk("pong"), chunk(finish="stop")]
+            return event_stream(sse(*frames, usage_chunk(HUGE)))
+        return httpx.Response(200, json=completion("pong", tokens=HUGE))
+
+
+@pytest.mark.parametrize(
+    ("probe", "field"),
+    [
+        (probe_identity, "data[0].max_model_len"),
+        (probe_known_answer, "usage.completion_tokens"),
+        (probe_streaming, "usage.completion_tokens"),
+        (probe_burst, "usage.completion_tokens"),
+    ],
+)
+def test_a_count_no_float_can_hold_fails_the_probe_naming_it_not_an_internal_error(
+    probe: Any, field: str
+) -> None:
+    settings = FAST.__class__(**{**FAST.__dict__, "max_model_len": 4096})
+    result, _ = run_probe(probe, _HugeCounts(), settings=settings)
+    assert not result.passed
+    assert field in result.detail and len(result.detail) < 300, result.detail
 
 
 # --- known answer -------------------------------------------------------------------------------

@@ -331,6 +331,32 @@ def test_latest_report_finds_the_newest_passing_one(tmp_path: Path) -> None:
     assert latest_report(tmp_path / "missing", "green") is None
 
 
+@pytest.mark.parametrize(
+    "where", ["summary.ttft_ms_p50", "summary.requests", "probe.metrics", "probe.duration_ms"]
+)
+def test_a_report_file_with_a_number_no_float_can_hold_is_skipped_as_a_baseline(
+    tmp_path: Path, where: str
+) -> None:
+    # A file in the report directory is read as hostile: 400 digits are an int no float holds.
+    passed = make_report(ProbeResult("readiness", True, 1.0, "ok"))
+    write_reports(passed, tmp_path, {"json"})
+    doc = json.loads(passed.to_json())
+    huge = 10**400
+    if where == "summary.ttft_ms_p50":
+        doc["summary"]["ttft_ms_p50"] = huge
+    elif where == "summary.requests":
+        doc["summary"]["requests"] = huge
+    elif where == "probe.metrics":
+        doc["probes"][0]["metrics"] = {"x": huge}
+    else:
+        doc["probes"][0]["duration_ms"] = huge
+    (tmp_path / "20991231T000000Z-green.json").write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match="not a smoke report"):
+        Report.from_dict(doc)
+    found = latest_report(tmp_path, "green")  # the newer file is skipped, never a crash
+    assert found is not None and found.started_at == START
+
+
 def test_the_schema_names_every_engine_profile_and_every_probe() -> None:
     """The report schema is written by hand: it must list what the registries hold."""
     from gx10slots.smoke.catalog import PROBE_NAMES

@@ -193,6 +193,17 @@ def test_hostile_values_inside_a_valid_summary_are_bounded_and_made_printable() 
     assert len(encode(summary)) <= MAX_BYTES
 
 
+@pytest.mark.parametrize("figure", ["9" * 400, "-" + "9" * 400, "1e400", "NaN", "-Infinity"])
+def test_a_figure_no_float_can_hold_is_not_measured_never_a_crash(figure: str) -> None:
+    # JSON numbers have no size limit: Python reads 400 digits as an int no float can hold.
+    text = GOOD.replace('"tokens_per_s":41.2', f'"tokens_per_s":{figure}')
+    assert text != GOOD
+    last = last_smoke_of(_configmap(text), "green")
+    assert last is not None and last.summary is not None, last
+    assert last.summary["candidate"]["tokens_per_s"] is None
+    assert last.summary["candidate"]["ttft_ms_p50"] == 95.1
+
+
 def test_the_view_says_stale_when_the_slots_revision_moved_since() -> None:
     last = last_smoke_of(_configmap(GOOD), "green")
     assert last is not None
@@ -255,6 +266,27 @@ def test_status_wide_shows_who_ran_the_last_smoke_and_both_slots_figures() -> No
     assert "failed: tool-call, streaming" in line
     assert "green TTFT p50 95 ms, 41.2 tokens/s" in line
     assert "active blue TTFT p50 10 ms, n/a tokens/s" in line
+
+
+def test_a_smoke_dated_in_the_future_says_so_never_a_negative_age() -> None:
+    # Anyone with write access may date a summary (or the gate's record) years ahead.
+    future = GOOD.replace('"at":"2026-11-27T08:15:42Z"', '"at":"9999-12-31T23:59:59Z"')
+    last = last_smoke_of(_configmap(future), "green")
+    assert last is not None and last.summary is not None
+    doc: dict[str, Any] = {
+        "namespace": "gx10",
+        "previous": None,
+        "flag": {"kind": "service-selector", "name": "gx10-model", "key": "k", "value": "blue"},
+        "slots": {
+            "green": _slot(last.view("rev-new", START), {"passed": True, "age_s": -3600.0}),
+        },
+        "warnings": [],
+    }
+    wide = status_text(doc, wide=True)
+    line = next(x for x in wide.splitlines() if x.startswith("last smoke of green"))
+    assert "FAILED dated in the future (9999-12-31T23:59:59Z)" in line, line
+    assert smoke_cell(doc["slots"]["green"]) == "passed dated in the future"
+    assert "s ago" not in wide and "-" + "3600" not in wide
 
 
 def test_status_wide_says_when_the_gates_record_disagrees_with_the_kept_report() -> None:
