@@ -482,7 +482,7 @@ def controller(ctx: click.Context, metrics_addr: str, mode: str | None) -> None:
     """
     import threading
 
-    from gx10slots import console
+    from gx10slots import console, stopping
     from gx10slots.controller.metrics import ControllerMetrics
     from gx10slots.controller.run import Controller, serve_metrics
 
@@ -492,6 +492,8 @@ def controller(ctx: click.Context, metrics_addr: str, mode: str | None) -> None:
     server = serve_metrics(metrics, metrics_addr)
     stop = threading.Event()
     runner = Controller(app, mode=chosen, metrics=metrics, stop=stop)  # type: ignore[arg-type]
+    # Within a kubelet's grace period (30 s by default), whatever the main thread is doing.
+    stopping.exit_within(STOP_GRACE_S, runner.elector.stop)
     try:
         runner.run()
     except Interrupted as exc:
@@ -956,11 +958,21 @@ def _internal_error(exc: BaseException, document: str | None) -> int:
     return 1
 
 
+# How long `slots controller` may take to stop once asked (its watchdog: gx10slots.stopping).
+STOP_GRACE_S = 10.0
+
+
 def _on_sigterm(signum: int, frame: Any) -> NoReturn:
+    from gx10slots import stopping
+
+    stopping.requested()
     raise Interrupted("terminated by SIGTERM")
 
 
 def _on_sigint(signum: int, frame: Any) -> NoReturn:
+    from gx10slots import stopping
+
+    stopping.requested()
     raise Interrupted("interrupted by Ctrl-C")
 
 

@@ -121,6 +121,9 @@ async def cancel_on_sigterm(work: Awaitable[T]) -> T:
     previous: dict[int, Any] = {}
 
     def stop(signum: int) -> None:
+        from gx10slots import stopping
+
+        stopping.requested()
         received.append(names[signal.Signals(signum)])
         if task is not None:
             task.cancel()
