@@ -18,14 +18,19 @@ STUCK = textwrap.dedent(
     import signal, sys, time
     from gx10slots import stopping
     from gx10slots.cli import _on_sigterm
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    stopping.exit_within(GRACE, lambda: print("lease given back", file=sys.stderr))
-    print("ready", flush=True)
-    while True:  # a main thread that takes every stop for something else and goes on
+
+    def swallowed(signum, frame):
+        # The CLI's own handler, whose Interrupted somebody takes for something else.
         try:
-            time.sleep(0.05)
+            _on_sigterm(signum, frame)
         except BaseException:
             pass
+
+    signal.signal(signal.SIGTERM, swallowed)
+    stopping.exit_within(GRACE, lambda: print("lease given back", file=sys.stderr))
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
     """
 )
 
@@ -41,7 +46,9 @@ def _start(grace: float | None) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    assert process.stdout is not None and process.stderr is not None
+    line = process.stdout.readline()
+    assert line == "ready\n", (line, process.stderr.read() if process.poll() is not None else "")
     return process
 
 
@@ -50,10 +57,10 @@ def test_a_stuck_main_thread_still_ends_within_the_grace_period() -> None:
     asked = time.monotonic()
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=15)
-    assert process.returncode == 0
+    assert process.returncode == 0, err
     assert time.monotonic() - asked < 10
     assert "still running 1 s after being asked to stop; where it was:" in err
-    assert "time.sleep" in err or "line" in err  # the main thread's stack
+    assert 'File "<string>"' in err  # the stuck main thread's own frame
     assert err.index("lease given back") < err.index("stopped by its watchdog")
 
 

@@ -154,7 +154,7 @@ def watch(
             # anyway, and a wedged slot must be left without waiting for Prometheus.
             gates = tuple(ports.gates()) if observation.passed else ()
             share = tally.add_probe(observation)
-            busy_for = tally.busy_for_s(observation, started - start)
+            busy_for = tally.track_busy(observation, started - start)
             reasons = judge_check(observation, share, settings, baseline, gates, busy_for)
             tally.add_check(not reasons)
             record = CheckRecord(

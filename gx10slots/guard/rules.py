@@ -305,7 +305,7 @@ class Tally:
     busy_checks: int = 0
     busy_since_s: float | None = None  # when the current run of busy checks began
 
-    def busy_for_s(self, observation: Observation, at_s: float) -> float:
+    def track_busy(self, observation: Observation, at_s: float) -> float:
         """How long the slot has been busy, counting this check (``at_s``: when it started);
         0 when this check is not busy."""
         if not busy(observation):

@@ -37,8 +37,20 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
-    slots, controller, job = (Path(a).read_text() for a in argv)
-    sys.stdout.write(yaml.safe_dump_all(controller_manifest(controller, job, slots)))
+    try:
+        slots, controller, job = (Path(a).read_text() for a in argv)
+        docs = controller_manifest(controller, job, slots)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        print(f"rehearsal: cannot read the manifests: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    except (StopIteration, KeyError, TypeError, ValueError, AttributeError):
+        print(
+            "rehearsal: not the shipped manifests (a ConfigMap in the Job's, one Deployment with "
+            "one container in the controller's)",
+            file=sys.stderr,
+        )
+        return 2
+    sys.stdout.write(yaml.safe_dump_all(docs))
     return 0
 
 

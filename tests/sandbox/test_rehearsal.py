@@ -45,3 +45,14 @@ def test_the_shipped_manifest_is_adapted_to_the_sandbox_and_nothing_else(
 def test_a_wrong_call_says_how_to_call_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "kubectl apply -f -" in capsys.readouterr().err
+
+
+def test_missing_or_foreign_files_are_said_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(tmp_path / "nope"), "a", "b"]) == 2
+    assert "cannot read the manifests: FileNotFoundError" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.yaml"
+    foreign.write_text("kind: Pod\n")
+    assert main([str(foreign), str(foreign), str(foreign)]) == 2
+    assert "not the shipped manifests" in capsys.readouterr().err
